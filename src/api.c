@@ -1,0 +1,2 @@
+/* api: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+#include "api.h"

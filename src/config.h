@@ -1,0 +1,64 @@
+/* config: the dnoded.conf table of keys (name, type, default, whether a
+ * reload may change it), parsing `key = value` files into a config_t, and
+ * nothing else: it does not open sockets or files named by the keys. */
+#ifndef DNODED_CONFIG_H
+#define DNODED_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct config {
+    char *path;        /* the file it came from (absolute), or NULL */
+    char **listen;     /* "host:port" entries, at least one */
+    size_t nlisten;
+    int workers;       /* 0 = auto (one per CPU) */
+    char *models;      /* absolute; default models.json beside the config */
+    char *mongodb_uri;
+    char *redis_url;   /* "" = single-host mode */
+    char *redis_prefix; /* default "dnoded:" */
+    char *docroot;
+    char *pidfile;     /* "" = none */
+    int log_level;     /* LOG_LEVEL_* of log.h */
+    char *log_file;    /* "" = stderr */
+    char *user, *group; /* "" = keep */
+    char **allowed_origins; /* WebSocket Origin allowlist; empty = same host only */
+    size_t nallowed_origins;
+    size_t max_message_size;
+    size_t max_output_buffer;
+    size_t max_read_limit;
+    size_t max_connections;        /* per worker */
+    size_t max_subscriptions;      /* per session */
+    size_t max_callbacks;          /* per session, remote callbacks held */
+    size_t max_json_depth;
+    int shutdown_timeout;          /* seconds */
+    int db_threads;
+    int db_timeout_ms;
+    int db_max_time_ms;
+} config_t;
+
+/* Defaults for every key (models resolved against base_dir, which may be
+ * NULL for the current directory). NULL on allocation failure. */
+config_t *config_new_defaults(const char *base_dir);
+
+/* Read and check a file. Errors (missing file, unknown key, bad value, a
+ * repeated non-repeatable key) return NULL with "FILE:LINE: reason" in err. */
+config_t *config_load(const char *path, char *err, size_t errlen);
+/* Same from memory; path is used in messages and to resolve relative paths. */
+config_t *config_parse(const char *text, size_t len, const char *path, char *err,
+                       size_t errlen);
+void config_free(config_t *cfg);
+
+/* The table itself, for documentation checks and `dnoded -t` output. */
+typedef struct config_key_info {
+    const char *name;
+    const char *default_text; /* as documented */
+    int reloadable;           /* 1 when HUP applies a new value */
+} config_key_info_t;
+size_t config_key_count(void);
+const config_key_info_t *config_key_at(size_t i);
+
+/* Names of keys whose values differ between a and b and that a reload cannot
+ * apply (e.g. listen, workers, user): returns a malloc'd comma-separated
+ * list, or NULL when there is none. */
+char *config_nonreloadable_changes(const config_t *a, const config_t *b);
+
+#endif

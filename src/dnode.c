@@ -1,0 +1,2 @@
+/* dnode: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+#include "dnode.h"

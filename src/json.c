@@ -1,0 +1,668 @@
+/* json: the JSON tree (see json.h). Parsing goes through yajl's callback
+ * parser into our own nodes so that depth is capped while parsing and
+ * numbers keep their integer form; output goes through yajl_gen. Knows
+ * nothing of DNode beyond carrying JSON_CALLBACK nodes. */
+#include "json.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include <yajl/yajl_gen.h>
+#include <yajl/yajl_parse.h>
+
+/* ------------------------------------------------------------------------
+ * Construction and containers
+ * ------------------------------------------------------------------------ */
+
+static json_t *json_alloc(json_type_t type)
+{
+    json_t *v = calloc(1, sizeof(*v));
+    if (v != NULL)
+        v->type = type;
+    return v;
+}
+
+json_t *json_null(void) { return json_alloc(JSON_NULL); }
+
+json_t *json_bool(int b)
+{
+    json_t *v = json_alloc(JSON_BOOL);
+    if (v != NULL)
+        v->u.boolean = b ? 1 : 0;
+    return v;
+}
+
+json_t *json_int(int64_t i)
+{
+    json_t *v = json_alloc(JSON_NUMBER);
+    if (v != NULL) {
+        v->u.num.i = i;
+        v->u.num.d = (double)i;
+        v->u.num.is_int = 1;
+    }
+    return v;
+}
+
+json_t *json_double(double d)
+{
+    json_t *v = json_alloc(JSON_NUMBER);
+    if (v != NULL)
+        v->u.num.d = d;
+    return v;
+}
+
+json_t *json_stringn(const char *s, size_t len)
+{
+    json_t *v = json_alloc(JSON_STRING);
+    if (v == NULL)
+        return NULL;
+    v->u.str.s = malloc(len + 1);
+    if (v->u.str.s == NULL) {
+        free(v);
+        return NULL;
+    }
+    if (len > 0)
+        memcpy(v->u.str.s, s, len);
+    v->u.str.s[len] = '\0';
+    v->u.str.len = len;
+    return v;
+}
+
+json_t *json_string(const char *s) { return json_stringn(s, strlen(s)); }
+json_t *json_array(void) { return json_alloc(JSON_ARRAY); }
+json_t *json_object(void) { return json_alloc(JSON_OBJECT); }
+
+json_t *json_callback(int64_t id)
+{
+    json_t *v = json_alloc(JSON_CALLBACK);
+    if (v != NULL)
+        v->u.callback = id;
+    return v;
+}
+
+void json_free(json_t *v)
+{
+    size_t i;
+
+    if (v == NULL)
+        return;
+    switch (v->type) {
+    case JSON_STRING:
+        free(v->u.str.s);
+        break;
+    case JSON_ARRAY:
+        for (i = 0; i < v->u.arr.len; i++)
+            json_free(v->u.arr.items[i]);
+        free(v->u.arr.items);
+        break;
+    case JSON_OBJECT:
+        for (i = 0; i < v->u.obj.len; i++) {
+            free(v->u.obj.keys[i]);
+            json_free(v->u.obj.vals[i]);
+        }
+        free(v->u.obj.keys);
+        free(v->u.obj.vals);
+        break;
+    default:
+        break;
+    }
+    free(v);
+}
+
+int json_array_append(json_t *arr, json_t *v)
+{
+    if (v == NULL)
+        return -1;
+    if (arr == NULL || arr->type != JSON_ARRAY)
+        goto fail;
+    if (arr->u.arr.len == arr->u.arr.cap) {
+        size_t cap = arr->u.arr.cap ? arr->u.arr.cap * 2 : 4;
+        json_t **items = realloc(arr->u.arr.items, cap * sizeof(*items));
+        if (items == NULL)
+            goto fail;
+        arr->u.arr.items = items;
+        arr->u.arr.cap = cap;
+    }
+    arr->u.arr.items[arr->u.arr.len++] = v;
+    return 0;
+fail:
+    json_free(v);
+    return -1;
+}
+
+static ssize_t json_object_index(const json_t *obj, const char *key)
+{
+    size_t i;
+
+    if (obj == NULL || obj->type != JSON_OBJECT)
+        return -1;
+    for (i = 0; i < obj->u.obj.len; i++)
+        if (strcmp(obj->u.obj.keys[i], key) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+/* Like json_object_set but with a key of known length; keys with an
+ * embedded NUL are refused (they cannot be schema paths or method names). */
+static int json_object_setn(json_t *obj, const char *key, size_t keylen, json_t *v)
+{
+    char *k = NULL;
+    ssize_t at;
+
+    if (v == NULL)
+        return -1;
+    if (obj == NULL || obj->type != JSON_OBJECT || memchr(key, '\0', keylen) != NULL)
+        goto fail;
+    k = malloc(keylen + 1);
+    if (k == NULL)
+        goto fail;
+    memcpy(k, key, keylen);
+    k[keylen] = '\0';
+    at = json_object_index(obj, k);
+    if (at >= 0) {
+        free(k);
+        json_free(obj->u.obj.vals[at]);
+        obj->u.obj.vals[at] = v;
+        return 0;
+    }
+    if (obj->u.obj.len == obj->u.obj.cap) {
+        size_t cap = obj->u.obj.cap ? obj->u.obj.cap * 2 : 4;
+        char **keys = realloc(obj->u.obj.keys, cap * sizeof(*keys));
+        if (keys == NULL)
+            goto fail;
+        obj->u.obj.keys = keys;
+        json_t **vals = realloc(obj->u.obj.vals, cap * sizeof(*vals));
+        if (vals == NULL)
+            goto fail;
+        obj->u.obj.vals = vals;
+        obj->u.obj.cap = cap;
+    }
+    obj->u.obj.keys[obj->u.obj.len] = k;
+    obj->u.obj.vals[obj->u.obj.len] = v;
+    obj->u.obj.len++;
+    return 0;
+fail:
+    free(k);
+    json_free(v);
+    return -1;
+}
+
+int json_object_set(json_t *obj, const char *key, json_t *v)
+{
+    if (key == NULL) {
+        json_free(v);
+        return -1;
+    }
+    return json_object_setn(obj, key, strlen(key), v);
+}
+
+json_t *json_object_get(const json_t *obj, const char *key)
+{
+    ssize_t at = json_object_index(obj, key);
+    return at < 0 ? NULL : obj->u.obj.vals[at];
+}
+
+json_t *json_object_take(json_t *obj, const char *key)
+{
+    ssize_t at = json_object_index(obj, key);
+    json_t *v;
+    size_t n;
+
+    if (at < 0)
+        return NULL;
+    v = obj->u.obj.vals[at];
+    free(obj->u.obj.keys[at]);
+    n = obj->u.obj.len - (size_t)at - 1;
+    memmove(&obj->u.obj.keys[at], &obj->u.obj.keys[at + 1], n * sizeof(char *));
+    memmove(&obj->u.obj.vals[at], &obj->u.obj.vals[at + 1], n * sizeof(json_t *));
+    obj->u.obj.len--;
+    return v;
+}
+
+int json_object_del(json_t *obj, const char *key)
+{
+    json_t *v = json_object_take(obj, key);
+    if (v == NULL)
+        return 0;
+    json_free(v);
+    return 1;
+}
+
+json_t *json_array_get(const json_t *arr, size_t i)
+{
+    if (arr == NULL || arr->type != JSON_ARRAY || i >= arr->u.arr.len)
+        return NULL;
+    return arr->u.arr.items[i];
+}
+
+int json_array_set(json_t *arr, size_t i, json_t *v)
+{
+    if (v == NULL)
+        return -1;
+    if (arr == NULL || arr->type != JSON_ARRAY || i >= arr->u.arr.len) {
+        json_free(v);
+        return -1;
+    }
+    json_free(arr->u.arr.items[i]);
+    arr->u.arr.items[i] = v;
+    return 0;
+}
+
+const char *json_get_string(const json_t *obj, const char *key)
+{
+    const json_t *v = json_object_get(obj, key);
+    return (v != NULL && v->type == JSON_STRING) ? v->u.str.s : NULL;
+}
+
+int json_is_true(const json_t *v)
+{
+    return v != NULL && v->type == JSON_BOOL && v->u.boolean;
+}
+
+json_t *json_copy(const json_t *v)
+{
+    json_t *c;
+    size_t i;
+
+    if (v == NULL)
+        return NULL;
+    switch (v->type) {
+    case JSON_NULL:
+        return json_null();
+    case JSON_BOOL:
+        return json_bool(v->u.boolean);
+    case JSON_NUMBER:
+        c = json_alloc(JSON_NUMBER);
+        if (c != NULL)
+            c->u.num = v->u.num;
+        return c;
+    case JSON_STRING:
+        return json_stringn(v->u.str.s, v->u.str.len);
+    case JSON_CALLBACK:
+        return json_callback(v->u.callback);
+    case JSON_ARRAY:
+        c = json_array();
+        if (c == NULL)
+            return NULL;
+        for (i = 0; i < v->u.arr.len; i++) {
+            if (json_array_append(c, json_copy(v->u.arr.items[i])) < 0) {
+                json_free(c);
+                return NULL;
+            }
+        }
+        return c;
+    case JSON_OBJECT:
+        c = json_object();
+        if (c == NULL)
+            return NULL;
+        for (i = 0; i < v->u.obj.len; i++) {
+            if (json_object_set(c, v->u.obj.keys[i], json_copy(v->u.obj.vals[i])) < 0) {
+                json_free(c);
+                return NULL;
+            }
+        }
+        return c;
+    }
+    return NULL;
+}
+
+int json_equal(const json_t *a, const json_t *b)
+{
+    size_t i;
+
+    if (a == NULL || b == NULL)
+        return a == b;
+    if (a->type != b->type)
+        return 0;
+    switch (a->type) {
+    case JSON_NULL:
+        return 1;
+    case JSON_BOOL:
+        return a->u.boolean == b->u.boolean;
+    case JSON_NUMBER:
+        if (a->u.num.is_int && b->u.num.is_int)
+            return a->u.num.i == b->u.num.i;
+        return a->u.num.d == b->u.num.d;
+    case JSON_STRING:
+        return a->u.str.len == b->u.str.len &&
+               memcmp(a->u.str.s, b->u.str.s, a->u.str.len) == 0;
+    case JSON_CALLBACK:
+        return a->u.callback == b->u.callback;
+    case JSON_ARRAY:
+        if (a->u.arr.len != b->u.arr.len)
+            return 0;
+        for (i = 0; i < a->u.arr.len; i++)
+            if (!json_equal(a->u.arr.items[i], b->u.arr.items[i]))
+                return 0;
+        return 1;
+    case JSON_OBJECT:
+        if (a->u.obj.len != b->u.obj.len)
+            return 0;
+        for (i = 0; i < a->u.obj.len; i++)
+            if (!json_equal(a->u.obj.vals[i], json_object_get(b, a->u.obj.keys[i])))
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
+void json_strip_callbacks(json_t *v)
+{
+    size_t i;
+
+    if (v == NULL)
+        return;
+    if (v->type == JSON_ARRAY) {
+        for (i = 0; i < v->u.arr.len; i++) {
+            json_t *item = v->u.arr.items[i];
+            if (item->type == JSON_CALLBACK) {
+                item->type = JSON_NULL; /* a callback node owns nothing */
+            } else {
+                json_strip_callbacks(item);
+            }
+        }
+    } else if (v->type == JSON_OBJECT) {
+        i = 0;
+        while (i < v->u.obj.len) {
+            if (v->u.obj.vals[i]->type == JSON_CALLBACK) {
+                json_object_del(v, v->u.obj.keys[i]);
+                continue;
+            }
+            json_strip_callbacks(v->u.obj.vals[i]);
+            i++;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Parsing
+ * ------------------------------------------------------------------------ */
+
+typedef struct parse_frame {
+    json_t *container;
+    char *key; /* pending object key */
+    size_t keylen;
+} parse_frame_t;
+
+typedef struct parse_state {
+    parse_frame_t *stack;
+    size_t depth, max_depth;
+    json_t *root;
+    const char *error; /* set by callbacks that stop the parse */
+} parse_state_t;
+
+/* Attach a finished value to the current container (or make it the root). */
+static int parse_add(parse_state_t *ps, json_t *v)
+{
+    parse_frame_t *top;
+    int rc;
+
+    if (v == NULL) {
+        ps->error = "out of memory";
+        return 0;
+    }
+    if (ps->depth == 0) {
+        ps->root = v;
+        return 1;
+    }
+    top = &ps->stack[ps->depth - 1];
+    if (top->container->type == JSON_ARRAY) {
+        rc = json_array_append(top->container, v);
+    } else {
+        rc = json_object_setn(top->container, top->key, top->keylen, v);
+        free(top->key);
+        top->key = NULL;
+    }
+    if (rc < 0) {
+        ps->error = "object key contains a NUL byte or out of memory";
+        return 0;
+    }
+    return 1;
+}
+
+static int parse_push(parse_state_t *ps, json_t *container)
+{
+    if (container == NULL) {
+        ps->error = "out of memory";
+        return 0;
+    }
+    if (ps->depth >= ps->max_depth) {
+        json_free(container);
+        ps->error = "nesting too deep";
+        return 0;
+    }
+    /* The container is linked into its parent first so that one free of the
+     * root releases everything if the parse stops half way. */
+    if (!parse_add(ps, container))
+        return 0;
+    ps->stack[ps->depth].container = container;
+    ps->stack[ps->depth].key = NULL;
+    ps->depth++;
+    return 1;
+}
+
+static int cb_null(void *ctx) { return parse_add(ctx, json_null()); }
+static int cb_boolean(void *ctx, int b) { return parse_add(ctx, json_bool(b)); }
+
+static int cb_number(void *ctx, const char *s, size_t len)
+{
+    char buf[64];
+    char *end;
+    int is_int = 1;
+    size_t i;
+
+    if (len >= sizeof(buf)) {
+        /* Long literals: keep them as doubles through strtod on a copy. */
+        char *tmp = malloc(len + 1);
+        double d;
+        if (tmp == NULL)
+            return parse_add(ctx, NULL);
+        memcpy(tmp, s, len);
+        tmp[len] = '\0';
+        d = strtod(tmp, NULL);
+        free(tmp);
+        return parse_add(ctx, json_double(d));
+    }
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    for (i = 0; i < len; i++)
+        if (buf[i] == '.' || buf[i] == 'e' || buf[i] == 'E')
+            is_int = 0;
+    if (is_int) {
+        long long ll;
+        errno = 0;
+        ll = strtoll(buf, &end, 10);
+        if (errno == 0 && *end == '\0')
+            return parse_add(ctx, json_int((int64_t)ll));
+    }
+    return parse_add(ctx, json_double(strtod(buf, NULL)));
+}
+
+static int cb_string(void *ctx, const unsigned char *s, size_t len)
+{
+    return parse_add(ctx, json_stringn((const char *)s, len));
+}
+
+static int cb_start_map(void *ctx) { return parse_push(ctx, json_object()); }
+
+static int cb_map_key(void *ctx, const unsigned char *key, size_t len)
+{
+    parse_state_t *ps = ctx;
+    parse_frame_t *top = &ps->stack[ps->depth - 1];
+
+    free(top->key);
+    top->key = malloc(len + 1);
+    if (top->key == NULL) {
+        ps->error = "out of memory";
+        return 0;
+    }
+    memcpy(top->key, key, len);
+    top->key[len] = '\0';
+    top->keylen = len;
+    return 1;
+}
+
+static int cb_end(void *ctx)
+{
+    parse_state_t *ps = ctx;
+    ps->depth--;
+    free(ps->stack[ps->depth].key);
+    ps->stack[ps->depth].key = NULL;
+    return 1;
+}
+
+static int cb_start_array(void *ctx) { return parse_push(ctx, json_array()); }
+
+static const yajl_callbacks parse_callbacks = {
+    cb_null, cb_boolean, NULL, NULL, cb_number, cb_string,
+    cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
+};
+
+json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err, size_t errlen)
+{
+    parse_state_t ps;
+    yajl_handle h;
+    yajl_status st;
+    size_t i;
+
+    if (err != NULL && errlen > 0)
+        err[0] = '\0';
+    memset(&ps, 0, sizeof(ps));
+    ps.max_depth = max_depth ? max_depth : JSON_DEFAULT_MAX_DEPTH;
+    ps.stack = calloc(ps.max_depth, sizeof(*ps.stack));
+    if (ps.stack == NULL) {
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    h = yajl_alloc(&parse_callbacks, NULL, &ps);
+    if (h == NULL) {
+        free(ps.stack);
+        if (err != NULL && errlen > 0)
+            snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    /* Reject invalid UTF-8 (yajl checks by default) and anything after the
+     * first value. */
+    st = yajl_parse(h, (const unsigned char *)buf, len);
+    if (st == yajl_status_ok)
+        st = yajl_complete_parse(h);
+    if (st != yajl_status_ok || ps.root == NULL) {
+        if (err != NULL && errlen > 0) {
+            if (ps.error != NULL) {
+                snprintf(err, errlen, "%s", ps.error);
+            } else if (st == yajl_status_ok) {
+                snprintf(err, errlen, "empty input");
+            } else {
+                unsigned char *msg = yajl_get_error(h, 0, NULL, 0);
+                size_t n;
+                snprintf(err, errlen, "%s", msg != NULL ? (char *)msg : "invalid JSON");
+                if (msg != NULL)
+                    yajl_free_error(h, msg);
+                /* yajl ends its messages with a newline */
+                n = strlen(err);
+                while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
+                    err[--n] = '\0';
+            }
+        }
+        for (i = 0; i < ps.max_depth; i++)
+            free(ps.stack[i].key);
+        json_free(ps.root);
+        ps.root = NULL;
+    }
+    yajl_free(h);
+    free(ps.stack);
+    return ps.root;
+}
+
+/* ------------------------------------------------------------------------
+ * Serialization
+ * ------------------------------------------------------------------------ */
+
+/* The shortest decimal form that reads back as the same double, as
+ * JavaScript prints numbers (yajl_gen_double would print 17+ digits). */
+static yajl_gen_status json_gen_double(yajl_gen g, double d)
+{
+    char buf[40];
+    int prec, n = 0;
+
+    for (prec = 15; prec <= 17; prec++) {
+        n = snprintf(buf, sizeof(buf), "%.*g", prec, d);
+        if (strtod(buf, NULL) == d)
+            break;
+    }
+    return yajl_gen_number(g, buf, (size_t)n);
+}
+
+static yajl_gen_status json_gen(yajl_gen g, const json_t *v)
+{
+    yajl_gen_status st = yajl_gen_status_ok;
+    size_t i;
+
+    switch (v->type) {
+    case JSON_NULL:
+        return yajl_gen_null(g);
+    case JSON_BOOL:
+        return yajl_gen_bool(g, v->u.boolean);
+    case JSON_NUMBER:
+        if (v->u.num.is_int)
+            return yajl_gen_integer(g, (long long)v->u.num.i);
+        if (!isfinite(v->u.num.d))
+            return yajl_gen_null(g);
+        if (v->u.num.d == floor(v->u.num.d) && fabs(v->u.num.d) < 9007199254740992.0)
+            return yajl_gen_integer(g, (long long)v->u.num.d);
+        return json_gen_double(g, v->u.num.d);
+    case JSON_STRING:
+        return yajl_gen_string(g, (const unsigned char *)v->u.str.s, v->u.str.len);
+    case JSON_CALLBACK:
+        return yajl_gen_string(g, (const unsigned char *)"[Function]", 10);
+    case JSON_ARRAY:
+        st = yajl_gen_array_open(g);
+        for (i = 0; st == yajl_gen_status_ok && i < v->u.arr.len; i++)
+            st = json_gen(g, v->u.arr.items[i]);
+        return st == yajl_gen_status_ok ? yajl_gen_array_close(g) : st;
+    case JSON_OBJECT:
+        st = yajl_gen_map_open(g);
+        for (i = 0; st == yajl_gen_status_ok && i < v->u.obj.len; i++) {
+            const char *k = v->u.obj.keys[i];
+            st = yajl_gen_string(g, (const unsigned char *)k, strlen(k));
+            if (st == yajl_gen_status_ok)
+                st = json_gen(g, v->u.obj.vals[i]);
+        }
+        return st == yajl_gen_status_ok ? yajl_gen_map_close(g) : st;
+    }
+    return yajl_gen_invalid_string;
+}
+
+char *json_dump(const json_t *v, size_t *len)
+{
+    yajl_gen g;
+    const unsigned char *out;
+    size_t outlen;
+    char *copy = NULL;
+
+    if (v == NULL)
+        return NULL;
+    g = yajl_gen_alloc(NULL);
+    if (g == NULL)
+        return NULL;
+    /* Strings are passed through as given (validated on input); '/' is not
+     * escaped. */
+    yajl_gen_config(g, yajl_gen_validate_utf8, 0);
+    if (json_gen(g, v) == yajl_gen_status_ok &&
+        yajl_gen_get_buf(g, &out, &outlen) == yajl_gen_status_ok) {
+        copy = malloc(outlen + 1);
+        if (copy != NULL) {
+            memcpy(copy, out, outlen);
+            copy[outlen] = '\0';
+            if (len != NULL)
+                *len = outlen;
+        }
+    }
+    yajl_gen_free(g);
+    return copy;
+}

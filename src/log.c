@@ -1,0 +1,2 @@
+/* log: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+#include "log.h"

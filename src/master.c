@@ -1,0 +1,2 @@
+/* master: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+#include "master.h"

@@ -1,0 +1,2 @@
+/* metrics: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+#include "metrics.h"

@@ -1,0 +1,2 @@
+/* model: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+#include "model.h"

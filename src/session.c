@@ -1,0 +1,2 @@
+/* session: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+#include "session.h"

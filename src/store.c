@@ -1,0 +1,2 @@
+/* store: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+#include "store.h"

@@ -1,0 +1,72 @@
+/* store: MongoDB for one worker. Owns the mongoc_client_pool_t (created after
+ * fork), a few DB threads that run blocking libmongoc calls, and the hand-off
+ * of completions back to the worker's event loop. The loop thread never calls
+ * libmongoc. Knows nothing of sessions: a completion's owner decides whether
+ * it still cares (see store_done_fn). */
+#ifndef DNODED_STORE_H
+#define DNODED_STORE_H
+
+#include <event2/event.h>
+#include <stdint.h>
+
+#include "json.h"
+#include "model.h"
+
+typedef struct store store_t;
+
+typedef struct store_config {
+    const char *uri;       /* mongodb_uri */
+    int threads;           /* db_threads, default 4 */
+    int timeout_ms;        /* db_timeout_ms: server selection and socket timeouts */
+    int max_time_ms;       /* maxTimeMS put on every operation */
+    model_limits_t limits; /* query caps */
+} store_config_t;
+
+/* Create the pool and start the DB threads. Returns NULL with a reason in
+ * err on a bad URI or thread failure; an unreachable server is not an error
+ * here (operations answer Unavailable until it is back). */
+store_t *store_new(struct event_base *base, const store_config_t *cfg, char *err,
+                   size_t errlen);
+/* Stop accepting work, let the threads finish what they run, drop queued work
+ * (their done callbacks run with Unavailable before this returns), join the
+ * threads and free the pool. Call from the loop thread. */
+void store_free(store_t *st);
+
+/* Ensure the indexes of every model (in the background; failures logged). */
+int store_ensure_indexes(store_t *st, const model_set_t *models);
+
+/* Operations. Each copies what it needs from its arguments (the caller may
+ * free them right after the call), runs on a DB thread, and then calls done
+ * ON THE LOOP THREAD exactly once with either a result or an error object
+ * (ARCHITECTURE.md error shape; names DatabaseError, Unavailable, NotFound,
+ * Conflict, ValidationError, InvalidRequest). Ownership of result and error
+ * passes to done. The model_t must outlive the operation (models are freed
+ * only after every store using them is freed). Return 0, or -1 when the
+ * operation could not be queued (then done is never called). */
+typedef void (*store_done_fn)(void *arg, json_t *result, json_t *error);
+
+/* create(data): validate/cast via model_prepare_create, insert; result is
+ * the stored document as JSON (model_to_json). */
+int store_create(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
+                 void *arg);
+/* read(opt): opt.query/opt.sorting/opt.fields. When the filter is exactly
+ * by _id (opt.query._id a string/ObjectId and nothing else) the result is
+ * one document (NotFound when none), otherwise an array. */
+int store_read(store_t *st, const model_t *m, const json_t *opt, store_done_fn done,
+               void *arg);
+/* update(data): data._id names the document; merge schema paths
+ * (model_prepare_update), save with __v incremented. When the model is
+ * versioned and data.__v is older than the stored one: Conflict, nothing
+ * changed. Concurrent writers never lose an update silently (the save is
+ * conditional on the __v that was read; retry a few times when unversioned). */
+int store_update(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
+                 void *arg);
+/* delete(data): by data._id (versioned: data.__v checked as above);
+ * result is the removed document; NotFound when absent. */
+int store_delete(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
+                 void *arg);
+
+/* Operations queued or running right now (for graceful shutdown). */
+size_t store_pending(const store_t *st);
+
+#endif

@@ -1,0 +1,2 @@
+/* transport: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+#include "transport.h"
