@@ -1,2 +1,399 @@
-/* dnode: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+/* dnode: parse and build DNode protocol messages (see dnode.h). The paths
+ * of callbacks and links address the arguments array: each element is an
+ * object key or an array index, sent as a string or an integer. No I/O. */
 #include "dnode.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------
+ * Paths
+ * ------------------------------------------------------------------------ */
+
+/* A path element as an array index: integers, or strings holding a
+ * canonical decimal integer. Returns 0 and sets *idx, or -1. */
+static int path_index(const json_t *el, size_t *idx)
+{
+    if (el->type == JSON_NUMBER) {
+        if (!el->u.num.is_int || el->u.num.i < 0)
+            return -1;
+        *idx = (size_t)el->u.num.i;
+        return 0;
+    }
+    if (el->type == JSON_STRING) {
+        const char *s = el->u.str.s;
+        char *end;
+        unsigned long long v;
+        if (el->u.str.len == 0 || el->u.str.len > 15 || s[0] < '0' || s[0] > '9' ||
+            (s[0] == '0' && el->u.str.len > 1))
+            return -1;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno != 0 || *end != '\0')
+            return -1;
+        *idx = (size_t)v;
+        return 0;
+    }
+    return -1;
+}
+
+/* A path element as an object key, written into buf. Returns buf or NULL. */
+static const char *path_key(const json_t *el, char *buf, size_t buflen)
+{
+    if (el->type == JSON_STRING)
+        return memchr(el->u.str.s, '\0', el->u.str.len) == NULL ? el->u.str.s : NULL;
+    if (el->type == JSON_NUMBER && el->u.num.is_int) {
+        snprintf(buf, buflen, "%lld", (long long)el->u.num.i);
+        return buf;
+    }
+    return NULL;
+}
+
+static int path_valid(const json_t *path)
+{
+    size_t i;
+
+    if (path == NULL || path->type != JSON_ARRAY || path->u.arr.len == 0)
+        return 0;
+    for (i = 0; i < path->u.arr.len; i++) {
+        const json_t *el = path->u.arr.items[i];
+        if (el->type != JSON_STRING && !(el->type == JSON_NUMBER && el->u.num.is_int))
+            return 0;
+    }
+    return 1;
+}
+
+/* Follow path[0..n) from root; NULL when some step does not exist. */
+static json_t *path_get(json_t *root, const json_t *path, size_t n)
+{
+    json_t *cur = root;
+    char buf[32];
+    size_t i, idx;
+
+    for (i = 0; i < n && cur != NULL; i++) {
+        const json_t *el = path->u.arr.items[i];
+        if (cur->type == JSON_ARRAY) {
+            cur = path_index(el, &idx) == 0 ? json_array_get(cur, idx) : NULL;
+        } else if (cur->type == JSON_OBJECT) {
+            const char *key = path_key(el, buf, sizeof(buf));
+            cur = key != NULL ? json_object_get(cur, key) : NULL;
+        } else {
+            cur = NULL;
+        }
+    }
+    return cur;
+}
+
+/* Put v at path (the parent must exist; the last step may name a missing
+ * object key or the next array slot). Takes ownership of v. */
+static int path_set(json_t *root, const json_t *path, json_t *v)
+{
+    size_t n = path->u.arr.len, idx;
+    json_t *parent = path_get(root, path, n - 1);
+    const json_t *last = path->u.arr.items[n - 1];
+    char buf[32];
+
+    if (parent != NULL && parent->type == JSON_ARRAY && path_index(last, &idx) == 0) {
+        if (idx < parent->u.arr.len)
+            return json_array_set(parent, idx, v);
+        if (idx == parent->u.arr.len)
+            return json_array_append(parent, v);
+    } else if (parent != NULL && parent->type == JSON_OBJECT) {
+        const char *key = path_key(last, buf, sizeof(buf));
+        if (key != NULL)
+            return json_object_set(parent, key, v);
+    }
+    json_free(v);
+    return -1;
+}
+
+/* Whether path a is a prefix of (or equal to) path b, element-wise with
+ * string and integer forms of an index treated alike. */
+static int path_is_prefix(const json_t *a, const json_t *b)
+{
+    char ba[32], bb[32];
+    size_t i;
+
+    if (a->u.arr.len > b->u.arr.len)
+        return 0;
+    for (i = 0; i < a->u.arr.len; i++) {
+        const char *ka = path_key(a->u.arr.items[i], ba, sizeof(ba));
+        const char *kb = path_key(b->u.arr.items[i], bb, sizeof(bb));
+        if (ka == NULL || kb == NULL || strcmp(ka, kb) != 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------------
+ * Parsing
+ * ------------------------------------------------------------------------ */
+
+static int parse_callback_id(const char *s, int64_t *id)
+{
+    char *end;
+    long long v;
+
+    if (s[0] < '0' || s[0] > '9')
+        return -1;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0' || v < 0 || v > DNODE_MAX_CALLBACK_ID)
+        return -1;
+    *id = (int64_t)v;
+    return 0;
+}
+
+static int apply_callbacks(dnode_msg_t *msg, const json_t *callbacks, char *err, size_t errlen)
+{
+    size_t i;
+
+    if (callbacks == NULL || callbacks->type == JSON_NULL)
+        return 0;
+    if (callbacks->type != JSON_OBJECT) {
+        snprintf(err, errlen, "callbacks must be an object");
+        return -1;
+    }
+    for (i = 0; i < callbacks->u.obj.len; i++) {
+        const char *sid = callbacks->u.obj.keys[i];
+        const json_t *path = callbacks->u.obj.vals[i];
+        int64_t id;
+
+        if (parse_callback_id(sid, &id) < 0) {
+            snprintf(err, errlen, "invalid callback id '%.32s'", sid);
+            return -1;
+        }
+        if (!path_valid(path) || path_set(msg->args, path, json_callback(id)) < 0) {
+            snprintf(err, errlen, "invalid path for callback %lld", (long long)id);
+            return -1;
+        }
+        msg->ncallbacks++;
+    }
+    return 0;
+}
+
+static int apply_links(dnode_msg_t *msg, const json_t *links, char *err, size_t errlen)
+{
+    size_t i;
+
+    if (links == NULL || links->type == JSON_NULL)
+        return 0;
+    if (links->type != JSON_ARRAY) {
+        snprintf(err, errlen, "links must be an array");
+        return -1;
+    }
+    for (i = 0; i < links->u.arr.len; i++) {
+        const json_t *link = links->u.arr.items[i];
+        const json_t *from = json_object_get(link, "from");
+        const json_t *to = json_object_get(link, "to");
+        json_t *value;
+
+        if (!path_valid(from) || !path_valid(to)) {
+            snprintf(err, errlen, "link %zu: from and to must be paths", i);
+            return -1;
+        }
+        if (path_is_prefix(from, to)) {
+            snprintf(err, errlen, "link %zu: circular references are not supported", i);
+            return -1;
+        }
+        value = path_get(msg->args, from, from->u.arr.len);
+        if (value == NULL) {
+            snprintf(err, errlen, "link %zu: nothing at its from path", i);
+            return -1;
+        }
+        if (path_set(msg->args, to, json_copy(value)) < 0) {
+            snprintf(err, errlen, "link %zu: invalid to path", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int dnode_parse(const char *line, size_t len, size_t max_depth, dnode_msg_t *msg, char *err,
+                size_t errlen)
+{
+    char jerr[128];
+    json_t *root = NULL;
+    json_t *method;
+
+    memset(msg, 0, sizeof(*msg));
+    msg->method_id = -1;
+    root = json_parse(line, len, max_depth, jerr, sizeof(jerr));
+    if (root == NULL) {
+        snprintf(err, errlen, "malformed JSON: %s", jerr);
+        return -1;
+    }
+    if (root->type != JSON_OBJECT) {
+        snprintf(err, errlen, "a message must be a JSON object");
+        goto fail;
+    }
+    method = json_object_get(root, "method");
+    if (method != NULL && method->type == JSON_STRING) {
+        if (method->u.str.len == 0 || memchr(method->u.str.s, '\0', method->u.str.len)) {
+            snprintf(err, errlen, "invalid method name");
+            goto fail;
+        }
+        msg->method = strdup(method->u.str.s);
+        if (msg->method == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    } else if (method != NULL && method->type == JSON_NUMBER && method->u.num.is_int &&
+               method->u.num.i >= 0 && method->u.num.i <= DNODE_MAX_CALLBACK_ID) {
+        msg->method_id = method->u.num.i;
+    } else {
+        snprintf(err, errlen, "method must be a name or a callback id");
+        goto fail;
+    }
+    msg->args = json_object_take(root, "arguments");
+    if (msg->args == NULL || msg->args->type == JSON_NULL) {
+        json_free(msg->args);
+        msg->args = json_array();
+        if (msg->args == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+    } else if (msg->args->type != JSON_ARRAY) {
+        snprintf(err, errlen, "arguments must be an array");
+        goto fail;
+    }
+    if (apply_callbacks(msg, json_object_get(root, "callbacks"), err, errlen) < 0)
+        goto fail;
+    if (apply_links(msg, json_object_get(root, "links"), err, errlen) < 0)
+        goto fail;
+    json_free(root);
+    return 0;
+fail:
+    json_free(root);
+    dnode_msg_clear(msg);
+    return -1;
+}
+
+void dnode_msg_clear(dnode_msg_t *msg)
+{
+    free(msg->method);
+    json_free(msg->args);
+    memset(msg, 0, sizeof(*msg));
+    msg->method_id = -1;
+}
+
+int64_t dnode_arg_callback(const json_t *args, size_t index)
+{
+    const json_t *v = json_array_get(args, index);
+    return (v != NULL && v->type == JSON_CALLBACK) ? v->u.callback : -1;
+}
+
+/* ------------------------------------------------------------------------
+ * Building
+ * ------------------------------------------------------------------------ */
+
+/* Walk args, adding {"id": [path...]} to callbacks for each JSON_CALLBACK.
+ * path holds the elements leading to v (as strings). */
+static int scrub(const json_t *v, json_t *path, json_t *callbacks)
+{
+    char buf[32], idbuf[32];
+    size_t i;
+    int rc = 0;
+
+    if (v->type == JSON_CALLBACK) {
+        snprintf(idbuf, sizeof(idbuf), "%lld", (long long)v->u.callback);
+        return json_object_set(callbacks, idbuf, json_copy(path));
+    }
+    if (v->type != JSON_ARRAY && v->type != JSON_OBJECT)
+        return 0;
+    for (i = 0; rc == 0 && i < (v->type == JSON_ARRAY ? v->u.arr.len : v->u.obj.len); i++) {
+        const char *key;
+        const json_t *child;
+        if (v->type == JSON_ARRAY) {
+            snprintf(buf, sizeof(buf), "%zu", i);
+            key = buf;
+            child = v->u.arr.items[i];
+        } else {
+            key = v->u.obj.keys[i];
+            child = v->u.obj.vals[i];
+        }
+        if (child->type != JSON_CALLBACK && child->type != JSON_ARRAY &&
+            child->type != JSON_OBJECT)
+            continue;
+        if (json_array_append(path, json_string(key)) < 0)
+            return -1;
+        rc = scrub(child, path, callbacks);
+        json_free(path->u.arr.items[--path->u.arr.len]);
+    }
+    return rc;
+}
+
+char *dnode_build(const char *method, int64_t method_id, const json_t *args, size_t *len)
+{
+    json_t *msg = json_object();
+    json_t *callbacks = json_object();
+    json_t *path = json_array();
+    json_t *argcopy = NULL;
+    char *out = NULL, *line = NULL;
+    size_t n;
+
+    if (msg == NULL || callbacks == NULL || path == NULL)
+        goto done;
+    if (args != NULL && scrub(args, path, callbacks) < 0)
+        goto done;
+    if (json_object_set(msg, "method", method != NULL ? json_string(method)
+                                                       : json_int(method_id)) < 0)
+        goto done;
+    /* The serializer writes callbacks as "[Function]", so the arguments can
+     * be shared as they are; a copy keeps ownership simple. */
+    argcopy = args != NULL ? json_copy(args) : json_array();
+    if (json_object_set(msg, "arguments", argcopy) < 0)
+        goto done;
+    if (json_object_set(msg, "callbacks", callbacks) < 0) {
+        callbacks = NULL;
+        goto done;
+    }
+    callbacks = NULL;
+    if (json_object_set(msg, "links", json_array()) < 0)
+        goto done;
+    out = json_dump(msg, &n);
+    if (out == NULL)
+        goto done;
+    line = realloc(out, n + 2);
+    if (line == NULL) {
+        free(out);
+        goto done;
+    }
+    line[n] = '\n';
+    line[n + 1] = '\0';
+    if (len != NULL)
+        *len = n + 1;
+done:
+    json_free(msg);
+    json_free(callbacks);
+    json_free(path);
+    return line;
+}
+
+char *dnode_build_methods(const char *const *names, size_t n, size_t *len)
+{
+    json_t *args = json_array();
+    json_t *obj = json_object();
+    char *line = NULL;
+    size_t i;
+
+    if (args == NULL || obj == NULL) {
+        json_free(args);
+        json_free(obj);
+        return NULL;
+    }
+    for (i = 0; i < n; i++) {
+        if (json_object_set(obj, names[i], json_callback((int64_t)i)) < 0) {
+            json_free(obj);
+            goto done;
+        }
+    }
+    if (json_array_append(args, obj) < 0)
+        goto done;
+    line = dnode_build("methods", -1, args, len);
+done:
+    json_free(args);
+    return line;
+}

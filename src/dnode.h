@@ -1,4 +1,51 @@
-/* dnode: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+/* dnode: the DNode protocol without I/O. Turns one received line into a
+ * request (method name or callback id, arguments with callbacks as
+ * JSON_CALLBACK nodes and links applied), and builds outgoing lines
+ * (scrubbing JSON_CALLBACK nodes into the callbacks map). Knows nothing of
+ * sessions, sockets or the backbone-dnode methods. */
 #ifndef DNODED_DNODE_H
 #define DNODED_DNODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "json.h"
+
+/* Upper bound on callback ids we accept from peers; dnode clients count up
+ * from 0 per connection, so anything past this is garbage or abuse. */
+#define DNODE_MAX_CALLBACK_ID 9007199254740991LL /* 2^53 - 1 */
+
+typedef struct dnode_msg {
+    char *method;      /* named method ("methods", "cull", "create", ...), or NULL */
+    int64_t method_id; /* when method is NULL: a callback id of the receiver */
+    json_t *args;      /* a JSON_ARRAY; owned by the message */
+    size_t ncallbacks; /* JSON_CALLBACK nodes placed into args */
+} dnode_msg_t;
+
+/* Parse one message (without its line terminator). On success fills msg
+ * (free with dnode_msg_clear) and returns 0. On failure returns -1 with a
+ * one-line reason in err: malformed JSON, not an object, a bad method field,
+ * arguments not an array, a callbacks entry whose id or path is invalid
+ * (paths may use string or integer elements and must lead through existing
+ * objects/arrays), or a link that is malformed or circular (a circular
+ * structure has no JSON form, so it is refused rather than cut). */
+int dnode_parse(const char *line, size_t len, size_t max_depth, dnode_msg_t *msg, char *err,
+                size_t errlen);
+void dnode_msg_clear(dnode_msg_t *msg);
+
+/* Build one outgoing message, newline-terminated, into a new malloc'd
+ * buffer. method names the remote method, or is NULL to call the remote
+ * callback method_id. args must be a JSON_ARRAY; each JSON_CALLBACK node in
+ * it becomes a "[Function]" placeholder and an entry of the callbacks map
+ * with its path (elements as strings, as the reference implementation sends
+ * them). Returns NULL on allocation failure. */
+char *dnode_build(const char *method, int64_t method_id, const json_t *args, size_t *len);
+
+/* The first message a peer sends: "methods" with an object whose members
+ * names[i] are callbacks with ids 0..n-1. */
+char *dnode_build_methods(const char *const *names, size_t n, size_t *len);
+
+/* Return the JSON_CALLBACK id at args[index] (when it is a callback), or -1. */
+int64_t dnode_arg_callback(const json_t *args, size_t index);
+
 #endif
