@@ -1,2 +1,333 @@
-/* api: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+/* api: the backbone-dnode methods (see api.h and ARCHITECTURE.md's wire
+ * API). Each handler checks its arguments, starts the work (store, bus)
+ * and answers through the caller's callbacks. An operation waiting for the
+ * database holds a session reference, so its completion may arrive after
+ * the client has gone: it is then dropped quietly. */
 #include "api.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bus.h"
+#include "dnode.h"
+#include "log.h"
+#include "model.h"
+#include "store.h"
+#include "worker.h"
+
+enum { API_CREATE, API_READ, API_UPDATE, API_DELETE, API_SUBSCRIBE, API_UNSUBSCRIBE,
+       API_PUBLISH };
+
+const char *const api_method_names[] = {
+    "create", "read", "update", "delete", "subscribe", "unsubscribe", "publish",
+};
+const size_t api_method_count = sizeof(api_method_names) / sizeof(api_method_names[0]);
+
+int api_method_index(const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < api_method_count; i++)
+        if (strcmp(api_method_names[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* ------------------------------------------------------------------------
+ * Replies
+ * ------------------------------------------------------------------------ */
+
+static json_t *api_error_new(const char *name, const char *message)
+{
+    json_t *err = json_object();
+
+    if (err == NULL || json_object_set(err, "name", json_string(name)) < 0 ||
+        json_object_set(err, "message", json_string(message)) < 0) {
+        json_free(err);
+        return NULL;
+    }
+    return err;
+}
+
+void api_report_error(session_t *s, int64_t error_cb, json_t *error)
+{
+    json_t *args;
+    int rc = -1;
+
+    if (error == NULL)
+        return;
+    args = json_array();
+    if (args == NULL || json_array_append(args, error) < 0) {
+        json_free(args);
+        return;
+    }
+    if (error_cb >= 0)
+        rc = session_call(s, error_cb, args);
+    else if (session_call_remote(s, SESSION_REMOTE_ERROR, args) > 0)
+        rc = 0;
+    if (rc < 0 && !s->closing) {
+        char *text = json_dump(error, NULL);
+        slog_info(s, "error not delivered (no error callback): %s", text ? text : "?");
+        free(text);
+    }
+    json_free(args);
+}
+
+/* fn(value) where value is taken (may be NULL for null). */
+static void api_reply(session_t *s, int64_t fn, json_t *value)
+{
+    json_t *args;
+
+    if (fn < 0) {
+        json_free(value);
+        return;
+    }
+    args = json_array();
+    if (args == NULL || json_array_append(args, value != NULL ? value : json_null()) < 0) {
+        json_free(args);
+        return;
+    }
+    session_call(s, fn, args);
+    json_free(args);
+}
+
+static void api_reply_string(session_t *s, int64_t fn, const char *text)
+{
+    api_reply(s, fn, text != NULL ? json_string(text) : NULL);
+}
+
+/* The callback id at opt.error, or -1. */
+static int64_t api_error_cb(const json_t *opt)
+{
+    const json_t *e = json_object_get(opt, "error");
+    return (e != NULL && e->type == JSON_CALLBACK) ? e->u.callback : -1;
+}
+
+/* ------------------------------------------------------------------------
+ * Pub/sub
+ * ------------------------------------------------------------------------ */
+
+static const char *api_channel_arg(const json_t *args, size_t i)
+{
+    const json_t *url = json_array_get(args, i);
+    if (url == NULL || url->type != JSON_STRING || url->u.str.len == 0 ||
+        memchr(url->u.str.s, '\0', url->u.str.len) != NULL || url->u.str.len > 1024)
+        return NULL;
+    return url->u.str.s;
+}
+
+static void api_subscribe(session_t *s, json_t *args, int join)
+{
+    const char *url = api_channel_arg(args, 0);
+    int64_t fn = dnode_arg_callback(args, 1);
+    bus_t *bus = s->worker->bus;
+    int rc;
+
+    if (url == NULL) {
+        api_reply_string(s, fn, "missing parameters");
+        return;
+    }
+    rc = join ? bus_subscribe(bus, s, url) : bus_unsubscribe(bus, s, url);
+    if (rc < 0) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "too many subscriptions (max_subscriptions is %zu)",
+                 s->worker->cfg->max_subscriptions);
+        slog_warning(s, "subscribe refused: %s", msg);
+        api_reply_string(s, fn, msg);
+        return;
+    }
+    api_reply(s, fn, NULL);
+}
+
+/* "create" -> "created", ...; NULL for anything else. */
+static const char *api_past_tense(const char *method)
+{
+    if (method == NULL)
+        return NULL;
+    if (strcmp(method, "create") == 0)
+        return "created";
+    if (strcmp(method, "update") == 0)
+        return "updated";
+    if (strcmp(method, "delete") == 0)
+        return "deleted";
+    return NULL;
+}
+
+/* Publish doc on opt.url as `event` with opt's callbacks removed. */
+static int api_broadcast(session_t *s, const json_t *opt, const char *event, const json_t *doc)
+{
+    const char *url = json_get_string(opt, "url");
+    json_t *pushed;
+    int rc;
+
+    if (url == NULL || url[0] == '\0')
+        return 0;
+    pushed = json_copy(opt);
+    if (pushed == NULL)
+        return -1;
+    json_strip_callbacks(pushed);
+    rc = bus_publish(s->worker->bus, url, event, doc, pushed);
+    json_free(pushed);
+    if (rc < 0)
+        slog_warning(s, "publish on '%s' failed", url);
+    return rc;
+}
+
+static void api_publish(session_t *s, json_t *args)
+{
+    const json_t *model = json_array_get(args, 0);
+    const json_t *opt = json_array_get(args, 1);
+    int64_t fn = dnode_arg_callback(args, 2);
+    const char *event = api_past_tense(json_get_string(opt, "method"));
+    const char *url = json_get_string(opt, "url");
+    json_t *doc;
+
+    if (model == NULL || opt == NULL || opt->type != JSON_OBJECT || event == NULL ||
+        url == NULL || url[0] == '\0') {
+        api_reply_string(s, fn, "missing parameters");
+        return;
+    }
+    doc = json_copy(model);
+    if (doc == NULL)
+        return;
+    json_strip_callbacks(doc);
+    if (api_broadcast(s, opt, event, doc) < 0)
+        api_reply_string(s, fn, "publish failed");
+    else
+        api_reply(s, fn, NULL);
+    json_free(doc);
+}
+
+/* ------------------------------------------------------------------------
+ * CRUD
+ * ------------------------------------------------------------------------ */
+
+typedef struct api_op {
+    session_t *session; /* a reference */
+    int method;
+    int64_t fn, error_cb;
+    json_t *opt; /* the caller's options, for publishing */
+} api_op_t;
+
+static void api_op_free(api_op_t *op)
+{
+    json_free(op->opt);
+    free(op);
+}
+
+static void api_crud_done(void *arg, json_t *result, json_t *error)
+{
+    api_op_t *op = arg;
+    session_t *s = op->session;
+    static const char *const events[] = {"created", NULL, "updated", "deleted"};
+
+    /* When the client has gone there is nobody to answer, but a committed
+     * change is still published so that other subscribers stay in sync. */
+    if (error != NULL) {
+        if (!s->closing)
+            api_report_error(s, op->error_cb, error);
+        else
+            json_free(error);
+    } else {
+        if (events[op->method] != NULL && !json_is_true(json_object_get(op->opt, "silent")))
+            api_broadcast(s, op->opt, events[op->method], result);
+        if (!s->closing)
+            api_reply(s, op->fn, result);
+        else
+            json_free(result);
+    }
+    session_op_done(s);
+    session_unref(s);
+    api_op_free(op);
+}
+
+static void api_crud(session_t *s, int method, json_t *args)
+{
+    worker_t *w = s->worker;
+    int with_data = method != API_READ;
+    const json_t *data = with_data ? json_array_get(args, 0) : NULL;
+    const json_t *opt = json_array_get(args, with_data ? 1 : 0);
+    int64_t fn = dnode_arg_callback(args, with_data ? 2 : 1);
+    int64_t error_cb = api_error_cb(opt);
+    const char *type = json_get_string(opt, "type");
+    const model_t *m;
+    api_op_t *op;
+    char msg[200];
+    int rc;
+
+    if (opt == NULL || opt->type != JSON_OBJECT || (with_data && (data == NULL ||
+                                                                  data->type != JSON_OBJECT))) {
+        snprintf(msg, sizeof(msg), "%s expects %s", api_method_names[method],
+                 with_data ? "(data, options, callback)" : "(options, callback)");
+        api_report_error(s, error_cb, api_error_new("InvalidRequest", msg));
+        return;
+    }
+    m = (type != NULL && w->models != NULL) ? model_set_find(w->models, type) : NULL;
+    if (m == NULL) {
+        snprintf(msg, sizeof(msg), type ? "unknown model type '%.100s'"
+                                        : "options.type must name a model%.0s",
+                 type ? type : "");
+        api_report_error(s, error_cb, api_error_new("InvalidRequest", msg));
+        return;
+    }
+    if (w->store == NULL) {
+        api_report_error(s, error_cb, api_error_new("Unavailable", "no database configured"));
+        return;
+    }
+    op = calloc(1, sizeof(*op));
+    if (op == NULL || (op->opt = json_copy(opt)) == NULL) {
+        free(op);
+        api_report_error(s, error_cb, api_error_new("Unavailable", "out of memory"));
+        return;
+    }
+    op->session = session_ref(s);
+    op->method = method;
+    op->fn = fn;
+    op->error_cb = error_cb;
+    s->inflight++;
+    switch (method) {
+    case API_CREATE:
+        rc = store_create(w->store, m, data, api_crud_done, op);
+        break;
+    case API_READ:
+        rc = store_read(w->store, m, opt, api_crud_done, op);
+        break;
+    case API_UPDATE:
+        rc = store_update(w->store, m, data, api_crud_done, op);
+        break;
+    default:
+        rc = store_delete(w->store, m, data, api_crud_done, op);
+        break;
+    }
+    if (rc < 0) {
+        s->inflight--;
+        session_unref(s);
+        api_op_free(op);
+        api_report_error(s, error_cb, api_error_new("Unavailable", "cannot queue the operation"));
+    }
+}
+
+void api_call(session_t *s, int idx, json_t *args)
+{
+    switch (idx) {
+    case API_CREATE:
+    case API_READ:
+    case API_UPDATE:
+    case API_DELETE:
+        api_crud(s, idx, args);
+        break;
+    case API_SUBSCRIBE:
+        api_subscribe(s, args, 1);
+        break;
+    case API_UNSUBSCRIBE:
+        api_subscribe(s, args, 0);
+        break;
+    case API_PUBLISH:
+        api_publish(s, args);
+        break;
+    default:
+        break;
+    }
+    json_free(args);
+}

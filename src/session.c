@@ -1,2 +1,350 @@
-/* session: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+/* session: one client's protocol state and output (see session.h). Input
+ * bytes arrive already split into messages by the transport; requests go
+ * to api. Teardown is deferred to the worker so that nothing running on
+ * behalf of a session (a bus fan-out, an api reply) sees it freed. */
 #include "session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "api.h"
+#include "bus.h"
+#include "dnode.h"
+#include "log.h"
+#include "transport.h"
+#include "worker.h"
+
+static const char *const remote_names[SESSION_REMOTE_COUNT] = {
+    "created", "updated", "deleted", "subscribed", "unsubscribed", "error",
+};
+
+/* ------------------------------------------------------------------------
+ * Shared messages
+ * ------------------------------------------------------------------------ */
+
+session_msg_t *session_msg_new(const char *data, size_t len)
+{
+    session_msg_t *m = malloc(sizeof(*m) + len + 2);
+
+    if (m == NULL)
+        return NULL;
+    m->refs = 1;
+    m->len = len;
+    memcpy(m->data, data, len);
+    m->data[len] = '\n';
+    m->data[len + 1] = '\0';
+    return m;
+}
+
+session_msg_t *session_msg_call(const char *method, const json_t *args)
+{
+    size_t len;
+    char *line = dnode_build(method, -1, args, &len);
+    session_msg_t *m;
+
+    if (line == NULL)
+        return NULL;
+    m = session_msg_new(line, len - 1); /* without its newline */
+    free(line);
+    return m;
+}
+
+void session_msg_unref(session_msg_t *m)
+{
+    if (m != NULL && --m->refs == 0)
+        free(m);
+}
+
+static void msg_release(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    session_msg_unref(arg);
+}
+
+/* ------------------------------------------------------------------------
+ * Lifetime
+ * ------------------------------------------------------------------------ */
+
+session_t *session_new(worker_t *w, struct bufferevent *bev, const char *peer,
+                       session_framing_t framing)
+{
+    session_t *s = calloc(1, sizeof(*s));
+    int i;
+
+    if (s == NULL) {
+        bufferevent_free(bev);
+        return NULL;
+    }
+    s->id = ++w->next_session_id;
+    s->worker = w;
+    s->bev = bev;
+    s->refs = 1; /* the worker's list */
+    s->framing = framing;
+    for (i = 0; i < SESSION_REMOTE_COUNT; i++)
+        s->remote[i] = -1;
+    snprintf(s->peer, sizeof(s->peer), "%s", peer);
+    s->next = w->sessions;
+    if (w->sessions != NULL)
+        w->sessions->prev = s;
+    w->sessions = s;
+    w->nsessions++;
+    w->stats.sessions_opened++;
+    return s;
+}
+
+int session_start(session_t *s)
+{
+    return session_send_msg(s, s->worker->methods_msg);
+}
+
+session_t *session_ref(session_t *s)
+{
+    s->refs++;
+    return s;
+}
+
+void session_unref(session_t *s)
+{
+    if (s == NULL || --s->refs > 0)
+        return;
+    free(s->subs);
+    free(s);
+}
+
+const char *session_ctx(const session_t *s, char *buf, size_t len)
+{
+    snprintf(buf, len, "session %llu %s", (unsigned long long)s->id, s->peer);
+    return buf;
+}
+
+void session_close(session_t *s, const char *reason)
+{
+    if (s->closing)
+        return;
+    s->closing = 1;
+    slog_info(s, "closed: %s", reason);
+    if (s->bev != NULL)
+        bufferevent_disable(s->bev, EV_READ);
+    worker_schedule_teardown(s->worker, s);
+}
+
+/* Close once nothing is in flight and every byte has been written. */
+static void session_close_when_idle(session_t *s)
+{
+    if (s->closing || s->inflight > 0 || s->bev == NULL)
+        return;
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+        return; /* the transport's write callback calls us again */
+    session_close(s, "drained");
+}
+
+void session_drain(session_t *s)
+{
+    if (s->closing)
+        return;
+    s->draining = 1;
+    if (s->bev != NULL)
+        bufferevent_disable(s->bev, EV_READ);
+    session_close_when_idle(s);
+}
+
+void session_output_drained(session_t *s)
+{
+    if (s->draining)
+        session_close_when_idle(s);
+}
+
+void session_op_done(session_t *s)
+{
+    if (s->inflight > 0)
+        s->inflight--;
+    if (s->draining)
+        session_close_when_idle(s);
+}
+
+void session_teardown(session_t *s)
+{
+    worker_t *w = s->worker;
+
+    if (s->torn_down)
+        return;
+    s->torn_down = 1;
+    if (w->bus != NULL)
+        bus_leave_all(w->bus, s);
+    transport_session_free(s);
+    if (s->bev != NULL) {
+        bufferevent_free(s->bev);
+        s->bev = NULL;
+    }
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        w->sessions = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    w->nsessions--;
+    w->stats.sessions_closed++;
+    session_unref(s); /* the worker's list */
+}
+
+/* ------------------------------------------------------------------------
+ * Output
+ * ------------------------------------------------------------------------ */
+
+int session_send_msg(session_t *s, session_msg_t *m)
+{
+    struct evbuffer *out;
+    size_t limit = s->worker->cfg->max_output_buffer;
+
+    if (s->closing || s->bev == NULL || m == NULL)
+        return -1;
+    out = bufferevent_get_output(s->bev);
+    if (s->framing == SESSION_FRAMING_WEBSOCKET) {
+        if (transport_ws_write(s, m) < 0) {
+            session_close(s, "cannot queue output");
+            return -1;
+        }
+    } else {
+        m->refs++;
+        if (evbuffer_add_reference(out, m->data, m->len + 1, msg_release, m) < 0) {
+            m->refs--;
+            session_close(s, "cannot queue output");
+            return -1;
+        }
+    }
+    s->worker->stats.messages_out++;
+    if (evbuffer_get_length(out) > limit) {
+        s->worker->stats.slow_consumers++;
+        session_close(s, "output buffer over max_output_buffer (client too slow)");
+        return -1;
+    }
+    return 0;
+}
+
+int session_call(session_t *s, int64_t cb, const json_t *args)
+{
+    size_t len;
+    char *line;
+    session_msg_t *m;
+    int rc;
+
+    if (cb < 0 || s->closing)
+        return -1;
+    line = dnode_build(NULL, cb, args, &len);
+    if (line == NULL)
+        return -1;
+    m = session_msg_new(line, len - 1);
+    free(line);
+    if (m == NULL)
+        return -1;
+    rc = session_send_msg(s, m);
+    session_msg_unref(m);
+    return rc;
+}
+
+int session_call_remote(session_t *s, int which, const json_t *args)
+{
+    if (which < 0 || which >= SESSION_REMOTE_COUNT || s->remote[which] < 0)
+        return 0;
+    return session_call(s, s->remote[which], args) < 0 ? -1 : 1;
+}
+
+/* ------------------------------------------------------------------------
+ * Input
+ * ------------------------------------------------------------------------ */
+
+static void session_report(session_t *s, const char *name, const char *fmt, const char *detail)
+{
+    char message[256];
+    json_t *err = json_object();
+
+    snprintf(message, sizeof(message), fmt, detail);
+    if (err == NULL || json_object_set(err, "name", json_string(name)) < 0 ||
+        json_object_set(err, "message", json_string(message)) < 0) {
+        json_free(err);
+        return;
+    }
+    api_report_error(s, -1, err);
+}
+
+/* The client's "methods" message: remember which of our pushes it takes. */
+static void session_take_methods(session_t *s, const json_t *args)
+{
+    const json_t *obj = json_array_get(args, 0);
+    int i;
+
+    for (i = 0; i < SESSION_REMOTE_COUNT; i++) {
+        const json_t *v = json_object_get(obj, remote_names[i]);
+        s->remote[i] = (v != NULL && v->type == JSON_CALLBACK) ? v->u.callback : -1;
+    }
+    s->got_methods = 1;
+}
+
+static void session_take_cull(session_t *s, const json_t *args)
+{
+    size_t i;
+
+    for (i = 0; args != NULL && i < args->u.arr.len; i++) {
+        const json_t *id = args->u.arr.items[i];
+        if (id->type == JSON_NUMBER && id->u.num.is_int && id->u.num.i >= 0 &&
+            id->u.num.i < (int64_t)api_method_count)
+            s->culled |= (uint8_t)(1u << id->u.num.i);
+    }
+}
+
+void session_handle_message(session_t *s, const char *data, size_t len)
+{
+    worker_t *w = s->worker;
+    dnode_msg_t msg;
+    char err[200];
+    int idx;
+
+    if (s->closing || s->draining)
+        return;
+    w->stats.messages_in++;
+    if (dnode_parse(data, len, w->cfg->max_json_depth, &msg, err, sizeof(err)) < 0) {
+        w->stats.malformed++;
+        slog_warning(s, "message skipped: %s", err);
+        session_report(s, "InvalidRequest", "message skipped: %s", err);
+        return;
+    }
+    if (msg.ncallbacks > w->cfg->max_callbacks) {
+        w->stats.malformed++;
+        slog_warning(s, "message skipped: %zu callbacks", msg.ncallbacks);
+        session_report(s, "InvalidRequest", "message skipped: %s", "too many callbacks");
+        dnode_msg_clear(&msg);
+        return;
+    }
+    if (msg.method != NULL && strcmp(msg.method, "methods") == 0) {
+        session_take_methods(s, msg.args);
+    } else if (msg.method != NULL && strcmp(msg.method, "cull") == 0) {
+        session_take_cull(s, msg.args);
+    } else {
+        if (msg.method != NULL)
+            idx = api_method_index(msg.method);
+        else if (msg.method_id < (int64_t)api_method_count &&
+                 !(s->culled & (1u << msg.method_id)))
+            idx = (int)msg.method_id;
+        else
+            idx = -1;
+        if (idx < 0) {
+            char name[64];
+            if (msg.method != NULL)
+                snprintf(name, sizeof(name), "%.60s", msg.method);
+            else
+                snprintf(name, sizeof(name), "%lld", (long long)msg.method_id);
+            w->stats.unknown_methods++;
+            slog_warning(s, "unknown method '%s' skipped", name);
+            session_report(s, "InvalidRequest", "unknown method '%s'", name);
+        } else {
+            api_call(s, idx, msg.args);
+            msg.args = NULL; /* api owns them now */
+        }
+    }
+    dnode_msg_clear(&msg);
+}

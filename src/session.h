@@ -1,4 +1,123 @@
-/* session: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+/* session: one connected client. Owns its connection's write side, the ids
+ * of the methods the client exported, its subscriptions and its count of
+ * operations in flight. Closing goes through session_close only: it marks
+ * the session and the worker tears it down later at a safe point; the
+ * struct itself is freed when the last reference (in-flight operations,
+ * the worker's list) is dropped. Does not parse bytes (transport) or know
+ * the backbone-dnode methods (api). */
 #ifndef DNODED_SESSION_H
 #define DNODED_SESSION_H
+
+#include <event2/bufferevent.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "json.h"
+
+struct worker;
+struct bus_channel;
+
+/* Methods a client may export and the server calls by name. */
+enum {
+    SESSION_REMOTE_CREATED,
+    SESSION_REMOTE_UPDATED,
+    SESSION_REMOTE_DELETED,
+    SESSION_REMOTE_SUBSCRIBED,
+    SESSION_REMOTE_UNSUBSCRIBED,
+    SESSION_REMOTE_ERROR,
+    SESSION_REMOTE_COUNT
+};
+
+typedef enum { SESSION_FRAMING_LINE, SESSION_FRAMING_WEBSOCKET } session_framing_t;
+
+/* A message shared by many sessions (fan-out): serialized once, referenced
+ * by each output buffer, freed when the last one has written it. data
+ * holds len bytes followed by '\n' (line framing writes len + 1). */
+typedef struct session_msg {
+    unsigned refs;
+    size_t len;
+    char data[];
+} session_msg_t;
+
+session_msg_t *session_msg_new(const char *data, size_t len);
+/* Build a named call (e.g. "created") with args; NULL on allocation failure. */
+session_msg_t *session_msg_call(const char *method, const json_t *args);
+void session_msg_unref(session_msg_t *m);
+
+typedef struct session {
+    uint64_t id;
+    struct worker *worker;
+    struct bufferevent *bev;   /* NULL once torn down */
+    struct session *prev, *next; /* the worker's list */
+    unsigned refs;
+    unsigned closing : 1;      /* session_close was called */
+    unsigned torn_down : 1;    /* connection released */
+    unsigned draining : 1;     /* no new requests: close when idle */
+    unsigned got_methods : 1;  /* the client sent its methods */
+    unsigned started : 1;      /* the transport decided DNode and sent our methods */
+    uint32_t scanned;          /* input bytes already searched for a newline */
+    session_framing_t framing;
+    uint8_t culled;            /* bit i: our method id i was culled */
+    int64_t remote[SESSION_REMOTE_COUNT]; /* client's callback ids, or -1 */
+    uint32_t inflight;         /* operations waiting for the database */
+    struct bus_channel **subs; /* channels joined */
+    uint32_t nsubs, capsubs;
+    void *transport_state;     /* e.g. the WebSocket decoder */
+    char peer[48];             /* "127.0.0.1:5000" */
+} session_t;
+
+/* Create a session for an accepted connection (takes ownership of bev). The
+ * caller sends the methods message through session_start. NULL on failure
+ * (bev is freed then). */
+session_t *session_new(struct worker *w, struct bufferevent *bev, const char *peer,
+                       session_framing_t framing);
+/* Send our methods message. */
+int session_start(session_t *s);
+
+/* Handle one complete received message (without terminator). Never frees s
+ * (closing is deferred), so callers may check s->closing afterwards. */
+void session_handle_message(session_t *s, const char *data, size_t len);
+
+/* The one way a session ends: logs reason at info (or the given level),
+ * stops reading, and schedules the teardown. Idempotent. */
+void session_close(session_t *s, const char *reason);
+/* Stop taking requests; close once nothing is in flight and output is sent. */
+void session_drain(session_t *s);
+
+session_t *session_ref(session_t *s);
+void session_unref(session_t *s);
+
+/* Label for log lines: "session 12 127.0.0.1:5000". */
+const char *session_ctx(const session_t *s, char *buf, size_t len);
+
+/* Output. All return 0, or -1 when the session is closing or went over
+ * max_output_buffer (then it has been closed as too slow). */
+int session_send_msg(session_t *s, session_msg_t *m); /* takes a new ref on m */
+/* Call the client's callback id with args (args stay the caller's). */
+int session_call(session_t *s, int64_t cb, const json_t *args);
+/* Call an exported client method (created, updated, ...) when the client
+ * exported it; 0 when it did not (nothing sent). */
+int session_call_remote(session_t *s, int which, const json_t *args);
+
+/* An operation of s finished (api): lets a draining session close. */
+void session_op_done(session_t *s);
+/* The transport wrote out everything queued (lets a draining session close). */
+void session_output_drained(session_t *s);
+
+/* Called by the worker's teardown pass (not for other modules). */
+void session_teardown(session_t *s);
+
+#define slog(level, s, ...)                                                  \
+    do {                                                                     \
+        if (log_enabled(level)) {                                            \
+            char slog_ctx_[80];                                              \
+            log_write(level, session_ctx((s), slog_ctx_, sizeof(slog_ctx_)), \
+                      __VA_ARGS__);                                          \
+        }                                                                    \
+    } while (0)
+#define slog_debug(s, ...) slog(LOG_LEVEL_DEBUG, s, __VA_ARGS__)
+#define slog_info(s, ...) slog(LOG_LEVEL_INFO, s, __VA_ARGS__)
+#define slog_warning(s, ...) slog(LOG_LEVEL_WARNING, s, __VA_ARGS__)
+#define slog_error(s, ...) slog(LOG_LEVEL_ERROR, s, __VA_ARGS__)
+
 #endif

@@ -1,2 +1,357 @@
-/* transport: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+/* transport: listening sockets, accepting, and newline-delimited DNode on
+ * TCP (see transport.h). A new connection's first bytes tell a DNode peer
+ * from an HTTP client; a peer that says nothing for a moment is taken to be
+ * a DNode client waiting for our methods. */
 #include "transport.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
+
+#include "log.h"
+#include "session.h"
+#include "worker.h"
+
+/* How long a silent new connection waits before we send our methods. */
+#define TRANSPORT_FIRST_BYTES_MS 200
+
+/* ------------------------------------------------------------------------
+ * Listening sockets (master side)
+ * ------------------------------------------------------------------------ */
+
+/* Split "host:port" / "[v6]:port" into host and port. */
+static int split_addr(const char *addr, char *host, size_t hostlen, char *port,
+                      size_t portlen)
+{
+    const char *colon;
+    size_t n;
+
+    if (addr[0] == '[') {
+        const char *end = strchr(addr, ']');
+        if (end == NULL || end[1] != ':')
+            return -1;
+        n = (size_t)(end - addr - 1);
+        colon = end + 1;
+        addr++;
+    } else {
+        colon = strrchr(addr, ':');
+        if (colon == NULL)
+            return -1;
+        n = (size_t)(colon - addr);
+    }
+    if (n == 0 || n >= hostlen || strlen(colon + 1) == 0 || strlen(colon + 1) >= portlen)
+        return -1;
+    memcpy(host, addr, n);
+    host[n] = '\0';
+    snprintf(port, portlen, "%s", colon + 1);
+    return 0;
+}
+
+int transport_listen(const char *addr, char *err, size_t errlen)
+{
+    struct addrinfo hints, *res = NULL, *ai;
+    char host[256], port[16];
+    int fd = -1, one = 1, rc;
+
+    if (split_addr(addr, host, sizeof(host), port, sizeof(port)) < 0) {
+        snprintf(err, errlen, "bad listen address '%s' (expected host:port)", addr);
+        return -1;
+    }
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot resolve '%s': %s", addr, gai_strerror(rc));
+        return -1;
+    }
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    ai->ai_protocol);
+        if (fd < 0)
+            continue;
+        if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
+            bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 4096) == 0)
+            break;
+        snprintf(err, errlen, "cannot listen on %s: %s", addr, strerror(errno));
+        close(fd);
+        fd = -1;
+    }
+    if (fd < 0 && ai == NULL && res != NULL && err[0] == '\0')
+        snprintf(err, errlen, "cannot listen on %s", addr);
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* ------------------------------------------------------------------------
+ * Line framing
+ * ------------------------------------------------------------------------ */
+
+static void transport_oversized(session_t *s, size_t len)
+{
+    s->worker->stats.oversized++;
+    slog_warning(s, "message of %zu+ bytes is over max_message_size (%zu)", len,
+                 s->worker->cfg->max_message_size);
+    session_close(s, "message too large");
+}
+
+static int transport_begin_dnode(session_t *s)
+{
+    s->started = 1;
+    bufferevent_set_timeouts(s->bev, NULL, NULL);
+    return session_start(s);
+}
+
+/* Whether the first bytes read look like an HTTP request line. */
+static int looks_like_http(const unsigned char *p, size_t n)
+{
+    static const char *const methods[] = {"GET ", "HEAD ", "POST ", "PUT ", "OPTIONS ",
+                                          "DELETE ", "PATCH ", "CONNECT ", "TRACE "};
+    size_t i, m;
+
+    for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
+        m = strlen(methods[i]);
+        if (memcmp(p, methods[i], n < m ? n : m) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void transport_read_lines(session_t *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t max = s->worker->cfg->max_message_size;
+
+    while (!s->closing && !s->draining) {
+        struct evbuffer_ptr from, eol;
+        size_t buffered = evbuffer_get_length(in);
+        unsigned char *line;
+        size_t n;
+
+        if (buffered == 0)
+            break;
+        evbuffer_ptr_set(in, &from, s->scanned, EVBUFFER_PTR_SET);
+        eol = evbuffer_search(in, "\n", 1, &from);
+        if (eol.pos < 0) {
+            s->scanned = (uint32_t)buffered;
+            if (buffered > max + 1)
+                transport_oversized(s, buffered);
+            break;
+        }
+        n = (size_t)eol.pos;
+        if (n > max + 1) { /* + 1: a CR before the LF is not the message's */
+            transport_oversized(s, n);
+            break;
+        }
+        line = evbuffer_pullup(in, (ssize_t)n + 1);
+        if (line == NULL) {
+            session_close(s, "out of memory");
+            break;
+        }
+        if (n > 0 && line[n - 1] == '\r')
+            n--;
+        if (n > max) {
+            transport_oversized(s, n);
+            break;
+        }
+        /* Blank lines are keep-alives some clients send; skip them. */
+        if (strspn((const char *)line, " \t\r") < n)
+            session_handle_message(s, (const char *)line, n);
+        evbuffer_drain(in, (size_t)eol.pos + 1);
+        s->scanned = 0;
+    }
+}
+
+static void transport_read_cb(struct bufferevent *bev, void *arg)
+{
+    session_t *s = arg;
+
+    (void)bev;
+    if (s->closing)
+        return;
+    if (!s->started) {
+        struct evbuffer *in = bufferevent_get_input(s->bev);
+        size_t n = evbuffer_get_length(in);
+        unsigned char *p = evbuffer_pullup(in, (ssize_t)(n < 8 ? n : 8));
+
+        if (p != NULL && p[0] != '{' && looks_like_http(p, n < 8 ? n : 8)) {
+            if (n < 8 && n < 4) /* wait for enough bytes to decide */
+                return;
+            if (transport_http_begin(s) < 0)
+                session_close(s, "HTTP is not served here");
+            return;
+        }
+        if (transport_begin_dnode(s) < 0)
+            return;
+    }
+    if (s->framing == SESSION_FRAMING_LINE)
+        transport_read_lines(s);
+    else
+        transport_ws_read(s);
+}
+
+static void transport_write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    session_output_drained(arg);
+}
+
+static void transport_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    session_t *s = arg;
+
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && !s->started) {
+        /* A silent peer: a DNode client waiting for our methods. */
+        if (transport_begin_dnode(s) == 0)
+            bufferevent_enable(bev, EV_READ);
+        return;
+    }
+    if (what & BEV_EVENT_EOF)
+        session_close(s, "client closed the connection");
+    else if (what & BEV_EVENT_ERROR)
+        session_close(s, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    else if (what & BEV_EVENT_TIMEOUT)
+        session_close(s, "timed out");
+}
+
+/* ------------------------------------------------------------------------
+ * Accepting
+ * ------------------------------------------------------------------------ */
+
+static void peer_name(const struct sockaddr *sa, char *buf, size_t len)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(buf, len, "%s:%d", host, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(buf, len, "[%s]:%d", host, port);
+    } else {
+        snprintf(buf, len, "local");
+    }
+}
+
+static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+                                struct sockaddr *sa, int salen, void *arg)
+{
+    worker_t *w = arg;
+    struct bufferevent *bev;
+    struct timeval first = {0, TRANSPORT_FIRST_BYTES_MS * 1000};
+    session_t *s;
+    char peer[64];
+    int one = 1;
+
+    (void)l;
+    (void)salen;
+    peer_name(sa, peer, sizeof(peer));
+    if (w->stopping || w->nsessions >= w->cfg->max_connections) {
+        w->stats.refused++;
+        log_warning("connection from %s refused: %s", peer,
+                    w->stopping ? "worker is stopping" : "max_connections reached");
+        evutil_closesocket(fd);
+        return;
+    }
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        log_error("bufferevent_socket_new() failed for %s", peer);
+        evutil_closesocket(fd);
+        return;
+    }
+    s = session_new(w, bev, peer, SESSION_FRAMING_LINE);
+    if (s == NULL) {
+        log_error("out of memory accepting %s", peer);
+        return;
+    }
+    bufferevent_setcb(bev, transport_read_cb, transport_write_cb, transport_event_cb, s);
+    bufferevent_set_timeouts(bev, &first, NULL);
+    if (bufferevent_enable(bev, EV_READ) < 0)
+        session_close(s, "cannot enable reading");
+    slog_debug(s, "connected");
+}
+
+static void transport_accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    int err = EVUTIL_SOCKET_ERROR();
+
+    (void)l;
+    (void)arg;
+    /* EMFILE/ENFILE and friends: log and keep the listener; libevent retries
+     * on the next readiness. */
+    log_error("accept() failed: %s", evutil_socket_error_to_string(err));
+}
+
+int transport_start(worker_t *w, const int *fds, size_t nfds)
+{
+    size_t i;
+
+    w->listeners = calloc(nfds ? nfds : 1, sizeof(*w->listeners));
+    if (w->listeners == NULL)
+        return -1;
+    for (i = 0; i < nfds; i++) {
+        struct evconnlistener *l =
+            evconnlistener_new(w->base, transport_accept_cb, w, 0, -1, fds[i]);
+        if (l == NULL) {
+            log_error("evconnlistener_new() failed on fd %d", fds[i]);
+            return -1;
+        }
+        evconnlistener_set_error_cb(l, transport_accept_error_cb);
+        w->listeners[w->nlisteners++] = l;
+    }
+    return 0;
+}
+
+void transport_stop_accepting(worker_t *w)
+{
+    size_t i;
+
+    for (i = 0; i < w->nlisteners; i++)
+        evconnlistener_disable(w->listeners[i]);
+}
+
+/* ------------------------------------------------------------------------
+ * HTTP and WebSocket: not served yet
+ * ------------------------------------------------------------------------ */
+
+int transport_http_begin(session_t *s)
+{
+    (void)s;
+    return -1;
+}
+
+void transport_ws_read(session_t *s)
+{
+    session_close(s, "WebSocket is not served yet");
+}
+
+int transport_ws_write(session_t *s, session_msg_t *m)
+{
+    (void)s;
+    (void)m;
+    return -1;
+}
+
+void transport_session_free(session_t *s)
+{
+    (void)s;
+}

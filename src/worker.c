@@ -1,2 +1,247 @@
-/* worker: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+/* worker: a worker process's event loop (see worker.h). Creates every
+ * library handle after fork, runs until told to stop, and on a graceful
+ * stop lets sessions finish what is in flight before closing them. The
+ * master (or main, with one in-process worker) owns config and models. */
 #include "worker.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/thread.h>
+
+#include "api.h"
+#include "bus.h"
+#include "dnode.h"
+#include "log.h"
+#include "store.h"
+#include "transport.h"
+
+/* How long a fast stop (TERM, INT) waits for in-flight work. */
+#define WORKER_FAST_STOP_SECONDS 2
+
+/* ------------------------------------------------------------------------
+ * Deferred teardown
+ * ------------------------------------------------------------------------ */
+
+void worker_schedule_teardown(worker_t *w, session_t *s)
+{
+    if (w->nclosing == w->capclosing) {
+        size_t cap = w->capclosing ? w->capclosing * 2 : 64;
+        session_t **q = realloc(w->closing, cap * sizeof(*q));
+        if (q == NULL) {
+            /* Cannot defer: tear down now; callers hold no pointers past
+             * this point only when called from the loop's top level, so
+             * keep a reference to be safe. */
+            log_error("out of memory queueing a session teardown");
+            return;
+        }
+        w->closing = q;
+        w->capclosing = cap;
+    }
+    w->closing[w->nclosing++] = session_ref(s);
+    event_active(w->reap, EV_TIMEOUT, 0);
+}
+
+static void worker_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    worker_t *w = arg;
+    size_t i;
+
+    (void)fd;
+    (void)what;
+    /* Teardown can close more sessions (presence pushes that overflow an
+     * output buffer): loop until the queue is empty. */
+    for (i = 0; i < w->nclosing; i++) {
+        session_teardown(w->closing[i]);
+        session_unref(w->closing[i]);
+    }
+    w->nclosing = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Stopping
+ * ------------------------------------------------------------------------ */
+
+static void worker_stop_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+    worker_t *w = arg;
+
+    (void)fd;
+    (void)what;
+    if (w->nsessions == 0 && (w->store == NULL || store_pending(w->store) == 0))
+        event_base_loopexit(w->base, NULL);
+}
+
+static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    worker_t *w = arg;
+    session_t *s;
+
+    (void)fd;
+    (void)what;
+    if (w->nsessions > 0)
+        log_warning("stop deadline reached: closing %zu sessions", w->nsessions);
+    for (s = w->sessions; s != NULL; s = s->next)
+        session_close(s, "server stopping");
+    event_base_loopexit(w->base, NULL);
+}
+
+void worker_stop(worker_t *w, int graceful)
+{
+    struct timeval deadline = {graceful ? w->cfg->shutdown_timeout : WORKER_FAST_STOP_SECONDS,
+                               0};
+    struct timeval tick = {0, 50 * 1000};
+    session_t *s;
+
+    if (w->stopping && (graceful || w->stopping == 2)) {
+        if (!graceful) /* a second fast stop: exit at once */
+            event_base_loopbreak(w->base);
+        return;
+    }
+    w->stopping = graceful ? 1 : 2;
+    log_info("%s stop: %zu sessions", graceful ? "graceful" : "fast", w->nsessions);
+    transport_stop_accepting(w);
+    for (s = w->sessions; s != NULL; s = s->next)
+        session_drain(s);
+    event_add(w->stop_timer, &deadline);
+    event_add(w->stop_check, &tick);
+}
+
+static void worker_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    worker_t *w = arg;
+
+    (void)what;
+    switch (sig) {
+    case SIGQUIT:
+        worker_stop(w, 1);
+        break;
+    case SIGTERM:
+    case SIGINT:
+        worker_stop(w, 0);
+        break;
+    case SIGUSR1:
+        if (log_reopen() < 0)
+            log_error("cannot reopen the log file");
+        break;
+    case SIGHUP:
+        /* Reload is the master's business; a lone worker ignores it. */
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Running
+ * ------------------------------------------------------------------------ */
+
+static void worker_free(worker_t *w)
+{
+    size_t i;
+
+    while (w->sessions != NULL) {
+        session_t *s = w->sessions;
+        session_close(s, "worker exiting");
+        session_teardown(s);
+    }
+    if (w->reap != NULL)
+        worker_reap_cb(-1, 0, w);
+    if (w->store != NULL)
+        store_free(w->store); /* runs the remaining completions */
+    if (w->reap != NULL)
+        worker_reap_cb(-1, 0, w);
+    for (i = 0; i < w->nlisteners; i++)
+        evconnlistener_free(w->listeners[i]);
+    free(w->listeners);
+    bus_free(w->bus);
+    for (i = 0; i < sizeof(w->signals) / sizeof(w->signals[0]); i++)
+        if (w->signals[i] != NULL)
+            event_free(w->signals[i]);
+    if (w->reap != NULL)
+        event_free(w->reap);
+    if (w->stop_timer != NULL)
+        event_free(w->stop_timer);
+    if (w->stop_check != NULL)
+        event_free(w->stop_check);
+    free(w->closing);
+    session_msg_unref(w->methods_msg);
+    if (w->base != NULL)
+        event_base_free(w->base);
+}
+
+int worker_run(int index, const config_t *cfg, const model_set_t *models, const int *fds,
+               size_t nfds)
+{
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP};
+    worker_t w;
+    char err[256];
+    size_t len, i;
+    char *line;
+    int status = 1;
+
+    memset(&w, 0, sizeof(w));
+    w.index = index;
+    w.cfg = cfg;
+    w.models = models;
+    if (evthread_use_pthreads() < 0) {
+        log_error("evthread_use_pthreads() failed");
+        return 1;
+    }
+    w.base = event_base_new();
+    if (w.base == NULL) {
+        log_error("event_base_new() failed");
+        return 1;
+    }
+    w.reap = event_new(w.base, -1, 0, worker_reap_cb, &w);
+    w.stop_timer = evtimer_new(w.base, worker_deadline_cb, &w);
+    w.stop_check = event_new(w.base, -1, EV_PERSIST, worker_stop_check_cb, &w);
+    if (w.reap == NULL || w.stop_timer == NULL || w.stop_check == NULL)
+        goto done;
+    for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        w.signals[i] = evsignal_new(w.base, sigs[i], worker_signal_cb, &w);
+        if (w.signals[i] == NULL || event_add(w.signals[i], NULL) < 0)
+            goto done;
+    }
+    line = dnode_build_methods(api_method_names, api_method_count, &len);
+    if (line == NULL)
+        goto done;
+    w.methods_msg = session_msg_new(line, len - 1);
+    free(line);
+    if (w.methods_msg == NULL)
+        goto done;
+    w.bus = bus_new(&w);
+    if (w.bus == NULL)
+        goto done;
+    if (cfg->mongodb_uri != NULL && cfg->mongodb_uri[0] != '\0') {
+        store_config_t sc;
+        memset(&sc, 0, sizeof(sc));
+        sc.uri = cfg->mongodb_uri;
+        sc.threads = cfg->db_threads;
+        sc.timeout_ms = cfg->db_timeout_ms;
+        sc.max_time_ms = cfg->db_max_time_ms;
+        sc.limits.max_read_limit = cfg->max_read_limit;
+        sc.limits.max_query_depth = 8;
+        sc.limits.max_query_terms = 256;
+        sc.limits.max_regex_length = 256;
+        w.store = store_new(w.base, &sc, err, sizeof(err));
+        if (w.store == NULL) {
+            log_error("database: %s", err);
+            status = 2;
+            goto done;
+        }
+        if (models != NULL)
+            store_ensure_indexes(w.store, models);
+    }
+    if (transport_start(&w, fds, nfds) < 0)
+        goto done;
+    log_info("worker %d serving", index);
+    event_base_dispatch(w.base);
+    status = 0;
+    log_info("worker %d exiting", index);
+done:
+    worker_free(&w);
+    return status;
+}
