@@ -11,9 +11,13 @@ int log_level_parse(const char *s);
 const char *log_level_name(int level);
 
 /* Set the level and destination ("" or NULL = stderr). The file is opened
- * O_APPEND. Returns 0, or -1 (the previous destination is kept). */
+ * O_APPEND. Returns 0, or -1 with errno (the previous level and destination
+ * are kept). Call it, log_close and log_set_process before other threads. */
 int log_open(int level, const char *file);
-/* Reopen the same file (USR1, after logrotate moved it). */
+/* Reopen the same file (USR1, after logrotate moved it); a no-op on stderr.
+ * Safe while other threads log. Each process holds its own descriptor, so
+ * every process that logs must call it. On failure it logs why, keeps
+ * writing to the old file and returns -1. */
 int log_reopen(void);
 void log_set_level(int level);
 int log_enabled(int level);
@@ -22,12 +26,18 @@ void log_set_process(const char *label);
 void log_close(void);
 
 /* One line: "2026-11-28T12:00:00.123Z [worker 1] warning: ctx: message".
- * ctx may be NULL; sessions pass their "session 7 127.0.0.1:5000" label. */
+ * ctx may be NULL; sessions pass their "session 7 127.0.0.1:5000" label.
+ * UTC time; control characters and malformed UTF-8 in ctx and message are
+ * escaped (\n, \xNN) so client text cannot forge lines; lines longer than
+ * 2048 bytes end in "...". Written with one write(2); errno is preserved. */
 void log_write(int level, const char *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define log_debug(...) \
-    do { if (log_enabled(LOG_LEVEL_DEBUG)) log_write(LOG_LEVEL_DEBUG, NULL, __VA_ARGS__); } while (0)
+#define log_debug(...)                                    \
+    do {                                                  \
+        if (log_enabled(LOG_LEVEL_DEBUG))                 \
+            log_write(LOG_LEVEL_DEBUG, NULL, __VA_ARGS__); \
+    } while (0)
 #define log_info(...) log_write(LOG_LEVEL_INFO, NULL, __VA_ARGS__)
 #define log_warning(...) log_write(LOG_LEVEL_WARNING, NULL, __VA_ARGS__)
 #define log_error(...) log_write(LOG_LEVEL_ERROR, NULL, __VA_ARGS__)
