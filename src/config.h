@@ -52,13 +52,20 @@ typedef struct config_key_info {
     const char *name;
     const char *default_text; /* as documented */
     int reloadable;           /* 1 when HUP applies a new value */
+    int repeatable;           /* 1 when lines add to a list instead of clashing */
 } config_key_info_t;
 size_t config_key_count(void);
-const config_key_info_t *config_key_at(size_t i);
+const config_key_info_t *config_key_at(size_t i); /* NULL when i is out of range */
+
+/* The effective value of key i in cfg as text ("auto" for workers = 0, list
+ * entries joined by one space): malloc'd, NULL on allocation failure or a
+ * bad index. */
+char *config_value_text(const config_t *cfg, size_t i);
 
 /* Names of keys whose values differ between a and b and that a reload cannot
- * apply (e.g. listen, workers, user): returns a malloc'd comma-separated
- * list, or NULL when there is none. */
+ * apply (listen, workers, user, group, pidfile): returns a malloc'd list
+ * such as "listen, workers", or NULL when there is none (or, as far as
+ * it got, when memory runs out). */
 char *config_nonreloadable_changes(const config_t *a, const config_t *b);
 
 #endif
