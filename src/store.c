@@ -1,2 +1,1159 @@
-/* store: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+/* store: MongoDB for one worker. Owns the client pool, the DB threads, the job
+ * queue and the hand-off of completions to the event loop through an eventfd.
+ * It does not validate or cast documents (model does) and knows nothing of
+ * sessions: whoever passed `arg` decides whether a completion still matters. */
 #include "store.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <mongoc/mongoc.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "log.h"
+
+/* Fallbacks when the caller leaves a setting at 0. */
+#define STORE_DEFAULT_THREADS 4
+#define STORE_DEFAULT_TIMEOUT_MS 5000
+#define STORE_DEFAULT_MAX_TIME_MS 10000
+#define STORE_DEFAULT_DATABASE "dnoded"
+#define STORE_APPNAME "dnoded"
+/* Read-merge-write attempts of an unversioned update racing with other
+ * writers before it gives up with Conflict. */
+#define STORE_WRITE_ATTEMPTS 3
+
+typedef enum { JOB_CREATE, JOB_READ, JOB_UPDATE, JOB_DELETE, JOB_INDEXES } job_kind_t;
+
+typedef struct job {
+    struct job *next;
+    job_kind_t kind;
+    const model_t *model;       /* JOB_INDEXES: NULL */
+    const model_set_t *models;  /* JOB_INDEXES only */
+    json_t *input;              /* a copy of data (create/update/delete) or opt (read) */
+    store_done_fn done;         /* NULL for internal jobs (indexes) */
+    void *arg;
+    json_t *result;             /* built on the DB thread, handed to done */
+    json_t *error;
+} job_t;
+
+struct store {
+    struct event_base *base;
+    mongoc_uri_t *uri;
+    mongoc_client_pool_t *pool;
+    char *dbname;
+    int max_time_ms;
+    model_limits_t limits;
+
+    pthread_t *threads;
+    int nthreads; /* started successfully */
+
+    /* Everything below up to the loop-only fields is guarded by mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    job_t *queue_head, *queue_tail; /* waiting for a DB thread */
+    job_t *done_head, *done_tail;   /* finished, waiting for the loop */
+    size_t queued, running, undelivered;
+    int stopping;    /* store_free began: threads exit, new work refused */
+    int wake_sent;   /* the eventfd was written since the loop last drained it */
+
+    /* Set before the threads start, closed after they are joined. */
+    int wake_fd;
+
+    /* Loop thread only. */
+    struct event *wake_ev;
+    int closing;        /* store_free entered */
+    int delivering;     /* inside store_on_wake's delivery loop */
+    int free_requested; /* store_free was called from a done callback */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Process-wide setup                                                         */
+
+/* libmongoc's own messages go to our log. FerretDB 1.24 has no endSessions
+ * command, so libmongoc warns about it whenever a pool that ran operations is
+ * destroyed; that one is harmless and logged at debug level. */
+static void mongoc_log_to_ours(mongoc_log_level_t level, const char *domain, const char *message,
+                               void *data)
+{
+    int ours;
+    (void)data;
+    switch (level) {
+    case MONGOC_LOG_LEVEL_ERROR:
+    case MONGOC_LOG_LEVEL_CRITICAL:
+        ours = LOG_LEVEL_ERROR;
+        break;
+    case MONGOC_LOG_LEVEL_WARNING:
+        ours = strstr(message, "endSessions") ? LOG_LEVEL_DEBUG : LOG_LEVEL_WARNING;
+        break;
+    case MONGOC_LOG_LEVEL_MESSAGE:
+    case MONGOC_LOG_LEVEL_INFO:
+        ours = LOG_LEVEL_INFO;
+        break;
+    default:
+        ours = LOG_LEVEL_DEBUG;
+        break;
+    }
+    if (log_enabled(ours))
+        log_write(ours, NULL, "mongoc %s: %s", domain, message);
+}
+
+void store_global_init(void)
+{
+    mongoc_log_set_handler(mongoc_log_to_ours, NULL);
+    mongoc_init();
+}
+
+void store_global_cleanup(void)
+{
+    mongoc_cleanup();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Error objects (built on the DB thread)                                     */
+
+static json_t *error_new(const char *name, json_t *errors, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static json_t *error_new(const char *name, json_t *errors, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return model_error_new(name, msg, errors);
+}
+
+/* Server error codes that mean "this server cannot serve right now" rather
+ * than "your operation is wrong": shutdown, stepdown, network trouble. */
+static int server_code_unavailable(uint32_t code)
+{
+    switch (code) {
+    case 6:     /* HostUnreachable */
+    case 7:     /* HostNotFound */
+    case 89:    /* NetworkTimeout */
+    case 91:    /* ShutdownInProgress */
+    case 189:   /* PrimarySteppedDown */
+    case 9001:  /* SocketException */
+    case 10107: /* NotWritablePrimary */
+    case 11600: /* InterruptedAtShutdown */
+    case 11602: /* InterruptedDueToReplStateChange */
+    case 13435: /* NotPrimaryNoSecondaryOk */
+    case 13436: /* NotPrimaryOrSecondary */
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Copy into out (size n) the identifier that starts at s: a dotted field path,
+ * possibly quoted. Returns 1 when one was found. */
+static int copy_path(const char *s, char *out, size_t n)
+{
+    size_t i = 0;
+    while (*s == ' ' || *s == '"')
+        s++;
+    while (*s && *s != ':' && *s != '"' && *s != ' ' && *s != '}' && i + 1 < n)
+        out[i++] = *s++;
+    out[i] = '\0';
+    return i > 0;
+}
+
+/* Whether the index named in msg is the one of path: MongoDB writes
+ * "index: path_1 dup key", FerretDB/SQLite "index 'coll_1a2b3c4d_path_1'". */
+static int names_index_of(const char *msg, const char *path)
+{
+    char a[160], b[160];
+    snprintf(a, sizeof a, "index: %s_1 ", path);
+    snprintf(b, sizeof b, "_%s_1'", path);
+    return strstr(msg, a) || strstr(msg, b);
+}
+
+/* The field a duplicate-key error is about, best effort: the reply's
+ * keyPattern (MongoDB 4.4+; top level for findAndModify, in writeErrors for
+ * insert), else the "dup key: { path: ..." part of MongoDB's message, else
+ * the index name matched against the model's unique indexes, else the
+ * model's only unique index (FerretDB 1.24's insert reports no index). */
+static int duplicate_path(const model_t *m, const bson_t *reply, const char *msg, char *out,
+                          size_t n)
+{
+    static const char *const where[] = {"keyPattern", "writeErrors.0.keyPattern"};
+    bson_iter_t it, sub;
+    for (size_t i = 0; reply && i < sizeof where / sizeof *where; i++) {
+        if (bson_iter_init(&it, reply) && bson_iter_find_descendant(&it, where[i], &sub) &&
+            BSON_ITER_HOLDS_DOCUMENT(&sub) && bson_iter_recurse(&sub, &it) &&
+            bson_iter_next(&it)) {
+            snprintf(out, n, "%s", bson_iter_key(&it));
+            return 1;
+        }
+    }
+    const char *p = strstr(msg, "dup key: {");
+    if (p && copy_path(p + strlen("dup key: {"), out, n))
+        return 1;
+    if (!m)
+        return 0;
+    size_t count = model_index_count(m), nunique = 0;
+    const char *only = NULL;
+    for (size_t i = 0; i < count; i++) {
+        const char *path;
+        int unique;
+        if (model_index_at(m, i, &path, &unique) < 0 || !unique)
+            continue;
+        nunique++;
+        only = path;
+        if (names_index_of(msg, path)) {
+            snprintf(out, n, "%s", path);
+            return 1;
+        }
+    }
+    if (nunique == 1) {
+        snprintf(out, n, "%s", only);
+        return 1;
+    }
+    return 0;
+}
+
+/* A duplicate key: code 11000 (MongoDB, and FerretDB on insert), or
+ * FerretDB 1.24's InternalError (code 1) carrying SQLite's unique-constraint
+ * message on update/findAndModify. */
+static int is_duplicate(const bson_error_t *e)
+{
+    return e->code == 11000 || e->code == 11001 ||
+           (e->code == 1 && strstr(e->message, "UNIQUE constraint failed"));
+}
+
+/* Map a libmongoc failure to an error object of ARCHITECTURE.md:
+ * no server / connection trouble -> Unavailable, duplicate key -> Conflict
+ * (with errors.<path> when the path is known), anything else ->
+ * DatabaseError. reply may be NULL. */
+static json_t *error_from_mongoc(const model_t *m, const bson_error_t *e, const bson_t *reply)
+{
+    if (e->domain == MONGOC_ERROR_SERVER_SELECTION || e->domain == MONGOC_ERROR_STREAM ||
+        (e->domain == MONGOC_ERROR_SERVER && server_code_unavailable(e->code)))
+        return error_new("Unavailable", NULL, "database unavailable: %s", e->message);
+    if (!is_duplicate(e))
+        return error_new("DatabaseError", NULL, "database error: %s", e->message);
+    char path[128];
+    if (!duplicate_path(m, reply, e->message, path, sizeof path))
+        return error_new("Conflict", NULL, "duplicate key");
+    json_t *one = json_object(), *errors = NULL;
+    if (one && (json_object_set(one, "kind", json_string("unique")) < 0 ||
+                json_object_set(one, "path", json_string(path)) < 0 ||
+                json_object_set(one, "message", json_string("value is already taken")) < 0)) {
+        json_free(one);
+        one = NULL;
+    }
+    if (one) {
+        errors = json_object();
+        if (!errors)
+            json_free(one);
+        else if (json_object_set(errors, path, one) < 0) { /* frees one */
+            json_free(errors);
+            errors = NULL;
+        }
+    }
+    return error_new("Conflict", errors, "duplicate key on %s", path);
+}
+
+static json_t *error_nomem(void)
+{
+    return error_new("DatabaseError", NULL, "out of memory");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Small BSON helpers (DB thread)                                             */
+
+/* The stored __v; *present says whether the document has a numeric one. */
+static int64_t doc_version(const bson_t *doc, int *present)
+{
+    bson_iter_t it;
+    *present = 0;
+    if (bson_iter_init_find(&it, doc, "__v") && BSON_ITER_HOLDS_NUMBER(&it)) {
+        *present = 1;
+        return bson_iter_as_int64(&it);
+    }
+    return 0;
+}
+
+/* data.__v when it is a number; returns 1 and sets *v, else 0. */
+static int data_version(const json_t *data, int64_t *v)
+{
+    const json_t *jv = data ? json_object_get(data, "__v") : NULL;
+    if (!jv || jv->type != JSON_NUMBER)
+        return 0;
+    if (jv->u.num.is_int)
+        *v = jv->u.num.i;
+    else if (jv->u.num.d >= -9e18 && jv->u.num.d <= 9e18) /* false for NaN */
+        *v = (int64_t)jv->u.num.d;
+    else
+        return 0;
+    return 1;
+}
+
+/* {_id: oid} and, when with_version, the __v the document had when read
+ * ({__v: v}, or {__v: {$exists: false}} for documents written without one). */
+static void filter_by_id(bson_t *f, const bson_oid_t *oid, int with_version, int present,
+                         int64_t v)
+{
+    bson_init(f);
+    BSON_APPEND_OID(f, "_id", oid);
+    if (!with_version)
+        return;
+    if (present) {
+        BSON_APPEND_INT64(f, "__v", v);
+    } else {
+        bson_t sub;
+        BSON_APPEND_DOCUMENT_BEGIN(f, "__v", &sub);
+        BSON_APPEND_BOOL(&sub, "$exists", false);
+        bson_append_document_end(f, &sub);
+    }
+}
+
+/* A copy of doc with __v set to v (in place if present, else appended).
+ * Stored as int32 when it fits, as Mongoose does. */
+static bson_t *with_version(const bson_t *doc, int64_t v)
+{
+    bson_t *out = bson_new();
+    bson_iter_t it;
+    int done = 0;
+    if (!bson_iter_init(&it, doc))
+        goto fail;
+    while (bson_iter_next(&it)) {
+        if (strcmp(bson_iter_key(&it), "__v") == 0) {
+            if (done)
+                continue;
+            done = 1;
+            if (v >= INT32_MIN && v <= INT32_MAX)
+                BSON_APPEND_INT32(out, "__v", (int32_t)v);
+            else
+                BSON_APPEND_INT64(out, "__v", v);
+        } else if (!bson_append_iter(out, NULL, 0, &it)) {
+            goto fail;
+        }
+    }
+    if (!done) {
+        if (v >= INT32_MIN && v <= INT32_MAX)
+            BSON_APPEND_INT32(out, "__v", (int32_t)v);
+        else
+            BSON_APPEND_INT64(out, "__v", v);
+    }
+    return out;
+fail:
+    bson_destroy(out);
+    return NULL;
+}
+
+static json_t *doc_to_json(const bson_t *doc, json_t **error)
+{
+    json_t *j = model_to_json(doc);
+    if (!j)
+        *error = error_nomem();
+    return j;
+}
+
+/* Read the document with this _id into *out (initialised by this function
+ * when found). Returns 1 found, 0 absent, -1 with *error. */
+static int find_by_id(const store_t *st, const model_t *m, mongoc_collection_t *coll,
+                      const bson_oid_t *oid, bson_t *out, json_t **error)
+{
+    bson_t filter, opts = BSON_INITIALIZER;
+    bson_error_t e;
+    const bson_t *doc, *reply;
+    int rc = 0;
+
+    bson_init(&filter);
+    BSON_APPEND_OID(&filter, "_id", oid);
+    BSON_APPEND_INT64(&opts, "limit", 1);
+    BSON_APPEND_INT64(&opts, "maxTimeMS", st->max_time_ms);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+    if (mongoc_cursor_next(cur, &doc)) {
+        bson_copy_to(doc, out);
+        rc = 1;
+    } else if (mongoc_cursor_error_document(cur, &e, &reply)) {
+        *error = error_from_mongoc(m, &e, reply);
+        rc = -1;
+    }
+    mongoc_cursor_destroy(cur);
+    bson_destroy(&filter);
+    bson_destroy(&opts);
+    return rc;
+}
+
+/* data._id as an ObjectId, or -1 with *error (InvalidRequest). */
+static int data_id(const model_t *m, const json_t *data, bson_oid_t *oid, json_t **error)
+{
+    const json_t *id = data && data->type == JSON_OBJECT ? json_object_get(data, "_id") : NULL;
+    if (!id) {
+        *error = error_new("InvalidRequest", NULL, "%s: missing _id", model_name(m));
+        return -1;
+    }
+    return model_cast_id(id, oid, error);
+}
+
+static json_t *not_found(const model_t *m, const bson_oid_t *oid)
+{
+    char hex[25];
+    bson_oid_to_string(oid, hex);
+    return error_new("NotFound", NULL, "no %s with _id %s", model_name(m), hex);
+}
+
+static json_t *stale(int64_t stored, int64_t theirs)
+{
+    return error_new("Conflict", NULL,
+                     "document was modified by someone else (version %" PRId64
+                     ", yours %" PRId64 ")",
+                     stored, theirs);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Operations (DB thread)                                                     */
+
+static void run_create(store_t *st, mongoc_client_t *client, job_t *job)
+{
+    bson_t *doc = model_prepare_create(job->model, job->input, &job->error);
+    if (!doc)
+        return;
+    mongoc_collection_t *coll =
+        mongoc_client_get_collection(client, st->dbname, model_collection(job->model));
+    bson_t reply, opts = BSON_INITIALIZER;
+    bson_error_t e;
+    /* libmongoc puts insert_one's unknown options at the command's top
+     * level, where maxTimeMS belongs (MongoDB and FerretDB accept it). */
+    BSON_APPEND_INT64(&opts, "maxTimeMS", st->max_time_ms);
+    if (mongoc_collection_insert_one(coll, doc, &opts, &reply, &e))
+        job->result = doc_to_json(doc, &job->error);
+    else
+        job->error = error_from_mongoc(job->model, &e, &reply);
+    bson_destroy(&opts);
+    bson_destroy(&reply);
+    mongoc_collection_destroy(coll);
+    bson_destroy(doc);
+}
+
+/* opt.query is exactly {_id: "<hex>"} (or {_id: {$oid: "<hex>"}}). */
+static const json_t *single_id(const json_t *opt)
+{
+    const json_t *q = opt ? json_object_get(opt, "query") : NULL;
+    if (!q || q->type != JSON_OBJECT || q->u.obj.len != 1 || strcmp(q->u.obj.keys[0], "_id"))
+        return NULL;
+    const json_t *id = q->u.obj.vals[0];
+    if (id->type == JSON_STRING)
+        return id;
+    if (id->type == JSON_OBJECT && id->u.obj.len == 1 && !strcmp(id->u.obj.keys[0], "$oid"))
+        return id;
+    return NULL;
+}
+
+static void run_read(store_t *st, mongoc_client_t *client, job_t *job)
+{
+    const model_t *m = job->model;
+    const json_t *opt = job->input && job->input->type == JSON_OBJECT ? job->input : NULL;
+    const json_t *id = single_id(opt);
+    bson_t *filter = NULL, *proj = NULL, opts = BSON_INITIALIZER;
+    model_sorting_t sorting = {0};
+    mongoc_collection_t *coll = NULL;
+    mongoc_cursor_t *cur = NULL;
+    json_t *arr = NULL;
+    bson_oid_t oid;
+
+    memset(&oid, 0, sizeof oid);
+    if (id) {
+        if (model_cast_id(id, &oid, &job->error) < 0)
+            goto done;
+        filter = bson_new();
+        BSON_APPEND_OID(filter, "_id", &oid);
+    } else {
+        filter = model_sanitize_filter(m, opt ? json_object_get(opt, "query") : NULL,
+                                       &st->limits, &job->error);
+        if (!filter)
+            goto done;
+    }
+    if (model_sanitize_sorting(m, opt ? json_object_get(opt, "sorting") : NULL, &st->limits,
+                               &sorting, &job->error) < 0)
+        goto done;
+    proj = model_sanitize_fields(m, opt ? json_object_get(opt, "fields") : NULL, &job->error);
+    if (!proj)
+        goto done;
+
+    if (!bson_empty(proj))
+        BSON_APPEND_DOCUMENT(&opts, "projection", proj);
+    if (id) {
+        BSON_APPEND_INT64(&opts, "limit", 1);
+    } else {
+        if (sorting.sort && !bson_empty(sorting.sort))
+            BSON_APPEND_DOCUMENT(&opts, "sort", sorting.sort);
+        if (sorting.limit > 0)
+            BSON_APPEND_INT64(&opts, "limit", sorting.limit);
+        if (sorting.skip > 0)
+            BSON_APPEND_INT64(&opts, "skip", sorting.skip);
+    }
+    BSON_APPEND_INT64(&opts, "maxTimeMS", st->max_time_ms);
+
+    coll = mongoc_client_get_collection(client, st->dbname, model_collection(m));
+    cur = mongoc_collection_find_with_opts(coll, filter, &opts, NULL);
+    const bson_t *doc, *reply;
+    bson_error_t e;
+    if (id) {
+        if (mongoc_cursor_next(cur, &doc)) {
+            job->result = doc_to_json(doc, &job->error);
+        } else if (mongoc_cursor_error_document(cur, &e, &reply)) {
+            job->error = error_from_mongoc(m, &e, reply);
+        } else {
+            job->error = not_found(m, &oid);
+        }
+        goto done;
+    }
+    arr = json_array();
+    if (!arr) {
+        job->error = error_nomem();
+        goto done;
+    }
+    while (mongoc_cursor_next(cur, &doc)) {
+        json_t *j = model_to_json(doc);
+        if (!j || json_array_append(arr, j) < 0) {
+            job->error = error_nomem();
+            goto done;
+        }
+    }
+    if (mongoc_cursor_error_document(cur, &e, &reply)) {
+        job->error = error_from_mongoc(m, &e, reply);
+        goto done;
+    }
+    job->result = arr;
+    arr = NULL;
+done:
+    json_free(arr);
+    if (cur)
+        mongoc_cursor_destroy(cur);
+    if (coll)
+        mongoc_collection_destroy(coll);
+    bson_destroy(&opts);
+    if (filter)
+        bson_destroy(filter);
+    if (proj)
+        bson_destroy(proj);
+    model_sorting_clear(&sorting);
+}
+
+/* findAndModify on {_id[, __v]}: replace with `update`, or remove when it is
+ * NULL. findAndModify rather than replace_one/delete_one because it takes
+ * maxTimeMS as a command option (libmongoc puts unknown replace_one options
+ * inside the update statement, where servers refuse them) and answers the
+ * exact document written or removed. Returns 1 with job->result, 0 when
+ * nothing matched (nothing written), -1 with job->error. */
+static int find_and_modify(store_t *st, mongoc_collection_t *coll, job_t *job,
+                           const bson_t *filter, const bson_t *update)
+{
+    mongoc_find_and_modify_opts_t *fam = mongoc_find_and_modify_opts_new();
+    bson_t reply;
+    bson_error_t e;
+    bson_iter_t it;
+    int rc = -1;
+
+    if (update) {
+        if (!mongoc_find_and_modify_opts_set_update(fam, update))
+            goto nomem;
+        mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_RETURN_NEW);
+    } else {
+        mongoc_find_and_modify_opts_set_flags(fam, MONGOC_FIND_AND_MODIFY_REMOVE);
+    }
+    if (!mongoc_find_and_modify_opts_set_max_time_ms(fam, (uint32_t)st->max_time_ms))
+        goto nomem;
+    if (!mongoc_collection_find_and_modify_with_opts(coll, filter, fam, &reply, &e)) {
+        job->error = error_from_mongoc(job->model, &e, &reply);
+    } else if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        uint32_t len;
+        const uint8_t *data;
+        bson_t doc;
+        bson_iter_document(&it, &len, &data);
+        if (bson_init_static(&doc, data, len)) {
+            job->result = doc_to_json(&doc, &job->error);
+            rc = job->result ? 1 : -1;
+        } else {
+            job->error = error_new("DatabaseError", NULL, "database error: bad reply");
+        }
+    } else {
+        rc = 0;
+    }
+    bson_destroy(&reply);
+    mongoc_find_and_modify_opts_destroy(fam);
+    return rc;
+nomem:
+    mongoc_find_and_modify_opts_destroy(fam);
+    job->error = error_nomem();
+    return -1;
+}
+
+/* One read-merge-write attempt. Returns 1 when written, 0 when the document
+ * changed between the read and the write (nothing written, no error), -1
+ * with job->error. */
+static int update_once(store_t *st, mongoc_collection_t *coll, job_t *job, const bson_oid_t *oid)
+{
+    const model_t *m = job->model;
+    bson_t current, filter;
+    bson_t *merged = NULL, *next = NULL;
+    int rc = -1, present;
+    int64_t theirs;
+
+    int found = find_by_id(st, m, coll, oid, &current, &job->error);
+    if (found < 0)
+        return -1;
+    if (found == 0) {
+        job->error = not_found(m, oid);
+        return -1;
+    }
+    int64_t stored = doc_version(&current, &present);
+    if (model_versioned(m) && data_version(job->input, &theirs) && theirs < stored) {
+        job->error = stale(stored, theirs);
+        goto out;
+    }
+    if (stored == INT64_MAX) {
+        job->error = error_new("DatabaseError", NULL, "database error: __v overflow");
+        goto out;
+    }
+    merged = model_prepare_update(m, &current, job->input, &job->error);
+    if (!merged)
+        goto out;
+    next = with_version(merged, stored + 1);
+    if (!next) {
+        job->error = error_nomem();
+        goto out;
+    }
+    filter_by_id(&filter, oid, 1, present, stored);
+    rc = find_and_modify(st, coll, job, &filter, next);
+    bson_destroy(&filter);
+out:
+    bson_destroy(&current);
+    if (merged)
+        bson_destroy(merged);
+    if (next)
+        bson_destroy(next);
+    return rc;
+}
+
+static void run_update(store_t *st, mongoc_client_t *client, job_t *job)
+{
+    const model_t *m = job->model;
+    bson_oid_t oid;
+    if (data_id(m, job->input, &oid, &job->error) < 0)
+        return;
+    mongoc_collection_t *coll =
+        mongoc_client_get_collection(client, st->dbname, model_collection(m));
+    int attempts = model_versioned(m) ? 1 : STORE_WRITE_ATTEMPTS, rc = 0;
+    for (int i = 0; i < attempts; i++) {
+        rc = update_once(st, coll, job, &oid);
+        if (rc != 0)
+            break;
+    }
+    if (rc == 0)
+        job->error = error_new("Conflict", NULL,
+                               "document was modified by someone else while saving");
+    mongoc_collection_destroy(coll);
+}
+
+/* Delete: read first (NotFound, and the versioned __v check), then remove
+ * with findAndModify so the answer is exactly the document that was
+ * removed. Versioned models remove only the version that was checked;
+ * unversioned ones remove by _id alone. */
+static int delete_once(store_t *st, mongoc_collection_t *coll, job_t *job, const bson_oid_t *oid)
+{
+    const model_t *m = job->model;
+    bson_t current, filter;
+    int present;
+    int64_t theirs;
+    int versioned = model_versioned(m);
+
+    int found = find_by_id(st, m, coll, oid, &current, &job->error);
+    if (found < 0)
+        return -1;
+    if (found == 0) {
+        job->error = not_found(m, oid);
+        return -1;
+    }
+    int64_t stored = doc_version(&current, &present);
+    bson_destroy(&current);
+    if (versioned && data_version(job->input, &theirs) && theirs < stored) {
+        job->error = stale(stored, theirs);
+        return -1;
+    }
+    filter_by_id(&filter, oid, versioned, present, stored);
+    int rc = find_and_modify(st, coll, job, &filter, NULL);
+    bson_destroy(&filter);
+    return rc;
+}
+
+static void run_delete(store_t *st, mongoc_client_t *client, job_t *job)
+{
+    const model_t *m = job->model;
+    bson_oid_t oid;
+    if (data_id(m, job->input, &oid, &job->error) < 0)
+        return;
+    mongoc_collection_t *coll =
+        mongoc_client_get_collection(client, st->dbname, model_collection(m));
+    int rc = delete_once(st, coll, job, &oid);
+    if (rc == 0) {
+        /* Gone (unversioned: it was removed by someone else meanwhile) or
+         * saved again since the check (versioned). */
+        if (model_versioned(m))
+            job->error = error_new("Conflict", NULL,
+                                   "document was modified by someone else while deleting");
+        else
+            job->error = not_found(m, &oid);
+    }
+    mongoc_collection_destroy(coll);
+}
+
+/* createIndexes for every indexed field of every model, one command per
+ * index so that one conflicting index does not hide the others. Named
+ * "path_1" as Mongoose names them, so an existing Mongoose index is found as
+ * it is. Failures are logged only. */
+static void run_indexes(store_t *st, mongoc_client_t *client, job_t *job)
+{
+    size_t nmodels = model_set_count(job->models);
+    for (size_t i = 0; i < nmodels; i++) {
+        const model_t *m = model_set_at(job->models, i);
+        size_t n = model_index_count(m);
+        if (n == 0)
+            continue;
+        mongoc_collection_t *coll =
+            mongoc_client_get_collection(client, st->dbname, model_collection(m));
+        for (size_t k = 0; k < n; k++) {
+            const char *path;
+            int unique;
+            if (model_index_at(m, k, &path, &unique) < 0)
+                continue;
+            char name[256];
+            snprintf(name, sizeof name, "%s_1", path);
+            bson_t cmd = BSON_INITIALIZER, indexes, spec, key, reply;
+            bson_error_t e;
+            BSON_APPEND_UTF8(&cmd, "createIndexes", model_collection(m));
+            BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &indexes);
+            BSON_APPEND_DOCUMENT_BEGIN(&indexes, "0", &spec);
+            BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key);
+            BSON_APPEND_INT32(&key, path, 1);
+            bson_append_document_end(&spec, &key);
+            BSON_APPEND_UTF8(&spec, "name", name);
+            if (unique)
+                BSON_APPEND_BOOL(&spec, "unique", true);
+            bson_append_document_end(&indexes, &spec);
+            bson_append_array_end(&cmd, &indexes);
+            if (!mongoc_collection_write_command_with_opts(coll, &cmd, NULL, &reply, &e))
+                log_warning("store: cannot create index %s on %s.%s: %s", name, st->dbname,
+                            model_collection(m), e.message);
+            else
+                log_debug("store: index %s on %s.%s ensured", name, st->dbname,
+                          model_collection(m));
+            bson_destroy(&reply);
+            bson_destroy(&cmd);
+        }
+        mongoc_collection_destroy(coll);
+    }
+}
+
+static void job_run(store_t *st, job_t *job)
+{
+    mongoc_client_t *client = mongoc_client_pool_pop(st->pool);
+    switch (job->kind) {
+    case JOB_CREATE:
+        run_create(st, client, job);
+        break;
+    case JOB_READ:
+        run_read(st, client, job);
+        break;
+    case JOB_UPDATE:
+        run_update(st, client, job);
+        break;
+    case JOB_DELETE:
+        run_delete(st, client, job);
+        break;
+    case JOB_INDEXES:
+        run_indexes(st, client, job);
+        break;
+    }
+    mongoc_client_pool_push(st->pool, client);
+    /* Exactly one of result and error reaches done. */
+    if (job->result && job->error) {
+        json_free(job->result);
+        job->result = NULL;
+    }
+    if (!job->result && !job->error && job->done)
+        job->error = error_nomem();
+}
+
+static void job_free(job_t *job)
+{
+    if (!job)
+        return;
+    json_free(job->input);
+    json_free(job->result);
+    json_free(job->error);
+    free(job);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Threads and hand-off                                                       */
+
+static void *db_thread_main(void *p)
+{
+    store_t *st = p;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (!st->stopping && !st->queue_head)
+            pthread_cond_wait(&st->cv, &st->mu);
+        if (st->stopping)
+            break; /* what is still queued is answered by store_free */
+        job_t *job = st->queue_head;
+        st->queue_head = job->next;
+        if (!st->queue_head)
+            st->queue_tail = NULL;
+        job->next = NULL;
+        st->queued--;
+        st->running++;
+        pthread_mutex_unlock(&st->mu);
+
+        job_run(st, job);
+
+        int wake = 0;
+        pthread_mutex_lock(&st->mu);
+        st->running--;
+        if (job->done) {
+            if (st->done_tail)
+                st->done_tail->next = job;
+            else
+                st->done_head = job;
+            st->done_tail = job;
+            st->undelivered++;
+            if (!st->wake_sent) {
+                st->wake_sent = 1;
+                wake = 1;
+            }
+        }
+        pthread_mutex_unlock(&st->mu);
+        if (!job->done)
+            job_free(job);
+        if (wake) {
+            uint64_t one = 1;
+            /* Only EAGAIN (counter saturated) can fail here, and then the
+             * loop is already due to wake. */
+            ssize_t w = write(st->wake_fd, &one, sizeof one);
+            (void)w;
+        }
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+/* Pop one finished job, or NULL. */
+static job_t *done_pop(store_t *st)
+{
+    pthread_mutex_lock(&st->mu);
+    job_t *job = st->done_head;
+    if (job) {
+        st->done_head = job->next;
+        if (!st->done_head)
+            st->done_tail = NULL;
+        job->next = NULL;
+        st->undelivered--;
+    }
+    pthread_mutex_unlock(&st->mu);
+    return job;
+}
+
+/* Hand result/error to done; the job counts as delivered before done runs,
+ * so a done callback that asks store_pending() does not see itself. */
+static void job_deliver(job_t *job)
+{
+    json_t *result = job->result, *error = job->error;
+    job->result = job->error = NULL;
+    job->done(job->arg, result, error);
+    job_free(job);
+}
+
+static void store_destroy(store_t *st)
+{
+    if (st->wake_ev)
+        event_free(st->wake_ev);
+    if (st->wake_fd >= 0)
+        close(st->wake_fd);
+    /* Ends the server sessions the clients used; may wait up to the
+     * server selection timeout when the server is gone. */
+    if (st->pool)
+        mongoc_client_pool_destroy(st->pool);
+    if (st->uri)
+        mongoc_uri_destroy(st->uri);
+    pthread_cond_destroy(&st->cv);
+    pthread_mutex_destroy(&st->mu);
+    free(st->threads);
+    free(st->dbname);
+    free(st);
+}
+
+static void store_on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    store_t *st = arg;
+    uint64_t n;
+    (void)what;
+    pthread_mutex_lock(&st->mu);
+    /* Reset under the lock: a thread that finishes after this writes again. */
+    if (read(fd, &n, sizeof n) < 0 && errno != EAGAIN)
+        log_warning("store: read(eventfd) failed: %s", strerror(errno));
+    st->wake_sent = 0;
+    pthread_mutex_unlock(&st->mu);
+
+    st->delivering++;
+    job_t *job;
+    while (!st->closing && (job = done_pop(st)))
+        job_deliver(job);
+    st->delivering--;
+    if (st->free_requested && !st->delivering)
+        store_destroy(st);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Public API (loop thread)                                                   */
+
+/* Set a timeout option from timeout_ms unless the URI already has one. */
+static int uri_default_int(mongoc_uri_t *uri, const char *key, int value)
+{
+    if (mongoc_uri_has_option(uri, key))
+        return 0;
+    return mongoc_uri_set_option_as_int32(uri, key, value) ? 0 : -1;
+}
+
+store_t *store_new(struct event_base *base, const store_config_t *cfg, char *err,
+                   size_t errlen)
+{
+    store_t *st = calloc(1, sizeof *st);
+    bson_error_t e;
+    int timeout;
+
+    if (!st) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    st->wake_fd = -1;
+    st->base = base;
+    st->limits = cfg->limits;
+    st->max_time_ms = cfg->max_time_ms > 0 ? cfg->max_time_ms : STORE_DEFAULT_MAX_TIME_MS;
+    timeout = cfg->timeout_ms > 0 ? cfg->timeout_ms : STORE_DEFAULT_TIMEOUT_MS;
+    if (pthread_mutex_init(&st->mu, NULL) != 0) {
+        free(st);
+        snprintf(err, errlen, "pthread_mutex_init() failed");
+        return NULL;
+    }
+    if (pthread_cond_init(&st->cv, NULL) != 0) {
+        pthread_mutex_destroy(&st->mu);
+        free(st);
+        snprintf(err, errlen, "pthread_cond_init() failed");
+        return NULL;
+    }
+
+    st->uri = mongoc_uri_new_with_error(cfg->uri ? cfg->uri : "", &e);
+    if (!st->uri) {
+        snprintf(err, errlen, "bad mongodb_uri: %s", e.message);
+        goto fail;
+    }
+    /* A socket must outlive the longest operation the server may run
+     * (maxTimeMS), or a legitimate slow query would be cut as a network error;
+     * a dead server is still detected within timeout_ms by server selection
+     * and connect. */
+    if (uri_default_int(st->uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, timeout) < 0 ||
+        uri_default_int(st->uri, MONGOC_URI_CONNECTTIMEOUTMS, timeout) < 0 ||
+        uri_default_int(st->uri, MONGOC_URI_SOCKETTIMEOUTMS, timeout + st->max_time_ms) < 0) {
+        snprintf(err, errlen, "bad mongodb_uri: cannot set timeouts");
+        goto fail;
+    }
+    if (!mongoc_uri_get_appname(st->uri) && !mongoc_uri_set_appname(st->uri, STORE_APPNAME)) {
+        snprintf(err, errlen, "bad mongodb_uri: cannot set appname");
+        goto fail;
+    }
+    const char *db = mongoc_uri_get_database(st->uri);
+    st->dbname = strdup(db && *db ? db : STORE_DEFAULT_DATABASE);
+    if (!st->dbname) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    st->pool = mongoc_client_pool_new_with_error(st->uri, &e);
+    if (!st->pool) {
+        snprintf(err, errlen, "bad mongodb_uri: %s", e.message);
+        goto fail;
+    }
+    if (!mongoc_client_pool_set_error_api(st->pool, MONGOC_ERROR_API_VERSION_2)) {
+        snprintf(err, errlen, "mongoc_client_pool_set_error_api() failed");
+        goto fail;
+    }
+
+    /* Completions come back through an eventfd rather than event_active()
+     * from the DB threads: it works on any event_base, whether or not
+     * libevent's threading support was enabled before the base was made. */
+    st->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (st->wake_fd < 0) {
+        snprintf(err, errlen, "eventfd() failed: %s", strerror(errno));
+        goto fail;
+    }
+    st->wake_ev = event_new(base, st->wake_fd, EV_READ | EV_PERSIST, store_on_wake, st);
+    if (!st->wake_ev || event_add(st->wake_ev, NULL) < 0) {
+        snprintf(err, errlen, "cannot watch the store's eventfd");
+        goto fail;
+    }
+
+    int want = cfg->threads > 0 ? cfg->threads : STORE_DEFAULT_THREADS;
+    st->threads = calloc((size_t)want, sizeof *st->threads);
+    if (!st->threads) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (; st->nthreads < want; st->nthreads++) {
+        int rc = pthread_create(&st->threads[st->nthreads], NULL, db_thread_main, st);
+        if (rc != 0) {
+            snprintf(err, errlen, "pthread_create() failed: %s", strerror(rc));
+            goto fail;
+        }
+    }
+    return st;
+
+fail:
+    pthread_mutex_lock(&st->mu);
+    st->stopping = 1;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+    for (int i = 0; i < st->nthreads; i++)
+        pthread_join(st->threads[i], NULL);
+    store_destroy(st);
+    return NULL;
+}
+
+void store_free(store_t *st)
+{
+    if (!st || st->closing)
+        return;
+    st->closing = 1;
+
+    pthread_mutex_lock(&st->mu);
+    st->stopping = 1;
+    job_t *dropped = st->queue_head;
+    st->queue_head = st->queue_tail = NULL;
+    /* Dropped jobs stay counted until their done has run. */
+    st->undelivered += st->queued;
+    st->queued = 0;
+    pthread_cond_broadcast(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+
+    for (int i = 0; i < st->nthreads; i++)
+        pthread_join(st->threads[i], NULL);
+    st->nthreads = 0;
+
+    job_t *job;
+    while ((job = done_pop(st)))
+        job_deliver(job);
+    while ((job = dropped)) {
+        dropped = job->next;
+        job->next = NULL;
+        pthread_mutex_lock(&st->mu);
+        st->undelivered--;
+        pthread_mutex_unlock(&st->mu);
+        if (!job->done) {
+            job_free(job);
+            continue;
+        }
+        json_free(job->result);
+        job->result = NULL;
+        json_free(job->error);
+        job->error = error_new("Unavailable", NULL, "database unavailable: shutting down");
+        if (!job->error)
+            job->error = json_object(); /* still an error, never a success */
+        job_deliver(job);
+    }
+
+    if (st->delivering)
+        st->free_requested = 1; /* called from a done callback: store_on_wake frees */
+    else
+        store_destroy(st);
+}
+
+static void queue_push(store_t *st, job_t *job)
+{
+    pthread_mutex_lock(&st->mu);
+    if (st->queue_tail)
+        st->queue_tail->next = job;
+    else
+        st->queue_head = job;
+    st->queue_tail = job;
+    st->queued++;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
+static int enqueue(store_t *st, job_kind_t kind, const model_t *m, const json_t *input,
+                   store_done_fn done, void *arg)
+{
+    if (!st || st->closing || !m || !done)
+        return -1;
+    job_t *job = calloc(1, sizeof *job);
+    if (!job)
+        return -1;
+    job->kind = kind;
+    job->model = m;
+    job->done = done;
+    job->arg = arg;
+    if (input) {
+        job->input = json_copy(input);
+        if (!job->input) {
+            free(job);
+            return -1;
+        }
+    }
+    queue_push(st, job);
+    return 0;
+}
+
+int store_create(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
+                 void *arg)
+{
+    return enqueue(st, JOB_CREATE, m, data, done, arg);
+}
+
+int store_read(store_t *st, const model_t *m, const json_t *opt, store_done_fn done, void *arg)
+{
+    return enqueue(st, JOB_READ, m, opt, done, arg);
+}
+
+int store_update(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
+                 void *arg)
+{
+    return enqueue(st, JOB_UPDATE, m, data, done, arg);
+}
+
+int store_delete(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
+                 void *arg)
+{
+    return enqueue(st, JOB_DELETE, m, data, done, arg);
+}
+
+int store_ensure_indexes(store_t *st, const model_set_t *models)
+{
+    if (!st || st->closing || !models)
+        return -1;
+    job_t *job = calloc(1, sizeof *job);
+    if (!job)
+        return -1;
+    job->kind = JOB_INDEXES;
+    job->models = models;
+    queue_push(st, job);
+    return 0;
+}
+
+size_t store_pending(const store_t *st)
+{
+    store_t *s = (store_t *)st; /* locking is not a logical mutation */
+    pthread_mutex_lock(&s->mu);
+    size_t n = s->queued + s->running + s->undelivered;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}

@@ -14,11 +14,20 @@
 
 typedef struct store store_t;
 
+/* libmongoc's process-wide setup and teardown. main calls store_global_init()
+ * once at start, before any store_new() (it opens no connection, so doing it
+ * before forking the workers is fine), and store_global_cleanup() once at
+ * exit, after every store of the process is freed. */
+void store_global_init(void);
+void store_global_cleanup(void);
+
 typedef struct store_config {
-    const char *uri;       /* mongodb_uri */
-    int threads;           /* db_threads, default 4 */
-    int timeout_ms;        /* db_timeout_ms: server selection and socket timeouts */
-    int max_time_ms;       /* maxTimeMS put on every operation */
+    const char *uri;       /* mongodb_uri; database from its path, else "dnoded" */
+    int threads;           /* db_threads; 0 = 4 */
+    int timeout_ms;        /* db_timeout_ms; 0 = 5000. serverSelectionTimeoutMS and
+                            * connectTimeoutMS, unless the URI sets them;
+                            * socketTimeoutMS = timeout_ms + max_time_ms */
+    int max_time_ms;       /* maxTimeMS put on every operation; 0 = 10000 */
     model_limits_t limits; /* query caps */
 } store_config_t;
 
@@ -29,10 +38,15 @@ store_t *store_new(struct event_base *base, const store_config_t *cfg, char *err
                    size_t errlen);
 /* Stop accepting work, let the threads finish what they run, drop queued work
  * (their done callbacks run with Unavailable before this returns), join the
- * threads and free the pool. Call from the loop thread. */
+ * threads and free the pool. Call from the loop thread; it blocks while the
+ * running operations finish, so a graceful stop first waits for
+ * store_pending() to reach 0. May be called from a done callback (the memory
+ * is released once that delivery returns). The store keeps a persistent
+ * event on base, so the loop does not run out of events while it lives. */
 void store_free(store_t *st);
 
-/* Ensure the indexes of every model (in the background; failures logged). */
+/* Ensure the indexes of every model (in the background; failures logged).
+ * models must outlive the store. Returns -1 when it could not be queued. */
 int store_ensure_indexes(store_t *st, const model_set_t *models);
 
 /* Operations. Each copies what it needs from its arguments (the caller may
@@ -40,9 +54,10 @@ int store_ensure_indexes(store_t *st, const model_set_t *models);
  * ON THE LOOP THREAD exactly once with either a result or an error object
  * (ARCHITECTURE.md error shape; names DatabaseError, Unavailable, NotFound,
  * Conflict, ValidationError, InvalidRequest). Ownership of result and error
- * passes to done. The model_t must outlive the operation (models are freed
- * only after every store using them is freed). Return 0, or -1 when the
- * operation could not be queued (then done is never called). */
+ * passes to done (both are NULL only when memory ran out building the
+ * error: treat that as an error). The model_t must outlive the operation
+ * (models are freed only after every store using them is freed). Return 0,
+ * or -1 when the operation could not be queued (then done is never called). */
 typedef void (*store_done_fn)(void *arg, json_t *result, json_t *error);
 
 /* create(data): validate/cast via model_prepare_create, insert; result is
