@@ -482,8 +482,57 @@ static int cb_number(void *ctx, const char *s, size_t len)
     return parse_add(ctx, json_double(strtod(buf, NULL)));
 }
 
+/* Strict UTF-8 (RFC 3629). yajl only checks the shape of each sequence and
+ * lets overlong forms, surrogates and code points past U+10FFFF through;
+ * those would be forwarded to other clients, and a browser fails a
+ * WebSocket whose text frame holds them. */
+static int utf8_valid(const unsigned char *s, size_t len)
+{
+    size_t i = 0, n, k;
+    unsigned char lo, hi;
+
+    while (i < len) {
+        unsigned char c = s[i];
+        lo = 0x80;
+        hi = 0xBF;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            if (c == 0xE0)
+                lo = 0xA0; /* overlong */
+            else if (c == 0xED)
+                hi = 0x9F; /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            if (c == 0xF0)
+                lo = 0x90; /* overlong */
+            else if (c == 0xF4)
+                hi = 0x8F; /* past U+10FFFF */
+        } else {
+            return 0;
+        }
+        if (len - i <= n)
+            return 0;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return 0;
+        for (k = 2; k <= n; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+                return 0;
+        i += n + 1;
+    }
+    return 1;
+}
+
 static int cb_string(void *ctx, const unsigned char *s, size_t len)
 {
+    if (!utf8_valid(s, len)) {
+        ((parse_state_t *)ctx)->error = "invalid UTF-8 in a string";
+        return 0;
+    }
     return parse_add(ctx, json_stringn((const char *)s, len));
 }
 
@@ -494,6 +543,10 @@ static int cb_map_key(void *ctx, const unsigned char *key, size_t len)
     parse_state_t *ps = ctx;
     parse_frame_t *top = &ps->stack[ps->depth - 1];
 
+    if (!utf8_valid(key, len)) {
+        ps->error = "invalid UTF-8 in an object key";
+        return 0;
+    }
     free(top->key);
     top->key = malloc(len + 1);
     if (top->key == NULL) {
