@@ -487,8 +487,12 @@ static void run_read(store_t *st, mongoc_client_t *client, job_t *job)
     } else {
         if (sorting.sort && !bson_empty(sorting.sort))
             BSON_APPEND_DOCUMENT(&opts, "sort", sorting.sort);
-        if (sorting.limit > 0)
-            BSON_APPEND_INT64(&opts, "limit", sorting.limit);
+        /* model caps the limit; the store keeps the cap even if it did not */
+        int64_t cap = (int64_t)st->limits.max_read_limit, limit = sorting.limit;
+        if (cap > 0 && (limit <= 0 || limit > cap))
+            limit = cap;
+        if (limit > 0)
+            BSON_APPEND_INT64(&opts, "limit", limit);
         if (sorting.skip > 0)
             BSON_APPEND_INT64(&opts, "skip", sorting.skip);
     }

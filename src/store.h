@@ -55,9 +55,12 @@ int store_ensure_indexes(store_t *st, const model_set_t *models);
  * (ARCHITECTURE.md error shape; names DatabaseError, Unavailable, NotFound,
  * Conflict, ValidationError, InvalidRequest). Ownership of result and error
  * passes to done (both are NULL only when memory ran out building the
- * error: treat that as an error). The model_t must outlive the operation
- * (models are freed only after every store using them is freed). Return 0,
- * or -1 when the operation could not be queued (then done is never called). */
+ * error: treat that as an error). A server that cannot be reached within
+ * timeout_ms answers Unavailable; a duplicate value of a unique path answers
+ * Conflict with errors.<path> when the path is known. The model_t must
+ * outlive the operation (models are freed only after every store using them
+ * is freed). Return 0, or -1 when the operation could not be queued (then
+ * done is never called). */
 typedef void (*store_done_fn)(void *arg, json_t *result, json_t *error);
 
 /* create(data): validate/cast via model_prepare_create, insert; result is
