@@ -26,6 +26,9 @@
 /* Read-merge-write attempts of an unversioned update racing with other
  * writers before it gives up with Conflict. */
 #define STORE_WRITE_ATTEMPTS 3
+/* Striped locks that serialize this worker's read-modify-write of one
+ * document (see struct store). */
+#define STORE_DOC_LOCKS 64
 
 typedef enum { JOB_CREATE, JOB_READ, JOB_UPDATE, JOB_DELETE, JOB_INDEXES } job_kind_t;
 
@@ -51,6 +54,13 @@ struct store {
 
     pthread_t *threads;
     int nthreads; /* started successfully */
+
+    /* Held by a DB thread across the read and the conditional write of an
+     * update or delete, by hash of _id. The conditional write on {_id, __v}
+     * alone is atomic on MongoDB, but FerretDB 1.24 (SQLite) runs it as a
+     * find then a write, so concurrent writers of the same __v all
+     * succeed there; the lock makes that safe at least within one worker. */
+    pthread_mutex_t doc_locks[STORE_DOC_LOCKS];
 
     /* Everything below up to the loop-only fields is guarded by mu. */
     pthread_mutex_t mu;
@@ -640,6 +650,11 @@ out:
     return rc;
 }
 
+static pthread_mutex_t *doc_lock(store_t *st, const bson_oid_t *oid)
+{
+    return &st->doc_locks[bson_oid_hash(oid) % STORE_DOC_LOCKS];
+}
+
 static void run_update(store_t *st, mongoc_client_t *client, job_t *job)
 {
     const model_t *m = job->model;
@@ -649,11 +664,13 @@ static void run_update(store_t *st, mongoc_client_t *client, job_t *job)
     mongoc_collection_t *coll =
         mongoc_client_get_collection(client, st->dbname, model_collection(m));
     int attempts = model_versioned(m) ? 1 : STORE_WRITE_ATTEMPTS, rc = 0;
+    pthread_mutex_lock(doc_lock(st, &oid));
     for (int i = 0; i < attempts; i++) {
         rc = update_once(st, coll, job, &oid);
         if (rc != 0)
             break;
     }
+    pthread_mutex_unlock(doc_lock(st, &oid));
     if (rc == 0)
         job->error = error_new("Conflict", NULL,
                                "document was modified by someone else while saving");
@@ -699,7 +716,9 @@ static void run_delete(store_t *st, mongoc_client_t *client, job_t *job)
         return;
     mongoc_collection_t *coll =
         mongoc_client_get_collection(client, st->dbname, model_collection(m));
+    pthread_mutex_lock(doc_lock(st, &oid));
     int rc = delete_once(st, coll, job, &oid);
+    pthread_mutex_unlock(doc_lock(st, &oid));
     if (rc == 0) {
         /* Gone (unversioned: it was removed by someone else meanwhile) or
          * saved again since the check (versioned). */
@@ -879,6 +898,32 @@ static void job_deliver(job_t *job)
     job_free(job);
 }
 
+/* The first n doc locks, and mu and cv. */
+static void store_locks_destroy(store_t *st, int n)
+{
+    for (int i = 0; i < n; i++)
+        pthread_mutex_destroy(&st->doc_locks[i]);
+    pthread_cond_destroy(&st->cv);
+    pthread_mutex_destroy(&st->mu);
+}
+
+static int store_locks_init(store_t *st)
+{
+    if (pthread_mutex_init(&st->mu, NULL) != 0)
+        return -1;
+    if (pthread_cond_init(&st->cv, NULL) != 0) {
+        pthread_mutex_destroy(&st->mu);
+        return -1;
+    }
+    for (int i = 0; i < STORE_DOC_LOCKS; i++) {
+        if (pthread_mutex_init(&st->doc_locks[i], NULL) != 0) {
+            store_locks_destroy(st, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static void store_destroy(store_t *st)
 {
     if (st->wake_ev)
@@ -891,8 +936,7 @@ static void store_destroy(store_t *st)
         mongoc_client_pool_destroy(st->pool);
     if (st->uri)
         mongoc_uri_destroy(st->uri);
-    pthread_cond_destroy(&st->cv);
-    pthread_mutex_destroy(&st->mu);
+    store_locks_destroy(st, STORE_DOC_LOCKS);
     free(st->threads);
     free(st->dbname);
     free(st);
@@ -946,15 +990,9 @@ store_t *store_new(struct event_base *base, const store_config_t *cfg, char *err
     st->limits = cfg->limits;
     st->max_time_ms = cfg->max_time_ms > 0 ? cfg->max_time_ms : STORE_DEFAULT_MAX_TIME_MS;
     timeout = cfg->timeout_ms > 0 ? cfg->timeout_ms : STORE_DEFAULT_TIMEOUT_MS;
-    if (pthread_mutex_init(&st->mu, NULL) != 0) {
+    if (store_locks_init(st) < 0) {
         free(st);
         snprintf(err, errlen, "pthread_mutex_init() failed");
-        return NULL;
-    }
-    if (pthread_cond_init(&st->cv, NULL) != 0) {
-        pthread_mutex_destroy(&st->mu);
-        free(st);
-        snprintf(err, errlen, "pthread_cond_init() failed");
         return NULL;
     }
 

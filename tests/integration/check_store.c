@@ -456,6 +456,58 @@ START_TEST(test_stale_version_saves_on_unversioned_model)
 }
 END_TEST
 
+/* Run the loop until every outcome of o[0..n) is done. */
+static void wait_all(outcome_t *o, int n)
+{
+    for (int i = 0; i < n; i++)
+        wait_for(&o[i]);
+}
+
+START_TEST(test_concurrent_saves_lose_nothing)
+{
+    enum { N = 4 };
+    outcome_t o[N];
+
+    /* Versioned: two browsers saving the same version at once; exactly one
+     * wins, the other is told. */
+    run(store_create, note, "{\"text\": \"race\"}", &o[0]);
+    json_t *doc = json_copy(expect_result(&o[0]));
+    outcome_clear(&o[0]);
+    json_t *data = by_id(doc, 0);
+    ck_assert_int_eq(json_object_set(data, "__v", json_int(0)), 0);
+    memset(o, 0, sizeof o);
+    for (int i = 0; i < 2; i++)
+        ck_assert_int_eq(store_update(store, note, data, on_done, &o[i]), 0);
+    wait_all(o, 2);
+    ck_assert_msg((o[0].error != NULL) + (o[1].error != NULL) == 1, "exactly one save wins");
+    expect_error(o[0].error ? &o[0] : &o[1], "Conflict");
+    ck_assert(num(o[0].error ? o[1].result : o[0].result, "__v") == 1);
+    outcome_clear(&o[0]);
+    outcome_clear(&o[1]);
+    json_free(data);
+    json_free(doc);
+
+    /* Unversioned: concurrent saves all land, one version each. */
+    doc = create_blog("race-1", 0, "race");
+    data = by_id(doc, 0);
+    memset(o, 0, sizeof o);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(store_update(store, blog, data, on_done, &o[i]), 0);
+    wait_all(o, N);
+    for (int i = 0; i < N; i++) {
+        expect_result(&o[i]);
+        outcome_clear(&o[i]);
+    }
+    json_t *opt = by_id(doc, 1);
+    run_tree(store_read, blog, opt, &o[0]);
+    ck_assert(num(expect_result(&o[0]), "__v") == N);
+    outcome_clear(&o[0]);
+    json_free(opt);
+    json_free(data);
+    json_free(doc);
+}
+END_TEST
+
 START_TEST(test_validation_error_passes_through)
 {
     outcome_t o;
@@ -651,6 +703,7 @@ int main(void)
     tcase_add_test(tc, test_missing_id_is_not_found);
     tcase_add_test(tc, test_stale_version_conflicts_on_versioned_model);
     tcase_add_test(tc, test_stale_version_saves_on_unversioned_model);
+    tcase_add_test(tc, test_concurrent_saves_lose_nothing);
     tcase_add_test(tc, test_validation_error_passes_through);
     tcase_add_test(tc, test_refused_operator_is_invalid_request);
     tcase_add_test(tc, test_duplicate_unique_value_is_conflict);
