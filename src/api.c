@@ -222,6 +222,9 @@ static void api_crud_done(void *arg, json_t *result, json_t *error)
     session_t *s = op->session;
     static const char *const events[] = {"created", NULL, "updated", "deleted"};
 
+    /* The store hands over neither only when it ran out of memory. */
+    if (error == NULL && result == NULL)
+        error = api_error_new("Unavailable", "out of memory");
     /* When the client has gone there is nobody to answer, but a committed
      * change is still published so that other subscribers stay in sync. */
     if (error != NULL) {

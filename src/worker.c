@@ -4,6 +4,7 @@
  * master (or main, with one in-process worker) owns config and models. */
 #include "worker.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,10 +173,12 @@ static void worker_free(worker_t *w)
         event_base_free(w->base);
 }
 
-int worker_run(int index, const config_t *cfg, const model_set_t *models, const int *fds,
-               size_t nfds)
+int worker_run(const worker_args_t *args)
 {
     static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP};
+    const config_t *cfg = args->cfg;
+    const model_set_t *models = args->models;
+    sigset_t none;
     worker_t w;
     char err[256];
     size_t len, i;
@@ -183,7 +186,8 @@ int worker_run(int index, const config_t *cfg, const model_set_t *models, const 
     int status = 1;
 
     memset(&w, 0, sizeof(w));
-    w.index = index;
+    w.index = args->index;
+    w.generation = args->generation;
     w.cfg = cfg;
     w.models = models;
     if (evthread_use_pthreads() < 0) {
@@ -204,6 +208,12 @@ int worker_run(int index, const config_t *cfg, const model_set_t *models, const 
         w.signals[i] = evsignal_new(w.base, sigs[i], worker_signal_cb, &w);
         if (w.signals[i] == NULL || event_add(w.signals[i], NULL) < 0)
             goto done;
+    }
+    /* Handlers are in place: signals the master sent since fork arrive now. */
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0) {
+        log_error("sigprocmask() failed: %s", strerror(errno));
+        goto done;
     }
     line = dnode_build_methods(api_method_names, api_method_count, &len);
     if (line == NULL)
@@ -232,15 +242,15 @@ int worker_run(int index, const config_t *cfg, const model_set_t *models, const 
             status = 2;
             goto done;
         }
-        if (models != NULL)
-            store_ensure_indexes(w.store, models);
+        if (models != NULL && store_ensure_indexes(w.store, models) < 0)
+            log_warning("cannot queue index creation: indexes are not ensured");
     }
-    if (transport_start(&w, fds, nfds) < 0)
+    if (transport_start(&w, args->fds, args->nfds) < 0)
         goto done;
-    log_info("worker %d serving", index);
+    log_info("worker %d (generation %u) serving", w.index, w.generation);
     event_base_dispatch(w.base);
     status = 0;
-    log_info("worker %d exiting", index);
+    log_info("worker %d (generation %u) exiting", w.index, w.generation);
 done:
     worker_free(&w);
     return status;
