@@ -14,16 +14,19 @@
 typedef struct model_set model_set_t; /* every model of one models file */
 typedef struct model model_t;         /* one model type */
 
-/* Limits a query must respect (from the config). */
+/* Limits a query must respect (from the config). A field left 0 takes the
+ * default shown; a NULL limits pointer means all defaults. */
 typedef struct model_limits {
-    size_t max_read_limit;  /* cap on documents per read (config max_read_limit) */
-    size_t max_query_depth; /* nesting of filter objects/arrays, e.g. 8 */
-    size_t max_query_terms; /* total keys + array elements in a filter, e.g. 256 */
-    size_t max_regex_length; /* e.g. 256 */
+    size_t max_read_limit;  /* cap on documents per read (config max_read_limit), 1000 */
+    size_t max_query_depth; /* nesting of filter objects/arrays (top object = 1), 8 */
+    size_t max_query_terms; /* total keys + array elements in a filter, 256 */
+    size_t max_regex_length; /* bytes of a $regex, 256 */
 } model_limits_t;
 
 /* Load and check a models file. On error returns NULL and writes one line
- * naming the model and field concerned into err. */
+ * naming the model and field concerned into err. "match" patterns are POSIX
+ * extended regular expressions (glibc regcomp) after \d, \D and the bracket
+ * forms of \d \s \w are rewritten; ["pattern", "i"] matches without case. */
 model_set_t *model_set_load(const char *path, char *err, size_t errlen);
 /* Same from a JSON text already in memory (tests, fuzzing). */
 model_set_t *model_set_parse(const char *text, size_t len, char *err, size_t errlen);
@@ -62,8 +65,10 @@ bson_t *model_prepare_create(const model_t *m, const json_t *data, json_t **erro
 
 /* An update: merge the schema paths present in data (unknown fields and _id,
  * __v ignored) over the stored document `current`, cast and validate the
- * result as a whole. Returns the full new document (same _id, __v as in
- * current; the store increments __v) or NULL with *error. */
+ * result as a whole. A nested object sent in data replaces the stored one
+ * (Mongoose's set). Returns the full new document (same _id, __v as in
+ * current or 0 when it has none; the store increments __v; stored fields the
+ * schema does not know are kept) or NULL with *error. */
 bson_t *model_prepare_update(const model_t *m, const bson_t *current, const json_t *data,
                              json_t **error);
 
