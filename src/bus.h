@@ -1,11 +1,14 @@
-/* bus: channels. Keeps each channel's local subscribers, delivers
- * published changes to them in one order, and pushes presence
- * (subscribed/unsubscribed with the online count). Does not know the
- * wire protocol beyond building the pushed calls. */
+/* bus: channels. Keeps each channel's local subscribers, carries published
+ * changes between workers and hosts (Redis pub/sub with redis_url, else a
+ * shared-memory log between the workers of one host) so that every
+ * subscriber sees a channel in one order, and pushes presence
+ * (subscribed/unsubscribed with the deployment-wide online count). Does
+ * not know the wire protocol beyond building the pushed calls. */
 #ifndef DNODED_BUS_H
 #define DNODED_BUS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "json.h"
 #include "session.h"
@@ -13,23 +16,60 @@
 struct worker;
 typedef struct bus bus_t;
 
-bus_t *bus_new(struct worker *w);
+/* The single-host relay shared by the workers of one host (no redis_url):
+ * a log in shared memory plus one eventfd per worker slot. The master
+ * creates it once, before forking any worker, with its `workers` count, and
+ * hands the same pointer to every worker it forks (worker_args_t.bus_host);
+ * it frees it after the last worker has exited. It has room for two
+ * generations of workers at once (a reload overlaps old and new), so a
+ * worker's slot is index + (generation % 2) * nworkers; a respawned worker
+ * takes over its predecessor's slot. Not reloadable: nworkers stays fixed
+ * for the master's lifetime. NULL on failure (logged). */
+typedef struct bus_host bus_host_t;
+bus_host_t *bus_host_new(unsigned nworkers);
+void bus_host_free(bus_host_t *h);
+
+/* Create the worker's bus after fork. host is the master's relay, or NULL
+ * for a process serving alone (the bus then makes a private one); index is
+ * w->index, generation the worker's reload generation. In Redis mode
+ * (cfg->redis_url set) host is not used. NULL on failure. */
+bus_t *bus_new(struct worker *w, bus_host_t *host, unsigned generation);
 void bus_free(bus_t *b);
 
 /* Join/leave a channel. Return 0 on success, 1 when nothing changed
- * (already joined / not joined), -1 on error (limit, allocation). */
+ * (already joined / not joined), -1 on error (limit, allocation). In Redis
+ * mode the subscription is in effect once the session has been pushed its
+ * own subscribed(url, online); a publish from elsewhere before that may
+ * not reach it. */
 int bus_subscribe(bus_t *b, session_t *s, const char *channel);
 int bus_unsubscribe(bus_t *b, session_t *s, const char *channel);
 /* Leave every channel (disconnect). */
 void bus_leave_all(bus_t *b, session_t *s);
 
-/* Push method(doc, opt) to every subscriber of channel, each exactly once,
+/* Send method(doc, opt) to every subscriber of channel, each exactly once,
  * in the same order for all of them. opt must already be stripped of
- * callbacks. Returns 0, or -1 when the change could not be published. */
+ * callbacks. Local subscribers are served from the relay's (or Redis')
+ * copy of the message, never directly, so this worker's order is
+ * everyone's order. Returns 0 when the message was handed to the relay,
+ * -1 when it was not (Redis down, too large, out of memory): logged and
+ * counted in publish_failed. Delivery is at most once: a Redis outage
+ * loses what was in flight, and a 0 here is not a receipt (a PUBLISH
+ * refused later is logged and counted too). */
 int bus_publish(bus_t *b, const char *channel, const char *method, const json_t *doc,
                 const json_t *opt);
 
-/* Sessions subscribed to channel (this bus' view of the deployment). */
+/* Sessions subscribed to channel on this worker. */
 size_t bus_online(bus_t *b, const char *channel);
+
+typedef struct bus_stats {
+    uint64_t published;      /* handed to Redis or the relay */
+    uint64_t publish_failed; /* refused or lost before Redis confirmed it */
+    uint64_t received;       /* messages taken from Redis or the relay */
+    uint64_t pushed;         /* pushes queued to local sessions */
+    uint64_t lost;           /* relay entries overwritten before this worker read them */
+    uint64_t reconnects;     /* Redis connections re-established */
+    int redis_up;            /* 1 while both Redis connections work */
+} bus_stats_t;
+void bus_get_stats(const bus_t *b, bus_stats_t *out);
 
 #endif
