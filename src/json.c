@@ -146,6 +146,34 @@ static ssize_t json_object_index(const json_t *obj, const char *key)
     return -1;
 }
 
+/* Append member k (malloc'd, not already in obj) without looking for it:
+ * callers that know the key is new (copies, the parser's own index) avoid
+ * the linear search that makes building a large object quadratic. Takes
+ * ownership of k and v, also on failure. */
+static int json_object_push(json_t *obj, char *k, json_t *v)
+{
+    if (obj->u.obj.len == obj->u.obj.cap) {
+        size_t cap = obj->u.obj.cap ? obj->u.obj.cap * 2 : 4;
+        char **keys = realloc(obj->u.obj.keys, cap * sizeof(*keys));
+        if (keys == NULL)
+            goto fail;
+        obj->u.obj.keys = keys;
+        json_t **vals = realloc(obj->u.obj.vals, cap * sizeof(*vals));
+        if (vals == NULL)
+            goto fail;
+        obj->u.obj.vals = vals;
+        obj->u.obj.cap = cap;
+    }
+    obj->u.obj.keys[obj->u.obj.len] = k;
+    obj->u.obj.vals[obj->u.obj.len] = v;
+    obj->u.obj.len++;
+    return 0;
+fail:
+    free(k);
+    json_free(v);
+    return -1;
+}
+
 /* Like json_object_set but with a key of known length; keys with an
  * embedded NUL are refused (they cannot be schema paths or method names). */
 static int json_object_setn(json_t *obj, const char *key, size_t keylen, json_t *v)
@@ -169,22 +197,7 @@ static int json_object_setn(json_t *obj, const char *key, size_t keylen, json_t 
         obj->u.obj.vals[at] = v;
         return 0;
     }
-    if (obj->u.obj.len == obj->u.obj.cap) {
-        size_t cap = obj->u.obj.cap ? obj->u.obj.cap * 2 : 4;
-        char **keys = realloc(obj->u.obj.keys, cap * sizeof(*keys));
-        if (keys == NULL)
-            goto fail;
-        obj->u.obj.keys = keys;
-        json_t **vals = realloc(obj->u.obj.vals, cap * sizeof(*vals));
-        if (vals == NULL)
-            goto fail;
-        obj->u.obj.vals = vals;
-        obj->u.obj.cap = cap;
-    }
-    obj->u.obj.keys[obj->u.obj.len] = k;
-    obj->u.obj.vals[obj->u.obj.len] = v;
-    obj->u.obj.len++;
-    return 0;
+    return json_object_push(obj, k, v);
 fail:
     free(k);
     json_free(v);
@@ -300,7 +313,14 @@ json_t *json_copy(const json_t *v)
         if (c == NULL)
             return NULL;
         for (i = 0; i < v->u.obj.len; i++) {
-            if (json_object_set(c, v->u.obj.keys[i], json_copy(v->u.obj.vals[i])) < 0) {
+            json_t *val = json_copy(v->u.obj.vals[i]);
+            char *k = strdup(v->u.obj.keys[i]);
+            /* The source's keys are unique: no search needed. */
+            if (val == NULL || k == NULL || json_object_push(c, k, val) < 0) {
+                if (val == NULL || k == NULL) {
+                    free(k);
+                    json_free(val);
+                }
                 json_free(c);
                 return NULL;
             }
@@ -386,6 +406,11 @@ typedef struct parse_frame {
     json_t *container;
     char *key; /* pending object key */
     size_t keylen;
+    /* For objects past a few members: an open-addressing index of their
+     * keys (member index + 1, 0 = empty), so that finding duplicates stays
+     * linear in the size of the message rather than quadratic. */
+    size_t *slots;
+    size_t nslots; /* a power of two, or 0 */
 } parse_frame_t;
 
 typedef struct parse_state {
@@ -394,6 +419,85 @@ typedef struct parse_state {
     json_t *root;
     const char *error; /* set by callbacks that stop the parse */
 } parse_state_t;
+
+#define PARSE_INDEX_FROM 8 /* members before an object gets an index */
+
+static size_t key_hash(const char *k)
+{
+    size_t h = 1469598103934665603ULL;
+    while (*k)
+        h = (h ^ (unsigned char)*k++) * 1099511628211ULL;
+    return h;
+}
+
+/* The slot where key is, or the empty slot where it would go. */
+static size_t index_find(const parse_frame_t *f, const char *key)
+{
+    const json_t *obj = f->container;
+    size_t mask = f->nslots - 1, i = key_hash(key) & mask;
+
+    while (f->slots[i] != 0 && strcmp(obj->u.obj.keys[f->slots[i] - 1], key) != 0)
+        i = (i + 1) & mask;
+    return i;
+}
+
+/* (Re)build the index with room for at least twice len + 1 members. */
+static int index_grow(parse_frame_t *f)
+{
+    const json_t *obj = f->container;
+    size_t n = 32, i;
+
+    while (n < 2 * (obj->u.obj.len + 1))
+        n *= 2;
+    free(f->slots);
+    f->slots = calloc(n, sizeof(*f->slots));
+    f->nslots = f->slots != NULL ? n : 0;
+    if (f->slots == NULL)
+        return -1;
+    for (i = 0; i < obj->u.obj.len; i++)
+        f->slots[index_find(f, obj->u.obj.keys[i])] = i + 1;
+    return 0;
+}
+
+/* Set the pending key of the object frame f to v (last duplicate wins, in
+ * the first one's place, as in JavaScript). Takes v; 0 or -1. */
+static int parse_object_put(parse_frame_t *f, json_t *v)
+{
+    json_t *obj = f->container;
+    char *k = f->key;
+    size_t slot;
+
+    f->key = NULL;
+    if (memchr(k, '\0', f->keylen) != NULL)
+        goto fail;
+    if (obj->u.obj.len < PARSE_INDEX_FROM) {
+        ssize_t at = json_object_index(obj, k);
+        if (at >= 0) {
+            free(k);
+            json_free(obj->u.obj.vals[at]);
+            obj->u.obj.vals[at] = v;
+            return 0;
+        }
+        return json_object_push(obj, k, v);
+    }
+    if (2 * (obj->u.obj.len + 1) > f->nslots && index_grow(f) < 0)
+        goto fail;
+    slot = index_find(f, k);
+    if (f->slots[slot] != 0) {
+        free(k);
+        json_free(obj->u.obj.vals[f->slots[slot] - 1]);
+        obj->u.obj.vals[f->slots[slot] - 1] = v;
+        return 0;
+    }
+    if (json_object_push(obj, k, v) < 0)
+        return -1;
+    f->slots[slot] = obj->u.obj.len;
+    return 0;
+fail:
+    free(k);
+    json_free(v);
+    return -1;
+}
 
 /* Attach a finished value to the current container (or make it the root). */
 static int parse_add(parse_state_t *ps, json_t *v)
@@ -413,9 +517,7 @@ static int parse_add(parse_state_t *ps, json_t *v)
     if (top->container->type == JSON_ARRAY) {
         rc = json_array_append(top->container, v);
     } else {
-        rc = json_object_setn(top->container, top->key, top->keylen, v);
-        free(top->key);
-        top->key = NULL;
+        rc = parse_object_put(top, v);
     }
     if (rc < 0) {
         ps->error = "object key contains a NUL byte or out of memory";
@@ -565,6 +667,9 @@ static int cb_end(void *ctx)
     ps->depth--;
     free(ps->stack[ps->depth].key);
     ps->stack[ps->depth].key = NULL;
+    free(ps->stack[ps->depth].slots);
+    ps->stack[ps->depth].slots = NULL;
+    ps->stack[ps->depth].nslots = 0;
     return 1;
 }
 
@@ -622,8 +727,10 @@ json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err, siz
                     err[--n] = '\0';
             }
         }
-        for (i = 0; i < ps.max_depth; i++)
+        for (i = 0; i < ps.max_depth; i++) {
             free(ps.stack[i].key);
+            free(ps.stack[i].slots);
+        }
         json_free(ps.root);
         ps.root = NULL;
     }
