@@ -5,6 +5,7 @@
  * tree helpers (copy, equal, strip callbacks) behave as documented. */
 #include <check.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -400,6 +401,44 @@ START_TEST(test_duplicate_keys_last_wins)
 }
 END_TEST
 
+START_TEST(test_large_object_duplicates)
+{
+    /* Past the first few members the parser indexes keys; duplicates must
+     * still replace in place, wherever they fall. */
+    size_t n = 3000, i, cap = n * 16 + 64, off = 0;
+    char *in = malloc(cap);
+    ck_assert_ptr_nonnull(in);
+    in[off++] = '{';
+    for (i = 0; i < n; i++)
+        off += (size_t)snprintf(in + off, cap - off, "\"k%zu\":%zu,", i, i);
+    off += (size_t)snprintf(in + off, cap - off, "\"k5\":\"a\",\"k2999\":\"b\",\"k8\":\"c\"}");
+    json_t *v = parse_ok(in, off);
+    ck_assert_uint_eq(v->u.obj.len, n);
+    ck_assert_str_eq(v->u.obj.keys[5], "k5");
+    ck_assert_str_eq(json_get_string(v, "k5"), "a");
+    ck_assert_str_eq(json_get_string(v, "k2999"), "b");
+    ck_assert_str_eq(json_get_string(v, "k8"), "c");
+    ck_assert_int_eq(json_object_get(v, "k1234")->u.num.i, 1234);
+    for (i = 0; i < n; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k%zu", i);
+        ck_assert_str_eq(v->u.obj.keys[i], key);
+    }
+    /* A copy keeps every member, in order. */
+    json_t *c = json_copy(v);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(c->u.obj.len, n);
+    ck_assert(json_equal(v, c));
+    char *a = dump(v), *b = dump(c);
+    ck_assert_str_eq(a, b);
+    free(a);
+    free(b);
+    json_free(c);
+    json_free(v);
+    free(in);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Tree helpers
  * ------------------------------------------------------------------------ */
@@ -563,6 +602,7 @@ int main(void)
     tcase_add_test(tc, test_length_is_respected);
     tcase_add_test(tc, test_small_error_buffer);
     tcase_add_test(tc, test_duplicate_keys_last_wins);
+    tcase_add_test(tc, test_large_object_duplicates);
     tcase_add_test(tc, test_callback_written_as_function);
     tcase_add_test(tc, test_strip_callbacks);
     tcase_add_test(tc, test_copy_is_deep_and_equal);
