@@ -12,6 +12,7 @@
 #include "bus.h"
 #include "dnode.h"
 #include "log.h"
+#include "metrics.h"
 #include "model.h"
 #include "store.h"
 #include "worker.h"
@@ -57,6 +58,7 @@ void api_report_error(session_t *s, int64_t error_cb, json_t *error)
 
     if (error == NULL)
         return;
+    metrics_error(s->worker->stats, json_get_string(error, "name"));
     args = json_array();
     if (args == NULL || json_array_append(args, error) < 0) {
         json_free(args);
@@ -159,6 +161,7 @@ static int api_broadcast(session_t *s, const json_t *opt, const char *event, con
 {
     const char *url = json_get_string(opt, "url");
     json_t *pushed;
+    uint64_t started;
     int rc;
 
     if (url == NULL || url[0] == '\0')
@@ -167,7 +170,9 @@ static int api_broadcast(session_t *s, const json_t *opt, const char *event, con
     if (pushed == NULL)
         return -1;
     json_strip_callbacks(pushed);
+    started = metrics_now_us();
     rc = bus_publish(s->worker->bus, url, event, doc, pushed);
+    metrics_observe(&s->worker->stats->bus, metrics_now_us() - started);
     json_free(pushed);
     if (rc < 0)
         slog_warning(s, "publish on '%s' failed", url);
@@ -208,6 +213,7 @@ typedef struct api_op {
     int method;
     int64_t fn, error_cb;
     json_t *opt; /* the caller's options, for publishing */
+    uint64_t started_us; /* for the DB latency histogram */
 } api_op_t;
 
 static void api_op_free(api_op_t *op)
@@ -222,6 +228,7 @@ static void api_crud_done(void *arg, json_t *result, json_t *error)
     session_t *s = op->session;
     static const char *const events[] = {"created", NULL, "updated", "deleted"};
 
+    metrics_observe(&s->worker->stats->db, metrics_now_us() - op->started_us);
     /* The store hands over neither only when it ran out of memory. */
     if (error == NULL && result == NULL)
         error = api_error_new("Unavailable", "out of memory");
@@ -286,6 +293,7 @@ static void api_crud(session_t *s, int method, json_t *args)
     }
     op->session = session_ref(s);
     op->method = method;
+    op->started_us = metrics_now_us();
     op->fn = fn;
     op->error_cb = error_cb;
     s->inflight++;

@@ -1,4 +1,108 @@
-/* metrics: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+/* metrics: counters kept in one shared memory region (one slot per worker),
+ * so that /metrics answered by any worker sums every worker of the host, and
+ * their rendering in the Prometheus text format. Does not decide what is
+ * counted when (its callers do) and does no I/O besides the rendering. */
 #ifndef DNODED_METRICS_H
 #define DNODED_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct evbuffer;
+
+/* Error names of ARCHITECTURE.md, then everything else. */
+enum {
+    METRICS_ERR_INVALID_REQUEST,
+    METRICS_ERR_VALIDATION,
+    METRICS_ERR_NOT_FOUND,
+    METRICS_ERR_FORBIDDEN,
+    METRICS_ERR_CONFLICT,
+    METRICS_ERR_DATABASE,
+    METRICS_ERR_UNAVAILABLE,
+    METRICS_ERR_OTHER,
+    METRICS_ERR_COUNT
+};
+
+/* Why a DNode session ended (classified from session_close's reason). */
+enum {
+    METRICS_DISC_CLIENT,      /* the client closed or reset the connection */
+    METRICS_DISC_PROTOCOL,    /* framing violation (WebSocket protocol, bad UTF-8) */
+    METRICS_DISC_OVERSIZED,   /* a message over max_message_size */
+    METRICS_DISC_SLOW,        /* output over max_output_buffer */
+    METRICS_DISC_TIMEOUT,
+    METRICS_DISC_SHUTDOWN,    /* stop, reload, drain */
+    METRICS_DISC_OTHER,
+    METRICS_DISC_COUNT
+};
+
+enum { METRICS_TRANSPORT_TCP, METRICS_TRANSPORT_WEBSOCKET, METRICS_TRANSPORT_COUNT };
+
+/* Latency buckets (upper bounds in seconds) shared by every histogram. */
+#define METRICS_BUCKETS 12
+
+typedef struct metrics_hist {
+    uint64_t le[METRICS_BUCKETS + 1]; /* non-cumulative; the last one is +Inf */
+    uint64_t count;
+    uint64_t sum_us;
+} metrics_hist_t;
+
+/* One worker's counters. Only that worker writes its slot (from its loop
+ * thread); any worker reads all of them. The plain fields are bumped with
+ * ++ by their owners (session, transport); the rest through the functions
+ * below. */
+typedef struct metrics_slot {
+    int32_t owner;                                   /* pid of the worker using it, or 0 */
+    uint64_t connections_opened, connections_closed; /* every accepted socket */
+    uint64_t refused;                                /* max_connections, stopping */
+    uint64_t messages_in, messages_out;              /* DNode messages */
+    uint64_t malformed, unknown_methods, oversized;  /* messages refused */
+    uint64_t slow_consumers;
+    int64_t sessions[METRICS_TRANSPORT_COUNT];       /* gauge: DNode sessions open */
+    uint64_t sessions_opened[METRICS_TRANSPORT_COUNT];
+    uint64_t sessions_closed[METRICS_TRANSPORT_COUNT];
+    uint64_t errors[METRICS_ERR_COUNT];
+    uint64_t disconnects[METRICS_DISC_COUNT];
+    uint64_t http_requests[6];                       /* by status class: [2] = 2xx */
+    metrics_hist_t db;                               /* request to DB completion */
+    metrics_hist_t bus;                              /* handing a change to the bus */
+} metrics_slot_t;
+
+typedef struct metrics metrics_t;
+
+/* Map a zeroed MAP_SHARED|MAP_ANONYMOUS region with nslots slots. The
+ * master calls it once BEFORE forking any worker, so that every worker
+ * shares it, and keeps it across reloads (counters keep growing, as
+ * Prometheus expects). nslots must cover every worker alive at once: old
+ * and new generations during a reload, and respawns (e.g. 4 x workers).
+ * NULL on failure (errno set). */
+metrics_t *metrics_new(size_t nslots);
+/* Unmap (the master at exit, after its workers are gone). */
+void metrics_free(metrics_t *m);
+
+/* A worker takes a slot for itself (pid = getpid()) when it starts: a free
+ * one, else one whose owner no longer exists. Counters left by an earlier
+ * owner stay (they are summed anyway); gauges start at 0. NULL when every
+ * slot belongs to a live process. */
+metrics_slot_t *metrics_claim(metrics_t *m, int pid);
+/* Free pid's slot and zero its gauges: the worker at exit, and the master
+ * when it reaps a worker (so a crashed one stops counting as online). */
+void metrics_release(metrics_t *m, int pid);
+
+/* Monotonic clock in microseconds, for latencies. */
+uint64_t metrics_now_us(void);
+
+void metrics_observe(metrics_hist_t *h, uint64_t elapsed_us);
+/* Count an error object's name ("ValidationError", ...). */
+void metrics_error(metrics_slot_t *s, const char *name);
+/* Count a session's disconnect, classified from session_close's reason. */
+void metrics_disconnect(metrics_slot_t *s, const char *reason);
+int metrics_disconnect_class(const char *reason);
+void metrics_session_opened(metrics_slot_t *s, int transport);
+void metrics_session_closed(metrics_slot_t *s, int transport);
+void metrics_http_request(metrics_slot_t *s, int status);
+
+/* Append every counter, summed over all slots, to out in the Prometheus
+ * text exposition format 0.0.4. 0, or -1 when out could not grow. */
+int metrics_render(const metrics_t *m, struct evbuffer *out);
+
 #endif

@@ -15,6 +15,7 @@
 #include "dnode.h"
 #include "log.h"
 #include "transport.h"
+#include "metrics.h"
 #include "worker.h"
 
 static const char *const remote_names[SESSION_REMOTE_COUNT] = {
@@ -92,7 +93,7 @@ session_t *session_new(worker_t *w, struct bufferevent *bev, const char *peer,
         w->sessions->prev = s;
     w->sessions = s;
     w->nsessions++;
-    w->stats.sessions_opened++;
+    w->stats->connections_opened++;
     return s;
 }
 
@@ -128,6 +129,8 @@ void session_close(session_t *s, const char *reason)
     s->closing = 1;
     slog_info(s, "closed: %s", reason);
     if (s->bev != NULL)
+    if (s->started) /* a DNode session, not a plain HTTP connection */
+        metrics_disconnect(s->worker->stats, reason);
         bufferevent_disable(s->bev, EV_READ);
     worker_schedule_teardown(s->worker, s);
 }
@@ -188,7 +191,7 @@ void session_teardown(session_t *s)
         s->next->prev = s->prev;
     s->prev = s->next = NULL;
     w->nsessions--;
-    w->stats.sessions_closed++;
+    w->stats->connections_closed++;
     session_unref(s); /* the worker's list */
 }
 
@@ -217,9 +220,9 @@ int session_send_msg(session_t *s, session_msg_t *m)
             return -1;
         }
     }
-    s->worker->stats.messages_out++;
+    s->worker->stats->messages_out++;
     if (evbuffer_get_length(out) > limit) {
-        s->worker->stats.slow_consumers++;
+        s->worker->stats->slow_consumers++;
         session_close(s, "output buffer over max_output_buffer (client too slow)");
         return -1;
     }
@@ -306,15 +309,15 @@ void session_handle_message(session_t *s, const char *data, size_t len)
 
     if (s->closing || s->draining)
         return;
-    w->stats.messages_in++;
+    w->stats->messages_in++;
     if (dnode_parse(data, len, w->cfg->max_json_depth, &msg, err, sizeof(err)) < 0) {
-        w->stats.malformed++;
+        w->stats->malformed++;
         slog_warning(s, "message skipped: %s", err);
         session_report(s, "InvalidRequest", "message skipped: %s", err);
         return;
     }
     if (msg.ncallbacks > w->cfg->max_callbacks) {
-        w->stats.malformed++;
+        w->stats->malformed++;
         slog_warning(s, "message skipped: %zu callbacks", msg.ncallbacks);
         session_report(s, "InvalidRequest", "message skipped: %s", "too many callbacks");
         dnode_msg_clear(&msg);
@@ -338,7 +341,7 @@ void session_handle_message(session_t *s, const char *data, size_t len)
                 snprintf(name, sizeof(name), "%.60s", msg.method);
             else
                 snprintf(name, sizeof(name), "%lld", (long long)msg.method_id);
-            w->stats.unknown_methods++;
+            w->stats->unknown_methods++;
             slog_warning(s, "unknown method '%s' skipped", name);
             session_report(s, "InvalidRequest", "unknown method '%s'", name);
         } else {

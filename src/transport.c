@@ -20,9 +20,12 @@
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
 
+#include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "session.h"
 #include "worker.h"
+#include "ws.h"
 
 /* How long a silent new connection waits before we send our methods. */
 #define TRANSPORT_FIRST_BYTES_MS 200
@@ -102,7 +105,7 @@ int transport_listen(const char *addr, char *err, size_t errlen)
 
 static void transport_oversized(session_t *s, size_t len)
 {
-    s->worker->stats.oversized++;
+    s->worker->stats->oversized++;
     slog_warning(s, "message of %zu+ bytes is over max_message_size (%zu)", len,
                  s->worker->cfg->max_message_size);
     session_close(s, "message too large");
@@ -111,6 +114,7 @@ static void transport_oversized(session_t *s, size_t len)
 static int transport_begin_dnode(session_t *s)
 {
     s->started = 1;
+    metrics_session_opened(s->worker->stats, METRICS_TRANSPORT_TCP);
     bufferevent_set_timeouts(s->bev, NULL, NULL);
     return session_start(s);
 }
@@ -265,7 +269,7 @@ static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     (void)salen;
     peer_name(sa, peer, sizeof(peer));
     if (w->stopping || w->nsessions >= w->cfg->max_connections) {
-        w->stats.refused++;
+        w->stats->refused++;
         log_warning("connection from %s refused: %s", peer,
                     w->stopping ? "worker is stopping" : "max_connections reached");
         evutil_closesocket(fd);
@@ -330,28 +334,33 @@ void transport_stop_accepting(worker_t *w)
 }
 
 /* ------------------------------------------------------------------------
- * HTTP and WebSocket: not served yet
+ * HTTP and WebSocket (http.c, ws.c)
  * ------------------------------------------------------------------------ */
 
 int transport_http_begin(session_t *s)
 {
-    (void)s;
-    return -1;
+    return http_begin(s);
 }
 
 void transport_ws_read(session_t *s)
 {
-    session_close(s, "WebSocket is not served yet");
+    ws_read(s);
 }
 
 int transport_ws_write(session_t *s, session_msg_t *m)
 {
-    (void)s;
-    (void)m;
-    return -1;
+    return ws_write(s, m);
 }
 
 void transport_session_free(session_t *s)
 {
-    (void)s;
+    int ws = s->framing == SESSION_FRAMING_WEBSOCKET;
+
+    if (s->started)
+        metrics_session_closed(s->worker->stats,
+                               ws ? METRICS_TRANSPORT_WEBSOCKET : METRICS_TRANSPORT_TCP);
+    if (ws)
+        ws_session_free(s);
+    else
+        http_session_free(s);
 }

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/thread.h>
 
@@ -16,6 +17,7 @@
 #include "bus.h"
 #include "dnode.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "transport.h"
 
@@ -171,6 +173,23 @@ static void worker_free(worker_t *w)
     session_msg_unref(w->methods_msg);
     if (w->base != NULL)
         event_base_free(w->base);
+    metrics_release(w->metrics, (int)getpid());
+    metrics_free(w->own_metrics);
+}
+
+/* This worker's counters: a slot in the master's shared region, else (no
+ * region handed in, or every slot taken) a private one. 0 or -1. */
+static int worker_claim_metrics(worker_t *w, struct metrics *shared)
+{
+    w->metrics = shared;
+    w->stats = metrics_claim(shared, (int)getpid());
+    if (w->stats != NULL)
+        return 0;
+    if (shared != NULL)
+        log_warning("no free metrics slot: /metrics of this worker shows its own counters only");
+    w->own_metrics = w->metrics = metrics_new(1);
+    w->stats = metrics_claim(w->metrics, (int)getpid());
+    return w->stats != NULL ? 0 : -1;
 }
 
 int worker_run(const worker_args_t *args)
@@ -198,6 +217,10 @@ int worker_run(const worker_args_t *args)
     if (w.base == NULL) {
         log_error("event_base_new() failed");
         return 1;
+    }
+    if (worker_claim_metrics(&w, args->metrics) < 0) {
+        log_error("cannot set up the metrics counters");
+        goto done;
     }
     w.reap = event_new(w.base, -1, 0, worker_reap_cb, &w);
     w.stop_timer = evtimer_new(w.base, worker_deadline_cb, &w);

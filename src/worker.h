@@ -17,13 +17,8 @@
 struct store;
 struct bus;
 
-typedef struct worker_stats {
-    uint64_t sessions_opened, sessions_closed;
-    uint64_t messages_in, messages_out;
-    uint64_t malformed, unknown_methods, oversized;
-    uint64_t slow_consumers;
-    uint64_t refused;
-} worker_stats_t;
+struct metrics;
+struct metrics_slot;
 
 typedef struct worker {
     int index;                  /* 0-based worker number */
@@ -45,14 +40,32 @@ typedef struct worker {
     struct event *stop_check;   /* polls for idle sessions while stopping */
     int stopping;               /* 0, or 1 graceful, 2 fast */
     session_msg_t *methods_msg; /* our methods message, built once */
-    worker_stats_t stats;
+    struct metrics *metrics;    /* the host's shared counters, for /metrics */
+    struct metrics_slot *stats; /* this worker's slot in them (metrics.h) */
+    struct metrics *own_metrics; /* private counters when none were handed in */
 } worker_t;
 
-/* Run a worker on the listening sockets fds until it is told to stop.
- * Returns the process exit status: 0 after a stop, 2 for a fatal
- * configuration error (the master does not respawn it), 1 otherwise. */
-int worker_run(int index, const config_t *cfg, const model_set_t *models, const int *fds,
-               size_t nfds);
+/* What the master hands a worker it forked (all owned by the caller). */
+typedef struct worker_args {
+    int index;                 /* 0-based slot in the master's process table */
+    unsigned generation;       /* which reload the worker belongs to */
+    const config_t *cfg;
+    const model_set_t *models;
+    const int *fds;            /* the master's listening sockets, shared */
+    size_t nfds;
+    struct metrics *metrics;   /* shared-memory counters (metrics_new before any
+                                * fork), or NULL: the worker keeps its own */
+    struct bus_host *bus_host; /* single-host relay (bus_host_new before any
+                                * fork), or NULL: the worker serves alone */
+} worker_args_t;
+
+/* Run a worker on the listening sockets until it is told to stop. The
+ * caller may enter with signals blocked (the master's mask after fork):
+ * the worker installs its libevent signal events first, then unblocks
+ * every signal, so a QUIT sent right after fork is not lost. Returns the
+ * process exit status: 0 after a stop, 2 for a fatal configuration error
+ * (the master does not respawn it), 1 otherwise. */
+int worker_run(const worker_args_t *args);
 
 /* Queue a closing session for teardown at the next safe point. */
 void worker_schedule_teardown(worker_t *w, session_t *s);

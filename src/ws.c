@@ -1,0 +1,392 @@
+/* ws: WebSocket sessions (see ws.h). wslay parses and checks incoming
+ * frames (masking, UTF-8, sizes, control frames) and writes the control
+ * frames it answers with; our text frames are written straight to the
+ * bufferevent as a header plus a reference to the shared message, so a
+ * fan-out to many sessions copies nothing. */
+#include "ws.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <wslay/wslay.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "worker.h"
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+typedef struct ws_conn {
+    wslay_event_context_ptr ctx;
+    session_t *s;
+    unsigned finishing : 1; /* our close frame is queued: close once it is out */
+    char reason[96];        /* for session_close once finished */
+} ws_conn_t;
+
+/* ------------------------------------------------------------------------
+ * Handshake
+ * ------------------------------------------------------------------------ */
+
+int ws_accept_key(const char *key, char *out, size_t outlen)
+{
+    unsigned char raw[64], digest[SHA_DIGEST_LENGTH];
+    char buf[64 + sizeof(WS_GUID)];
+    size_t klen = key != NULL ? strlen(key) : 0;
+    int n;
+
+    /* 16 bytes encode to 24 base64 characters ending in "==". */
+    if (klen != 24 || outlen < 29 || key[22] != '=' || key[23] != '=')
+        return -1;
+    n = EVP_DecodeBlock(raw, (const unsigned char *)key, (int)klen);
+    if (n != 18) /* EVP_DecodeBlock counts the padding as zero bytes */
+        return -1;
+    memcpy(buf, key, klen);
+    memcpy(buf + klen, WS_GUID, sizeof(WS_GUID) - 1);
+    if (SHA1((const unsigned char *)buf, klen + sizeof(WS_GUID) - 1, digest) == NULL)
+        return -1;
+    if (EVP_EncodeBlock((unsigned char *)out, digest, SHA_DIGEST_LENGTH) != 28)
+        return -1;
+    return 0;
+}
+
+/* host[:port] of an origin or Host value, without a default port. */
+static void authority(const char *value, int https, char *out, size_t outlen)
+{
+    const char *p = strstr(value, "://");
+    size_t n;
+
+    p = p != NULL ? p + 3 : value;
+    n = strcspn(p, "/");
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    if (n > 3 && !https && strcmp(out + n - 3, ":80") == 0)
+        out[n - 3] = '\0';
+    else if (n > 4 && https && strcmp(out + n - 4, ":443") == 0)
+        out[n - 4] = '\0';
+}
+
+int ws_origin_allowed(const config_t *cfg, const char *origin, const char *host)
+{
+    char a[256], b[256];
+    size_t i, n;
+    int https;
+
+    if (origin == NULL || origin[0] == '\0')
+        return 1;
+    n = strlen(origin);
+    if (n > 0 && origin[n - 1] == '/')
+        n--;
+    if (cfg->nallowed_origins > 0) {
+        for (i = 0; i < cfg->nallowed_origins; i++) {
+            const char *allowed = cfg->allowed_origins[i];
+            size_t m = strlen(allowed);
+            if (m > 0 && allowed[m - 1] == '/')
+                m--;
+            if (strcmp(allowed, "*") == 0 || (m == n && strncasecmp(allowed, origin, n) == 0))
+                return 1;
+        }
+        return 0;
+    }
+    if (host == NULL || strncasecmp(origin, "http", 4) != 0)
+        return 0; /* "null", file:, extensions: never the same host */
+    https = strncasecmp(origin, "https://", 8) == 0;
+    authority(origin, https, a, sizeof(a));
+    authority(host, https, b, sizeof(b));
+    return a[0] != '\0' && strcasecmp(a, b) == 0;
+}
+
+/* ------------------------------------------------------------------------
+ * wslay callbacks
+ * ------------------------------------------------------------------------ */
+
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                          void *arg)
+{
+    ws_conn_t *c = arg;
+    int n;
+
+    (void)flags;
+    if (c->s->bev == NULL || c->s->closing) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    n = evbuffer_remove(bufferevent_get_input(c->s->bev), buf, len);
+    if (n <= 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
+    return n;
+}
+
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
+                          int flags, void *arg)
+{
+    ws_conn_t *c = arg;
+
+    (void)flags;
+    if (c->s->bev == NULL ||
+        evbuffer_add(bufferevent_get_output(c->s->bev), data, len) < 0) {
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+        return -1;
+    }
+    return (ssize_t)len;
+}
+
+static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *user)
+{
+    ws_conn_t *c = user;
+    session_t *s = c->s;
+
+    if (s->closing)
+        return;
+    switch (arg->opcode) {
+    case WSLAY_TEXT_FRAME:
+        session_handle_message(s, (const char *)arg->msg, arg->msg_length);
+        break;
+    case WSLAY_BINARY_FRAME:
+        slog_warning(s, "binary WebSocket message refused");
+        if (wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA,
+                                    (const uint8_t *)"text frames only", 16) != 0)
+            session_close(s, "WebSocket protocol error: cannot queue close");
+        break;
+    default: /* ping (wslay answers it), pong, close (handled in ws_flush) */
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------------
+ * Reading and closing
+ * ------------------------------------------------------------------------ */
+
+static void ws_set_reason(ws_conn_t *c)
+{
+    uint16_t sent = wslay_event_get_status_code_sent(c->ctx);
+    uint16_t got = wslay_event_get_status_code_received(c->ctx);
+    const char *what;
+
+    if (wslay_event_get_close_received(c->ctx)) {
+        snprintf(c->reason, sizeof(c->reason), "WebSocket closed by the client (%u)", got);
+        return;
+    }
+    switch (sent) {
+    case WSLAY_CODE_MESSAGE_TOO_BIG:
+        c->s->worker->stats->oversized++;
+        snprintf(c->reason, sizeof(c->reason), "WebSocket message too large (1009)");
+        return;
+    case WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA:
+        what = "invalid UTF-8";
+        break;
+    case WSLAY_CODE_UNSUPPORTED_DATA:
+        what = "binary frame";
+        break;
+    case WSLAY_CODE_POLICY_VIOLATION:
+        what = "policy violation";
+        break;
+    case WSLAY_CODE_GOING_AWAY:
+        snprintf(c->reason, sizeof(c->reason), "server stopping (WebSocket 1001)");
+        return;
+    default:
+        what = "bad frame";
+        break;
+    }
+    snprintf(c->reason, sizeof(c->reason), "WebSocket protocol error: %s (%u)", what, sent);
+}
+
+/* Write what wslay queued (pongs, close frames); once our close frame is
+ * out, stop reading and close the session when the output has drained. */
+static void ws_flush(session_t *s)
+{
+    ws_conn_t *c = s->transport_state;
+
+    if (s->closing || c == NULL)
+        return;
+    if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0) {
+        session_close(s, "WebSocket write failed");
+        return;
+    }
+    if (!c->finishing && wslay_event_get_close_sent(c->ctx)) {
+        c->finishing = 1;
+        ws_set_reason(c);
+        bufferevent_disable(s->bev, EV_READ);
+    }
+    if (c->finishing && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+        session_close(s, c->reason);
+}
+
+void ws_read(session_t *s)
+{
+    ws_conn_t *c = s->transport_state;
+
+    if (s->closing || c == NULL || c->finishing)
+        return;
+    if (wslay_event_recv(c->ctx) != 0) {
+        session_close(s, "WebSocket protocol error: receiving failed");
+        return;
+    }
+    ws_flush(s);
+}
+
+static void ws_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    ws_read(arg);
+}
+
+static void ws_write_cb(struct bufferevent *bev, void *arg)
+{
+    session_t *s = arg;
+    ws_conn_t *c = s->transport_state;
+
+    (void)bev;
+    if (c != NULL && c->finishing)
+        ws_flush(s);
+    else
+        session_output_drained(s);
+}
+
+static void ws_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    session_t *s = arg;
+    ws_conn_t *c = s->transport_state;
+
+    (void)bev;
+    if (c != NULL && c->finishing)
+        session_close(s, c->reason);
+    else if (what & BEV_EVENT_EOF)
+        session_close(s, "client closed the connection");
+    else if (what & BEV_EVENT_ERROR)
+        session_close(s, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+    else
+        session_close(s, "timed out");
+}
+
+/* ------------------------------------------------------------------------
+ * Session lifecycle and output
+ * ------------------------------------------------------------------------ */
+
+int ws_begin(session_t *s, const char *key)
+{
+    static const struct wslay_event_callbacks callbacks = {
+        ws_recv_cb, ws_send_cb, NULL, NULL, NULL, NULL, ws_msg_cb,
+    };
+    char accept[32];
+    ws_conn_t *c;
+
+    if (ws_accept_key(key, accept, sizeof(accept)) < 0) {
+        session_close(s, "bad Sec-WebSocket-Key");
+        return -1;
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL || wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0) {
+        free(c);
+        session_close(s, "out of memory starting a WebSocket");
+        return -1;
+    }
+    c->s = s;
+    wslay_event_config_set_max_recv_msg_length(c->ctx, s->worker->cfg->max_message_size);
+    if (evbuffer_add_printf(bufferevent_get_output(s->bev),
+                            "HTTP/1.1 101 Switching Protocols\r\n"
+                            "Upgrade: websocket\r\n"
+                            "Connection: Upgrade\r\n"
+                            "Sec-WebSocket-Accept: %s\r\n\r\n",
+                            accept) < 0) {
+        wslay_event_context_free(c->ctx);
+        free(c);
+        session_close(s, "out of memory answering a WebSocket handshake");
+        return -1;
+    }
+    s->transport_state = c;
+    s->framing = SESSION_FRAMING_WEBSOCKET;
+    s->started = 1;
+    metrics_session_opened(s->worker->stats, METRICS_TRANSPORT_WEBSOCKET);
+    bufferevent_setcb(s->bev, ws_read_cb, ws_write_cb, ws_event_cb, s);
+    bufferevent_set_timeouts(s->bev, NULL, NULL);
+    slog_debug(s, "WebSocket session started");
+    if (session_start(s) < 0)
+        return -1;
+    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+        ws_read(s);
+    return 0;
+}
+
+size_t ws_frame_header(unsigned char *hdr, int opcode, size_t len)
+{
+    int i;
+
+    hdr[0] = (unsigned char)(0x80 | (opcode & 0x0f)); /* FIN: never fragmented */
+    if (len < 126) {
+        hdr[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len <= 0xffff) {
+        hdr[1] = 126;
+        hdr[2] = (unsigned char)(len >> 8);
+        hdr[3] = (unsigned char)len;
+        return 4;
+    }
+    hdr[1] = 127;
+    for (i = 0; i < 8; i++)
+        hdr[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}
+
+static void ws_msg_release(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    session_msg_unref(arg);
+}
+
+int ws_write(session_t *s, session_msg_t *m)
+{
+    ws_conn_t *c = s->transport_state;
+    struct evbuffer *out;
+    unsigned char hdr[10];
+    size_t n;
+
+    if (c == NULL || s->bev == NULL)
+        return -1;
+    if (c->finishing || wslay_event_get_close_sent(c->ctx))
+        return 0; /* the connection is ending: nothing more goes out */
+    out = bufferevent_get_output(s->bev);
+    n = ws_frame_header(hdr, WSLAY_TEXT_FRAME, m->len);
+    if (evbuffer_add(out, hdr, n) < 0)
+        return -1;
+    m->refs++;
+    if (evbuffer_add_reference(out, m->data, m->len, ws_msg_release, m) < 0) {
+        m->refs--;
+        return -1; /* the half-written frame goes with the session */
+    }
+    return 0;
+}
+
+void ws_session_free(session_t *s)
+{
+    ws_conn_t *c = s->transport_state;
+
+    if (c == NULL)
+        return;
+    /* Say goodbye with 1001 when leaving without a closing handshake (a stop,
+     * a drain) and no frame is half-written: best effort, non-blocking. */
+    if (s->bev != NULL && !wslay_event_get_close_sent(c->ctx) &&
+        evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+        static const unsigned char going_away[] = {0x88, 0x02, 0x03, 0xe9};
+        evutil_socket_t fd = bufferevent_getfd(s->bev);
+        if (fd >= 0 && send(fd, going_away, sizeof(going_away), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+            slog_debug(s, "close frame not sent: %s", strerror(errno));
+    }
+    wslay_event_context_free(c->ctx);
+    free(c);
+    s->transport_state = NULL;
+}

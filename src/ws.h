@@ -1,0 +1,42 @@
+/* ws: WebSocket (RFC 6455) for DNode sessions: the opening handshake's
+ * checks and answer, then framing with wslay over the session's
+ * bufferevent: one DNode message per text frame, ping/pong, the closing
+ * handshake with its codes. Does not parse HTTP (http) or DNode (session). */
+#ifndef DNODED_WS_H
+#define DNODED_WS_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "session.h"
+
+/* Sec-WebSocket-Accept for a client's Sec-WebSocket-Key: base64 of the
+ * SHA-1 of key + the RFC's GUID. out gets 28 characters and a NUL (outlen
+ * >= 29). 0, or -1 when key is not the base64 of 16 bytes. */
+int ws_accept_key(const char *key, char *out, size_t outlen);
+
+/* Whether a browser page from origin may open the socket: origin must be one
+ * of cfg->allowed_origins ("*" allows any), or, with none configured, name
+ * the same host and port as the request's Host header. A request without
+ * Origin (not from a browser) is allowed. 1 or 0. */
+int ws_origin_allowed(const config_t *cfg, const char *origin, const char *host);
+
+/* Write the 101 answer for key and turn s into a WebSocket DNode session:
+ * framing, callbacks, our methods message, then any bytes already read.
+ * The HTTP state must already be released. 0, or -1 (s is closed then). */
+int ws_begin(session_t *s, const char *key);
+
+/* Handle bytes received on an upgraded session. */
+void ws_read(session_t *s);
+/* Queue m as one text frame (the message is referenced, not copied). 0 or -1. */
+int ws_write(session_t *s, session_msg_t *m);
+/* Release the session's WebSocket state (teardown); sends a 1001 close
+ * first when the connection ends without a closing handshake and nothing
+ * else is waiting to be written. */
+void ws_session_free(session_t *s);
+
+/* Build the header of an unmasked server frame: returns its length (2, 4
+ * or 10 bytes written to hdr, which has room for 10). */
+size_t ws_frame_header(unsigned char *hdr, int opcode, size_t len);
+
+#endif
