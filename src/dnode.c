@@ -174,9 +174,29 @@ static int apply_callbacks(dnode_msg_t *msg, const json_t *callbacks, char *err,
     return 0;
 }
 
+/* Nodes in v, counting at most limit + 1 of them. */
+static size_t count_nodes(const json_t *v, size_t limit)
+{
+    size_t n = 1, i, len;
+
+    if (v->type != JSON_ARRAY && v->type != JSON_OBJECT)
+        return 1;
+    len = v->type == JSON_ARRAY ? v->u.arr.len : v->u.obj.len;
+    for (i = 0; i < len && n <= limit; i++)
+        n += count_nodes(v->type == JSON_ARRAY ? v->u.arr.items[i] : v->u.obj.vals[i],
+                         limit - n);
+    return n;
+}
+
+/* Links copy values, and a chain of them (a into b, then b into a, ...)
+ * doubles the arguments each time: a message of a few hundred bytes could
+ * take gigabytes and seconds of the loop. The reference implementation only
+ * sends links for circular structures, which are refused anyway, so all the
+ * links of one message together may copy no more nodes than the arguments
+ * held before them. */
 static int apply_links(dnode_msg_t *msg, const json_t *links, char *err, size_t errlen)
 {
-    size_t i;
+    size_t i, budget;
 
     if (links == NULL || links->type == JSON_NULL)
         return 0;
@@ -184,11 +204,13 @@ static int apply_links(dnode_msg_t *msg, const json_t *links, char *err, size_t 
         snprintf(err, errlen, "links must be an array");
         return -1;
     }
+    budget = links->u.arr.len > 0 ? count_nodes(msg->args, SIZE_MAX - 1) : 0;
     for (i = 0; i < links->u.arr.len; i++) {
         const json_t *link = links->u.arr.items[i];
         const json_t *from = json_object_get(link, "from");
         const json_t *to = json_object_get(link, "to");
         json_t *value;
+        size_t n;
 
         if (!path_valid(from) || !path_valid(to)) {
             snprintf(err, errlen, "link %zu: from and to must be paths", i);
@@ -203,6 +225,12 @@ static int apply_links(dnode_msg_t *msg, const json_t *links, char *err, size_t 
             snprintf(err, errlen, "link %zu: nothing at its from path", i);
             return -1;
         }
+        n = count_nodes(value, budget);
+        if (n > budget) {
+            snprintf(err, errlen, "link %zu: links copy more than the arguments hold", i);
+            return -1;
+        }
+        budget -= n;
         if (path_set(msg->args, to, json_copy(value)) < 0) {
             snprintf(err, errlen, "link %zu: invalid to path", i);
             return -1;
