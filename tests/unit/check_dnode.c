@@ -358,6 +358,34 @@ START_TEST(test_circular_link_refused)
 }
 END_TEST
 
+START_TEST(test_link_amplification_refused)
+{
+    /* Each link copies a value that holds the previous copies: without a
+     * bound, 40 links of a 2 KB message would ask for 2^40 nodes. */
+    char line[4096];
+    size_t i, n = 0;
+    n += (size_t)snprintf(line + n, sizeof(line) - n,
+                          "{\"method\":\"m\",\"arguments\":[{\"x\":1},{}],\"links\":[");
+    for (i = 0; i < 20; i++)
+        n += (size_t)snprintf(line + n, sizeof(line) - n,
+                              "%s{\"from\":[\"0\"],\"to\":[\"1\",\"a%zu\"]},"
+                              "{\"from\":[\"1\"],\"to\":[\"0\",\"b%zu\"]}",
+                              i ? "," : "", i, i);
+    n += (size_t)snprintf(line + n, sizeof(line) - n, "]}");
+    ck_assert_uint_lt(n, sizeof(line) - 1);
+    parse_refused(line, "link");
+
+    /* Copies that fit in what the arguments hold are still applied. */
+    dnode_msg_t m;
+    parse_ok("{\"method\":\"m\",\"arguments\":[{\"x\":1},null,null],"
+             "\"links\":[{\"from\":[\"0\"],\"to\":[\"1\"]},{\"from\":[\"0\",\"x\"],"
+             "\"to\":[\"2\"]}]}",
+             &m);
+    assert_json(m.args, "[{\"x\":1},{\"x\":1},1]");
+    dnode_msg_clear(&m);
+}
+END_TEST
+
 START_TEST(test_bad_links)
 {
     parse_refused("{\"method\":\"m\",\"arguments\":[1],\"links\":{}}", "links");
@@ -489,6 +517,7 @@ int main(void)
     tcase_add_test(parse_tc, test_bad_callback_paths);
     tcase_add_test(parse_tc, test_links_applied_by_copy);
     tcase_add_test(parse_tc, test_circular_link_refused);
+    tcase_add_test(parse_tc, test_link_amplification_refused);
     tcase_add_test(parse_tc, test_bad_links);
     tcase_add_test(parse_tc, test_cull_parsed);
     tcase_add_test(parse_tc, test_method_id_call);
