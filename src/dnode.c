@@ -156,6 +156,11 @@ static int apply_callbacks(dnode_msg_t *msg, const json_t *callbacks, char *err,
         snprintf(err, errlen, "callbacks must be an object");
         return -1;
     }
+    if (callbacks->u.obj.len > DNODE_MAX_CALLBACKS) {
+        snprintf(err, errlen, "too many callbacks (%zu, at most %d)", callbacks->u.obj.len,
+                 DNODE_MAX_CALLBACKS);
+        return -1;
+    }
     for (i = 0; i < callbacks->u.obj.len; i++) {
         const char *sid = callbacks->u.obj.keys[i];
         const json_t *path = callbacks->u.obj.vals[i];

@@ -15,6 +15,12 @@
  * from 0 per connection, so anything past this is garbage or abuse. */
 #define DNODE_MAX_CALLBACK_ID 9007199254740991LL /* 2^53 - 1 */
 
+/* Most entries a message's callbacks map may have; more are refused before
+ * any is applied (each is placed by a search of its parent, so a huge map
+ * into a huge object would hold the loop for seconds). Sessions may apply a
+ * lower limit (max_callbacks). */
+#define DNODE_MAX_CALLBACKS 1024
+
 typedef struct dnode_msg {
     char *method;      /* named method ("methods", "cull", "create", ...), or NULL */
     int64_t method_id; /* when method is NULL: a callback id of the receiver */
