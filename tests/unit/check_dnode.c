@@ -284,6 +284,39 @@ START_TEST(test_callback_ids)
 }
 END_TEST
 
+/* A message with n callbacks, each at its own argument index. */
+static char *many_callbacks(size_t n)
+{
+    size_t cap = n * 24 + 64, len = 0, i;
+    char *line = malloc(cap);
+    ck_assert_ptr_nonnull(line);
+    len += (size_t)snprintf(line, cap, "{\"method\":\"m\",\"arguments\":[");
+    for (i = 0; i < n; i++)
+        len += (size_t)snprintf(line + len, cap - len, "%snull", i ? "," : "");
+    len += (size_t)snprintf(line + len, cap - len, "],\"callbacks\":{");
+    for (i = 0; i < n; i++)
+        len += (size_t)snprintf(line + len, cap - len, "%s\"%zu\":[%zu]", i ? "," : "", i, i);
+    len += (size_t)snprintf(line + len, cap - len, "}}");
+    ck_assert_uint_lt(len, cap);
+    return line;
+}
+
+START_TEST(test_callbacks_capped)
+{
+    dnode_msg_t m;
+    char *line = many_callbacks(DNODE_MAX_CALLBACKS);
+    parse_ok(line, &m);
+    ck_assert_uint_eq(m.ncallbacks, DNODE_MAX_CALLBACKS);
+    ck_assert_int_eq(dnode_arg_callback(m.args, DNODE_MAX_CALLBACKS - 1),
+                     DNODE_MAX_CALLBACKS - 1);
+    dnode_msg_clear(&m);
+    free(line);
+    line = many_callbacks(DNODE_MAX_CALLBACKS + 1);
+    parse_refused(line, "too many callbacks");
+    free(line);
+}
+END_TEST
+
 START_TEST(test_bad_callback_paths)
 {
     /* Through a missing container. */
@@ -514,6 +547,7 @@ int main(void)
     tcase_add_test(parse_tc, test_unscrub_integer_paths);
     tcase_add_test(parse_tc, test_unscrub_new_member_and_next_slot);
     tcase_add_test(parse_tc, test_callback_ids);
+    tcase_add_test(parse_tc, test_callbacks_capped);
     tcase_add_test(parse_tc, test_bad_callback_paths);
     tcase_add_test(parse_tc, test_links_applied_by_copy);
     tcase_add_test(parse_tc, test_circular_link_refused);
