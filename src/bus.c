@@ -894,7 +894,7 @@ static void bus_sync_presence(bus_t *b)
     b->need_sync = 0;
     snprintf(ttl, sizeof(ttl), "%d", REDIS_HEARTBEAT_TTL);
     bus_eval_simple(b, K_SYNC, bus_lua_drop, b->origin, "0");
-    bus_eval_simple(b, K_HEARTBEAT, bus_lua_heartbeat, b->origin, ttl);
+    bus_eval_simple(b, K_SYNC, bus_lua_heartbeat, b->origin, ttl);
     b->heartbeat_at = bus_now();
     for (i = 0; i < b->nbuckets; i++) {
         bus_channel_t *c;
@@ -1264,22 +1264,25 @@ bus_t *bus_new(worker_t *w, bus_host_t *host, unsigned generation)
         bus_redis_connect(b); /* failures retry on the timer */
         return b;
     }
+    b->host = host;
     if (host == NULL) {
-        host = bus_host_new(1);
-        if (host == NULL)
+        /* Serving alone, or a master that does not share a relay: a
+         * private one keeps the delivery path the same. */
+        b->host = bus_host_new(1);
+        if (b->host == NULL)
             goto fail;
         b->own_host = 1;
-    }
-    if (w->index < 0 || (unsigned)w->index >= host->nworkers) {
+        b->index = 0;
+    } else if (w->index < 0 || (unsigned)w->index >= host->nworkers) {
         log_error("bus: worker index %d outside the relay's %u workers", w->index,
                   host->nworkers);
         goto fail;
+    } else {
+        b->index = (unsigned)w->index + (generation % 2) * host->nworkers;
     }
-    b->host = host;
-    b->index = (unsigned)w->index + (generation % 2) * host->nworkers;
     host_forget_worker(b);
-    if (host->nslots > 1) {
-        b->host_ev = event_new(w->base, host->efd[b->index], EV_READ | EV_PERSIST, host_event_cb,
+    if (b->host->nslots > 1) {
+        b->host_ev = event_new(w->base, b->host->efd[b->index], EV_READ | EV_PERSIST, host_event_cb,
                                b);
         if (b->host_ev == NULL || event_add(b->host_ev, NULL) < 0)
             goto fail;
