@@ -260,6 +260,18 @@ class Dnoded {
         return proc.exitStatus;
     }
 
+    // Kills dnoded's whole process group with SIGKILL (a crashed host) and
+    // resolves once it is gone; close() then only removes the temp dir.
+    async kill() {
+        assert.ok(this.proc, 'dnoded was not started');
+        const proc = this.proc;
+        this.stopping = true;
+        proc.killGroup('SIGKILL');
+        await proc.exited;
+        await stopGroup(proc, { timeoutMs: 5000 });
+        this.proc = null;
+    }
+
     // Stops dnoded if running (failures still throw) and removes the temp
     // dir, unless something failed (kept for a look; DNODED_TEST_KEEP=1
     // keeps it always).
