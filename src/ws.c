@@ -28,6 +28,7 @@ typedef struct ws_conn {
     wslay_event_context_ptr ctx;
     session_t *s;
     unsigned finishing : 1; /* our close frame is queued: close once it is out */
+    unsigned broken : 1;    /* a close could not be queued: drop the connection */
     char reason[96];        /* for session_close once finished */
 } ws_conn_t;
 
@@ -142,6 +143,19 @@ static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size
     return (ssize_t)len;
 }
 
+/* A frame announcing more than max_message_size is refused at its header,
+ * before any of its payload is read (wslay counts only what arrived). */
+static void ws_frame_start_cb(wslay_event_context_ptr ctx,
+                              const struct wslay_event_on_frame_recv_start_arg *arg, void *user)
+{
+    ws_conn_t *c = user;
+
+    if ((arg->opcode & 0x8) == 0 && arg->payload_length > c->s->worker->cfg->max_message_size &&
+        !wslay_event_get_close_sent(ctx) &&
+        wslay_event_queue_close(ctx, WSLAY_CODE_MESSAGE_TOO_BIG, NULL, 0) != 0)
+        c->broken = 1;
+}
+
 static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                       void *user)
 {
@@ -211,7 +225,7 @@ static void ws_flush(session_t *s)
 
     if (s->closing || c == NULL)
         return;
-    if (wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0) {
+    if (!c->finishing && wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0) {
         session_close(s, "WebSocket write failed");
         return;
     }
@@ -224,6 +238,25 @@ static void ws_flush(session_t *s)
         session_close(s, c->reason);
 }
 
+/* A framing error wslay gave up on (it may have queued a close without a
+ * code): write our own 1002 close instead of what it queued, then finish. */
+static void ws_fail(session_t *s, int code)
+{
+    ws_conn_t *c = s->transport_state;
+    unsigned char frame[4] = {0x88, 0x02, (unsigned char)(code >> 8), (unsigned char)code};
+
+    if (wslay_event_get_close_sent(c->ctx) || c->finishing) {
+        ws_flush(s);
+        return;
+    }
+    c->finishing = 1;
+    snprintf(c->reason, sizeof(c->reason), "WebSocket protocol error: bad frame (%d)", code);
+    bufferevent_disable(s->bev, EV_READ);
+    if (evbuffer_add(bufferevent_get_output(s->bev), frame, sizeof(frame)) < 0 ||
+        evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+        session_close(s, c->reason);
+}
+
 void ws_read(session_t *s)
 {
     ws_conn_t *c = s->transport_state;
@@ -231,7 +264,11 @@ void ws_read(session_t *s)
     if (s->closing || c == NULL || c->finishing)
         return;
     if (wslay_event_recv(c->ctx) != 0) {
-        session_close(s, "WebSocket protocol error: receiving failed");
+        ws_fail(s, WSLAY_CODE_PROTOCOL_ERROR);
+        return;
+    }
+    if (c->broken) {
+        session_close(s, "WebSocket protocol error: cannot queue a close frame");
         return;
     }
     ws_flush(s);
@@ -278,7 +315,7 @@ static void ws_event_cb(struct bufferevent *bev, short what, void *arg)
 int ws_begin(session_t *s, const char *key)
 {
     static const struct wslay_event_callbacks callbacks = {
-        ws_recv_cb, ws_send_cb, NULL, NULL, NULL, NULL, ws_msg_cb,
+        ws_recv_cb, ws_send_cb, NULL, ws_frame_start_cb, NULL, NULL, ws_msg_cb,
     };
     char accept[32];
     ws_conn_t *c;
@@ -379,7 +416,7 @@ void ws_session_free(session_t *s)
         return;
     /* Say goodbye with 1001 when leaving without a closing handshake (a stop,
      * a drain) and no frame is half-written: best effort, non-blocking. */
-    if (s->bev != NULL && !wslay_event_get_close_sent(c->ctx) &&
+    if (s->bev != NULL && !c->finishing && !wslay_event_get_close_sent(c->ctx) &&
         evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
         static const unsigned char going_away[] = {0x88, 0x02, 0x03, 0xe9};
         evutil_socket_t fd = bufferevent_getfd(s->bev);

@@ -257,6 +257,7 @@ class WsConn {
     constructor(sock) {
         this.sock = sock;
         this.reader = new Reader(sock);
+        this.inbox = []; // text messages read while looking for another one
     }
 
     sendFrame(opcode, payload, opts) {
@@ -275,8 +276,13 @@ class WsConn {
         return this.reader.until(parseFrame, what);
     }
 
-    // The next text frame parsed as JSON (skipping pongs); rejects on close.
+    // The first text message (parsed JSON) matching pred, earlier arrivals
+    // included; others are kept for later calls. Rejects on a close frame.
     async nextMessage(pred = () => true, what = 'a message') {
+        const i = this.inbox.findIndex(pred);
+        if (i >= 0) {
+            return this.inbox.splice(i, 1)[0];
+        }
         for (;;) {
             const f = await this.nextFrame(what);
             if (f.opcode === OP.CLOSE) {
@@ -287,6 +293,7 @@ class WsConn {
                 if (pred(msg)) {
                     return msg;
                 }
+                this.inbox.push(msg);
             }
         }
     }
