@@ -13,6 +13,7 @@ const { getServices } = require('../lib/services');
 const { findProgram } = require('../lib/proc');
 
 const MAX_MESSAGE = 16384;
+const MAX_OUTPUT = 65536;
 const SERVER_METHODS = ['create', 'read', 'update', 'delete', 'subscribe', 'unsubscribe',
     'publish'];
 
@@ -30,7 +31,9 @@ test.before(async () => {
     }
     services = await getServices();
     assert.strictEqual(services.skip, null);
-    d = await startDnoded({ services, config: { max_message_size: MAX_MESSAGE } });
+    d = await startDnoded({ services, config: {
+        max_message_size: MAX_MESSAGE, max_output_buffer: MAX_OUTPUT,
+    } });
 });
 
 test.after(async () => {
@@ -154,8 +157,10 @@ test('blank lines are skipped without an error', { skip }, async (t) => {
 test('malformed JSON is reported to the client and the session carries on', { skip },
     async (t) => {
         const c = await client(t);
+        const since = d.stderr().length;
         c.sendRaw('{"method":"subscribe","arguments":["/x"\n');
         const [err] = await c.nextCall('error');
+        await d.waitForLog(/message skipped: malformed JSON/, { since });
         assert.strictEqual(err.name, 'InvalidRequest');
         assert.match(err.message, /JSON/i);
         // Garbage that is not even JSON, then a message that is not an object.
@@ -185,9 +190,11 @@ test('a bad callbacks map or a bad method field is refused the same way', { skip
 
 test('an unknown method is reported and the session carries on', { skip }, async (t) => {
     const c = await client(t);
+    const since = d.stderr().length;
     const cb = c.callback(1000, 'the callback of an unknown method');
     c.call('frobnicate', 1, cb.fn);
     const [err] = await c.nextCall('error');
+    await d.waitForLog(/unknown method 'frobnicate'/, { since });
     assert.strictEqual(err.name, 'InvalidRequest');
     assert.match(err.message, /frobnicate/);
     // An unknown numeric id (nothing of ours has it) likewise.
@@ -374,4 +381,47 @@ test('a client that disconnects leaves every channel; presence counts follow', {
         const third = await client(t);
         assert.deepStrictEqual(await third.invoke('subscribe', x), [null]);
         assert.deepStrictEqual(await watcher.nextCall('subscribed'), [x, 2]);
+    });
+
+test('a subscriber that stops reading is dropped past max_output_buffer; others carry on',
+    { skip }, async (t) => {
+        const url = '/pub/slow';
+        const slow = await client(t);
+        const fast = await client(t);
+        const pub = await client(t);
+        assert.deepStrictEqual(await slow.invoke('subscribe', url), [null]);
+        assert.deepStrictEqual(await fast.invoke('subscribe', url), [null]);
+        const since = d.stderr().length;
+        slow.sock.pause();
+
+        // Enough to fill the socket buffers of the paused client (a few MB on
+        // loopback) and then its max_output_buffer; bounded by count.
+        const pad = 'p'.repeat(MAX_MESSAGE - 200);
+        const N = 2000;
+        let received = 0;
+        const seen = new Set();
+        fast.localMethods.created = (doc) => {
+            received++;
+            seen.add(doc.i);
+        };
+        let dropped = false;
+        for (let i = 0; i < N && !dropped; i++) {
+            pub.call('publish', { i, pad }, { url, method: 'create' });
+            if (i % 100 === 99) {
+                await sync(pub);
+                dropped = /client too slow/.test(d.stderr().slice(since));
+            }
+        }
+        await d.waitForLog(/client too slow/, { since });
+        await sync(pub);
+        await sync(fast);
+        // The reader got every message, once, in spite of the slow one.
+        const total = [...seen].length;
+        assert.strictEqual(received, total, 'no duplicates');
+        assert.deepStrictEqual([...seen], [...Array(total).keys()]);
+        assert.strictEqual(fast.isClosed, false);
+        // The slow one, once it reads again, finds its connection closed.
+        slow.sock.resume();
+        await slow.waitClosed();
+        assert.ok(callsOf(slow, 'created').length < total);
     });
