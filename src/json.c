@@ -588,43 +588,48 @@ static int cb_number(void *ctx, const char *s, size_t len)
  * lets overlong forms, surrogates and code points past U+10FFFF through;
  * those would be forwarded to other clients, and a browser fails a
  * WebSocket whose text frame holds them. */
+/* Length of the valid UTF-8 sequence at s[0..len), or 0 if there is none. */
+static size_t utf8_seq(const unsigned char *s, size_t len)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t n, k;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 1;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 2;
+        if (c == 0xE0)
+            lo = 0xA0; /* overlong */
+        else if (c == 0xED)
+            hi = 0x9F; /* surrogates */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 3;
+        if (c == 0xF0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xF4)
+            hi = 0x8F; /* past U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (len <= n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (k = 2; k <= n; k++)
+        if (s[k] < 0x80 || s[k] > 0xBF)
+            return 0;
+    return n + 1;
+}
+
 static int utf8_valid(const unsigned char *s, size_t len)
 {
-    size_t i = 0, n, k;
-    unsigned char lo, hi;
+    size_t i = 0, n;
 
     while (i < len) {
-        unsigned char c = s[i];
-        lo = 0x80;
-        hi = 0xBF;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if (c >= 0xC2 && c <= 0xDF) {
-            n = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            n = 2;
-            if (c == 0xE0)
-                lo = 0xA0; /* overlong */
-            else if (c == 0xED)
-                hi = 0x9F; /* surrogates */
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            n = 3;
-            if (c == 0xF0)
-                lo = 0x90; /* overlong */
-            else if (c == 0xF4)
-                hi = 0x8F; /* past U+10FFFF */
-        } else {
+        n = utf8_seq(s + i, len - i);
+        if (n == 0)
             return 0;
-        }
-        if (len - i <= n)
-            return 0;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return 0;
-        for (k = 2; k <= n; k++)
-            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
-                return 0;
-        i += n + 1;
+        i += n;
     }
     return 1;
 }
@@ -758,6 +763,44 @@ static yajl_gen_status json_gen_double(yajl_gen g, double d)
     return yajl_gen_number(g, buf, (size_t)n);
 }
 
+/* Write a string, replacing each byte that is not part of valid UTF-8 by
+ * U+FFFD. Parsed strings are valid already; this covers text the daemon
+ * builds itself, such as a message that cut a client's string with
+ * "%.60s" in the middle of a character. A browser fails the WebSocket on a
+ * text frame that is not UTF-8, so nothing invalid may go out. */
+static yajl_gen_status json_gen_text(yajl_gen g, const char *text, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    unsigned char *fixed, *out;
+    yajl_gen_status st;
+    size_t i = 0, n;
+
+    if (utf8_valid(s, len))
+        return yajl_gen_string(g, s, len);
+    if (len > (SIZE_MAX - 1) / 3)
+        return yajl_gen_invalid_string;
+    fixed = malloc(3 * len + 1);
+    if (fixed == NULL)
+        return yajl_gen_invalid_string;
+    out = fixed;
+    while (i < len) {
+        n = utf8_seq(s + i, len - i);
+        if (n == 0) {
+            *out++ = 0xEF;
+            *out++ = 0xBF;
+            *out++ = 0xBD;
+            i++;
+        } else {
+            memcpy(out, s + i, n);
+            out += n;
+            i += n;
+        }
+    }
+    st = yajl_gen_string(g, fixed, (size_t)(out - fixed));
+    free(fixed);
+    return st;
+}
+
 static yajl_gen_status json_gen(yajl_gen g, const json_t *v)
 {
     yajl_gen_status st = yajl_gen_status_ok;
@@ -777,7 +820,7 @@ static yajl_gen_status json_gen(yajl_gen g, const json_t *v)
             return yajl_gen_integer(g, (long long)v->u.num.d);
         return json_gen_double(g, v->u.num.d);
     case JSON_STRING:
-        return yajl_gen_string(g, (const unsigned char *)v->u.str.s, v->u.str.len);
+        return json_gen_text(g, v->u.str.s, v->u.str.len);
     case JSON_CALLBACK:
         return yajl_gen_string(g, (const unsigned char *)"[Function]", 10);
     case JSON_ARRAY:
@@ -789,7 +832,7 @@ static yajl_gen_status json_gen(yajl_gen g, const json_t *v)
         st = yajl_gen_map_open(g);
         for (i = 0; st == yajl_gen_status_ok && i < v->u.obj.len; i++) {
             const char *k = v->u.obj.keys[i];
-            st = yajl_gen_string(g, (const unsigned char *)k, strlen(k));
+            st = json_gen_text(g, k, strlen(k));
             if (st == yajl_gen_status_ok)
                 st = json_gen(g, v->u.obj.vals[i]);
         }
