@@ -260,6 +260,23 @@ START_TEST(test_nul_inside_strings)
 }
 END_TEST
 
+START_TEST(test_invalid_utf8_repaired_on_output)
+{
+    /* Text the daemon builds itself (a client's string cut to 60 bytes in
+     * the middle of a character) goes out as valid UTF-8, with U+FFFD for
+     * each stray byte, in values and in keys. */
+    json_t *v = json_object();
+    ck_assert_int_eq(json_object_set(v, "m", json_stringn("ab\xc3", 3)), 0);
+    ck_assert_int_eq(json_object_set(v, "k\xff", json_string("\xe2\x82\xac\x80x")), 0);
+    char *out = dump(v);
+    ck_assert_str_eq(out, "{\"m\":\"ab\xef\xbf\xbd\",\"k\xef\xbf\xbd\":\"\xe2\x82\xac\xef\xbf\xbdx\"}");
+    json_t *back = parse_str(out); /* and it reads back */
+    json_free(back);
+    free(out);
+    json_free(v);
+}
+END_TEST
+
 START_TEST(test_nul_in_key_refused)
 {
     char err[128];
@@ -594,6 +611,7 @@ int main(void)
     tcase_add_test(tc, test_constructed_numbers);
     tcase_add_test(tc, test_unicode_escapes_decode_to_utf8);
     tcase_add_test(tc, test_nul_inside_strings);
+    tcase_add_test(tc, test_invalid_utf8_repaired_on_output);
     tcase_add_test(tc, test_nul_in_key_refused);
     tcase_add_test(tc, test_invalid_utf8_refused);
     tcase_add_test(tc, test_depth_limit);
