@@ -7,6 +7,7 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
+const net = require('node:net');
 
 const { startDnoded, sleep } = require('../lib/harness');
 const { getServices } = require('../lib/services');
@@ -425,3 +426,31 @@ test('a subscriber that stops reading is dropped past max_output_buffer; others 
         await slow.waitClosed();
         assert.ok(callsOf(slow, 'created').length < total);
     });
+
+test('errors that quote a long client string are still valid UTF-8', { skip }, async (t) => {
+    // Raw bytes: the test client would decode stray bytes as U+FFFD silently.
+    const bytes = await new Promise((resolve, reject) => {
+        const sock = net.connect(d.port, '127.0.0.1');
+        t.after(() => sock.destroy());
+        const chunks = [];
+        let lines = 0;
+        sock.on('error', reject);
+        sock.on('data', (b) => {
+            chunks.push(b);
+            lines += b.toString('latin1').split('\n').length - 1;
+            if (lines >= 3) { // methods and two errors
+                resolve(Buffer.concat(chunks));
+            }
+        });
+        sock.write(JSON.stringify({ method: 'methods', arguments: [{ error: '[Function]' }],
+            callbacks: { 0: ['0', 'error'] } }) + '\n');
+        sock.write(JSON.stringify({ method: `a${'\u00e9'.repeat(60)}`, arguments: [] }) + '\n');
+        sock.write(JSON.stringify({ method: 'create', arguments: [{},
+            { type: `b${'\u20ac'.repeat(80)}` }] }) + '\n');
+    });
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+    const errors = text.trim().split('\n').slice(1).map((l) => JSON.parse(l).arguments[0]);
+    assert.strictEqual(errors.length, 2);
+    assert.match(errors[0].message, /unknown method 'a\u00e9+/);
+    assert.match(errors[1].message, /unknown model type 'b\u20ac+/);
+});
