@@ -134,7 +134,7 @@ struct bus {
     char *rhost;
     int rport, rdb;
     const char *prefix;
-    char *ctl;     /* this worker's control channel (probes) */
+    char *ctl; /* this worker's control channel (probes) */
     size_t ctllen;
     redisAsyncContext *sub, *cmd;
     int sub_ok, cmd_ok, up;
@@ -286,8 +286,7 @@ fail:
 
 /* Push one carrier message to the local subscribers of channel name: the
  * call is serialized once and shared by all of them. */
-static void bus_deliver(bus_t *b, const char *name, size_t namelen, const char *payload,
-                        size_t len)
+static void bus_deliver(bus_t *b, const char *name, size_t namelen, const char *payload, size_t len)
 {
     bus_channel_t *c;
     json_t *e = NULL, *args = NULL, *n;
@@ -460,8 +459,8 @@ static int host_lock(bus_host_t *h)
 }
 
 /* Append one entry; the caller holds the lock. */
-static int host_append_locked(bus_host_t *h, const char *chan, size_t chanlen,
-                              const char *payload, size_t len)
+static int host_append_locked(bus_host_t *h, const char *chan, size_t chanlen, const char *payload,
+                              size_t len)
 {
     host_entry_t e;
     uint64_t head = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
@@ -727,12 +726,11 @@ static const char bus_lua_drop[] =
 
 /* ARGV: prefix, wid, ttl. Returns 1 when the heartbeat was still there, 0
  * when it had expired or Redis lost it (the caller then re-registers). */
-static const char bus_lua_heartbeat[] =
-    "local k = ARGV[1] .. 'hb:' .. ARGV[2]\n"
-    "local had = redis.call('EXISTS', k)\n"
-    "redis.call('SET', k, '1', 'EX', ARGV[3])\n"
-    "redis.call('SADD', ARGV[1] .. 'workers', ARGV[2])\n"
-    "return had\n";
+static const char bus_lua_heartbeat[] = "local k = ARGV[1] .. 'hb:' .. ARGV[2]\n"
+                                        "local had = redis.call('EXISTS', k)\n"
+                                        "redis.call('SET', k, '1', 'EX', ARGV[3])\n"
+                                        "redis.call('SADD', ARGV[1] .. 'workers', ARGV[2])\n"
+                                        "return had\n";
 
 /* "<prefix><kind><rest>" as a new string. */
 static char *bus_key(const bus_t *b, const char *kind, const char *rest, size_t *len)
@@ -839,9 +837,8 @@ static int bus_sub_command(bus_t *b, const char *verb, const char *key, size_t k
 {
     if (b->sub == NULL)
         return -1;
-    return redisAsyncCommand(b->sub, bus_sub_cb, NULL, "%s %b", verb, key, keylen) == REDIS_OK
-               ? 0
-               : -1;
+    return redisAsyncCommand(b->sub, bus_sub_cb, NULL, "%s %b", verb, key, keylen) == REDIS_OK ? 0
+                                                                                               : -1;
 }
 
 static int bus_channel_subscribe(bus_t *b, bus_channel_t *c, int on)
@@ -873,8 +870,7 @@ static void bus_presence_redis(bus_t *b, bus_channel_t *c, int delta, const char
         log_warning("bus: cannot send the presence change of '%s' to Redis", c->name);
 }
 
-static void bus_eval_simple(bus_t *b, int kind, const char *script, const char *a2,
-                            const char *a3)
+static void bus_eval_simple(bus_t *b, int kind, const char *script, const char *a2, const char *a3)
 {
     char *cmd = NULL;
     int len = redisFormatCommand(&cmd, "EVAL %s 0 %s %s %s", script, b->prefix, a2, a3);
@@ -969,9 +965,8 @@ static void bus_connect_cb(const redisAsyncContext *ac, int status)
         b->cmd_ok = 1;
     if (!b->sub_ok || !b->cmd_ok)
         return;
-    if (b->rdb != 0 &&
-        redisAsyncCommand(b->cmd, bus_cmd_cb, (void *)(intptr_t)K_SELECT, "SELECT %d", b->rdb) !=
-            REDIS_OK) {
+    if (b->rdb != 0 && redisAsyncCommand(b->cmd, bus_cmd_cb, (void *)(intptr_t)K_SELECT,
+                                         "SELECT %d", b->rdb) != REDIS_OK) {
         bus_redis_down(b, NULL, "cannot send SELECT");
         return;
     }
@@ -1066,8 +1061,8 @@ static void bus_redis_down(bus_t *b, const redisAsyncContext *dying, const char 
         redisAsyncFree(cmd);
     ms = b->backoff_ms;
     ms = (unsigned)(ms * (0.8 + 0.4 * ((double)rand_r(&b->seed) / RAND_MAX)));
-    b->backoff_ms = b->backoff_ms * 2 > REDIS_BACKOFF_MAX_MS ? REDIS_BACKOFF_MAX_MS
-                                                             : b->backoff_ms * 2;
+    b->backoff_ms =
+        b->backoff_ms * 2 > REDIS_BACKOFF_MAX_MS ? REDIS_BACKOFF_MAX_MS : b->backoff_ms * 2;
     tv.tv_sec = ms / 1000;
     tv.tv_usec = (ms % 1000) * 1000;
     if (evtimer_add(b->retry, &tv) < 0)
@@ -1094,8 +1089,8 @@ static void bus_tick_cb(evutil_socket_t fd, short what, void *arg)
     if (!b->probe_out && now - b->probe_at >= REDIS_PROBE_EVERY) {
         /* Goes out on the command connection and comes back on the
          * subscriber one: proves both work end to end. */
-        if (redisAsyncCommand(b->cmd, bus_cmd_cb, (void *)(intptr_t)K_PROBE, "PUBLISH %b p",
-                              b->ctl, b->ctllen) == REDIS_OK) {
+        if (redisAsyncCommand(b->cmd, bus_cmd_cb, (void *)(intptr_t)K_PROBE, "PUBLISH %b p", b->ctl,
+                              b->ctllen) == REDIS_OK) {
             b->probe_out = 1;
             b->probe_at = now;
         }
@@ -1188,8 +1183,7 @@ static int bus_parse_url(bus_t *b, const char *url)
     colon = strchr(p, ':');
     if (colon != NULL && slash != NULL && colon > slash)
         colon = NULL;
-    hostlen = colon != NULL ? (size_t)(colon - p) : slash != NULL ? (size_t)(slash - p)
-                                                                  : strlen(p);
+    hostlen = colon != NULL ? (size_t)(colon - p) : slash != NULL ? (size_t)(slash - p) : strlen(p);
     b->rhost = strndup(hostlen > 0 ? p : "127.0.0.1", hostlen > 0 ? hostlen : 9);
     b->rport = colon != NULL ? atoi(colon + 1) : 6379;
     b->rdb = slash != NULL ? atoi(slash + 1) : 0;
@@ -1257,8 +1251,7 @@ bus_t *bus_new(worker_t *w, bus_host_t *host, unsigned generation)
         b->ctl = bus_key(b, "w:", b->origin, &b->ctllen);
         b->tick = event_new(w->base, -1, EV_PERSIST, bus_tick_cb, b);
         b->retry = evtimer_new(w->base, bus_retry_cb, b);
-        if (b->ctl == NULL || b->tick == NULL || b->retry == NULL ||
-            event_add(b->tick, &tick) < 0)
+        if (b->ctl == NULL || b->tick == NULL || b->retry == NULL || event_add(b->tick, &tick) < 0)
             goto fail;
         b->backoff_ms = REDIS_BACKOFF_MIN_MS;
         bus_redis_connect(b); /* failures retry on the timer */
@@ -1274,16 +1267,15 @@ bus_t *bus_new(worker_t *w, bus_host_t *host, unsigned generation)
         b->own_host = 1;
         b->index = 0;
     } else if (w->index < 0 || (unsigned)w->index >= host->nworkers) {
-        log_error("bus: worker index %d outside the relay's %u workers", w->index,
-                  host->nworkers);
+        log_error("bus: worker index %d outside the relay's %u workers", w->index, host->nworkers);
         goto fail;
     } else {
         b->index = (unsigned)w->index + (generation % 2) * host->nworkers;
     }
     host_forget_worker(b);
     if (b->host->nslots > 1) {
-        b->host_ev = event_new(w->base, b->host->efd[b->index], EV_READ | EV_PERSIST, host_event_cb,
-                               b);
+        b->host_ev =
+            event_new(w->base, b->host->efd[b->index], EV_READ | EV_PERSIST, host_event_cb, b);
         if (b->host_ev == NULL || event_add(b->host_ev, NULL) < 0)
             goto fail;
     }
@@ -1469,8 +1461,8 @@ int bus_publish(bus_t *b, const char *channel, const char *method, const json_t 
     n = redisFormatCommand(&cmd, "PUBLISH %b %b", key, keylen, payload, len);
     if (n < 0)
         goto done;
-    rc = bus_channel_command(b, bus_find(b, channel, strlen(channel), 0), K_PUBLISH, cmd,
-                             (size_t)n);
+    rc =
+        bus_channel_command(b, bus_find(b, channel, strlen(channel), 0), K_PUBLISH, cmd, (size_t)n);
 done:
     if (rc == 0)
         b->st.published++;

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# fanout.sh: one benchmark run of the bus' fan-out, beside Redis' own
+# PUBLISH throughput:
+#   1. redis-benchmark -t publish -n 100000 -q against a private redis-server;
+#   2. Redis mode: two dnoded hosts (1 worker each) on that Redis, SUBS
+#      subscribers split evenly over them, one publisher on the first;
+#   3. single-host mode: one dnoded with 2 workers, SUBS subscribers spread
+#      over them by the kernel (the split is printed), one publisher.
+# Each dnoded run reports messages delivered per second and delivery
+# latency p50/p99 (bench/fanout.js). Target: p99 under 50 ms at 5,000.
+# Usage: bench/fanout.sh [DNODED_BINARY]  (default: $DNODED_BIN, else ./dnoded)
+# Env: SUBS (5000), MSGS (100), RATE (50 per second). Everything listens on
+# 127.0.0.1 and is stopped on exit. About a minute.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+dnoded=${1:-${DNODED_BIN:-./dnoded}}
+subs=${SUBS:-5000}
+msgs=${MSGS:-100}
+rate=${RATE:-50}
+
+[ -x "$dnoded" ] || { echo "fanout.sh: no dnoded binary at $dnoded (pass its path)" >&2; exit 2; }
+dnoded=$(cd "$(dirname "$dnoded")" && pwd)/$(basename "$dnoded")
+command -v redis-server >/dev/null || { echo "fanout.sh: redis-server missing" >&2; exit 2; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/dnoded-fanout.XXXXXX")
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port, seconds
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "fanout.sh: nothing answers on port $1" >&2
+    return 1
+}
+
+# start_dnoded NAME PORT WORKERS [REDIS_URL]: runs dnoded in the background.
+start_dnoded() {
+    local conf=$work/$1.conf
+    echo '{}' >"$work/models.json"
+    {
+        echo "listen = 127.0.0.1:$2"
+        echo "workers = $3"
+        echo "models = $work/models.json"
+        echo "mongodb_uri = mongodb://127.0.0.1:9/fanout" # unused: no CRUD here
+        echo "log_level = warning"
+        echo "max_connections = 20000"
+        [ -n "${4:-}" ] && echo "redis_url = $4"
+    } >"$conf"
+    "$dnoded" -c "$conf" >>"$work/$1.log" 2>&1 &
+    pids+=($!)
+    wait_port "$2" 15
+}
+
+# Established connections to PORT per dnoded process (the workers' split).
+split() {
+    ss -Htnp state established "( sport = :$1 )" 2>/dev/null |
+        grep -o 'pid=[0-9]*' | sort | uniq -c | awk '{printf "%s%s", sep, $1; sep="/"} END {print ""}'
+}
+
+ulimit -n 20000 2>/dev/null || true
+rport=$(free_port)
+redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
+pids+=($!)
+wait_port "$rport" 10
+
+echo "== redis-benchmark PUBLISH, 50 clients, -n 100000 (private redis-server $(redis-server --version | grep -o 'v=[0-9.]*'))"
+# `-t publish` names no test in redis-benchmark 7 (it runs nothing), so the
+# command is given explicitly, with a payload the size of a bench envelope.
+out=$(redis-benchmark -h 127.0.0.1 -p "$rport" -t publish -n 100000 -q | tr '\r' '\n' | grep -v '^ *$' || true)
+if [ -z "$out" ]; then
+    out=$(redis-benchmark -h 127.0.0.1 -p "$rport" -n 100000 -q PUBLISH dnoded:c:/bench \
+        '{"v":1,"m":"created","d":{"k":1,"t":12345.678},"o":{"url":"/bench/fanout"}}' |
+        tr '\r' '\n' | grep -v '^ *$' | tail -1)
+fi
+echo "$out"
+
+echo "== Redis mode: 2 hosts x 1 worker, $subs subscribers, $msgs messages at $rate/s"
+p1=$(free_port)
+start_dnoded hostA "$p1" 1 "redis://127.0.0.1:$rport"
+p2=$(free_port)
+start_dnoded hostB "$p2" 1 "redis://127.0.0.1:$rport"
+node "$here/fanout.js" "127.0.0.1:$p1,127.0.0.1:$p2" "$subs" "$msgs" "$rate" 2>/dev/null
+kill "${pids[-1]}" "${pids[-2]}"
+wait "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
+unset 'pids[-1]' 'pids[-1]'
+
+echo "== single-host mode: 1 host x 2 workers, $subs subscribers, $msgs messages at $rate/s"
+p3=$(free_port)
+start_dnoded single "$p3" 2
+node "$here/fanout.js" "127.0.0.1:$p3" "$subs" "$msgs" "$rate" 2>"$work/gen.err" &
+gen=$!
+for ((i = 0; i < 600; i++)); do
+    grep -q subscribed "$work/gen.err" 2>/dev/null && break
+    sleep 0.1
+done
+echo "sessions per worker on :$p3: $(split "$p3")"
+wait "$gen" || { grep -v subscribed "$work/gen.err" >&2; exit 1; }
+grep -h -E 'error|warning' "$work"/*.log | grep -v -i mongo | tail -5 || true
