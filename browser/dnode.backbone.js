@@ -1,0 +1,310 @@
+/* dnode.backbone.js: Backbone persistence and live updates through dnoded,
+ * on top of dnode.js. Needs Backbone 1.6 and underscore 1.13 (jQuery is not
+ * needed). It provides:
+ *
+ *   BackboneDNode(options)   DNode middleware; options.pubsub (false): when
+ *                            true, changes are published to every subscriber
+ *                            of the model's url, otherwise only the caller hears
+ *   _.sync                   a Backbone sync over DNode: set `sync: _.sync` on
+ *                            a model or collection, or Backbone.sync = _.sync
+ *   type, url                on models and collections: the server's model type
+ *                            and the channel (a model uses its collection's url)
+ *   fetch({query, sorting, fields})   read with a filter, sort/limit/skip, projection
+ *   finished(model, resp, options)    called after Backbone's own success handling
+ *   error(model, err, options)        Backbone's error callback gets the server's
+ *                                     {name, message, errors} object
+ *   subscribe([options], [callback]) / unsubscribe(...)  on collections and models
+ *   events "subscribe" / "unsubscribe" (online, url)     presence on the channel
+ *
+ * Pushes update what is subscribed in place: created adds (or completes our
+ * own pending create), updated sets, deleted removes and triggers destroy.
+ * After a reconnection every channel is subscribed again and every
+ * subscribed collection fetched again with its last options, so a page
+ * catches up with what it missed. */
+(function (root) {
+    'use strict';
+
+    var Backbone = root.Backbone;
+    var _ = root._;
+
+    if (!Backbone || !_) {
+        throw new Error('dnode.backbone.js needs Backbone and underscore loaded first');
+    }
+
+    var clientId = 'c' + Math.random().toString(36).slice(2) + Date.now().toString(36);
+    var state = {
+        conn: null,
+        options: { pubsub: false },
+        channels: {},   /* url -> [collection or model, ...] */
+        pending: [],    /* operations waiting for their reply */
+        connectedOnce: false
+    };
+
+    function channelOf(obj) {
+        if (obj instanceof Backbone.Collection) {
+            return _.result(obj, 'url');
+        }
+        if (obj.collection) {
+            var u = _.result(obj.collection, 'url');
+            if (u) {
+                return u;
+            }
+        }
+        return _.result(obj, 'urlRoot') || _.result(obj, 'url');
+    }
+
+    function typeOf(obj) {
+        return _.result(obj, 'type') || (obj.collection && _.result(obj.collection, 'type')) ||
+            (obj.model && obj.model.prototype && obj.model.prototype.type);
+    }
+
+    function idOf(doc) {
+        return doc && (doc._id !== undefined ? doc._id : doc.id);
+    }
+
+    function needConnection() {
+        if (!state.conn) {
+            throw new Error('dnode.backbone.js: no connection; use ' +
+                'DNode().use(BackboneDNode(options)).connect(...) first');
+        }
+        return state.conn;
+    }
+
+    /* ---------------------------------------------------------------- sync */
+
+    function sync(method, model, options) {
+        options = options || {};
+        var conn = needConnection();
+        var isCollection = model instanceof Backbone.Collection;
+        var opt = { type: typeOf(model), url: channelOf(model), client: clientId };
+        var data = null;
+        var op = { sent: false, done: false };
+
+        if (!state.options.pubsub || options.broadcast === false) {
+            opt.silent = true;
+        }
+        if (model.cid) {
+            opt.cid = model.cid;
+        }
+        switch (method) {
+        case 'read':
+            if (isCollection) {
+                _.each(['query', 'sorting', 'fields'], function (k) {
+                    if (options[k] !== undefined) {
+                        opt[k] = options[k];
+                    }
+                });
+                model._dnodeLastRead = _.pick(options, 'query', 'sorting', 'fields');
+            } else {
+                opt.query = { _id: model.id };
+                if (options.fields !== undefined) {
+                    opt.fields = options.fields;
+                }
+            }
+            break;
+        case 'create':
+            data = _.omit(options.attrs || model.toJSON(options), '_id');
+            break;
+        case 'update':
+        case 'patch':
+            data = _.extend({}, options.attrs || model.toJSON(options), { _id: model.id });
+            method = 'update';
+            break;
+        case 'delete':
+            data = { _id: model.id };
+            if (model.has && model.has('__v')) {
+                data.__v = model.get('__v');
+            }
+            break;
+        default:
+            throw new Error('dnode.backbone.js: unknown sync method ' + method);
+        }
+
+        function finish() {
+            op.done = true;
+            state.pending = _.without(state.pending, op);
+            conn.release(onReply);
+            conn.release(onError);
+        }
+        function onError(err) {
+            if (op.done) {
+                return;
+            }
+            finish();
+            if (options.error) {
+                options.error(err);
+            }
+        }
+        function onReply(doc) {
+            if (op.done) {
+                return;
+            }
+            finish();
+            if (options.success) {
+                options.success(doc);
+            }
+            if (options.finished) {
+                options.finished.call(options.context, model, doc, options);
+            }
+        }
+        opt.error = onError;
+        op.fail = onError;
+        state.pending.push(op);
+        model.trigger('request', model, null, options);
+        var args = method === 'read' ? [opt, onReply] : [data, opt, onReply];
+        op.sent = conn.call.apply(conn, [method].concat(args));
+        return op;
+    }
+
+    /* ------------------------------------------------------------- pushes */
+
+    function findIn(col, doc, opt) {
+        var found = col.get(doc) || col.get(idOf(doc));
+        if (!found && opt && opt.client === clientId && opt.cid) {
+            /* Our own create, published before its reply reached us. */
+            found = col.get(opt.cid);
+        }
+        return found;
+    }
+
+    function applyToCollection(col, kind, doc, opt) {
+        var found = findIn(col, doc, opt);
+        if (kind === 'deleted') {
+            if (found) {
+                found.trigger('destroy', found, found.collection, opt);
+            }
+        } else if (found) {
+            found.set(found.parse(doc, {}), { dnode: opt });
+        } else {
+            col.add(doc, { parse: true, merge: true, dnode: opt });
+        }
+    }
+
+    function applyToModel(model, kind, doc, opt) {
+        var mine = opt && opt.client === clientId && opt.cid === model.cid;
+        if (!mine && (model.isNew() || String(model.id) !== String(idOf(doc)))) {
+            return;
+        }
+        if (kind === 'deleted') {
+            model.trigger('destroy', model, model.collection, opt);
+        } else {
+            model.set(model.parse(doc, {}), { dnode: opt });
+        }
+    }
+
+    function push(kind, doc, opt) {
+        var list = opt && state.channels[opt.url];
+        if (!list || !doc || typeof doc !== 'object') {
+            return;
+        }
+        _.each(list.slice(), function (obj) {
+            if (obj instanceof Backbone.Collection) {
+                applyToCollection(obj, kind, doc, opt);
+            } else {
+                applyToModel(obj, kind, doc, opt);
+            }
+        });
+    }
+
+    function presence(event, url, online) {
+        _.each((state.channels[url] || []).slice(), function (obj) {
+            obj.online = online;
+            obj.trigger(event, online, url);
+        });
+    }
+
+    /* ---------------------------------------------------------- subscribe */
+
+    /* (options, callback), (callback) or (options) with finished/error. */
+    function subscription(join) {
+        return function (options, callback) {
+            var self = this;
+            if (typeof options === 'function') {
+                callback = options;
+                options = {};
+            }
+            options = options || {};
+            var url = channelOf(this);
+            var list = state.channels[url] || (state.channels[url] = []);
+            if (join && !_.contains(list, this)) {
+                list.push(this);
+            } else if (!join) {
+                state.channels[url] = _.without(list, this);
+                if (state.channels[url].length === 0) {
+                    delete state.channels[url];
+                }
+            }
+            needConnection().call(join ? 'subscribe' : 'unsubscribe', url, function (err) {
+                if (err) {
+                    if (options.error) {
+                        options.error.call(options.context, self, err, options);
+                    }
+                    self.trigger('error', self, err, options);
+                } else if (options.finished) {
+                    options.finished.call(options.context, self, null, options);
+                }
+                if (callback) {
+                    callback.call(options.context, err || null, self);
+                }
+            });
+            return this;
+        };
+    }
+
+    _.each([Backbone.Collection.prototype, Backbone.Model.prototype], function (proto) {
+        proto.subscribe = subscription(true);
+        proto.unsubscribe = subscription(false);
+    });
+
+    /* ------------------------------------------------------- reconnection */
+
+    function onReady() {
+        _.each(state.pending, function (op) {
+            op.sent = true; /* queued calls go out right after this event */
+        });
+        if (!state.connectedOnce) {
+            state.connectedOnce = true;
+            return;
+        }
+        _.each(_.keys(state.channels), function (url) {
+            state.conn.call('subscribe', url, function () {});
+            _.each(state.channels[url], function (obj) {
+                if (obj instanceof Backbone.Collection && obj._dnodeLastRead) {
+                    obj.fetch(_.clone(obj._dnodeLastRead));
+                }
+            });
+        });
+        Backbone.trigger('dnode:reconnect');
+    }
+
+    function onDown() {
+        var lost = _.filter(state.pending, function (op) { return op.sent; });
+        _.each(lost, function (op) {
+            op.fail({ name: 'Unavailable', message: 'connection lost before the server answered' });
+        });
+        Backbone.trigger('dnode:down');
+    }
+
+    function BackboneDNode(options) {
+        state.options = _.extend({ pubsub: false, idAttribute: '_id' }, options);
+        if (state.options.idAttribute) {
+            Backbone.Model.prototype.idAttribute = state.options.idAttribute;
+        }
+        return function (remote, conn) {
+            state.conn = conn;
+            this.created = function (doc, opt) { push('created', doc, opt); };
+            this.updated = function (doc, opt) { push('updated', doc, opt); };
+            this.deleted = function (doc, opt) { push('deleted', doc, opt); };
+            this.subscribed = function (url, online) { presence('subscribe', url, online); };
+            this.unsubscribed = function (url, online) { presence('unsubscribe', url, online); };
+            this.error = function (err) { Backbone.trigger('dnode:error', err); };
+            conn.on('ready', onReady);
+            conn.on('down', onDown);
+        };
+    }
+
+    BackboneDNode.clientId = clientId;
+    BackboneDNode.sync = sync;
+    _.mixin({ sync: sync });
+    root.BackboneDNode = BackboneDNode;
+})(typeof window !== 'undefined' ? window : this);
