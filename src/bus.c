@@ -141,8 +141,8 @@ struct bus {
     struct event *tick, *retry;
     unsigned backoff_ms;
     unsigned seed;
-    double attempt_at, probe_at, heartbeat_at, reap_at, down_at;
-    int probe_out, ever_up, need_sync;
+    double attempt_at, probe_at, heartbeat_at, reap_at, down_at, sub_seen, last_tick;
+    int probe_out, probe_cmd_ok, probe_sub_ok, ever_up, need_sync;
     uint64_t failed_in_outage;
 };
 
@@ -773,6 +773,8 @@ static void bus_cmd_cb(redisAsyncContext *ac, void *r, void *privdata)
         log_warning("bus: Redis refused a command (kind %d): %s", kind, reply->str);
         return;
     }
+    if (kind == K_PROBE && ac == b->cmd)
+        b->probe_cmd_ok = 1;
     if (kind == K_HEARTBEAT && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 &&
         b->ever_up && !b->need_sync) {
         /* Our heartbeat had gone (a long stall, or Redis lost its data):
@@ -793,12 +795,14 @@ static int bus_command(bus_t *b, int kind, const char *cmd, size_t len)
     return 0;
 }
 
-/* Send, or hold until the channel's SUBSCRIBE is confirmed. Takes cmd. */
+/* Send, or hold while the channel's (UN)SUBSCRIBE is in flight, so that
+ * this worker's subscribers get the echo of their own presence and of this
+ * worker's publishes. Takes cmd. */
 static int bus_channel_command(bus_t *b, bus_channel_t *c, int kind, char *cmd, size_t len)
 {
     int rc;
 
-    if (c != NULL && c->rstate == R_SUBSCRIBING) {
+    if (c != NULL && (c->rstate == R_SUBSCRIBING || c->rstate == R_UNSUBSCRIBING)) {
         if (c->npending == c->cappending) {
             size_t cap = c->cappending ? c->cappending * 2 : 4;
             bus_pending_t *p = realloc(c->pending, cap * sizeof(*p));
@@ -1073,18 +1077,30 @@ static void bus_tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     bus_t *b = arg;
     double now = bus_now();
+    int stalled = b->last_tick > 0 && now - b->last_tick > REDIS_PROBE_TIMEOUT / 2;
     char ttl[16];
 
     (void)fd;
     (void)what;
+    b->last_tick = now;
     if (!b->up) {
         if ((b->sub != NULL || b->cmd != NULL) && now - b->attempt_at > REDIS_CONNECT_TIMEOUT)
             bus_redis_down(b, NULL, "connect timed out");
         return;
     }
-    if (b->probe_out && now - b->probe_at > REDIS_PROBE_TIMEOUT) {
-        bus_redis_down(b, NULL, "no answer to the liveness probe (half-open connection?)");
-        return;
+    if (b->probe_out) {
+        /* A busy subscriber connection counts as alive even when the echo
+         * is still queued behind messages; the command connection must
+         * answer. A late tick means this loop stalled, not Redis. */
+        int sub_alive = b->probe_sub_ok || now - b->sub_seen < REDIS_PROBE_TIMEOUT;
+        if (b->probe_cmd_ok && b->probe_sub_ok) {
+            b->probe_out = 0;
+        } else if (stalled) {
+            b->probe_at = now;
+        } else if (now - b->probe_at > REDIS_PROBE_TIMEOUT && (!b->probe_cmd_ok || !sub_alive)) {
+            bus_redis_down(b, NULL, "no answer to the liveness probe (half-open connection?)");
+            return;
+        }
     }
     if (!b->probe_out && now - b->probe_at >= REDIS_PROBE_EVERY) {
         /* Goes out on the command connection and comes back on the
@@ -1092,6 +1108,7 @@ static void bus_tick_cb(evutil_socket_t fd, short what, void *arg)
         if (redisAsyncCommand(b->cmd, bus_cmd_cb, (void *)(intptr_t)K_PROBE, "PUBLISH %b p", b->ctl,
                               b->ctllen) == REDIS_OK) {
             b->probe_out = 1;
+            b->probe_cmd_ok = b->probe_sub_ok = 0;
             b->probe_at = now;
         }
     }
@@ -1121,6 +1138,7 @@ static void bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
     (void)privdata;
     if (b == NULL || b->freeing || reply == NULL || ac != b->sub)
         return;
+    b->sub_seen = bus_now();
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_STRING)
@@ -1130,7 +1148,7 @@ static void bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
     namelen = reply->element[1]->len;
     if (namelen == b->ctllen && memcmp(name, b->ctl, namelen) == 0) {
         if (strcmp(type, "message") == 0)
-            b->probe_out = 0;
+            b->probe_sub_ok = 1;
         else if (strcmp(type, "subscribe") == 0 && !b->up)
             bus_redis_up(b);
         return;
@@ -1165,6 +1183,7 @@ static void bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
             if (bus_channel_subscribe(b, c, 1) < 0)
                 c->rstate = R_NONE;
         } else {
+            bus_flush_pending(b, c);
             c->rstate = R_NONE;
             bus_drop_channel(b, c);
         }

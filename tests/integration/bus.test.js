@@ -149,6 +149,27 @@ test.describe('Redis mode: two hosts on one Redis', { skip }, () => {
             await checkOrder([await client(t, a), await client(t, b)], subs, url);
         });
 
+    test('leaving and joining again at once keeps the subscription', async (t) => {
+        const url = '/rejoin';
+        const sub = await client(t, a);
+        const pub = await client(t, b);
+        // While the worker's SUBSCRIBE is in flight ...
+        sub.call('subscribe', url);
+        sub.call('unsubscribe', url);
+        assert.deepStrictEqual(await sub.invoke('subscribe', url), [null]);
+        await waitFor(() => calls(sub, 'subscribed', url).length === 2, { what: 'two joins' });
+        // ... and while its UNSUBSCRIBE is.
+        sub.call('unsubscribe', url);
+        assert.deepStrictEqual(await sub.invoke('subscribe', url), [null]);
+        await waitFor(() => calls(sub, 'subscribed', url).length === 3, { what: 'third join' });
+        assert.deepStrictEqual(calls(sub, 'subscribed', url).map((m) => m.args[1]), [1, 1, 1]);
+        publish(pub, url, { n: 1 });
+        publish(pub, url, { n: 2 });
+        await waitFor(() => calls(sub, 'created', url).length >= 2, { what: 'two messages' });
+        await sleep(200);
+        assert.deepStrictEqual(calls(sub, 'created', url).map((m) => m.args[0].n), [1, 2]);
+    });
+
     test('presence counts follow joins, leaves, disconnects and a killed host', async (t) => {
         const url = '/room';
         const a1 = await client(t, a);
