@@ -1,0 +1,230 @@
+'use strict';
+// The todos example in a real browser: Debian's chromium driven by
+// playwright-core, two browser contexts (two people) on one dnoded backed by
+// a real MongoDB-compatible server. What one adds, edits, toggles and
+// deletes shows in the other; a reload shows what was stored; dnoded
+// stopped and started again: both pages reconnect by themselves and keep
+// syncing; a page from an origin not in allowed_origins cannot open the
+// socket. Propagation times are reported as diagnostics, not asserted.
+
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const { startDnoded } = require('../lib/harness');
+const { getServices } = require('../lib/services');
+const { findProgram, freePort, timeScale } = require('../lib/proc');
+
+const CHROMIUM = process.env.DNODED_TEST_CHROMIUM || '/usr/bin/chromium';
+const WAIT_MS = 15000 * timeScale; // generous: a bound, not a goal
+const srcdir = process.env.DNODED_SRCDIR || path.join(__dirname, '..', '..');
+
+let playwright = null;
+try {
+    playwright = require('playwright-core');
+} catch (err) {
+    playwright = null;
+}
+
+const skip = !fs.existsSync(CHROMIUM) ? `no chromium at ${CHROMIUM}`
+    : !playwright ? 'playwright-core is not installed (scripts/setup)'
+        : !(process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB'))
+            ? 'needs ferretdb (scripts/setup) or DNODED_TEST_MONGODB_URI' : false;
+
+let services;
+let d;
+let browser;
+let profile;
+let port;
+
+test.before(async () => {
+    if (skip) {
+        return;
+    }
+    services = await getServices({ redis: false });
+    port = await freePort();
+    d = await startDnoded({
+        services,
+        port,
+        modelsPath: path.join(srcdir, 'examples', 'todos', 'models.json'),
+        config: {
+            docroot: path.join(srcdir, 'examples', 'todos'),
+            allowed_origins: `http://127.0.0.1:${port}`,
+        },
+    });
+    profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dnoded-chromium-'));
+    // playwright gives every launch a fresh profile of its own; ours only
+    // keeps chromium from touching the user's.
+    browser = await playwright.chromium.launch({
+        executablePath: CHROMIUM,
+        headless: true,
+        args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+            '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+        env: { ...process.env, HOME: profile, XDG_CONFIG_HOME: profile, XDG_CACHE_HOME: profile },
+        timeout: 60000 * timeScale,
+    });
+});
+
+test.after(async () => {
+    try {
+        if (browser) {
+            await browser.close();
+        }
+        if (d) {
+            await d.close();
+        }
+    } finally {
+        if (services) {
+            await services.close();
+        }
+        if (profile) {
+            fs.rmSync(profile, { recursive: true, force: true });
+        }
+    }
+});
+
+async function openPage(origin = `http://127.0.0.1:${port}`) {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT_MS);
+    page.errors = [];
+    page.on('pageerror', (err) => page.errors.push(err));
+    page.logs = [];
+    page.on('console', (m) => page.logs.push(m.text()));
+    await page.goto(`${origin}/`);
+    return page;
+}
+
+async function ready(page) {
+    try {
+        await page.waitForSelector('body[data-dnode="ready"]', { state: 'attached' });
+    } catch (err) {
+        err.message += `\npage status: ${await page.textContent('.status').catch(() => '?')}` +
+            `\nconsole: ${page.logs.slice(-10).join('\n  ')}` +
+            `\n--- dnoded ---\n${d.stderr().split('\n').slice(-15).join('\n')}`;
+        throw err;
+    }
+}
+
+function titles(page) {
+    return page.$$eval('.todo-list li:not([hidden]) label', (ls) => ls.map((l) => l.textContent));
+}
+
+// Waits until pred(page) holds (polling in node); resolves with the time it took.
+async function eventually(page, pred, what) {
+    const start = Date.now();
+    for (;;) {
+        if (await pred(page)) {
+            return Date.now() - start;
+        }
+        if (Date.now() - start > WAIT_MS) {
+            assert.fail(`${what}: not seen within ${WAIT_MS} ms; page shows ` +
+                `${JSON.stringify(await titles(page))}`);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+    }
+}
+
+const hasTitles = (want) => async (page) =>
+    JSON.stringify(await titles(page)) === JSON.stringify(want);
+
+function item(page, title) {
+    return page.locator('.todo-list li', { has: page.locator('label', { hasText: title }) });
+}
+
+test('two people edit the same list live, across a reload and a restart',
+    { skip }, async (t) => {
+        const a = await openPage();
+        const b = await openPage();
+        await Promise.all([ready(a), ready(b)]);
+        const times = {};
+
+        // Both see each other online.
+        await eventually(a, async (p) => (await p.textContent('.online-count')) === '2',
+            'two people online (a)');
+        await eventually(b, async (p) => (await p.textContent('.online-count')) === '2',
+            'two people online (b)');
+
+        // Add in A, seen in B.
+        await a.fill('.new-todo', 'buy milk');
+        await a.press('.new-todo', 'Enter');
+        await a.fill('.new-todo', 'write tests');
+        await a.press('.new-todo', 'Enter');
+        times.add = await eventually(b, hasTitles(['buy milk', 'write tests']), 'add');
+        assert.strictEqual((await b.textContent('.todo-count')).trim(), '2 items left');
+
+        // Edit in B, seen in A.
+        await item(b, 'buy milk').locator('label').dblclick();
+        await item(b, 'buy milk').locator('.edit').fill('buy oat milk');
+        await item(b, 'buy milk').locator('.edit').press('Enter');
+        times.edit = await eventually(a, hasTitles(['buy oat milk', 'write tests']), 'edit');
+
+        // Toggle in A, seen in B.
+        await item(a, 'write tests').locator('.toggle').check();
+        times.toggle = await eventually(b, async (p) =>
+            (await item(p, 'write tests').getAttribute('class') || '').includes('completed'),
+        'toggle');
+        assert.strictEqual((await b.textContent('.todo-count')).trim(), '1 item left');
+
+        // Delete in B, seen in A.
+        await item(b, 'buy oat milk').hover();
+        await item(b, 'buy oat milk').locator('.destroy').click();
+        times.delete = await eventually(a, hasTitles(['write tests']), 'delete');
+
+        // Clear completed in A, seen in B.
+        await a.fill('.new-todo', 'stay');
+        await a.press('.new-todo', 'Enter');
+        await eventually(b, hasTitles(['write tests', 'stay']), 'add before clearing');
+        await a.click('.clear-completed');
+        times.clear = await eventually(b, hasTitles(['stay']), 'clear completed');
+
+        // A reload shows what the server stored.
+        await a.reload();
+        await ready(a);
+        await eventually(a, hasTitles(['stay']), 'the stored list after a reload');
+        const stored = await a.evaluate(() => window.todoApp.todos.map((m) => m.id));
+        assert.strictEqual(stored.length, 1);
+        assert.match(stored[0], /^[0-9a-f]{24}$/);
+
+        // dnoded goes away and comes back: both pages reconnect by themselves.
+        await d.stop();
+        await Promise.all([
+            a.waitForSelector('body[data-dnode="down"]'),
+            b.waitForSelector('body[data-dnode="down"]'),
+        ]);
+        await d.start();
+        await Promise.all([ready(a), ready(b)]);
+        await b.fill('.new-todo', 'after the restart');
+        await b.press('.new-todo', 'Enter');
+        times.afterRestart = await eventually(a, hasTitles(['stay', 'after the restart']),
+            'sync after the restart');
+        await item(a, 'stay').locator('.toggle').check();
+        await eventually(b, async (p) =>
+            (await item(p, 'stay').getAttribute('class') || '').includes('completed'),
+        'toggle after the restart');
+        await eventually(b, async (p) => (await p.textContent('.online-count')) === '2',
+            'two people online again');
+
+        assert.deepStrictEqual(a.errors.concat(b.errors), []);
+        t.diagnostic(`propagation ms: ${JSON.stringify(times)}`);
+        await a.context().close();
+        await b.context().close();
+    });
+
+test('a page from an origin not in allowed_origins cannot open the socket',
+    { skip }, async () => {
+        // Same server, other origin: localhost instead of 127.0.0.1.
+        const page = await openPage(`http://localhost:${port}`);
+        const outcome = await page.evaluate((p) => new Promise((resolve) => {
+            const ws = new WebSocket(`ws://localhost:${p}/dnode`);
+            ws.onopen = () => resolve('open');
+            ws.onerror = () => resolve('refused');
+        }), port);
+        assert.strictEqual(outcome, 'refused');
+        const state = await page.getAttribute('body', 'data-dnode');
+        assert.notStrictEqual(state, 'ready');
+        assert.match(d.stderr(), /WebSocket from origin 'http:\/\/localhost:\d+' refused/);
+        await page.context().close();
+    });
