@@ -25,6 +25,7 @@
 #include <hiredis/hiredis.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "worker.h"
 
 /* ------------------------------------------------------------------------
@@ -150,6 +151,14 @@ struct bus {
  * Helpers
  * ------------------------------------------------------------------------ */
 
+/* Bump a bus_stats_t field and its twin in the worker's /metrics slot. */
+#define BUS_COUNT(b, field)                                                                        \
+    do {                                                                                           \
+        (b)->st.field++;                                                                           \
+        if ((b)->worker->stats != NULL)                                                            \
+            (b)->worker->stats->bus_##field++;                                                     \
+    } while (0)
+
 static uint64_t bus_hash(const char *s)
 {
     uint64_t h = 1469598103934665603ULL;
@@ -222,7 +231,7 @@ static void bus_pending_clear(bus_t *b, bus_channel_t *c)
 
     for (i = 0; i < c->npending; i++) {
         if (c->pending[i].kind == K_PUBLISH) {
-            b->st.publish_failed++;
+            BUS_COUNT(b, publish_failed);
             b->failed_in_outage++;
         }
         free(c->pending[i].cmd);
@@ -517,7 +526,7 @@ static void host_drain(bus_t *b)
             return;
         if (b->cursor < tail) {
             log_warning("bus: this worker fell behind the relay log: messages lost");
-            b->st.lost++;
+            BUS_COUNT(b, lost);
             b->cursor = tail;
             continue;
         }
@@ -528,7 +537,7 @@ static void host_drain(bus_t *b)
             if (b->cursor >= __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE)) {
                 log_error("bus: corrupt relay entry at %" PRIu64 "; skipping to the head",
                           b->cursor);
-                b->st.lost++;
+                BUS_COUNT(b, lost);
                 b->cursor = head;
             }
             continue; /* else overwritten: the check above resyncs */
@@ -537,7 +546,7 @@ static void host_drain(bus_t *b)
             char *nb = realloc(b->rbuf, need);
             if (nb == NULL) {
                 log_error("bus: out of memory reading the relay log");
-                b->st.lost++;
+                BUS_COUNT(b, lost);
                 b->cursor += entry_size(e.chanlen, e.len);
                 continue;
             }
@@ -762,14 +771,14 @@ static void bus_cmd_cb(redisAsyncContext *ac, void *r, void *privdata)
         return;
     if (reply == NULL) { /* the connection went away before the answer */
         if (kind == K_PUBLISH) {
-            b->st.publish_failed++;
+            BUS_COUNT(b, publish_failed);
             b->failed_in_outage++;
         }
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
         if (kind == K_PUBLISH)
-            b->st.publish_failed++;
+            BUS_COUNT(b, publish_failed);
         log_warning("bus: Redis refused a command (kind %d): %s", kind, reply->str);
         return;
     }
@@ -831,7 +840,7 @@ static void bus_flush_pending(bus_t *b, bus_channel_t *c)
     for (i = 0; i < c->npending; i++) {
         if (bus_command(b, c->pending[i].kind, c->pending[i].cmd, c->pending[i].len) < 0 &&
             c->pending[i].kind == K_PUBLISH)
-            b->st.publish_failed++;
+            BUS_COUNT(b, publish_failed);
         free(c->pending[i].cmd);
     }
     c->npending = 0;
@@ -933,7 +942,7 @@ static void bus_redis_up(bus_t *b)
     b->probe_out = 0;
     b->probe_at = b->reap_at = bus_now();
     if (b->ever_up) {
-        b->st.reconnects++;
+        BUS_COUNT(b, reconnects);
         log_info("bus: Redis is back after %.1f s (%" PRIu64
                  " publishes failed meanwhile); resubscribing",
                  bus_now() - b->down_at, b->failed_in_outage);
@@ -1463,7 +1472,7 @@ int bus_publish(bus_t *b, const char *channel, const char *method, const json_t 
     if (bus_which(method) < 0 || bus_which(method) > SESSION_REMOTE_DELETED)
         return -1;
     if (b->redis && !b->up) {
-        b->st.publish_failed++;
+        BUS_COUNT(b, publish_failed);
         b->failed_in_outage++;
         return -1; /* the outage itself was logged once by bus_redis_down */
     }
@@ -1484,9 +1493,9 @@ int bus_publish(bus_t *b, const char *channel, const char *method, const json_t 
         bus_channel_command(b, bus_find(b, channel, strlen(channel), 0), K_PUBLISH, cmd, (size_t)n);
 done:
     if (rc == 0)
-        b->st.published++;
+        BUS_COUNT(b, published);
     else
-        b->st.publish_failed++;
+        BUS_COUNT(b, publish_failed);
     free(payload);
     free(key);
     return rc;

@@ -303,6 +303,16 @@ int metrics_render(const metrics_t *m, struct evbuffer *out)
     rc |= counter(out, "dnoded_slow_consumers_total",
                   "Sessions disconnected for going over max_output_buffer.",
                   SUM(slow_consumers));
+    rc |= counter(out, "dnoded_bus_published_total",
+                  "Changes handed to Redis or the single-host relay.", SUM(bus_published));
+    rc |= counter(out, "dnoded_bus_publish_failed_total",
+                  "Changes not published (Redis down or refusing, too large).",
+                  SUM(bus_publish_failed));
+    rc |= counter(out, "dnoded_bus_lost_total",
+                  "Times a worker fell behind the single-host relay and lost messages.",
+                  SUM(bus_lost));
+    rc |= counter(out, "dnoded_bus_redis_reconnects_total",
+                  "Redis connections re-established after an outage.", SUM(bus_reconnects));
     rc |= head(out, "dnoded_errors_total", "counter", "Errors reported to clients, by name.");
     for (k = 0; k < METRICS_ERR_COUNT; k++)
         rc |= evbuffer_add_printf(out, "dnoded_errors_total{name=\"%s\"} %llu\n",

@@ -63,6 +63,9 @@ typedef struct metrics_slot {
     uint64_t errors[METRICS_ERR_COUNT];
     uint64_t disconnects[METRICS_DISC_COUNT];
     uint64_t http_requests[6];                       /* by status class: [2] = 2xx */
+    uint64_t bus_published, bus_publish_failed;      /* changes handed to the bus, or not */
+    uint64_t bus_lost;                               /* relay entries overwritten unread */
+    uint64_t bus_reconnects;                         /* Redis connections re-established */
     metrics_hist_t db;                               /* request to DB completion */
     metrics_hist_t bus;                              /* handing a change to the bus */
 } metrics_slot_t;

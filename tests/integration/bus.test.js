@@ -237,6 +237,10 @@ test.describe('Redis mode: two hosts on one Redis', { skip }, () => {
                 'no duplicates after the restart');
             assert.strictEqual(ns[ns.length - 1].n, 'last');
             assert.ok(a.running && b.running, 'no dnoded restarted');
+            const metrics = await (await fetch(`${b.url}metrics`)).text();
+            const failed = /^dnoded_bus_publish_failed_total (\d+)$/m.exec(metrics);
+            assert.ok(failed && Number(failed[1]) >= 1, 'the failed publish is counted');
+            assert.match(metrics, /^dnoded_bus_redis_reconnects_total [1-9]/m);
         });
 });
 
