@@ -255,9 +255,9 @@ test.describe('single-host mode', () => {
         await checkOrder([await client(t, d), await client(t, d)], subs, url);
     });
 
-    // TODO until master.c hands bus_host_new() to its workers (HACKING.md,
-    // "The bus"): each worker has a private relay then. An XPASS from the
-    // TAP driver means the wiring landed and this todo should go.
+    // A todo until master.c hands bus_host_new() to its workers (HACKING.md,
+    // "The bus"): each worker has a private relay then and this fails on
+    // the host-wide count. Once it passes, drop the todo.
     test('two workers: exactly once, one order and host-wide presence', {
         todo: 'needs the master to pass bus_host_new() to its workers',
     }, async (t) => {
