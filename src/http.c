@@ -529,6 +529,8 @@ static int http_respond(session_t *s, http_conn_t *c)
     size_t pathlen;
     int rc;
 
+    if (s->draining)
+        c->keep_alive = 0; /* the worker is stopping */
     if (c->too_large)
         return http_error(s, c, c->too_large, NULL);
     http_parser_url_init(&u);
@@ -595,6 +597,8 @@ static void http_read_cb(struct bufferevent *bev, void *arg)
         if (n < v.iov_len)
             break; /* cannot happen without an error; do not spin */
     }
+    if (s->draining && !s->closing && s->framing == SESSION_FRAMING_LINE)
+        session_drain(s); /* the worker is stopping: close once answered */
 }
 
 static void http_write_cb(struct bufferevent *bev, void *arg)

@@ -276,8 +276,12 @@ void ws_read(session_t *s)
 
 static void ws_read_cb(struct bufferevent *bev, void *arg)
 {
+    session_t *s = arg;
+
     (void)bev;
-    ws_read(arg);
+    ws_read(s);
+    if (s->draining && !s->closing) /* what was read may have needed no reply */
+        session_drain(s);
 }
 
 static void ws_write_cb(struct bufferevent *bev, void *arg)
