@@ -1,0 +1,270 @@
+'use strict';
+// browser/dnode.js and browser/dnode.backbone.js against the real dnoded
+// (FerretDB behind it), outside a browser: each "page" is a vm context with
+// the npm Backbone and underscore, and the ws package as its WebSocket. It
+// covers the client API the e2e test does not reach: the scrub/unscrub
+// rules (callbacks at any path, links), fetch with query and sorting,
+// finished and error callbacks with the server's error object, presence
+// events, pushes into collections and models, and catching up after a
+// reconnection (resubscribe, fetch again, calls queued while down).
+
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const path = require('node:path');
+const vm = require('node:vm');
+
+const { startDnoded } = require('../lib/harness');
+const { getServices } = require('../lib/services');
+const { findProgram, freePort, timeScale, waitFor } = require('../lib/proc');
+
+const srcdir = process.env.DNODED_SRCDIR || path.join(__dirname, '..', '..');
+const WAIT_MS = 10000 * timeScale;
+
+const skip = (process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB'))
+    ? false : 'needs ferretdb (scripts/setup) or DNODED_TEST_MONGODB_URI';
+
+function scriptPath(pkg, file) {
+    return require.resolve(`${pkg}/${file}`);
+}
+
+const SCRIPTS = [
+    scriptPath('underscore', 'underscore-umd.js'),
+    scriptPath('backbone', 'backbone.js'),
+    path.join(srcdir, 'browser', 'dnode.js'),
+    path.join(srcdir, 'browser', 'dnode.backbone.js'),
+];
+
+// A page: the four scripts in a fresh global, connected to dnoded.
+function page(port) {
+    const WebSocket = require('ws');
+    const g = {
+        console, setTimeout, clearTimeout, Math, Date, JSON,
+        location: { protocol: 'http:', host: `127.0.0.1:${port}` },
+        WebSocket,
+    };
+    g.window = g;
+    g.self = g;
+    vm.createContext(g);
+    for (const file of SCRIPTS) {
+        vm.runInContext(fs.readFileSync(file, 'utf8'), g, { filename: file });
+    }
+    vm.runInContext(`
+        var Todo = Backbone.Model.extend({ type: 'todo', sync: _.sync,
+            defaults: { completed: false } });
+        var Todos = Backbone.Collection.extend({ model: Todo, type: 'todo', url: 'todos',
+            sync: _.sync, comparator: 'order' });
+        var todos = new Todos();
+        var conn = DNode().use(BackboneDNode({ pubsub: true }));
+        var events = [];
+        conn.on('ready', function () { events.push('ready'); });
+        conn.on('down', function () { events.push('down'); });
+        conn.connect({ minDelay: 50, maxDelay: 400 });
+    `, g);
+    return g;
+}
+
+// Objects made inside a page come from another realm: compare plain copies.
+const plain = (v) => JSON.parse(JSON.stringify(v));
+
+const until = (fn, what) => waitFor(fn, { timeoutMs: WAIT_MS, intervalMs: 20, what });
+
+// Backbone calls wrapped in promises: resolve on finished, reject on error.
+function save(model, attrs, opts = {}) {
+    return new Promise((resolve, reject) => model.save(attrs, {
+        ...opts, finished: (m, resp) => resolve(resp), error: (m, err) => reject(err),
+    }));
+}
+function create(col, attrs) {
+    return new Promise((resolve, reject) => col.create(attrs, {
+        finished: (m) => resolve(m), error: (m, err) => reject(err),
+    }));
+}
+function fetch(col, opts = {}) {
+    return new Promise((resolve, reject) => col.fetch({
+        ...opts, finished: (c, resp) => resolve(resp), error: (c, err) => reject(err),
+    }));
+}
+function subscribe(obj) {
+    return new Promise((resolve, reject) => obj.subscribe((err) => (err ? reject(err) : resolve())));
+}
+
+let services;
+let d;
+const pages = [];
+
+test.before(async () => {
+    if (skip) {
+        return;
+    }
+    services = await getServices({ redis: false });
+    d = await startDnoded({
+        services,
+        port: await freePort(),
+        modelsPath: path.join(srcdir, 'examples', 'todos', 'models.json'),
+    });
+});
+
+test.after(async () => {
+    for (const p of pages) {
+        p.conn.close();
+    }
+    try {
+        if (d) {
+            await d.close();
+        }
+    } finally {
+        if (services) {
+            await services.close();
+        }
+    }
+});
+
+test('scrub: callbacks at any path, repeated and cyclic objects as links', () => {
+    const g = page(1); // never connects to anything that answers; scrub is pure
+    g.conn.close();
+    const f = () => {};
+    const h = () => {};
+    const shared = { s: 1 };
+    const cyclic = { name: 'c' };
+    cyclic.self = cyclic;
+    const ids = new Map();
+    const idOf = (fn) => {
+        if (!ids.has(fn)) {
+            ids.set(fn, ids.size + 10);
+        }
+        return ids.get(fn);
+    };
+    const out = g.DNode.scrub([1, { a: [f, { deep: h }] }, shared, [shared], cyclic, f], idOf);
+    assert.deepStrictEqual(plain(out.callbacks), { 10: [5], 11: [1, 'a', 1, 'deep'] });
+    assert.deepStrictEqual(plain(out.arguments[1]), { a: ['[Function]', { deep: '[Function]' }] });
+    assert.deepStrictEqual(plain(out.arguments[3]), [null]);
+    assert.deepStrictEqual(plain(out.links), [
+        { from: [2], to: [3, 0] },
+        { from: [4], to: [4, 'self'] },
+    ]);
+    assert.strictEqual(out.arguments[4].self, '[Circular]');
+    assert.strictEqual(JSON.stringify(out.arguments[5]), '"[Function]"');
+});
+
+test('unscrub: callbacks placed at their paths, links restored, __proto__ ignored', () => {
+    const g = page(1);
+    g.conn.close();
+    const c = g.conn;
+    const got = [];
+    c.instance = { hello: (...args) => got.push(args) };
+    c._handle({
+        method: 'hello',
+        arguments: [{ x: { cb: '[Function]' } }, { n: 1 }, null, {}],
+        callbacks: { 3: [0, 'x', 'cb'], 4: ['__proto__', 'polluted'] },
+        links: [{ from: [1], to: [2] }, { from: [1], to: [3, 'again'] }],
+    });
+    assert.strictEqual(got.length, 1);
+    const [a0, a1, a2, a3] = got[0];
+    assert.strictEqual(typeof a0.x.cb, 'function');
+    assert.strictEqual(a2, a1);
+    assert.strictEqual(a3.again, a1);
+    assert.strictEqual({}.polluted, undefined);
+    // The server culls one of our callbacks: it is forgotten.
+    const fn = () => {};
+    const id = c._idOf(fn);
+    c._handle({ method: 'cull', arguments: [id] });
+    assert.strictEqual(c._local[id], undefined);
+});
+
+test('Backbone over DNode: CRUD, pushes, presence, errors, queries', { skip }, async () => {
+    const a = page(d.port);
+    const b = page(d.port);
+    pages.push(a, b);
+    await until(() => a.conn.isReady() && b.conn.isReady(), 'both pages ready');
+    const online = [];
+    b.todos.on('subscribe', (n) => online.push(n));
+    await subscribe(a.todos);
+    await subscribe(b.todos);
+    await until(() => online.includes(2) && a.todos.online === 2, 'two subscribers online');
+
+    // Create in A: the reply gives it an _id; B gets it pushed.
+    const one = await create(a.todos, { title: 'one', order: 1 });
+    assert.match(one.id, /^[0-9a-f]{24}$/);
+    assert.strictEqual(one.idAttribute, '_id');
+    await until(() => b.todos.get(one.id), 'the created push in B');
+    assert.strictEqual(b.todos.get(one.id).get('title'), 'one');
+    assert.strictEqual(a.todos.length, 1, 'our own push did not add a duplicate');
+
+    // Update in B, pushed to A.
+    await save(b.todos.get(one.id), { completed: true }, { patch: true });
+    await until(() => a.todos.get(one.id).get('completed') === true, 'the updated push in A');
+
+    // The server's validation error reaches error() and the 'error' event.
+    const errors = [];
+    a.todos.on('error', (m, err) => errors.push(err));
+    const bad = new a.Todo({ order: 3 });
+    a.todos.add(bad);
+    await assert.rejects(save(bad, {}), (err) => err.name === 'ValidationError' &&
+        err.errors && err.errors.title && err.errors.title.kind === 'required');
+    assert.strictEqual(errors.length, 1);
+    a.todos.remove(bad);
+
+    // fetch with a query and sorting.
+    await create(a.todos, { title: 'two', order: 2, completed: true });
+    await create(a.todos, { title: 'three', order: 3 });
+    const c = new b.Todos();
+    const got = await fetch(c, { query: { completed: true }, sorting: { sort: [['order', -1]] } });
+    assert.deepStrictEqual(plain(got.map((t) => t.title)), ['two', 'one']);
+    assert.deepStrictEqual(plain(c.pluck('title').sort()), ['one', 'two']);
+    const limited = await fetch(new b.Todos(), { sorting: { sort: '-order', limit: 1 } });
+    assert.deepStrictEqual(plain(limited.map((t) => t.title)), ['three']);
+
+    // A model fetched alone, and subscribed alone: it follows its document.
+    const solo = new b.Todo({ _id: one.id });
+    solo.urlRoot = 'todos';
+    await fetch(solo);
+    assert.strictEqual(solo.get('title'), 'one');
+    await subscribe(solo);
+    await save(a.todos.get(one.id), { title: 'one, renamed' }, { patch: true });
+    await until(() => solo.get('title') === 'one, renamed', 'the push to a lone model');
+
+    // Delete in A: B's model is destroyed and leaves its collection.
+    const destroyed = [];
+    b.todos.get(one.id).on('destroy', () => destroyed.push(one.id));
+    await new Promise((resolve, reject) => a.todos.get(one.id).destroy({
+        finished: resolve, error: (m, err) => reject(err),
+    }));
+    await until(() => !b.todos.get(one.id), 'the deleted push in B');
+    assert.deepStrictEqual(destroyed, [one.id]);
+});
+
+test('after a reconnection: resubscribed, caught up, queued calls sent', { skip }, async () => {
+    const a = page(d.port);
+    const b = page(d.port);
+    pages.push(a, b);
+    await until(() => a.conn.isReady() && b.conn.isReady(), 'both pages ready');
+    await subscribe(a.todos);
+    await subscribe(b.todos);
+    await fetch(a.todos);
+    await fetch(b.todos, { sorting: { sort: [['order', 1]] } });
+    const before = b.todos.length;
+
+    // The server goes away and comes back.
+    await d.stop();
+    await until(() => a.events.includes('down') && b.events.includes('down'), 'both down');
+    // A call made while down is queued and sent once connected again.
+    const queued = create(a.todos, { title: 'made while down', order: 10 });
+    await d.start();
+    await until(() => a.events.filter((e) => e === 'ready').length === 2 &&
+        b.events.filter((e) => e === 'ready').length === 2, 'both reconnected');
+    const made = await queued;
+    assert.match(made.id, /^[0-9a-f]{24}$/);
+    // B, resubscribed (or refetched), has it.
+    await until(() => b.todos.get(made.id), 'the change made during the outage in B');
+
+    // B misses a change while it is disconnected, and catches up when back.
+    b.conn.close();
+    const missed = await create(a.todos, { title: 'missed by B', order: 11 });
+    b.conn.connect({ minDelay: 50, maxDelay: 400 });
+    await until(() => b.todos.get(missed.id), 'B catching up after reconnecting');
+    assert.strictEqual(b.todos.length, before + 2);
+    // And live pushes flow again.
+    const live = await create(a.todos, { title: 'live again', order: 12 });
+    await until(() => b.todos.get(live.id), 'live pushes after reconnecting');
+});
