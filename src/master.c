@@ -1,2 +1,806 @@
-/* master: placeholder until the module lands (see ARCHITECTURE.md's module table). */
+/* master: forks and supervises the workers (see master.h). Signals are
+ * blocked except inside sigsuspend(); handlers only set flags, and the
+ * loop acts on them. A table of processes (pid, slot, generation, exiting)
+ * tells a crash to respawn from an old generation finishing its stop.
+ * Reload builds the new config and models before touching anything. */
 #include "master.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+#ifdef HAVE_LIBSYSTEMD
+#include <systemd/sd-daemon.h>
+#endif
+
+#include "log.h"
+#include "store.h"
+#include "worker.h"
+
+/* A worker that ran this long before dying starts its backoff afresh. */
+#define MASTER_STABLE_SECONDS 10.0
+/* Respawn delays: the first retry is at once, then 0.1 s doubling to 10 s. */
+#define MASTER_BACKOFF_FIRST 0.1
+#define MASTER_BACKOFF_MAX 10.0
+/* Slack past a worker's own stop deadline before the master kills it. */
+#define MASTER_KILL_SLACK_SECONDS 5
+/* A worker's own fast-stop deadline (worker.c) plus slack. */
+#define MASTER_FAST_STOP_SECONDS (2 + MASTER_KILL_SLACK_SECONDS)
+
+typedef struct master_proc {
+    pid_t pid;
+    int index; /* slot */
+    unsigned generation;
+    double started;       /* monotonic seconds */
+    unsigned exiting : 1; /* told to stop: its exit is expected */
+} master_proc_t;
+
+/* One per worker of the current generation. */
+typedef struct master_slot {
+    unsigned failures;  /* unexpected exits in a row */
+    double respawn_at;  /* monotonic seconds; 0 = nothing scheduled */
+    unsigned fatal : 1; /* exited with status 2: left empty */
+} master_slot_t;
+
+typedef struct master {
+    pid_t pid;
+    config_t *cfg;
+    model_set_t *models;
+    int *fds;
+    size_t nfds;
+    int nworkers; /* fixed at start (workers is not reloadable) */
+    unsigned generation;
+    master_proc_t *procs;
+    size_t nprocs, capprocs;
+    master_slot_t *slots;
+    char *pidfile; /* fixed at start; NULL = none */
+    char *user;    /* for initgroups(); NULL = keep credentials */
+    uid_t uid;
+    gid_t gid;
+    int stopping;         /* 0, 1 graceful, 2 fast */
+    double stop_deadline; /* then the remaining workers get SIGKILL */
+    int status;
+} master_t;
+
+/* The only state shared with signal handlers. */
+static volatile sig_atomic_t master_sig_reload, master_sig_quit, master_sig_terminate,
+    master_sig_reopen, master_sig_child, master_sig_alarm;
+
+static const int master_signals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGCHLD, SIGALRM};
+#define MASTER_NSIGNALS (sizeof(master_signals) / sizeof(master_signals[0]))
+
+static void master_signal_handler(int sig)
+{
+    switch (sig) {
+    case SIGHUP:
+        master_sig_reload = 1;
+        break;
+    case SIGQUIT:
+        master_sig_quit = 1;
+        break;
+    case SIGTERM:
+    case SIGINT:
+        if (master_sig_terminate < 2)
+            master_sig_terminate++;
+        break;
+    case SIGUSR1:
+        master_sig_reopen = 1;
+        break;
+    case SIGCHLD:
+        master_sig_child = 1;
+        break;
+    case SIGALRM:
+        master_sig_alarm = 1;
+        break;
+    default:
+        break;
+    }
+}
+
+static double master_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* sd_notify when built with libsystemd and run by systemd; else nothing. */
+static void master_notify(const char *state)
+{
+#ifdef HAVE_LIBSYSTEMD
+    int rc = sd_notify(0, state);
+    if (rc < 0)
+        log_warning("sd_notify() failed: %s", strerror(-rc));
+#else
+    (void)state;
+#endif
+}
+
+/* ------------------------------------------------------------------------
+ * Credentials, pidfile, -s
+ * ------------------------------------------------------------------------ */
+
+int master_worker_count(const config_t *cfg)
+{
+    long n;
+
+    if (cfg->workers > 0)
+        return cfg->workers;
+    n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        return 1;
+    return n > 1024 ? 1024 : (int)n;
+}
+
+/* A name or a decimal id. */
+static int master_parse_id(const char *s, unsigned long *id)
+{
+    char *end;
+
+    if (s[0] < '0' || s[0] > '9')
+        return -1;
+    errno = 0;
+    *id = strtoul(s, &end, 10);
+    return errno == 0 && *end == '\0' ? 0 : -1;
+}
+
+int master_lookup_credentials(const config_t *cfg, uid_t *uid, gid_t *gid, char *err, size_t errlen)
+{
+    unsigned long id;
+
+    *uid = (uid_t)-1;
+    *gid = (gid_t)-1;
+    if (cfg->user != NULL && cfg->user[0] != '\0') {
+        struct passwd *pw;
+        errno = 0;
+        pw = master_parse_id(cfg->user, &id) == 0 ? getpwuid((uid_t)id) : getpwnam(cfg->user);
+        if (pw == NULL) {
+            snprintf(err, errlen, "user '%s' does not exist%s%s", cfg->user, errno ? ": " : "",
+                     errno ? strerror(errno) : "");
+            return -1;
+        }
+        *uid = pw->pw_uid;
+        *gid = pw->pw_gid;
+    }
+    if (cfg->group != NULL && cfg->group[0] != '\0') {
+        struct group *gr;
+        errno = 0;
+        gr = master_parse_id(cfg->group, &id) == 0 ? getgrgid((gid_t)id) : getgrnam(cfg->group);
+        if (gr == NULL) {
+            snprintf(err, errlen, "group '%s' does not exist%s%s", cfg->group, errno ? ": " : "",
+                     errno ? strerror(errno) : "");
+            return -1;
+        }
+        *gid = gr->gr_gid;
+    }
+    return 0;
+}
+
+static int master_write_pidfile(master_t *m)
+{
+    char buf[32];
+    int fd, n;
+
+    if (m->pidfile == NULL)
+        return 0;
+    fd = open(m->pidfile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        log_error("cannot create pidfile %s: %s", m->pidfile, strerror(errno));
+        return -1;
+    }
+    n = snprintf(buf, sizeof(buf), "%ld\n", (long)m->pid);
+    if (write(fd, buf, (size_t)n) != n) {
+        log_error("cannot write pidfile %s: %s", m->pidfile, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (close(fd) < 0) {
+        log_error("cannot write pidfile %s: %s", m->pidfile, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The pid in path, or -1 with the reason in err. */
+static long master_read_pidfile(const char *path, char *err, size_t errlen)
+{
+    char buf[32], *end;
+    ssize_t n;
+    long pid;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open pidfile %s: %s", path, strerror(errno));
+        return -1;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n < 0) {
+        snprintf(err, errlen, "cannot read pidfile %s: %s", path, strerror(errno));
+        return -1;
+    }
+    buf[n] = '\0';
+    errno = 0;
+    pid = strtol(buf, &end, 10);
+    if (errno != 0 || end == buf || (*end != '\n' && *end != '\0') || pid <= 1) {
+        snprintf(err, errlen, "pidfile %s holds no pid", path);
+        return -1;
+    }
+    return pid;
+}
+
+/* Remove the pidfile if it still names this master. */
+static void master_remove_pidfile(master_t *m)
+{
+    char err[256];
+
+    if (m->pidfile == NULL)
+        return;
+    if (master_read_pidfile(m->pidfile, err, sizeof(err)) != (long)m->pid)
+        return;
+    if (unlink(m->pidfile) < 0)
+        log_warning("cannot remove pidfile %s: %s", m->pidfile, strerror(errno));
+}
+
+int master_send_signal(const config_t *cfg, const char *name, char *err, size_t errlen)
+{
+    static const struct {
+        const char *name;
+        int sig;
+    } names[] = {{"reload", SIGHUP}, {"quit", SIGQUIT}, {"stop", SIGTERM}, {"reopen", SIGUSR1}};
+    size_t i;
+    long pid;
+
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strcmp(name, names[i].name) == 0)
+            break;
+    if (i == sizeof(names) / sizeof(names[0])) {
+        snprintf(err, errlen, "unknown signal '%s' (expected reload, quit, stop or reopen)", name);
+        return -1;
+    }
+    if (cfg->pidfile == NULL || cfg->pidfile[0] == '\0') {
+        snprintf(err, errlen, "%s sets no pidfile, so -s cannot find the master",
+                 cfg->path ? cfg->path : "the configuration");
+        return -1;
+    }
+    pid = master_read_pidfile(cfg->pidfile, err, errlen);
+    if (pid < 0)
+        return -1;
+    if (kill((pid_t)pid, names[i].sig) < 0) {
+        snprintf(err, errlen, "cannot signal process %ld (from %s): %s", pid, cfg->pidfile,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * The process table
+ * ------------------------------------------------------------------------ */
+
+static size_t master_live(const master_t *m) { return m->nprocs; }
+
+static void master_signal_all(master_t *m, int sig, int mark_exiting)
+{
+    size_t i;
+
+    for (i = 0; i < m->nprocs; i++) {
+        if (kill(m->procs[i].pid, sig) < 0 && errno != ESRCH)
+            log_error("kill(%ld, %d) failed: %s", (long)m->procs[i].pid, sig, strerror(errno));
+        if (mark_exiting)
+            m->procs[i].exiting = 1;
+    }
+}
+
+/* In the child: become worker index, never return. */
+static void master_worker_main(master_t *m, int index) __attribute__((noreturn));
+static void master_worker_main(master_t *m, int index)
+{
+    worker_args_t args;
+    char label[32];
+    size_t i;
+    int status;
+
+    /* Still blocked: the worker installs its own handlers, then unblocks. */
+    for (i = 0; i < MASTER_NSIGNALS; i++)
+        signal(master_signals[i], SIG_DFL);
+    snprintf(label, sizeof(label), "worker %d", index);
+    log_set_process(label);
+#ifdef __linux__
+    /* A master killed outright takes its workers down gracefully. */
+    if (prctl(PR_SET_PDEATHSIG, SIGQUIT) < 0)
+        log_warning("prctl(PR_SET_PDEATHSIG) failed: %s", strerror(errno));
+    if (getppid() != m->pid)
+        exit(0);
+#endif
+    free(m->procs);
+    m->procs = NULL;
+    status = 0;
+    /* Root drops to user/group now, before any library handle exists;
+     * anyone else was checked by master_run to need no change. */
+    if (geteuid() == 0) {
+        if (m->gid != (gid_t)-1 && setgid(m->gid) < 0) {
+            log_error("setgid(%ld) failed: %s", (long)m->gid, strerror(errno));
+            status = 2;
+        } else if (m->user != NULL && initgroups(m->user, m->gid) < 0) {
+            log_error("initgroups(%s) failed: %s", m->user, strerror(errno));
+            status = 2;
+        } else if (m->user == NULL && m->gid != (gid_t)-1 && setgroups(0, NULL) < 0) {
+            log_error("setgroups() failed: %s", strerror(errno));
+            status = 2;
+        } else if (m->uid != (uid_t)-1 && setuid(m->uid) < 0) {
+            log_error("setuid(%ld) failed: %s", (long)m->uid, strerror(errno));
+            status = 2;
+        }
+    }
+    if (status == 0) {
+        memset(&args, 0, sizeof(args));
+        args.index = index;
+        args.generation = m->generation;
+        args.cfg = m->cfg;
+        args.models = m->models;
+        args.fds = m->fds;
+        args.nfds = m->nfds;
+        args.metrics = NULL; /* hook: the master's shared metrics area, once it exists */
+        store_global_init();
+        status = worker_run(&args);
+        store_global_cleanup();
+    }
+    model_set_free(m->models);
+    config_free(m->cfg);
+    free(m->slots);
+    free(m->pidfile);
+    free(m->user);
+    for (i = 0; i < m->nfds; i++)
+        close(m->fds[i]);
+    free(m->fds);
+    log_close();
+    exit(status);
+}
+
+static int master_spawn(master_t *m, int index)
+{
+    pid_t pid;
+
+    if (m->nprocs == m->capprocs) {
+        size_t cap = m->capprocs ? m->capprocs * 2 : 16;
+        master_proc_t *p = realloc(m->procs, cap * sizeof(*p));
+        if (p == NULL) {
+            log_error("out of memory while spawning worker %d", index);
+            return -1;
+        }
+        m->procs = p;
+        m->capprocs = cap;
+    }
+    pid = fork();
+    if (pid < 0) {
+        log_error("fork() failed while spawning worker %d: %s", index, strerror(errno));
+        return -1;
+    }
+    if (pid == 0)
+        master_worker_main(m, index);
+    m->procs[m->nprocs].pid = pid;
+    m->procs[m->nprocs].index = index;
+    m->procs[m->nprocs].generation = m->generation;
+    m->procs[m->nprocs].started = master_now();
+    m->procs[m->nprocs].exiting = 0;
+    m->nprocs++;
+    m->slots[index].respawn_at = 0;
+    log_info("worker %d started (pid %ld, generation %u)", index, (long)pid, m->generation);
+    return 0;
+}
+
+/* A spawn that failed is retried like a crash. */
+static void master_schedule_respawn(master_t *m, int index, double uptime)
+{
+    master_slot_t *slot = &m->slots[index];
+    double delay = 0;
+    unsigned k;
+
+    if (uptime >= MASTER_STABLE_SECONDS)
+        slot->failures = 0;
+    slot->failures++;
+    if (slot->failures > 1) {
+        delay = MASTER_BACKOFF_FIRST;
+        for (k = 2; k < slot->failures && delay < MASTER_BACKOFF_MAX; k++)
+            delay *= 2;
+        if (delay > MASTER_BACKOFF_MAX)
+            delay = MASTER_BACKOFF_MAX;
+    }
+    slot->respawn_at = master_now() + delay;
+    if (delay > 0)
+        log_info("worker %d will be respawned in %.1f s", index, delay);
+}
+
+static void master_describe_status(int status, char *buf, size_t len)
+{
+    if (WIFEXITED(status))
+        snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+    else if (WIFSIGNALED(status))
+        snprintf(buf, len, "was killed by signal %d%s", WTERMSIG(status),
+                 WCOREDUMP(status) ? " (core dumped)" : "");
+    else
+        snprintf(buf, len, "ended with wait status %d", status);
+}
+
+static void master_reap(master_t *m)
+{
+    char what[64];
+    pid_t pid;
+    int status;
+    size_t i;
+
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        master_proc_t p;
+
+        for (i = 0; i < m->nprocs; i++)
+            if (m->procs[i].pid == pid)
+                break;
+        if (i == m->nprocs)
+            continue;
+        p = m->procs[i];
+        m->procs[i] = m->procs[--m->nprocs];
+        master_describe_status(status, what, sizeof(what));
+        if (p.exiting || m->stopping) {
+            log_info("worker %d (pid %ld, generation %u) %s", p.index, (long)pid, p.generation,
+                     what);
+            continue;
+        }
+        if (p.generation != m->generation)
+            continue; /* cannot happen: old generations are all exiting */
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
+            log_error("worker %d (pid %ld) exited with status 2, a fatal configuration "
+                      "error (see its log lines above): not respawned",
+                      p.index, (long)pid);
+            m->slots[p.index].fatal = 1;
+            continue;
+        }
+        log_error("worker %d (pid %ld) %s unexpectedly: respawning", p.index, (long)pid, what);
+        master_schedule_respawn(m, p.index, master_now() - p.started);
+    }
+    if (pid < 0 && errno != ECHILD)
+        log_error("waitpid() failed: %s", strerror(errno));
+}
+
+/* Every slot of the current generation gave up with status 2. */
+static int master_all_fatal(const master_t *m)
+{
+    int i;
+
+    for (i = 0; i < m->nworkers; i++)
+        if (!m->slots[i].fatal)
+            return 0;
+    return 1;
+}
+
+static void master_respawn_due(master_t *m)
+{
+    double now = master_now();
+    int i;
+
+    for (i = 0; i < m->nworkers; i++) {
+        master_slot_t *slot = &m->slots[i];
+        if (slot->respawn_at == 0 || slot->respawn_at > now)
+            continue;
+        if (master_spawn(m, i) < 0)
+            master_schedule_respawn(m, i, 0);
+    }
+}
+
+/* Arm SIGALRM for the next respawn or stop deadline (or disarm it). */
+static void master_arm_timer(master_t *m)
+{
+    struct itimerval it;
+    double next = 0, now = master_now(), delay;
+    int i;
+
+    memset(&it, 0, sizeof(it));
+    if (m->stopping)
+        next = m->stop_deadline;
+    else
+        for (i = 0; i < m->nworkers; i++)
+            if (m->slots[i].respawn_at > 0 && (next == 0 || m->slots[i].respawn_at < next))
+                next = m->slots[i].respawn_at;
+    if (next > 0) {
+        delay = next - now;
+        if (delay < 0.001)
+            delay = 0.001;
+        it.it_value.tv_sec = (time_t)delay;
+        it.it_value.tv_usec = (suseconds_t)((delay - (double)(time_t)delay) * 1e6);
+        if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0)
+            it.it_value.tv_usec = 1000;
+    }
+    if (setitimer(ITIMER_REAL, &it, NULL) < 0)
+        log_error("setitimer() failed: %s", strerror(errno));
+}
+
+/* ------------------------------------------------------------------------
+ * Reload, stop, reopen
+ * ------------------------------------------------------------------------ */
+
+static void master_reload(master_t *m)
+{
+    char err[512], buf[80];
+    config_t *cfg = NULL, *old_cfg;
+    model_set_t *models = NULL, *old_models;
+    char *changes;
+    size_t i;
+    int w;
+
+    snprintf(buf, sizeof(buf), "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)(master_now() * 1e6));
+    master_notify(buf);
+    log_info("reloading %s", m->cfg->path);
+    cfg = config_load(m->cfg->path, err, sizeof(err));
+    if (cfg == NULL) {
+        log_error("reload failed, still running the previous configuration: %s", err);
+        goto done;
+    }
+    models = model_set_load(cfg->models, err, sizeof(err));
+    if (models == NULL) {
+        log_error("reload failed, still running the previous configuration: %s: %s", cfg->models,
+                  err);
+        goto done;
+    }
+    if ((cfg->log_level != m->cfg->log_level ||
+         strcmp(cfg->log_file ? cfg->log_file : "", m->cfg->log_file ? m->cfg->log_file : "")) &&
+        log_open(cfg->log_level, cfg->log_file) < 0) {
+        log_error("reload failed, still running the previous configuration: cannot open "
+                  "log file %s: %s",
+                  cfg->log_file, strerror(errno));
+        goto done;
+    }
+    changes = config_nonreloadable_changes(m->cfg, cfg);
+    if (changes != NULL) {
+        log_warning("reload: %s changed; restart dnoded to apply (keeping the running values)",
+                    changes);
+        free(changes);
+    }
+    old_cfg = m->cfg;
+    old_models = m->models;
+    m->cfg = cfg;
+    m->models = models;
+    cfg = NULL;
+    models = NULL;
+    m->generation++;
+    for (w = 0; w < m->nworkers; w++) {
+        memset(&m->slots[w], 0, sizeof(m->slots[w]));
+        if (master_spawn(m, w) < 0)
+            master_schedule_respawn(m, w, 0);
+    }
+    /* The new generation accepts on the same sockets; what the old one has
+     * not accepted waits in the listen queue, so nothing is refused. */
+    for (i = 0; i < m->nprocs; i++) {
+        if (m->procs[i].generation == m->generation || m->procs[i].exiting)
+            continue;
+        m->procs[i].exiting = 1;
+        if (kill(m->procs[i].pid, SIGQUIT) < 0 && errno != ESRCH)
+            log_error("kill(%ld, SIGQUIT) failed: %s", (long)m->procs[i].pid, strerror(errno));
+    }
+    config_free(old_cfg);
+    model_set_free(old_models);
+    log_info("reloaded: generation %u started, the previous one is stopping", m->generation);
+done:
+    model_set_free(models);
+    config_free(cfg);
+    master_notify("READY=1");
+}
+
+static void master_stop(master_t *m, int graceful)
+{
+    if (graceful && m->stopping)
+        return;
+    m->stopping = graceful ? 1 : 2;
+    m->stop_deadline = master_now() + (graceful ? m->cfg->shutdown_timeout : 0) +
+                       (graceful ? MASTER_KILL_SLACK_SECONDS : MASTER_FAST_STOP_SECONDS);
+    log_info("%s stop: %zu workers", graceful ? "graceful" : "fast", master_live(m));
+    master_notify("STOPPING=1");
+    master_signal_all(m, graceful ? SIGQUIT : SIGTERM, 1);
+}
+
+static void master_reopen(master_t *m)
+{
+    log_info("reopening the log file");
+    if (log_reopen() == 0 && m->cfg->log_file != NULL && m->cfg->log_file[0] != '\0' &&
+        (m->uid != (uid_t)-1 || m->gid != (gid_t)-1) && geteuid() == 0 &&
+        chown(m->cfg->log_file, m->uid, m->gid) < 0)
+        log_warning("cannot give %s to the workers' user: %s", m->cfg->log_file, strerror(errno));
+    master_signal_all(m, SIGUSR1, 0);
+}
+
+/* Kill what is left and wait for it (second TERM, or a missed deadline). */
+static void master_kill_all(master_t *m)
+{
+    if (master_live(m) > 0)
+        log_warning("killing %zu workers", master_live(m));
+    master_signal_all(m, SIGKILL, 1);
+    while (m->nprocs > 0) {
+        int status;
+        pid_t pid = waitpid(-1, &status, 0);
+        size_t i;
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        for (i = 0; i < m->nprocs; i++)
+            if (m->procs[i].pid == pid)
+                m->procs[i] = m->procs[--m->nprocs];
+    }
+    m->nprocs = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Running
+ * ------------------------------------------------------------------------ */
+
+static int master_setup_signals(sigset_t *blocked)
+{
+    struct sigaction sa;
+    size_t i;
+
+    sigemptyset(blocked);
+    for (i = 0; i < MASTER_NSIGNALS; i++)
+        sigaddset(blocked, master_signals[i]);
+    if (sigprocmask(SIG_BLOCK, blocked, NULL) < 0) {
+        log_error("sigprocmask() failed: %s", strerror(errno));
+        return -1;
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = master_signal_handler;
+    sa.sa_mask = *blocked;
+    for (i = 0; i < MASTER_NSIGNALS; i++) {
+        if (sigaction(master_signals[i], &sa, NULL) < 0) {
+            log_error("sigaction(%d) failed: %s", master_signals[i], strerror(errno));
+            return -1;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static void master_loop(master_t *m)
+{
+    sigset_t wait_mask;
+
+    sigemptyset(&wait_mask);
+    for (;;) {
+        if (m->stopping && master_live(m) == 0)
+            break;
+        master_arm_timer(m);
+        sigsuspend(&wait_mask);
+        if (master_sig_child) {
+            master_sig_child = 0;
+            master_reap(m);
+        }
+        if (master_sig_terminate > 0) {
+            if (m->stopping == 2 && master_sig_terminate > 1) {
+                master_kill_all(m);
+                break;
+            }
+            master_sig_terminate = 1;
+            if (m->stopping != 2)
+                master_stop(m, 0);
+        }
+        if (master_sig_quit) {
+            master_sig_quit = 0;
+            master_stop(m, 1);
+        }
+        if (master_sig_reopen) {
+            master_sig_reopen = 0;
+            master_reopen(m);
+        }
+        if (master_sig_reload) {
+            master_sig_reload = 0;
+            if (m->stopping)
+                log_info("reload ignored: stopping");
+            else
+                master_reload(m);
+        }
+        if (master_sig_alarm) {
+            master_sig_alarm = 0;
+            if (m->stopping && master_now() >= m->stop_deadline) {
+                log_warning("workers did not stop in time");
+                master_kill_all(m);
+                break;
+            }
+        }
+        if (!m->stopping) {
+            master_respawn_due(m);
+            if (master_all_fatal(m)) {
+                log_error("every worker exited with status 2 (fatal configuration error): "
+                          "exiting");
+                m->status = 1;
+                master_stop(m, 0);
+            }
+        }
+    }
+}
+
+int master_run(config_t *cfg, model_set_t *models, int *fds, size_t nfds)
+{
+    sigset_t blocked;
+    master_t m;
+    char err[256];
+    size_t i;
+    int w;
+
+    memset(&m, 0, sizeof(m));
+    m.pid = getpid();
+    m.cfg = cfg;
+    m.models = models;
+    m.fds = fds;
+    m.nfds = nfds;
+    m.generation = 1;
+    m.status = 1;
+    m.nworkers = master_worker_count(cfg);
+    log_set_process("master");
+    if (master_lookup_credentials(cfg, &m.uid, &m.gid, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        goto done;
+    }
+    if (geteuid() != 0 && ((m.uid != (uid_t)-1 && m.uid != geteuid()) ||
+                           (m.gid != (gid_t)-1 && m.gid != getegid()))) {
+        log_error("user and group can only be changed when dnoded starts as root");
+        goto done;
+    }
+    if (m.uid != (uid_t)-1) {
+        struct passwd *pw = getpwuid(m.uid);
+        if (pw == NULL || (m.user = strdup(pw->pw_name)) == NULL) {
+            log_error("cannot find the name of user '%s'", cfg->user);
+            goto done;
+        }
+    }
+    m.slots = calloc((size_t)m.nworkers, sizeof(*m.slots));
+    if (m.slots == NULL)
+        goto done;
+    if (cfg->pidfile != NULL && cfg->pidfile[0] != '\0' &&
+        (m.pidfile = strdup(cfg->pidfile)) == NULL)
+        goto done;
+    if (master_setup_signals(&blocked) < 0)
+        goto done;
+    if (master_write_pidfile(&m) < 0) {
+        free(m.pidfile); /* not ours to remove */
+        m.pidfile = NULL;
+        goto done;
+    }
+    if (cfg->log_file != NULL && cfg->log_file[0] != '\0' && m.uid != (uid_t)-1 && geteuid() == 0 &&
+        chown(cfg->log_file, m.uid, m.gid) < 0)
+        log_warning("cannot give %s to the workers' user: %s", cfg->log_file, strerror(errno));
+    /* hook: create the shared metrics area here (metrics.h), before forking. */
+    for (w = 0; w < m.nworkers; w++)
+        if (master_spawn(&m, w) < 0)
+            master_schedule_respawn(&m, w, 0);
+    log_info("master %ld running %d workers", (long)m.pid, m.nworkers);
+    master_notify("READY=1");
+    m.status = 0;
+    master_loop(&m);
+    log_info("master exiting");
+done:
+    if (m.nprocs > 0)
+        master_kill_all(&m);
+    master_remove_pidfile(&m);
+    for (i = 0; i < m.nfds; i++)
+        close(m.fds[i]);
+    free(m.fds);
+    free(m.procs);
+    free(m.slots);
+    free(m.pidfile);
+    free(m.user);
+    model_set_free(m.models);
+    config_free(m.cfg);
+    return m.status;
+}

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include <event2/buffer.h>
 
@@ -14,8 +15,8 @@
 #include "bus.h"
 #include "dnode.h"
 #include "log.h"
-#include "transport.h"
 #include "metrics.h"
+#include "transport.h"
 #include "worker.h"
 
 static const char *const remote_names[SESSION_REMOTE_COUNT] = {
@@ -128,20 +129,32 @@ void session_close(session_t *s, const char *reason)
         return;
     s->closing = 1;
     slog_info(s, "closed: %s", reason);
-    if (s->bev != NULL)
     if (s->started) /* a DNode session, not a plain HTTP connection */
         metrics_disconnect(s->worker->stats, reason);
+    if (s->bev != NULL)
         bufferevent_disable(s->bev, EV_READ);
     worker_schedule_teardown(s->worker, s);
 }
 
-/* Close once nothing is in flight and every byte has been written. */
+/* Close once nothing is in flight, every byte has been written, and no
+ * request is waiting to be read, neither in our input buffer nor in the
+ * socket: a request the client sent before we closed is still answered.
+ * (One sent in the instant between this check and close(2) cannot be; the
+ * protocol has no way to announce the close first.) */
 static void session_close_when_idle(session_t *s)
 {
+    int unread = 0;
+    evutil_socket_t fd;
+
     if (s->closing || s->inflight > 0 || s->bev == NULL)
         return;
     if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
         return; /* the transport's write callback calls us again */
+    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+        return; /* a partial message: the read callback calls us again */
+    fd = bufferevent_getfd(s->bev);
+    if (fd >= 0 && ioctl(fd, FIONREAD, &unread) == 0 && unread > 0)
+        return;
     session_close(s, "drained");
 }
 
@@ -150,8 +163,6 @@ void session_drain(session_t *s)
     if (s->closing)
         return;
     s->draining = 1;
-    if (s->bev != NULL)
-        bufferevent_disable(s->bev, EV_READ);
     session_close_when_idle(s);
 }
 
@@ -307,7 +318,7 @@ void session_handle_message(session_t *s, const char *data, size_t len)
     char err[200];
     int idx;
 
-    if (s->closing || s->draining)
+    if (s->closing)
         return;
     w->stats->messages_in++;
     if (dnode_parse(data, len, w->cfg->max_json_depth, &msg, err, sizeof(err)) < 0) {

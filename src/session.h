@@ -52,7 +52,7 @@ typedef struct session {
     unsigned refs;
     unsigned closing : 1;      /* session_close was called */
     unsigned torn_down : 1;    /* connection released */
-    unsigned draining : 1;     /* no new requests: close when idle */
+    unsigned draining : 1;     /* stopping: close at the first idle moment */
     unsigned got_methods : 1;  /* the client sent its methods */
     unsigned started : 1;      /* the transport decided DNode and sent our methods */
     uint32_t scanned;          /* input bytes already searched for a newline */
@@ -81,7 +81,10 @@ void session_handle_message(session_t *s, const char *data, size_t len);
 /* The one way a session ends: logs reason at info (or the given level),
  * stops reading, and schedules the teardown. Idempotent. */
 void session_close(session_t *s, const char *reason);
-/* Stop taking requests; close once nothing is in flight and output is sent. */
+/* The worker is stopping: close s at the first moment nothing is in
+ * flight, all output is sent and no request is buffered or unread on the
+ * socket. Requests that do arrive meanwhile are still served, so none the
+ * client sent before the close is dropped. Calling it again re-checks. */
 void session_drain(session_t *s);
 
 session_t *session_ref(session_t *s);

@@ -139,7 +139,7 @@ static void transport_read_lines(session_t *s)
     struct evbuffer *in = bufferevent_get_input(s->bev);
     size_t max = s->worker->cfg->max_message_size;
 
-    while (!s->closing && !s->draining) {
+    while (!s->closing) {
         struct evbuffer_ptr from, eol;
         size_t buffered = evbuffer_get_length(in);
         unsigned char *line;
@@ -205,6 +205,8 @@ static void transport_read_cb(struct bufferevent *bev, void *arg)
         transport_read_lines(s);
     else
         transport_ws_read(s);
+    if (s->draining) /* what was read may have needed no reply */
+        session_drain(s);
 }
 
 static void transport_write_cb(struct bufferevent *bev, void *arg)

@@ -16,12 +16,14 @@
 
 struct store;
 struct bus;
+struct bus_host;
 
 struct metrics;
 struct metrics_slot;
 
 typedef struct worker {
     int index;                  /* 0-based worker number */
+    unsigned generation;        /* 1 at start, +1 per successful reload */
     struct event_base *base;
     const config_t *cfg;        /* owned by the caller of worker_run */
     const model_set_t *models;  /* owned by the caller of worker_run */
