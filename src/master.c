@@ -25,7 +25,9 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "bus.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 #include "worker.h"
 
@@ -36,6 +38,9 @@
 #define MASTER_BACKOFF_MAX 10.0
 /* Slack past a worker's own stop deadline before the master kills it. */
 #define MASTER_KILL_SLACK_SECONDS 5
+/* Metrics slots: old and new generations overlap during a reload, and a
+ * crashed worker's slot is only reclaimed once its pid is gone. */
+#define MASTER_METRICS_SLOTS_PER_WORKER 4
 /* A worker's own fast-stop deadline (worker.c) plus slack. */
 #define MASTER_FAST_STOP_SECONDS (2 + MASTER_KILL_SLACK_SECONDS)
 
@@ -65,8 +70,10 @@ typedef struct master {
     master_proc_t *procs;
     size_t nprocs, capprocs;
     master_slot_t *slots;
-    char *pidfile; /* fixed at start; NULL = none */
-    char *user;    /* for initgroups(); NULL = keep credentials */
+    metrics_t *metrics;   /* shared counters, created before the first fork */
+    bus_host_t *bus_host; /* the single-host relay, likewise */
+    char *pidfile;        /* fixed at start; NULL = none */
+    char *user;           /* for initgroups(); NULL = keep credentials */
     uid_t uid;
     gid_t gid;
     int stopping;         /* 0, 1 graceful, 2 fast */
@@ -354,7 +361,8 @@ static void master_worker_main(master_t *m, int index)
         args.models = m->models;
         args.fds = m->fds;
         args.nfds = m->nfds;
-        args.metrics = NULL; /* hook: the master's shared metrics area, once it exists */
+        args.metrics = m->metrics;
+        args.bus_host = m->bus_host;
         store_global_init();
         status = worker_run(&args);
         store_global_cleanup();
@@ -364,6 +372,7 @@ static void master_worker_main(master_t *m, int index)
     free(m->slots);
     free(m->pidfile);
     free(m->user);
+    /* The shared areas stay mapped until exit: the other processes use them. */
     for (i = 0; i < m->nfds; i++)
         close(m->fds[i]);
     free(m->fds);
@@ -453,6 +462,8 @@ static void master_reap(master_t *m)
             continue;
         p = m->procs[i];
         m->procs[i] = m->procs[--m->nprocs];
+        if (m->metrics != NULL)
+            metrics_release(m->metrics, (int)pid);
         master_describe_status(status, what, sizeof(what));
         if (p.exiting || m->stopping) {
             log_info("worker %d (pid %ld, generation %u) %s", p.index, (long)pid, p.generation,
@@ -584,11 +595,21 @@ static void master_reload(master_t *m)
     /* The new generation accepts on the same sockets; what the old one has
      * not accepted waits in the listen queue, so nothing is refused. */
     for (i = 0; i < m->nprocs; i++) {
-        if (m->procs[i].generation == m->generation || m->procs[i].exiting)
+        master_proc_t *p = &m->procs[i];
+        if (p->generation == m->generation)
             continue;
-        m->procs[i].exiting = 1;
-        if (kill(m->procs[i].pid, SIGQUIT) < 0 && errno != ESRCH)
-            log_error("kill(%ld, SIGQUIT) failed: %s", (long)m->procs[i].pid, strerror(errno));
+        if (!p->exiting) {
+            p->exiting = 1;
+            if (kill(p->pid, SIGQUIT) < 0 && errno != ESRCH)
+                log_error("kill(%ld, SIGQUIT) failed: %s", (long)p->pid, strerror(errno));
+        } else if (p->generation + 2 == m->generation) {
+            /* Two generations at most share the bus relay's slots (bus.h):
+             * one still draining from two reloads ago stops fast now. */
+            log_warning("worker %d (pid %ld) of generation %u is still stopping: fast stop",
+                        p->index, (long)p->pid, p->generation);
+            if (kill(p->pid, SIGTERM) < 0 && errno != ESRCH)
+                log_error("kill(%ld, SIGTERM) failed: %s", (long)p->pid, strerror(errno));
+        }
     }
     config_free(old_cfg);
     model_set_free(old_models);
@@ -780,7 +801,14 @@ int master_run(config_t *cfg, model_set_t *models, int *fds, size_t nfds)
     if (cfg->log_file != NULL && cfg->log_file[0] != '\0' && m.uid != (uid_t)-1 && geteuid() == 0 &&
         chown(cfg->log_file, m.uid, m.gid) < 0)
         log_warning("cannot give %s to the workers' user: %s", cfg->log_file, strerror(errno));
-    /* hook: create the shared metrics area here (metrics.h), before forking. */
+    m.metrics = metrics_new((size_t)m.nworkers * MASTER_METRICS_SLOTS_PER_WORKER);
+    if (m.metrics == NULL) {
+        log_error("cannot map the shared metrics area: %s", strerror(errno));
+        goto done;
+    }
+    m.bus_host = bus_host_new((unsigned)m.nworkers);
+    if (m.bus_host == NULL)
+        goto done;
     for (w = 0; w < m.nworkers; w++)
         if (master_spawn(&m, w) < 0)
             master_schedule_respawn(&m, w, 0);
@@ -800,6 +828,10 @@ done:
     free(m.slots);
     free(m.pidfile);
     free(m.user);
+    if (m.bus_host != NULL)
+        bus_host_free(m.bus_host);
+    if (m.metrics != NULL)
+        metrics_free(m.metrics);
     model_set_free(m.models);
     config_free(m.cfg);
     return m.status;
