@@ -1,0 +1,318 @@
+/* ws_load: DNode round trips against dnoded over plain TCP (one JSON message
+ * per line) or over WebSocket (/dnode, one message per masked text frame),
+ * with the same driver for both so the figures compare (bench/ws.sh runs
+ * it). One libevent loop drives every connection; each connection keeps
+ * one request in flight, alternating subscribe(url, fn) and
+ * unsubscribe(url, fn) on a channel of its own, and times each reply.
+ *
+ *   ws_load -p PORT -t tcp|ws -c CONNS -d SECONDS [-w WARMUP]
+ *
+ * Prints "<transport> <conns> conns: N ops/s, p50 X us, p99 Y us".
+ * Not part of the daemon or the tests. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#define HIST_MAX_US 2000000
+
+typedef struct conn {
+    struct load *load;
+    struct bufferevent *bev;
+    unsigned idx;
+    int state;        /* 0 handshake (ws), 1 waiting for methods, 2 running */
+    int subscribed;   /* the next request is unsubscribe */
+    uint64_t next_cb;
+    uint64_t sent_ns;
+} conn_t;
+
+typedef struct load {
+    struct event_base *base;
+    struct sockaddr_in addr;
+    int ws;
+    conn_t *conns;
+    unsigned nconns;
+    int measuring;
+    uint64_t ops, errors;
+    uint32_t *hist;
+} load_t;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Send one DNode message: a line, or a masked text frame. */
+static void send_msg(conn_t *c, const char *text, size_t len)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+
+    if (!c->load->ws) {
+        evbuffer_add(out, text, len);
+        evbuffer_add(out, "\n", 1);
+        return;
+    }
+    {
+        unsigned char hdr[14], key[4], *body = malloc(len ? len : 1);
+        size_t n = 2, i;
+        uint32_t r = (uint32_t)rand();
+
+        if (body == NULL)
+            return;
+        hdr[0] = 0x81;
+        if (len < 126) {
+            hdr[1] = (unsigned char)(0x80 | len);
+        } else if (len <= 0xffff) {
+            hdr[1] = 0x80 | 126;
+            hdr[2] = (unsigned char)(len >> 8);
+            hdr[3] = (unsigned char)len;
+            n = 4;
+        } else {
+            hdr[1] = 0x80 | 127;
+            for (i = 0; i < 8; i++)
+                hdr[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+            n = 10;
+        }
+        memcpy(key, &r, 4);
+        memcpy(hdr + n, key, 4);
+        n += 4;
+        for (i = 0; i < len; i++)
+            body[i] = (unsigned char)text[i] ^ key[i & 3];
+        evbuffer_add(out, hdr, n);
+        evbuffer_add(out, body, len);
+        free(body);
+    }
+}
+
+static void send_request(conn_t *c)
+{
+    char msg[256];
+    int n = snprintf(msg, sizeof(msg),
+                     "{\"method\":\"%s\",\"arguments\":[\"bench-%u\",\"[Function]\"],"
+                     "\"callbacks\":{\"%llu\":[1]},\"links\":[]}",
+                     c->subscribed ? "unsubscribe" : "subscribe", c->idx,
+                     (unsigned long long)c->next_cb++);
+
+    c->subscribed = !c->subscribed;
+    c->sent_ns = now_ns();
+    send_msg(c, msg, (size_t)n);
+}
+
+static void handle_msg(conn_t *c, const char *msg, size_t len)
+{
+    load_t *l = c->load;
+
+    if (c->state == 1) { /* the server's methods: answer with ours, start */
+        static const char methods[] =
+            "{\"method\":\"methods\",\"arguments\":[{}],\"callbacks\":{},\"links\":[]}";
+        send_msg(c, methods, sizeof(methods) - 1);
+        c->state = 2;
+        send_request(c);
+        return;
+    }
+    /* A reply calls one of our callbacks by number. */
+    if (len > 10 && memcmp(msg, "{\"method\":", 10) == 0 && msg[10] >= '0' && msg[10] <= '9') {
+        uint64_t us = (now_ns() - c->sent_ns) / 1000;
+        if (memmem(msg, len, "\"arguments\":[null]", 18) == NULL)
+            l->errors++; /* the server refused the call */
+        if (l->measuring) {
+            l->ops++;
+            l->hist[us < HIST_MAX_US ? us : HIST_MAX_US]++;
+        }
+        send_request(c);
+    }
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    conn_t *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+
+    if (c->state == 0) {
+        struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+        if (end.pos < 0)
+            return;
+        evbuffer_drain(in, (size_t)end.pos + 4);
+        c->state = 1;
+    }
+    for (;;) {
+        size_t avail = evbuffer_get_length(in);
+        if (!c->load->ws) {
+            size_t n;
+            char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_LF);
+            if (line == NULL)
+                break;
+            handle_msg(c, line, n);
+            free(line);
+        } else {
+            unsigned char *h;
+            size_t hl = 2, pl;
+            if (avail < 2)
+                break;
+            h = evbuffer_pullup(in, avail < 10 ? (ssize_t)avail : 10);
+            pl = h[1] & 0x7f;
+            if (pl == 126) {
+                if (avail < 4)
+                    break;
+                pl = ((size_t)h[2] << 8) | h[3];
+                hl = 4;
+            } else if (pl == 127) {
+                if (avail < 10)
+                    break;
+                pl = 0;
+                for (int i = 0; i < 8; i++)
+                    pl = (pl << 8) | h[2 + i];
+                hl = 10;
+            }
+            if (avail < hl + pl)
+                break;
+            h = evbuffer_pullup(in, (ssize_t)(hl + pl));
+            if ((h[0] & 0x0f) == 0x1)
+                handle_msg(c, (const char *)h + hl, pl);
+            else if ((h[0] & 0x0f) == 0x8) {
+                fprintf(stderr, "ws_load: connection %u closed by the server\n", c->idx);
+                c->load->errors++;
+            }
+            evbuffer_drain(in, hl + pl);
+        }
+    }
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    conn_t *c = arg;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (c->load->ws) {
+            evbuffer_add_printf(bufferevent_get_output(bev),
+                                "GET /dnode HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                                "Sec-WebSocket-Version: 13\r\n\r\n");
+        } else {
+            c->state = 1;
+        }
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        fprintf(stderr, "ws_load: connection %u lost\n", c->idx);
+        c->load->errors++;
+        bufferevent_free(bev);
+        c->bev = NULL;
+    }
+}
+
+static void phase_cb(evutil_socket_t fd, short what, void *arg)
+{
+    load_t *l = arg;
+
+    (void)fd;
+    (void)what;
+    if (!l->measuring) {
+        l->measuring = 1;
+        return;
+    }
+    event_base_loopbreak(l->base);
+}
+
+static uint64_t percentile(const load_t *l, double p)
+{
+    uint64_t want = (uint64_t)((double)l->ops * p), seen = 0;
+    uint64_t us;
+
+    for (us = 0; us <= HIST_MAX_US; us++) {
+        seen += l->hist[us];
+        if (seen > want)
+            return us;
+    }
+    return HIST_MAX_US;
+}
+
+int main(int argc, char **argv)
+{
+    load_t l;
+    int port = 0, seconds = 10, warmup = 2, opt;
+    unsigned i;
+    struct event *warm, *stop;
+    struct timeval tw, td;
+
+    memset(&l, 0, sizeof(l));
+    l.nconns = 1;
+    while ((opt = getopt(argc, argv, "p:t:c:d:w:")) != -1) {
+        switch (opt) {
+        case 'p': port = atoi(optarg); break;
+        case 't': l.ws = strcmp(optarg, "ws") == 0; break;
+        case 'c': l.nconns = (unsigned)atoi(optarg); break;
+        case 'd': seconds = atoi(optarg); break;
+        case 'w': warmup = atoi(optarg); break;
+        default:
+            fprintf(stderr, "usage: ws_load -p PORT -t tcp|ws -c CONNS -d SECONDS [-w WARMUP]\n");
+            return 2;
+        }
+    }
+    if (port <= 0 || l.nconns == 0 || seconds <= 0) {
+        fprintf(stderr, "ws_load: need -p PORT, -c > 0 and -d > 0\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    srand((unsigned)now_ns());
+    l.base = event_base_new();
+    l.conns = calloc(l.nconns, sizeof(*l.conns));
+    l.hist = calloc(HIST_MAX_US + 1, sizeof(*l.hist));
+    if (l.base == NULL || l.conns == NULL || l.hist == NULL)
+        return 1;
+    l.addr.sin_family = AF_INET;
+    l.addr.sin_port = htons((uint16_t)port);
+    l.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    for (i = 0; i < l.nconns; i++) {
+        conn_t *c = &l.conns[i];
+        c->load = &l;
+        c->idx = i;
+        c->bev = bufferevent_socket_new(l.base, -1, BEV_OPT_CLOSE_ON_FREE);
+        if (c->bev == NULL)
+            return 1;
+        bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
+        bufferevent_enable(c->bev, EV_READ);
+        if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&l.addr, sizeof(l.addr)) < 0)
+            return 1;
+    }
+    tw.tv_sec = warmup;
+    tw.tv_usec = 0;
+    td.tv_sec = warmup + seconds;
+    td.tv_usec = 0;
+    warm = evtimer_new(l.base, phase_cb, &l);
+    stop = evtimer_new(l.base, phase_cb, &l);
+    evtimer_add(warm, &tw);
+    evtimer_add(stop, &td);
+    event_base_dispatch(l.base);
+    printf("%-9s %4u conns: %8.0f ops/s, p50 %5llu us, p99 %6llu us%s\n",
+           l.ws ? "websocket" : "tcp", l.nconns, (double)l.ops / seconds,
+           (unsigned long long)percentile(&l, 0.50), (unsigned long long)percentile(&l, 0.99),
+           l.errors ? " (errors, see stderr)" : "");
+    for (i = 0; i < l.nconns; i++)
+        if (l.conns[i].bev != NULL)
+            bufferevent_free(l.conns[i].bev);
+    event_free(warm);
+    event_free(stop);
+    event_base_free(l.base);
+    free(l.conns);
+    free(l.hist);
+    return l.errors ? 1 : 0;
+}
