@@ -7,17 +7,20 @@
 #   3. single-host mode: one dnoded with 2 workers, SUBS subscribers spread
 #      over them by the kernel (the split is printed), one publisher.
 # Each dnoded run reports messages delivered per second and delivery
-# latency p50/p99 (bench/fanout.js). Target: p99 under 50 ms at 5,000.
+# latency p50/p99, measured by bench/fanout_load.c (one epoll loop for every
+# session, one clock). Target: p99 under 50 ms at 5,000.
 # Usage: bench/fanout.sh [DNODED_BINARY]  (default: $DNODED_BIN, else ./dnoded)
-# Env: SUBS (5000), MSGS (100), RATE (50 per second). Everything listens on
-# 127.0.0.1 and is stopped on exit. About a minute.
+# Env: SUBS (5000); RATES ("10 50": messages per second, one run each:
+# a light load shows one message's fan-out time, the heavier one the
+# delivery throughput near saturation); SECONDS_PER_RUN (4). Everything
+# listens on 127.0.0.1 and is stopped on exit. About a minute.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 dnoded=${1:-${DNODED_BIN:-./dnoded}}
 subs=${SUBS:-5000}
-msgs=${MSGS:-100}
-rate=${RATE:-50}
+rates=${RATES:-10 50}
+secs=${SECONDS_PER_RUN:-4}
 
 [ -x "$dnoded" ] || { echo "fanout.sh: no dnoded binary at $dnoded (pass its path)" >&2; exit 2; }
 dnoded=$(cd "$(dirname "$dnoded")" && pwd)/$(basename "$dnoded")
@@ -77,6 +80,7 @@ split() {
 }
 
 ulimit -n 20000 2>/dev/null || true
+cc -O2 -std=gnu11 -Wall -o "$work/fanout_load" "$here/fanout_load.c"
 rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
@@ -94,25 +98,33 @@ if [ -z "$out" ]; then
 fi
 echo "$out"
 
-echo "== Redis mode: 2 hosts x 1 worker, $subs subscribers, $msgs messages at $rate/s"
+# run_load ADDRESSES PORT_FOR_SPLIT: one fanout_load run per rate.
+run_load() {
+    local rate gen i
+    for rate in $rates; do
+        "$work/fanout_load" "$1" "$subs" $((rate * secs)) "$rate" 2>"$work/gen.err" &
+        gen=$!
+        for ((i = 0; i < 600; i++)); do
+            grep -q subscribed "$work/gen.err" 2>/dev/null && break
+            sleep 0.1
+        done
+        [ -n "${2:-}" ] && echo "sessions per worker: $(split "$2")"
+        wait "$gen" || { grep -v subscribed "$work/gen.err" >&2; exit 1; }
+    done
+}
+
+echo "== Redis mode: 2 hosts x 1 worker, $subs subscribers split evenly, rates: $rates /s"
 p1=$(free_port)
 start_dnoded hostA "$p1" 1 "redis://127.0.0.1:$rport"
 p2=$(free_port)
 start_dnoded hostB "$p2" 1 "redis://127.0.0.1:$rport"
-node "$here/fanout.js" "127.0.0.1:$p1,127.0.0.1:$p2" "$subs" "$msgs" "$rate" 2>/dev/null
+run_load "127.0.0.1:$p1,127.0.0.1:$p2"
 kill "${pids[-1]}" "${pids[-2]}"
 wait "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
 unset 'pids[-1]' 'pids[-1]'
 
-echo "== single-host mode: 1 host x 2 workers, $subs subscribers, $msgs messages at $rate/s"
+echo "== single-host mode: 1 host x 2 workers, $subs subscribers, rates: $rates /s"
 p3=$(free_port)
 start_dnoded single "$p3" 2
-node "$here/fanout.js" "127.0.0.1:$p3" "$subs" "$msgs" "$rate" 2>"$work/gen.err" &
-gen=$!
-for ((i = 0; i < 600; i++)); do
-    grep -q subscribed "$work/gen.err" 2>/dev/null && break
-    sleep 0.1
-done
-echo "sessions per worker on :$p3: $(split "$p3")"
-wait "$gen" || { grep -v subscribed "$work/gen.err" >&2; exit 1; }
+run_load "127.0.0.1:$p3" "$p3"
 grep -h -E 'error|warning' "$work"/*.log | grep -v -i mongo | tail -5 || true
