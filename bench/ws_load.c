@@ -32,8 +32,8 @@ typedef struct conn {
     struct load *load;
     struct bufferevent *bev;
     unsigned idx;
-    int state;        /* 0 handshake (ws), 1 waiting for methods, 2 running */
-    int subscribed;   /* the next request is unsubscribe */
+    int state;      /* 0 handshake (ws), 1 waiting for methods, 2 running */
+    int subscribed; /* the next request is unsubscribe */
     uint64_t next_cb;
     uint64_t sent_ns;
 } conn_t;
@@ -257,11 +257,21 @@ int main(int argc, char **argv)
     l.nconns = 1;
     while ((opt = getopt(argc, argv, "p:t:c:d:w:")) != -1) {
         switch (opt) {
-        case 'p': port = atoi(optarg); break;
-        case 't': l.ws = strcmp(optarg, "ws") == 0; break;
-        case 'c': l.nconns = (unsigned)atoi(optarg); break;
-        case 'd': seconds = atoi(optarg); break;
-        case 'w': warmup = atoi(optarg); break;
+        case 'p':
+            port = atoi(optarg);
+            break;
+        case 't':
+            l.ws = strcmp(optarg, "ws") == 0;
+            break;
+        case 'c':
+            l.nconns = (unsigned)atoi(optarg);
+            break;
+        case 'd':
+            seconds = atoi(optarg);
+            break;
+        case 'w':
+            warmup = atoi(optarg);
+            break;
         default:
             fprintf(stderr, "usage: ws_load -p PORT -t tcp|ws -c CONNS -d SECONDS [-w WARMUP]\n");
             return 2;

@@ -59,8 +59,13 @@ enum {
 };
 
 static const char *const header_names[H_COUNT] = {
-    "host", "origin", "if-none-match", "if-modified-since", "upgrade",
-    "sec-websocket-key", "sec-websocket-version",
+    "host",
+    "origin",
+    "if-none-match",
+    "if-modified-since",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
 };
 
 typedef struct http_conn {
@@ -69,15 +74,15 @@ typedef struct http_conn {
     size_t urllen;
     char field[32];
     size_t fieldlen;
-    int in_value;             /* the last callback was a header value */
-    int cur;                  /* header being collected, or -1 */
+    int in_value; /* the last callback was a header value */
+    int cur;      /* header being collected, or -1 */
     char hdr[H_COUNT][HTTP_MAX_HEADER + 1];
     size_t hdrlen[H_COUNT];
-    size_t body;              /* body bytes seen (discarded) */
-    int too_large;            /* 414/431/413 to answer */
-    unsigned complete : 1;    /* a whole request is waiting for its answer */
+    size_t body;           /* body bytes seen (discarded) */
+    int too_large;         /* 414/431/413 to answer */
+    unsigned complete : 1; /* a whole request is waiting for its answer */
     unsigned keep_alive : 1;
-    unsigned closing : 1;     /* close once the output has drained */
+    unsigned closing : 1; /* close once the output has drained */
 } http_conn_t;
 
 /* ------------------------------------------------------------------------
@@ -338,19 +343,32 @@ static int has_fallback(const char *rel)
 static const char *status_text(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 426: return "Upgrade Required";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Error";
+    case 200:
+        return "OK";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Payload Too Large";
+    case 414:
+        return "URI Too Long";
+    case 426:
+        return "Upgrade Required";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
     }
 }
 
@@ -466,8 +484,8 @@ static int http_static(session_t *s, http_conn_t *c, const char *rel)
     } else {
         fresh = 0;
     }
-    snprintf(extra, sizeof(extra),
-             "ETag: %s\r\nLast-Modified: %s\r\nCache-Control: no-cache\r\n", etag, modified);
+    snprintf(extra, sizeof(extra), "ETag: %s\r\nLast-Modified: %s\r\nCache-Control: no-cache\r\n",
+             etag, modified);
     if (fresh) {
         close(fd);
         return http_answer(s, c, 304, NULL, extra, NULL, 0, -1);

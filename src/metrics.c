@@ -25,13 +25,12 @@ static const double bucket_bounds[METRICS_BUCKETS] = {
 };
 
 static const char *const error_names[METRICS_ERR_COUNT] = {
-    "InvalidRequest", "ValidationError", "NotFound", "Forbidden",
-    "Conflict", "DatabaseError", "Unavailable", "other",
+    "InvalidRequest", "ValidationError", "NotFound",    "Forbidden",
+    "Conflict",       "DatabaseError",   "Unavailable", "other",
 };
 
 static const char *const disconnect_names[METRICS_DISC_COUNT] = {
-    "client_closed", "protocol_error", "oversized", "slow_consumer",
-    "timeout", "shutdown", "other",
+    "client_closed", "protocol_error", "oversized", "slow_consumer", "timeout", "shutdown", "other",
 };
 
 static const char *const transport_names[METRICS_TRANSPORT_COUNT] = {"tcp", "websocket"};
@@ -94,11 +93,10 @@ metrics_slot_t *metrics_claim(metrics_t *m, int pid)
     for (pass = 0; pass < 2; pass++) {
         for (i = 0; i < m->nslots; i++) {
             int32_t owner = __atomic_load_n(&m->slots[i].owner, __ATOMIC_ACQUIRE);
-            if (pass == 0 ? owner != 0
-                          : (owner == 0 || kill(owner, 0) == 0 || errno != ESRCH))
+            if (pass == 0 ? owner != 0 : (owner == 0 || kill(owner, 0) == 0 || errno != ESRCH))
                 continue;
-            if (__atomic_compare_exchange_n(&m->slots[i].owner, &owner, pid, 0,
-                                            __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+            if (__atomic_compare_exchange_n(&m->slots[i].owner, &owner, pid, 0, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE)) {
                 reset_gauges(&m->slots[i]);
                 return &m->slots[i];
             }
@@ -247,8 +245,7 @@ static int histogram(struct evbuffer *out, const metrics_t *m, size_t off, const
         }
     }
     if (evbuffer_add_printf(out, "%s_sum %.6f\n%s_count %llu\n", name,
-                            (double)sum_at(m, off + offsetof(metrics_hist_t, sum_us)) / 1e6,
-                            name,
+                            (double)sum_at(m, off + offsetof(metrics_hist_t, sum_us)) / 1e6, name,
                             (unsigned long long)sum_at(m, off + offsetof(metrics_hist_t, count))) <
         0)
         return -1;
@@ -281,9 +278,9 @@ int metrics_render(const metrics_t *m, struct evbuffer *out)
             out, "dnoded_sessions_closed_total{transport=\"%s\"} %llu\n", transport_names[t],
             (unsigned long long)sum_at(m, offsetof(metrics_slot_t, sessions_closed) +
                                               (size_t)t * sizeof(uint64_t)));
-    rc |= counter(out, "dnoded_connections_opened_total",
-                  "Connections accepted (DNode, WebSocket and plain HTTP).",
-                  SUM(connections_opened));
+    rc |=
+        counter(out, "dnoded_connections_opened_total",
+                "Connections accepted (DNode, WebSocket and plain HTTP).", SUM(connections_opened));
     rc |= counter(out, "dnoded_connections_closed_total", "Connections closed.",
                   SUM(connections_closed));
     rc |= counter(out, "dnoded_connections_refused_total",
@@ -301,8 +298,7 @@ int metrics_render(const metrics_t *m, struct evbuffer *out)
                               (unsigned long long)SUM(unknown_methods),
                               (unsigned long long)SUM(oversized));
     rc |= counter(out, "dnoded_slow_consumers_total",
-                  "Sessions disconnected for going over max_output_buffer.",
-                  SUM(slow_consumers));
+                  "Sessions disconnected for going over max_output_buffer.", SUM(slow_consumers));
     rc |= counter(out, "dnoded_bus_published_total",
                   "Changes handed to Redis or the single-host relay.", SUM(bus_published));
     rc |= counter(out, "dnoded_bus_publish_failed_total",
@@ -315,25 +311,22 @@ int metrics_render(const metrics_t *m, struct evbuffer *out)
                   "Redis connections re-established after an outage.", SUM(bus_reconnects));
     rc |= head(out, "dnoded_errors_total", "counter", "Errors reported to clients, by name.");
     for (k = 0; k < METRICS_ERR_COUNT; k++)
-        rc |= evbuffer_add_printf(out, "dnoded_errors_total{name=\"%s\"} %llu\n",
-                                  error_names[k],
-                                  (unsigned long long)sum_at(
-                                      m, offsetof(metrics_slot_t, errors) +
-                                             (size_t)k * sizeof(uint64_t)));
+        rc |= evbuffer_add_printf(out, "dnoded_errors_total{name=\"%s\"} %llu\n", error_names[k],
+                                  (unsigned long long)sum_at(m, offsetof(metrics_slot_t, errors) +
+                                                                    (size_t)k * sizeof(uint64_t)));
     rc |= head(out, "dnoded_disconnects_total", "counter", "DNode sessions ended, by reason.");
     for (k = 0; k < METRICS_DISC_COUNT; k++)
-        rc |= evbuffer_add_printf(out, "dnoded_disconnects_total{reason=\"%s\"} %llu\n",
-                                  disconnect_names[k],
-                                  (unsigned long long)sum_at(
-                                      m, offsetof(metrics_slot_t, disconnects) +
-                                             (size_t)k * sizeof(uint64_t)));
+        rc |= evbuffer_add_printf(
+            out, "dnoded_disconnects_total{reason=\"%s\"} %llu\n", disconnect_names[k],
+            (unsigned long long)sum_at(m, offsetof(metrics_slot_t, disconnects) +
+                                              (size_t)k * sizeof(uint64_t)));
     rc |= head(out, "dnoded_http_requests_total", "counter",
                "HTTP requests answered, by status class.");
     for (k = 1; k <= 5; k++)
-        rc |= evbuffer_add_printf(out, "dnoded_http_requests_total{code=\"%dxx\"} %llu\n", k,
-                                  (unsigned long long)sum_at(
-                                      m, offsetof(metrics_slot_t, http_requests) +
-                                             (size_t)k * sizeof(uint64_t)));
+        rc |= evbuffer_add_printf(
+            out, "dnoded_http_requests_total{code=\"%dxx\"} %llu\n", k,
+            (unsigned long long)sum_at(m, offsetof(metrics_slot_t, http_requests) +
+                                              (size_t)k * sizeof(uint64_t)));
     if (rc < 0)
         return -1;
     if (histogram(out, m, offsetof(metrics_slot_t, db), "dnoded_db_latency_seconds",

@@ -25,12 +25,12 @@ enum {
 
 /* Why a DNode session ended (classified from session_close's reason). */
 enum {
-    METRICS_DISC_CLIENT,      /* the client closed or reset the connection */
-    METRICS_DISC_PROTOCOL,    /* framing violation (WebSocket protocol, bad UTF-8) */
-    METRICS_DISC_OVERSIZED,   /* a message over max_message_size */
-    METRICS_DISC_SLOW,        /* output over max_output_buffer */
+    METRICS_DISC_CLIENT,    /* the client closed or reset the connection */
+    METRICS_DISC_PROTOCOL,  /* framing violation (WebSocket protocol, bad UTF-8) */
+    METRICS_DISC_OVERSIZED, /* a message over max_message_size */
+    METRICS_DISC_SLOW,      /* output over max_output_buffer */
     METRICS_DISC_TIMEOUT,
-    METRICS_DISC_SHUTDOWN,    /* stop, reload, drain */
+    METRICS_DISC_SHUTDOWN, /* stop, reload, drain */
     METRICS_DISC_OTHER,
     METRICS_DISC_COUNT
 };
@@ -57,17 +57,17 @@ typedef struct metrics_slot {
     uint64_t messages_in, messages_out;              /* DNode messages */
     uint64_t malformed, unknown_methods, oversized;  /* messages refused */
     uint64_t slow_consumers;
-    int64_t sessions[METRICS_TRANSPORT_COUNT];       /* gauge: DNode sessions open */
+    int64_t sessions[METRICS_TRANSPORT_COUNT]; /* gauge: DNode sessions open */
     uint64_t sessions_opened[METRICS_TRANSPORT_COUNT];
     uint64_t sessions_closed[METRICS_TRANSPORT_COUNT];
     uint64_t errors[METRICS_ERR_COUNT];
     uint64_t disconnects[METRICS_DISC_COUNT];
-    uint64_t http_requests[6];                       /* by status class: [2] = 2xx */
-    uint64_t bus_published, bus_publish_failed;      /* changes handed to the bus, or not */
-    uint64_t bus_lost;                               /* relay entries overwritten unread */
-    uint64_t bus_reconnects;                         /* Redis connections re-established */
-    metrics_hist_t db;                               /* request to DB completion */
-    metrics_hist_t bus;                              /* handing a change to the bus */
+    uint64_t http_requests[6];                  /* by status class: [2] = 2xx */
+    uint64_t bus_published, bus_publish_failed; /* changes handed to the bus, or not */
+    uint64_t bus_lost;                          /* relay entries overwritten unread */
+    uint64_t bus_reconnects;                    /* Redis connections re-established */
+    metrics_hist_t db;                          /* request to DB completion */
+    metrics_hist_t bus;                         /* handing a change to the bus */
 } metrics_slot_t;
 
 typedef struct metrics metrics_t;

@@ -129,14 +129,13 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
     return n;
 }
 
-static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
-                          int flags, void *arg)
+static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                          void *arg)
 {
     ws_conn_t *c = arg;
 
     (void)flags;
-    if (c->s->bev == NULL ||
-        evbuffer_add(bufferevent_get_output(c->s->bev), data, len) < 0) {
+    if (c->s->bev == NULL || evbuffer_add(bufferevent_get_output(c->s->bev), data, len) < 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
         return -1;
     }
