@@ -144,6 +144,7 @@ struct bus {
     unsigned seed;
     double attempt_at, probe_at, heartbeat_at, reap_at, down_at, sub_seen, last_tick;
     int probe_out, probe_cmd_ok, probe_sub_ok, ever_up, need_sync;
+    const char *broken; /* a failure seen inside a hiredis callback: the tick drops */
     uint64_t failed_in_outage;
 };
 
@@ -978,13 +979,15 @@ static void bus_connect_cb(const redisAsyncContext *ac, int status)
         b->cmd_ok = 1;
     if (!b->sub_ok || !b->cmd_ok)
         return;
+    /* hiredis still uses ac after this callback: failures here are left
+     * to the tick, which drops the connections from outside. */
     if (b->rdb != 0 && redisAsyncCommand(b->cmd, bus_cmd_cb, (void *)(intptr_t)K_SELECT,
                                          "SELECT %d", b->rdb) != REDIS_OK) {
-        bus_redis_down(b, NULL, "cannot send SELECT");
+        b->broken = "cannot send SELECT";
         return;
     }
     if (bus_sub_command(b, "SUBSCRIBE", b->ctl, b->ctllen) < 0)
-        bus_redis_down(b, NULL, "cannot send SUBSCRIBE");
+        b->broken = "cannot send SUBSCRIBE";
 }
 
 static void bus_disconnect_cb(const redisAsyncContext *ac, int status)
@@ -1050,6 +1053,7 @@ static void bus_redis_down(bus_t *b, const redisAsyncContext *dying, const char 
         return;
     b->sub = b->cmd = NULL;
     b->sub_ok = b->cmd_ok = 0;
+    b->broken = NULL;
     if (b->up || b->down_at == 0) {
         b->down_at = bus_now();
         log_warning("bus: Redis at %s:%d unavailable (%s): publishes fail until it is back",
@@ -1092,6 +1096,10 @@ static void bus_tick_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     b->last_tick = now;
+    if (b->broken != NULL) {
+        bus_redis_down(b, NULL, b->broken);
+        return;
+    }
     if (!b->up) {
         if ((b->sub != NULL || b->cmd != NULL) && now - b->attempt_at > REDIS_CONNECT_TIMEOUT)
             bus_redis_down(b, NULL, "connect timed out");
