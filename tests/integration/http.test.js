@@ -321,3 +321,51 @@ test('/metrics is Prometheus text and its counters move with traffic', async () 
     assert.strictEqual(moved('dnoded_disconnects_total{reason="client_closed"}'), 1);
     assert.ok(moved('dnoded_http_requests_total{code="2xx"}') >= 2);
 });
+
+// Connections each worker accepted after byte offset since of the log.
+function acceptedByWorker(d2, since) {
+    const counts = {};
+    for (const m of d2.stderr().slice(since).matchAll(/\[worker (\d+)\] debug: session \d+ .*: connected/g)) {
+        counts[m[1]] = (counts[m[1]] || 0) + 1;
+    }
+    return counts;
+}
+
+test('/metrics answered by any worker sums the counters of every worker', async (t) => {
+    // Debug logs tell which worker accepted each connection: the test only
+    // counts once both workers hold sessions and both answered /metrics.
+    const d2 = await startDnoded({ config: { workers: 2, docroot: root, log_level: 'debug' } }, t);
+    const clients = [];
+    try {
+        for (let round = 0; round < 20; round++) {
+            const batch = await Promise.all(Array.from({ length: 16 }, () => d2.connect()));
+            clients.push(...batch);
+            await Promise.all(batch.map((c) => c.ready));
+            if (Object.keys(acceptedByWorker(d2, 0)).length === 2) {
+                break;
+            }
+        }
+        assert.strictEqual(Object.keys(acceptedByWorker(d2, 0)).length, 2,
+            'connections did not spread over both workers');
+        const since = d2.stderr().length;
+        for (let round = 0; round < 20; round++) {
+            const answers = await Promise.all(Array.from({ length: 8 }, () =>
+                httpGet(d2.port, '/metrics')));
+            for (const a of answers) {
+                const m = parseMetrics(a.text);
+                assert.strictEqual(m.get('dnoded_sessions_opened_total{transport="tcp"}'),
+                    clients.length);
+                assert.strictEqual(m.get('dnoded_sessions{transport="tcp"}'), clients.length);
+            }
+            if (Object.keys(acceptedByWorker(d2, since)).length === 2) {
+                break;
+            }
+        }
+        assert.strictEqual(Object.keys(acceptedByWorker(d2, since)).length, 2,
+            '/metrics was not answered by both workers');
+    } finally {
+        for (const c of clients) {
+            c.close();
+        }
+    }
+});
