@@ -11,6 +11,7 @@ const assert = require('node:assert');
 
 const { startDnoded, sleep, timeScale } = require('../lib/harness');
 const { startRedis } = require('../lib/services');
+const { redisCommand } = require('../lib/redis');
 const { findProgram, waitFor } = require('../lib/proc');
 
 const skip = process.env.DNODED_TEST_REDIS_URL || findProgram('redis-server',
@@ -186,6 +187,9 @@ test.describe('Redis mode: two hosts on one Redis', { skip }, () => {
         assert.strictEqual(await nextPresence(a2, 'unsubscribed', url), 2);
         a2.close();
         assert.strictEqual(await nextPresence(a1, 'unsubscribed', url), 1);
+        // One session leaving did not unsubscribe its worker from Redis.
+        publish(b1, url, { n: 'still' });
+        await a1.next((m) => m.name === 'created', { what: 'a message after a2 left' });
         // Two sessions on b, then b dies without a word.
         const b2 = await client(t, b);
         const b3 = await client(t, b);
@@ -202,6 +206,24 @@ test.describe('Redis mode: two hosts on one Redis', { skip }, () => {
         const b4 = await client(t, b);
         assert.strictEqual(await join(b4, url), 2);
     });
+
+    test('a Redis that stops answering is detected and left for a fresh connection',
+        async (t) => {
+            const url = '/halfopen';
+            const sub = await client(t, a);
+            const pub = await client(t, b);
+            await join(sub, url);
+            const logA = a.stderr().length;
+            // The connections stay open but nothing is answered: only the
+            // liveness probe can tell.
+            await redisCommand(redis.url, 'CLIENT', 'PAUSE', String(6000 * timeScale), 'ALL');
+            await a.waitForLog(/no answer to the liveness probe/, { since: logA });
+            await a.waitForLog(/bus: Redis is back/, { since: logA, timeoutMs: 30000 * timeScale });
+            await waitFor(() => {
+                publish(pub, url, { n: 'after' });
+                return calls(sub, 'created', url).length > 0;
+            }, { timeoutMs: 20000 * timeScale, intervalMs: 200, what: 'delivery to resume' });
+        });
 
     test('Redis stopped and restarted mid-stream: publishes fail visibly, then delivery resumes',
         async (t) => {
@@ -274,7 +296,7 @@ test.describe('single-host mode', () => {
         // The kernel spreads connections over the workers; open some until
         // both have subscribers (and publishers).
         const byWorker = new Map();
-        for (let i = 0; i < 40 && !(byWorker.size === 2 &&
+        for (let i = 0; i < 80 && !(byWorker.size === 2 &&
             [...byWorker.values()].every((l) => l.length >= 3)); i++) {
             const c = await client(t, d);
             const w = await workerOf(c);
@@ -284,6 +306,7 @@ test.describe('single-host mode', () => {
             }
         }
         assert.strictEqual(byWorker.size, 2, 'connections reached both workers');
+        assert.ok([...byWorker.values()].every((l) => l.length >= 3), 'three on each worker');
         const [w0, w1] = [...byWorker.values()];
         const subs = [w0[0], w1[0], w0[1], w1[1]];
         for (let i = 0; i < subs.length; i++) {
