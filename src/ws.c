@@ -23,6 +23,9 @@
 #include "worker.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+/* After our close frame is queued, the peer has this long to take what is
+ * still buffered before the connection is dropped. */
+#define WS_CLOSE_SECONDS 5
 
 typedef struct ws_conn {
     wslay_event_context_ptr ctx;
@@ -216,6 +219,18 @@ static void ws_set_reason(ws_conn_t *c)
     snprintf(c->reason, sizeof(c->reason), "WebSocket protocol error: %s (%u)", what, sent);
 }
 
+/* We are closing: stop reading, and give the peer WS_CLOSE_SECONDS to read
+ * what is buffered (ws_event_cb closes on the timeout). */
+static void ws_finishing(session_t *s)
+{
+    ws_conn_t *c = s->transport_state;
+    struct timeval limit = {WS_CLOSE_SECONDS, 0};
+
+    c->finishing = 1;
+    bufferevent_disable(s->bev, EV_READ);
+    bufferevent_set_timeouts(s->bev, NULL, &limit);
+}
+
 /* Write what wslay queued (pongs, close frames); once our close frame is
  * out, stop reading and close the session when the output has drained. */
 static void ws_flush(session_t *s)
@@ -229,17 +244,18 @@ static void ws_flush(session_t *s)
         return;
     }
     if (!c->finishing && wslay_event_get_close_sent(c->ctx)) {
-        c->finishing = 1;
         ws_set_reason(c);
-        bufferevent_disable(s->bev, EV_READ);
+        ws_finishing(s);
     }
     if (c->finishing && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
         session_close(s, c->reason);
 }
 
-/* A framing error wslay gave up on (it may have queued a close without a
- * code): write our own 1002 close instead of what it queued, then finish. */
-static void ws_fail(session_t *s, int code)
+/* Close with code on our own, bypassing wslay's queue (it may hold a close
+ * without a code, after a framing error it gave up on): the close frame
+ * goes after the whole frames already buffered, then we finish. reason is
+ * for session_close. */
+static void ws_close_with(session_t *s, int code, const char *reason)
 {
     ws_conn_t *c = s->transport_state;
     unsigned char frame[4] = {0x88, 0x02, (unsigned char)(code >> 8), (unsigned char)code};
@@ -248,9 +264,8 @@ static void ws_fail(session_t *s, int code)
         ws_flush(s);
         return;
     }
-    c->finishing = 1;
-    snprintf(c->reason, sizeof(c->reason), "WebSocket protocol error: bad frame (%d)", code);
-    bufferevent_disable(s->bev, EV_READ);
+    snprintf(c->reason, sizeof(c->reason), "%s (%d)", reason, code);
+    ws_finishing(s);
     if (evbuffer_add(bufferevent_get_output(s->bev), frame, sizeof(frame)) < 0 ||
         evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
         session_close(s, c->reason);
@@ -263,7 +278,7 @@ void ws_read(session_t *s)
     if (s->closing || c == NULL || c->finishing)
         return;
     if (wslay_event_recv(c->ctx) != 0) {
-        ws_fail(s, WSLAY_CODE_PROTOCOL_ERROR);
+        ws_close_with(s, WSLAY_CODE_PROTOCOL_ERROR, "WebSocket protocol error: bad frame");
         return;
     }
     if (c->broken) {
@@ -401,6 +416,15 @@ int ws_write(session_t *s, session_msg_t *m)
         return 0; /* the connection is ending: nothing more goes out */
     out = bufferevent_get_output(s->bev);
     n = ws_frame_header(hdr, WSLAY_TEXT_FRAME, m->len);
+    if (evbuffer_get_length(out) + n + m->len > s->worker->cfg->max_output_buffer) {
+        /* A slow consumer: instead of this frame, a 1008 close after what is
+         * buffered; the peer gets WS_CLOSE_SECONDS to read it all. */
+        s->worker->stats->slow_consumers++;
+        slog_warning(s, "WebSocket output over max_output_buffer: closing with 1008");
+        ws_close_with(s, WSLAY_CODE_POLICY_VIOLATION,
+                      "output buffer over max_output_buffer (client too slow)");
+        return 0;
+    }
     if (evbuffer_add(out, hdr, n) < 0)
         return -1;
     m->refs++;

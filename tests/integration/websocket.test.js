@@ -263,3 +263,43 @@ test('Origin: allowed_origins lists the sites that may connect', async (t) => {
     const bare = await WsConn.open(d2.port);
     bare.close();
 });
+
+test('a WebSocket subscriber that cannot keep up is closed with 1008', async (t) => {
+    const d2 = await startDnoded({ config: { max_output_buffer: '64k' } }, t);
+    const slow = await dnodeWs(d2.port);
+    const fast = await dnodeWs(d2.port);
+    try {
+        assert.deepStrictEqual(await invoke(slow, 'subscribe', 'flood'), [null]);
+        slow.sock.pause(); // stops reading: the kernel buffers fill, then ours
+        const doc = { _id: '0123456789abcdef01234567', text: 'x'.repeat(16000) };
+        const since = d2.stderr().length;
+        for (let i = 0; i < 400 && !/closing with 1008/.test(d2.stderr().slice(since)); i++) {
+            assert.deepStrictEqual(await invoke(fast, 'publish', doc,
+                { url: 'flood', method: 'update' }), [null]);
+        }
+        await d2.waitForLog(/closing with 1008/, { since });
+        slow.sock.resume(); // what was buffered, then the close
+        assert.strictEqual(await slow.closeCode(), 1008);
+        await slow.waitClosed();
+        const [err] = await invoke(fast, 'subscribe', 'still-here');
+        assert.strictEqual(err, null);
+    } finally {
+        slow.close();
+        fast.close();
+    }
+});
+
+test('a graceful stop says goodbye with 1001', async (t) => {
+    const d3 = await startDnoded({}, t);
+    const c = await dnodeWs(d3.port);
+    try {
+        assert.deepStrictEqual(await invoke(c, 'subscribe', 'bye'), [null]);
+        d3.signal('SIGQUIT');
+        assert.strictEqual(await c.closeCode(), 1001);
+        await c.waitClosed();
+        const status = await d3.waitExit();
+        assert.strictEqual(status.code, 0);
+    } finally {
+        c.close();
+    }
+});
