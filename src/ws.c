@@ -96,7 +96,7 @@ int ws_origin_allowed(const config_t *cfg, const char *origin, const char *host)
             size_t m = strlen(allowed);
             if (m > 0 && allowed[m - 1] == '/')
                 m--;
-            if (strcmp(allowed, "*") == 0 || (m == n && strncasecmp(allowed, origin, n) == 0))
+            if (m == n && strncasecmp(allowed, origin, n) == 0)
                 return 1;
         }
         return 0;

@@ -16,7 +16,7 @@
 int ws_accept_key(const char *key, char *out, size_t outlen);
 
 /* Whether a browser page from origin may open the socket: origin must be one
- * of cfg->allowed_origins ("*" allows any), or, with none configured, name
+ * of cfg->allowed_origins (case-insensitive), or, with none configured, name
  * the same host and port as the request's Host header. A request without
  * Origin (not from a browser) is allowed. 1 or 0. */
 int ws_origin_allowed(const config_t *cfg, const char *origin, const char *host);
