@@ -277,12 +277,10 @@ test.describe('single-host mode', () => {
         await checkOrder([await client(t, d), await client(t, d)], subs, url);
     });
 
-    // A todo until master.c hands bus_host_new() to its workers (HACKING.md,
-    // "The bus"): each worker has a private relay then and this fails on
-    // the host-wide count. Once it passes, drop the todo.
-    test('two workers: exactly once, one order and host-wide presence', {
-        todo: 'needs the master to pass bus_host_new() to its workers',
-    }, async (t) => {
+    // Needs the master to hand bus_host_new() to its workers (HACKING.md,
+    // "The bus"); without it each worker has a private relay and the
+    // host-wide count fails.
+    test('two workers: exactly once, one order and host-wide presence', async (t) => {
         const d = await startDnoded({ mongodbUri: NO_DB,
             config: { workers: 2, log_level: 'debug' } }, t);
         const url = '/workers-order';
