@@ -100,7 +100,7 @@ static void master_signal_handler(int sig)
     case SIGTERM:
     case SIGINT:
         if (master_sig_terminate < 2)
-            master_sig_terminate++;
+            master_sig_terminate++; /* counts: a second one kills */
         break;
     case SIGUSR1:
         master_sig_reopen = 1;
@@ -634,8 +634,11 @@ static void master_stop(master_t *m, int graceful)
 
 static void master_reopen(master_t *m)
 {
-    log_info("reopening the log file");
-    if (log_reopen() == 0 && m->cfg->log_file != NULL && m->cfg->log_file[0] != '\0' &&
+    if (log_reopen() < 0)
+        return; /* logged; the workers keep their old file too */
+    log_info("reopened the log file");
+    /* Created by us (as root, perhaps): the workers must be able to open it. */
+    if (m->cfg->log_file != NULL && m->cfg->log_file[0] != '\0' &&
         (m->uid != (uid_t)-1 || m->gid != (gid_t)-1) && geteuid() == 0 &&
         chown(m->cfg->log_file, m->uid, m->gid) < 0)
         log_warning("cannot give %s to the workers' user: %s", m->cfg->log_file, strerror(errno));
@@ -708,13 +711,17 @@ static void master_loop(master_t *m)
             master_reap(m);
         }
         if (master_sig_terminate > 0) {
-            if (m->stopping == 2 && master_sig_terminate > 1) {
+            int n = master_sig_terminate;
+            master_sig_terminate = 0;
+            if (m->stopping == 2 && n > 0) {
+                master_kill_all(m); /* a second TERM/INT: at once */
+                break;
+            }
+            master_stop(m, 0);
+            if (n > 1) {
                 master_kill_all(m);
                 break;
             }
-            master_sig_terminate = 1;
-            if (m->stopping != 2)
-                master_stop(m, 0);
         }
         if (master_sig_quit) {
             master_sig_quit = 0;

@@ -1,0 +1,469 @@
+'use strict';
+// The process model of the real dnoded: the master's workers share its
+// listening socket, a killed worker is replaced, reloads (good and broken)
+// keep serving without refusing a connection or losing a callback, QUIT
+// delivers what is in flight, USR1 reopens the log, and -t / -s behave as
+// dnoded(8) says. Needs no database: pub/sub round trips run in
+// single-host mode, and the one slow operation is a read against a
+// MongoDB address nobody listens on (it completes with an error after
+// db_timeout_ms, which is the callback QUIT must still deliver).
+
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const http = require('node:http');
+const path = require('node:path');
+
+const { startDnoded, runDnoded, renderConfig, sleep, timeScale } = require('../lib/harness');
+const { waitFor, freePort } = require('../lib/proc');
+
+// ------------------------------------------------------------------ helpers
+
+function ppidOf(pid) {
+    try {
+        const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    } catch (err) {
+        return null;
+    }
+}
+
+// Live children of the master: its workers.
+function workerPids(d) {
+    return d.processes().filter((p) => p !== d.pid && ppidOf(p) === d.pid).sort();
+}
+
+async function waitWorkers(d, n, what = `${n} workers`) {
+    return waitFor(() => {
+        const pids = workerPids(d);
+        return pids.length === n ? pids : null;
+    }, { timeoutMs: 15000 * timeScale, what });
+}
+
+// Inodes of the TCP sockets a process holds open.
+function socketInodes(pid) {
+    const out = new Set();
+    for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
+        try {
+            const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
+            if (m) {
+                out.add(m[1]);
+            }
+        } catch (err) {
+            // closed meanwhile
+        }
+    }
+    return out;
+}
+
+// Inode of the socket listening on 127.0.0.1:port (from /proc/net/tcp).
+function listenerInode(port) {
+    const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+    for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
+        const f = line.trim().split(/\s+/);
+        if (f.length > 9 && f[1] === `0100007F:${hexPort}` && f[3] === '0A') {
+            return f[9];
+        }
+    }
+    return null;
+}
+
+// The counters of GET /metrics (any worker sums every worker's slot).
+function getMetrics(port) {
+    return new Promise((resolve, reject) => {
+        http.get({ host: '127.0.0.1', port, path: '/metrics' }, (res) => {
+            let body = '';
+            res.setEncoding('utf8');
+            res.on('data', (d) => {
+                body += d;
+            });
+            res.on('end', () => {
+                const m = {};
+                for (const line of body.split('\n')) {
+                    const f = /^([a-z_]+(?:\{[^}]*\})?) (\d+)$/.exec(line);
+                    if (f) {
+                        m[f[1]] = Number(f[2]);
+                    }
+                }
+                resolve(m);
+            });
+        }).on('error', reject);
+    });
+}
+
+// Clients that keep connecting and making subscribe round trips until
+// stop() is called. A connection the server closes is replaced at once.
+//   refused:     connection attempts that failed;
+//   raced:       requests written while the server was already closing the
+//                connection (its FIN not yet seen): no callback, and no way
+//                for the server to answer; at most one per server close;
+//   ok:          callbacks received (each with null, as subscribe answers);
+//   connections: connections opened, each of which sent one methods message.
+function startLoad(d, nClients) {
+    const stats = { ok: 0, sent: 0, raced: 0, refused: 0, connections: 0, closedByServer: 0,
+        errors: [] };
+    let stopping = false;
+    const perClient = new Array(nClients).fill(0);
+    async function client(i) {
+        while (!stopping) {
+            let c;
+            try {
+                c = await d.connect({ timeoutMs: 20000 * timeScale });
+            } catch (err) {
+                stats.refused++;
+                stats.errors.push(`connect: ${err.message}`);
+                await sleep(20);
+                continue;
+            }
+            stats.connections++;
+            try {
+                await c.ready;
+            } catch (err) {
+                // Closed before the server said hello: nothing was asked.
+                stats.closedByServer++;
+                c.close();
+                continue;
+            }
+            while (!stopping && !c.isClosed) {
+                const cb = c.callback(20000 * timeScale, 'the subscribe reply');
+                c.call('subscribe', `/load/${i}`, cb.fn);
+                stats.sent++;
+                try {
+                    const [err] = await cb.args;
+                    if (err !== null) {
+                        stats.errors.push(`subscribe answered ${JSON.stringify(err)}`);
+                    }
+                    stats.ok++;
+                    perClient[i]++;
+                } catch (err) {
+                    if (!c.isClosed) {
+                        stats.errors.push(err.message);
+                    }
+                    stats.raced++;
+                }
+                // Let a close that arrived with the reply be seen first.
+                await new Promise((resolve) => setImmediate(resolve));
+            }
+            if (c.isClosed && !stopping) {
+                stats.closedByServer++;
+            }
+            c.close();
+        }
+    }
+    const clients = [];
+    for (let i = 0; i < nClients; i++) {
+        clients.push(client(i));
+    }
+    return {
+        stats,
+        perClient,
+        async stop() {
+            stopping = true;
+            await Promise.all(clients);
+            return stats;
+        },
+    };
+}
+
+// Waits until every client completed at least `more` round trips past now.
+async function progress(load, more, what) {
+    const start = load.perClient.slice();
+    await waitFor(() => load.perClient.every((n, i) => n >= start[i] + more),
+        { timeoutMs: 20000 * timeScale, what });
+}
+
+function writeFile(file, text) {
+    fs.writeFileSync(file, text);
+}
+
+// ------------------------------------------------------------------ tests
+
+test('workers = 3 gives three worker processes sharing one listening socket', async (t) => {
+    const d = await startDnoded({ config: { workers: 3 } }, t);
+    const pids = await waitWorkers(d, 3);
+    assert.strictEqual(new Set(pids).size, 3);
+    const inode = listenerInode(d.port);
+    assert.ok(inode, 'the listening socket shows in /proc/net/tcp');
+    assert.ok(socketInodes(d.pid).has(inode), 'the master holds the listening socket');
+    for (const pid of pids) {
+        assert.ok(socketInodes(pid).has(inode), `worker ${pid} accepts on the same socket`);
+    }
+    // Every connection is served, whichever worker the kernel gives it to.
+    const clients = [];
+    for (let i = 0; i < 12; i++) {
+        clients.push(await d.connect());
+    }
+    for (const c of clients) {
+        assert.deepStrictEqual(await c.invoke('subscribe', '/three'), [null]);
+    }
+    for (const c of clients) {
+        c.close();
+    }
+});
+
+test('a worker killed with SIGKILL under load is replaced and clients reconnect at once',
+    async (t) => {
+        const d = await startDnoded({ config: { workers: 2 } }, t);
+        const before = await waitWorkers(d, 2);
+        const load = startLoad(d, 4);
+        try {
+            await progress(load, 20, 'round trips before the kill');
+            process.kill(before[0], 'SIGKILL');
+            await d.waitForLog(/worker \d+ \(pid \d+\) was killed by signal 9 unexpectedly: respawning/);
+            const after = await waitFor(() => {
+                const pids = workerPids(d);
+                return pids.length === 2 && !pids.includes(before[0]) ? pids : null;
+            }, { timeoutMs: 15000 * timeScale, what: 'a replacement worker' });
+            assert.ok(after.includes(before[1]), 'the other worker kept running');
+            await progress(load, 20, 'round trips after the kill');
+        } finally {
+            await load.stop();
+        }
+        assert.strictEqual(load.stats.refused, 0, load.stats.errors.join('\n'));
+        assert.ok(load.stats.closedByServer >= 1, 'some clients were on the killed worker');
+    });
+
+test('10 reloads while clients keep calling: no refused connection, no lost callback',
+    async (t) => {
+        const d = await startDnoded({ config: { workers: 2, shutdown_timeout: 20 } }, t);
+        let pids = await waitWorkers(d, 2);
+        const load = startLoad(d, 3);
+        try {
+            await progress(load, 10, 'round trips before the first reload');
+            for (let gen = 2; gen <= 11; gen++) {
+                d.signal('SIGHUP');
+                await d.waitForLog(new RegExp(`reloaded: generation ${gen} started`));
+                // The old generation finishes (it drains its sessions) and the
+                // new one serves every client.
+                const old = pids;
+                pids = await waitFor(() => {
+                    const now = workerPids(d);
+                    return now.length === 2 && now.every((p) => !old.includes(p)) ? now : null;
+                }, { timeoutMs: 25000 * timeScale, what: `generation ${gen - 1} to exit` });
+                await progress(load, 3, `round trips on generation ${gen}`);
+            }
+        } finally {
+            await load.stop();
+        }
+        const s = load.stats;
+        assert.strictEqual(s.refused, 0, `refused connections:\n${s.errors.join('\n')}`);
+        assert.deepStrictEqual(s.errors, []);
+        // Every request the server read was answered: what the workers (all
+        // generations) received, less one methods message per connection,
+        // is exactly the callbacks the clients got.
+        const m = await getMetrics(d.port);
+        const read = m.dnoded_messages_received_total - s.connections;
+        assert.strictEqual(read, s.ok, `the server read ${read} requests, ${s.ok} were ` +
+            `answered (${s.raced} more were written as their connection closed)`);
+        assert.strictEqual(m.dnoded_connections_refused_total, 0);
+        assert.ok(s.raced <= s.closedByServer);
+        // Sessions really moved from old workers to new ones.
+        assert.ok(s.closedByServer >= 10, `sessions closed by reloads: ${s.closedByServer}`);
+        assert.ok(s.connections > 3);
+    });
+
+test('a reload with a broken models file keeps the running state and says why', async (t) => {
+    const d = await startDnoded({ config: { workers: 2 } }, t);
+    const pids = await waitWorkers(d, 2);
+    const good = fs.readFileSync(d.modelsPath, 'utf8');
+    writeFile(d.modelsPath, '{"todo": {"fields": {"title": {"type": "Strin');
+    const since = d.stderr().length;
+    d.signal('SIGHUP');
+    const line = await d.waitForLog(/reload failed, still running the previous configuration/,
+        { since });
+    assert.match(line, /models\.json/);
+    // Same workers, still serving.
+    await sleep(300);
+    assert.deepStrictEqual(workerPids(d), pids);
+    const c = await d.connect();
+    assert.deepStrictEqual(await c.invoke('subscribe', '/still'), [null]);
+    c.close();
+    // Fixed, the next reload goes through.
+    writeFile(d.modelsPath, good);
+    d.signal('SIGHUP');
+    await d.waitForLog(/reloaded: generation 2 started/, { since });
+    // A config error is refused the same way.
+    const conf = fs.readFileSync(d.configPath, 'utf8');
+    writeFile(d.configPath, conf + 'no_such_key = 1\n');
+    const since2 = d.stderr().length;
+    d.signal('SIGHUP');
+    const line2 = await d.waitForLog(/reload failed/, { since: since2 });
+    assert.match(line2, /no_such_key/);
+    writeFile(d.configPath, conf);
+});
+
+test('a reload that changes workers says a restart is needed', async (t) => {
+    const d = await startDnoded({ config: { workers: 1 } }, t);
+    await waitWorkers(d, 1);
+    writeFile(d.configPath, fs.readFileSync(d.configPath, 'utf8').replace(/^workers = 1$/m,
+        'workers = 2'));
+    d.signal('SIGHUP');
+    await d.waitForLog(/reload: workers changed; restart dnoded to apply/);
+    await d.waitForLog(/reloaded: generation 2 started/);
+    await sleep(300);
+    assert.strictEqual(workerPids(d).length, 1);
+});
+
+test('QUIT delivers the callbacks of operations in flight before closing', async (t) => {
+    const deadPort = await freePort();
+    const d = await startDnoded({
+        mongodbUri: `mongodb://127.0.0.1:${deadPort}/dnoded_master_test`,
+        config: { workers: 1, db_timeout_ms: 1500 },
+    }, t);
+    await waitWorkers(d, 1);
+    const c = await d.connect();
+    await c.ready;
+    // A read that stays in flight until server selection gives up.
+    const readFn = c.callback(20000 * timeScale, 'the read reply');
+    const readErr = c.callback(20000 * timeScale, 'the read error');
+    c.call('read', { type: 'todo', query: {}, error: readErr.fn }, readFn.fn);
+    // And a burst of round trips written in one go, read by the server
+    // while it is already stopping.
+    const burst = [];
+    let lines = '';
+    for (let i = 0; i < 50; i++) {
+        const cb = c.callback(20000 * timeScale, `subscribe reply ${i}`);
+        burst.push(cb.args);
+        lines += JSON.stringify(c.request(c.remoteMethods.subscribe, [`/quit/${i}`, cb.fn])) +
+            '\n';
+    }
+    await sleep(200); // let the read reach the worker first (ordering, not a timing check)
+    c.sendRaw(lines);
+    d.signal('SIGQUIT');
+    const replies = await Promise.all(burst);
+    assert.ok(replies.every((r) => r[0] === null));
+    const first = await Promise.race([readFn.args.then((a) => ['fn', a]),
+        readErr.args.then((a) => ['error', a])]);
+    assert.strictEqual(first[0], 'error', `read answered ${JSON.stringify(first)}`);
+    assert.match(first[1][0].name, /^(Unavailable|DatabaseError)$/);
+    await c.waitClosed();
+    const status = await d.waitExit();
+    assert.deepStrictEqual(status, { code: 0, signal: null });
+    assert.ok(!fs.existsSync(d.pidfile), 'the pidfile is removed on exit');
+});
+
+test('USR1 after moving the log file writes to a new file', async (t) => {
+    const d = await startDnoded({ config: { workers: 2 } }, t);
+    const log = path.join(d.dir, 'dnoded.log');
+    // Restart on a log file (the harness logs to stderr by default).
+    await d.stop();
+    d.opts.config = { ...d.opts.config, log_file: log };
+    await d.start();
+    await waitWorkers(d, 2);
+    await waitFor(() => /\[worker 1\].*serving/.test(fs.readFileSync(log, 'utf8')),
+        { what: 'the workers to log' });
+    fs.renameSync(log, log + '.1');
+    d.signal('SIGUSR1');
+    await waitFor(() => fs.existsSync(log), { what: 'a new log file' });
+    // Every process writes to the new file from now on: a session closed
+    // by a worker logs there.
+    for (let i = 0; i < 4; i++) {
+        const c = await d.connect();
+        await c.invoke('subscribe', '/log');
+        c.close();
+    }
+    const text = await waitFor(() => {
+        const s = fs.readFileSync(log, 'utf8');
+        return /\[master\] info: reopened the log file/.test(s) && /\[worker \d\].*closed/.test(s)
+            ? s : null;
+    }, { what: 'master and worker lines in the new file' });
+    assert.doesNotMatch(fs.readFileSync(log + '.1', 'utf8'), /reopened/);
+    assert.match(text, /\[worker \d\]/);
+});
+
+test('-t exits 0 for a good configuration and 1 with the reason otherwise', async (t) => {
+    const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-t-'));
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const models = path.join(dir, 'models.json');
+    writeFile(models, JSON.stringify({ todo: { fields: { title: 'String' } } }));
+    const good = path.join(dir, 'good.conf');
+    writeFile(good, renderConfig({ listen: '127.0.0.1:1', models }));
+    let r = runDnoded(['-t', '-c', good]);
+    assert.strictEqual(r.code, 0, r.stderr);
+    assert.match(r.stdout, /are ok/);
+
+    const badKey = path.join(dir, 'bad.conf');
+    writeFile(badKey, renderConfig({ models, wrokers: 2 }));
+    r = runDnoded(['-t', '-c', badKey]);
+    assert.strictEqual(r.code, 1);
+    assert.match(r.stderr, /bad\.conf:\d+: .*wrokers/);
+
+    const badModels = path.join(dir, 'badmodels.json');
+    writeFile(badModels, JSON.stringify({ todo: { fields: { title: { type: 'Strnig' } } } }));
+    const conf2 = path.join(dir, 'm.conf');
+    writeFile(conf2, renderConfig({ models: badModels }));
+    r = runDnoded(['-t', '-c', conf2]);
+    assert.strictEqual(r.code, 1);
+    assert.match(r.stderr, /badmodels\.json: .*Strnig/);
+
+    const badUser = path.join(dir, 'u.conf');
+    writeFile(badUser, renderConfig({ models, user: 'no-such-user-dnoded' }));
+    r = runDnoded(['-t', '-c', badUser]);
+    assert.strictEqual(r.code, 1);
+    assert.match(r.stderr, /user 'no-such-user-dnoded' does not exist/);
+
+    r = runDnoded(['-t', '-c', path.join(dir, 'missing.conf')]);
+    assert.strictEqual(r.code, 1);
+    assert.match(r.stderr, /missing\.conf/);
+});
+
+test('-s reload, reopen, quit and stop reach the master through the pidfile', async (t) => {
+    const d = await startDnoded({ config: { workers: 1 } }, t);
+    await waitWorkers(d, 1);
+    assert.strictEqual(fs.readFileSync(d.pidfile, 'utf8'), `${d.pid}\n`);
+    const ctl = (name) => runDnoded(['-c', d.configPath, '-s', name]);
+
+    let r = ctl('reload');
+    assert.strictEqual(r.code, 0, r.stderr);
+    await d.waitForLog(/reloaded: generation 2 started/);
+    r = ctl('reopen');
+    assert.strictEqual(r.code, 0, r.stderr);
+    await d.waitForLog(/reopened the log file/);
+    r = ctl('restart');
+    assert.strictEqual(r.code, 1);
+    assert.match(r.stderr, /unknown signal 'restart'/);
+    r = ctl('quit');
+    assert.strictEqual(r.code, 0, r.stderr);
+    await d.waitForLog(/graceful stop/);
+    assert.deepStrictEqual(await d.waitExit(), { code: 0, signal: null });
+    assert.ok(!fs.existsSync(d.pidfile));
+    r = ctl('reload');
+    assert.strictEqual(r.code, 1);
+    assert.match(r.stderr, /cannot open pidfile/);
+    await d.stop();
+
+    await d.start();
+    await waitWorkers(d, 1);
+    r = ctl('stop');
+    assert.strictEqual(r.code, 0, r.stderr);
+    await d.waitForLog(/fast stop/);
+    assert.deepStrictEqual(await d.waitExit(), { code: 0, signal: null });
+
+    // A pidfile naming no process.
+    writeFile(d.pidfile, '999999999\n');
+    r = ctl('reload');
+    assert.strictEqual(r.code, 1);
+    assert.match(r.stderr, /cannot signal process 999999999/);
+    fs.rmSync(d.pidfile);
+});
+
+test('a second TERM stops at once, killing workers still busy', async (t) => {
+    const deadPort = await freePort();
+    const d = await startDnoded({
+        mongodbUri: `mongodb://127.0.0.1:${deadPort}/dnoded_master_test`,
+        config: { workers: 1, db_timeout_ms: 10000 },
+    }, t);
+    await waitWorkers(d, 1);
+    const c = await d.connect();
+    await c.ready;
+    const errCb = c.callback(20000 * timeScale, 'the read error');
+    c.call('read', { type: 'todo', query: {}, error: errCb.fn }, () => {});
+    await sleep(200); // the read reaches the worker (ordering, not a timing check)
+    d.signal('SIGTERM');
+    await d.waitForLog(/\[master\] info: fast stop: 1 workers/);
+    await d.waitForLog(/\[worker 0\] info: fast stop: 1 sessions/);
+    d.signal('SIGTERM');
+    assert.deepStrictEqual(await d.waitExit(), { code: 0, signal: null });
+    assert.match(d.stderr(), /killing 1 workers/);
+    c.close();
+});
