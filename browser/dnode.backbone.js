@@ -79,6 +79,7 @@
         var opt = { type: typeOf(model), url: channelOf(model), client: clientId };
         var data = null;
         var op = { sent: false, done: false };
+        var touched = null;
 
         if (!state.options.pubsub || options.broadcast === false) {
             opt.silent = true;
@@ -95,6 +96,8 @@
                     }
                 });
                 model._dnodeLastRead = _.pick(options, 'query', 'sorting', 'fields');
+                touched = {};
+                (model._dnodeReads = model._dnodeReads || []).push(touched);
             } else {
                 opt.query = { _id: model.id };
                 if (options.fields !== undefined) {
@@ -131,6 +134,9 @@
                 return;
             }
             finish();
+            if (touched) {
+                model._dnodeReads = _.without(model._dnodeReads || [], touched);
+            }
             if (options.error) {
                 options.error(err);
             }
@@ -140,6 +146,9 @@
                 return;
             }
             finish();
+            if (touched) {
+                doc = mergeTouched(model, touched, doc);
+            }
             if (options.success) {
                 options.success(doc);
             }
@@ -158,6 +167,25 @@
 
     /* ------------------------------------------------------------- pushes */
 
+    /* A collection read races with pushes: a change pushed while the read
+     * was in flight is newer than what the read saw. So the answer loses
+     * the documents pushed meanwhile, and gets the models they made
+     * instead, before Backbone sets it (a fetch would otherwise undo them). */
+    function mergeTouched(col, touched, docs) {
+        col._dnodeReads = _.without(col._dnodeReads || [], touched);
+        if (!_.isArray(docs) || _.isEmpty(touched)) {
+            return docs;
+        }
+        var out = _.reject(docs, function (d) { return _.has(touched, String(idOf(d))); });
+        _.each(touched, function (kind, id) {
+            var m = col.get(id);
+            if (kind !== 'deleted' && m) {
+                out.push(m.toJSON());
+            }
+        });
+        return out;
+    }
+
     function findIn(col, doc, opt) {
         var found = col.get(doc) || col.get(idOf(doc));
         if (!found && opt && opt.client === clientId && opt.cid) {
@@ -169,6 +197,9 @@
 
     function applyToCollection(col, kind, doc, opt) {
         var found = findIn(col, doc, opt);
+        _.each(col._dnodeReads || [], function (touched) {
+            touched[String(idOf(doc))] = kind;
+        });
         if (kind === 'deleted') {
             if (found) {
                 found.trigger('destroy', found, found.collection, opt);
