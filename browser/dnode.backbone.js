@@ -170,20 +170,21 @@
     /* A collection read races with pushes: a change pushed while the read
      * was in flight is newer than what the read saw. So the answer loses
      * the documents pushed meanwhile, and gets the models they made
-     * instead, before Backbone sets it (a fetch would otherwise undo them). */
+     * instead, before Backbone sets it (a fetch would otherwise undo them).
+     * Models not saved yet (a create on its way) stay as well. */
     function mergeTouched(col, touched, docs) {
         col._dnodeReads = _.without(col._dnodeReads || [], touched);
-        if (!_.isArray(docs) || _.isEmpty(touched)) {
+        if (!_.isArray(docs)) {
             return docs;
         }
         var out = _.reject(docs, function (d) { return _.has(touched, String(idOf(d))); });
         _.each(touched, function (kind, id) {
             var m = col.get(id);
             if (kind !== 'deleted' && m) {
-                out.push(m.toJSON());
+                out.push(m);
             }
         });
-        return out;
+        return out.concat(col.filter(function (m) { return m.isNew(); }));
     }
 
     function findIn(col, doc, opt) {

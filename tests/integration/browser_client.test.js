@@ -264,6 +264,8 @@ test('after a reconnection: resubscribed, caught up, queued calls sent', { skip 
         b.events.filter((e) => e === 'ready').length >= 2, 'both reconnected');
     const made = await queued;
     assert.match(made.id, /^[0-9a-f]{24}$/);
+    // The refetch after reconnecting kept the model while its create was queued.
+    assert.strictEqual(a.todos.get(made.id), made);
     // B, resubscribed (or refetched), has it.
     await until(() => b.todos.get(made.id), 'the change made during the outage in B');
 
