@@ -93,11 +93,13 @@ test('the harness starts a server, talks DNode to it and stops it cleanly', asyn
 
 test('a sanitizer report on stderr fails stop()', async (t) => {
     const d = await startDnoded({ bin: fakeBin(t), env: { FAKE_MODE: 'asan' } });
+    t.after(() => fs.rmSync(d.dir, { recursive: true, force: true }));
     await assert.rejects(d.stop(), /sanitizer report:\n[\s\S]*AddressSanitizer: heap-use-after-free/);
 });
 
 test('a server that ignores SIGTERM is killed and fails stop()', async (t) => {
     const d = await startDnoded({ bin: fakeBin(t), env: { FAKE_MODE: 'hang' } });
+    t.after(() => fs.rmSync(d.dir, { recursive: true, force: true }));
     const pid = d.pid;
     await assert.rejects(d.stop({ timeoutMs: 300 }), /did not exit within 300 ms/);
     assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' });
@@ -105,6 +107,7 @@ test('a server that ignores SIGTERM is killed and fails stop()', async (t) => {
 
 test('a server that exits by itself fails stop()', async (t) => {
     const d = await startDnoded({ bin: fakeBin(t), env: { FAKE_MODE: 'crash' } });
+    t.after(() => fs.rmSync(d.dir, { recursive: true, force: true }));
     const c = await d.connect();
     await c.waitClosed();
     await waitFor(() => !d.running, { what: 'the stand-in to exit' });
@@ -113,6 +116,7 @@ test('a server that exits by itself fails stop()', async (t) => {
 
 test('processes left in the server\'s group fail stop() and are killed', async (t) => {
     const d = await startDnoded({ bin: fakeBin(t), env: { FAKE_MODE: 'orphan' } });
+    t.after(() => fs.rmSync(d.dir, { recursive: true, force: true }));
     const pgid = d.pid;
     await assert.rejects(d.stop(), /processes left behind/);
     assert.deepStrictEqual(groupMembers(pgid), []);

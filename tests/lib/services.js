@@ -219,7 +219,8 @@ async function getServices({ mongo = true, redis = true, label } = {}) {
 }
 
 // ------------------------------------------------------------------ CLI
-// node tests/lib/services.js [--no-redis] [--no-mongo] [--dir DIR] [--env-file FILE]
+// node tests/lib/services.js [--no-redis] [--no-mongo] [--dir DIR] [--write-env FILE]
+// (not --env-file: node 20 takes that option for itself wherever it appears)
 // Starts what the environment does not already provide, writes
 // "export NAME='value'" lines (to FILE, else stdout) once both answer, and
 // runs until SIGTERM or SIGINT, then stops them. With --dir the servers keep
@@ -289,7 +290,7 @@ async function main(argv) {
             opts.mongo = false;
         } else if (a === '--dir' && i + 1 < argv.length) {
             opts.dir = argv[++i];
-        } else if (a === '--env-file' && i + 1 < argv.length) {
+        } else if (a === '--write-env' && i + 1 < argv.length) {
             opts.envFile = argv[++i];
         } else {
             process.stderr.write(`services.js: unknown argument ${a}\n`);
