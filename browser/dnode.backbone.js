@@ -266,7 +266,9 @@
                     delete state.channels[url];
                 }
             }
-            needConnection().call(join ? 'subscribe' : 'unsubscribe', url, function (err) {
+            var conn = needConnection();
+            var reply = function (err) {
+                conn.release(reply); /* answered once: the id can go */
                 if (err) {
                     if (options.error) {
                         options.error.call(options.context, self, err, options);
@@ -278,7 +280,8 @@
                 if (callback) {
                     callback.call(options.context, err || null, self);
                 }
-            });
+            };
+            conn.call(join ? 'subscribe' : 'unsubscribe', url, reply);
             return this;
         };
     }
@@ -299,7 +302,8 @@
             return;
         }
         _.each(_.keys(state.channels), function (url) {
-            state.conn.call('subscribe', url, function () {});
+            var reply = function () { state.conn.release(reply); };
+            state.conn.call('subscribe', url, reply);
             _.each(state.channels[url], function (obj) {
                 if (obj instanceof Backbone.Collection && obj._dnodeLastRead) {
                     obj.fetch(_.clone(obj._dnodeLastRead));

@@ -313,3 +313,17 @@ test('changes pushed while a fetch is in flight are not undone by its answer',
         assert.ok(b.todos.get(made.id), 'the fetch removed a model pushed meanwhile');
         assert.strictEqual(b.todos.get(old.id).get('title'), 'renamed during the fetch');
     });
+
+test('answered callbacks are released: the table of local callbacks stays small',
+    { skip }, async () => {
+        const p = page(d.port);
+        pages.push(p);
+        await until(() => p.conn.isReady(), 'the page ready');
+        const base = Object.keys(p.conn._local).length; // our exported methods
+        for (let i = 0; i < 20; i++) {
+            await subscribe(p.todos);
+            await fetch(p.todos, { query: { title: 'nothing like this' } });
+            await new Promise((resolve) => p.todos.unsubscribe(resolve));
+        }
+        assert.strictEqual(Object.keys(p.conn._local).length, base);
+    });
