@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# workers.sh: what the prefork model buys, in one run:
+#   1. subscribe/unsubscribe round trips at 50 connections against dnoded
+#      with workers = 1, then workers = 2 (ops/s, p50, p99; bench/rpc_load.c);
+#   2. how many connections one worker holds once the descriptor limit is
+#      raised the way the systemd unit raises it (LimitNOFILE=65536 there,
+#      ulimit -n here): N idle sessions on one worker, counted from the
+#      worker's open descriptors.
+# Usage: bench/workers.sh [DNODED_BINARY]  (default: $DNODED_BIN, else ./dnoded)
+# Environment: RPC_SECONDS (10), RPC_CONNECTIONS (50), HOLD_SESSIONS (20000).
+# Everything listens on 127.0.0.1 and is stopped on exit. The load generator
+# shares the machine's cores with the workers: on 2 cores, 2 workers compete
+# with it for the CPU, so read the ratio with that in mind.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+src=$(dirname "$here")
+dnoded=${1:-${DNODED_BIN:-./dnoded}}
+duration=${RPC_SECONDS:-10}
+conns=${RPC_CONNECTIONS:-50}
+hold=${HOLD_SESSIONS:-20000}
+
+[ -x "$dnoded" ] || { echo "workers.sh: no dnoded binary at $dnoded (pass its path)" >&2; exit 2; }
+dnoded=$(cd "$(dirname "$dnoded")" && pwd)/$(basename "$dnoded")
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/dnoded-bench.XXXXXX")
+pids=()
+cleanup() {
+    exec 4>&- 2>/dev/null || true
+    for p in "${pids[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    for p in "${pids[@]}"; do
+        wait "$p" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() { # port, seconds
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "workers.sh: nothing answers on port $1" >&2
+    return 1
+}
+
+# The limit the unit sets, or as close as the hard limit allows.
+want=65536
+hard=$(ulimit -Hn)
+if [ "$hard" != unlimited ] && [ "$hard" -lt "$want" ]; then
+    want=$hard
+fi
+ulimit -n "$want"
+if [ "$hold" -gt $((want - 200)) ]; then
+    hold=$((want - 200))
+fi
+
+echo "building the load generator"
+cc -O2 -std=gnu11 -Wall -o "$work/rpc_load" "$here/rpc_load.c" \
+    $(pkg-config --cflags --libs libevent)
+
+start_dnoded() { # workers
+    port=$(free_port)
+    cat > "$work/dnoded.conf" <<EOF
+listen = 127.0.0.1:$port
+workers = $1
+models = $src/etc/models.json
+# Pub/sub only: nothing listens here, and nothing in this run needs it.
+mongodb_uri = mongodb://127.0.0.1:$(free_port)/bench?serverSelectionTimeoutMS=500
+log_level = error
+max_connections = $((hold + 100))
+EOF
+    "$dnoded" -c "$work/dnoded.conf" 2>>"$work/dnoded.log" &
+    dpid=$!
+    pids+=("$dpid")
+    wait_port "$port" 15
+}
+
+stop_dnoded() {
+    kill -TERM "$dpid" 2>/dev/null || true
+    wait "$dpid" 2>/dev/null || true
+}
+
+for n in 1 2; do
+    echo
+    echo "== subscribe/unsubscribe round trips: workers = $n, $conns connections, ${duration}s"
+    start_dnoded "$n"
+    "$work/rpc_load" -p "$port" -c "$conns" -d "$duration" -w 2
+    stop_dnoded
+done
+
+echo
+echo "== connections held by one worker with ulimit -n $(ulimit -n)"
+start_dnoded 1
+worker=$(ps -o pid= --ppid "$dpid" | tr -d ' ' | head -n 1)
+before=$(ls "/proc/$worker/fd" | wc -l)
+mkfifo "$work/hold"
+"$work/rpc_load" -p "$port" -i "$hold" < "$work/hold" > "$work/hold.out" &
+lpid=$!
+pids+=("$lpid")
+exec 4>"$work/hold" # keeps the sessions open until closed below
+for ((i = 0; i < 1200; i++)); do
+    grep -q '^ready' "$work/hold.out" 2>/dev/null && break
+    kill -0 "$lpid" 2>/dev/null || break
+    sleep 0.1
+done
+sleep 1
+held=$(( $(ls "/proc/$worker/fd" | wc -l) - before ))
+limit=$(sed -n 's/^Max open files *\([0-9]*\).*/\1/p' "/proc/$worker/limits")
+echo "asked for $hold sessions: $(grep '^ready' "$work/hold.out" || echo 'not all ready');" \
+    "worker $worker holds $held connections (its open file limit: $limit)"
+exec 4>&-
+wait "$lpid" || true
+stop_dnoded
+if grep -qi 'error\|warning' "$work/dnoded.log"; then
+    echo
+    echo "dnoded logged (tail):"
+    tail -5 "$work/dnoded.log"
+fi
