@@ -521,6 +521,8 @@ static int http_upgrade(session_t *s, http_conn_t *c)
 
     if (c->parser.method != HTTP_GET || !has_token(c->hdr[H_UPGRADE], "websocket"))
         return http_error(s, c, 400, NULL);
+    if (s->draining) /* this worker is stopping: the client retries elsewhere */
+        return http_error(s, c, 503, "Retry-After: 1\r\n");
     if (strcmp(c->hdr[H_WS_VERSION], "13") != 0)
         return http_error(s, c, 426, "Sec-WebSocket-Version: 13\r\n");
     if (ws_accept_key(c->hdr[H_WS_KEY], accept, sizeof(accept)) < 0)
