@@ -4,7 +4,9 @@
  *
  *   BackboneDNode(options)   DNode middleware; options.pubsub (false): when
  *                            true, changes are published to every subscriber
- *                            of the model's url, otherwise only the caller hears
+ *                            of the model's url, otherwise only the caller hears;
+ *                            options.idAttribute ('_id'): set as Backbone's
+ *                            default idAttribute (false leaves it alone)
  *   _.sync                   a Backbone sync over DNode: set `sync: _.sync` on
  *                            a model or collection, or Backbone.sync = _.sync
  *   type, url                on models and collections: the server's model type
