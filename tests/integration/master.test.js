@@ -99,11 +99,14 @@ function getMetrics(port) {
 //                for the server to answer; at most one per server close;
 //   ok:          callbacks received (each with null, as subscribe answers);
 //   connections: connections opened, each of which sent one methods message.
-function startLoad(d, nClients) {
+// With slowReads, that many more clients loop on a read that stays in
+// flight until the database times out (mongodbUri pointing nowhere): its
+// error callback counts as the answer.
+function startLoad(d, nClients, { slowReads = 0 } = {}) {
     const stats = { ok: 0, sent: 0, raced: 0, refused: 0, connections: 0, closedByServer: 0,
-        errors: [] };
+        slowOps: 0, errors: [] };
     let stopping = false;
-    const perClient = new Array(nClients).fill(0);
+    const perClient = new Array(nClients + slowReads).fill(0);
     async function client(i) {
         while (!stopping) {
             let c;
@@ -126,12 +129,22 @@ function startLoad(d, nClients) {
             }
             while (!stopping && !c.isClosed) {
                 const cb = c.callback(20000 * timeScale, 'the subscribe reply');
-                c.call('subscribe', `/load/${i}`, cb.fn);
+                let answer = cb.args;
+                if (i < nClients) {
+                    c.call('subscribe', `/load/${i}`, cb.fn);
+                } else {
+                    const errCb = c.callback(20000 * timeScale, 'the read error');
+                    c.call('read', { type: 'todo', query: {}, error: errCb.fn }, cb.fn);
+                    answer = Promise.race([cb.args.then(() => ['read answered']),
+                        errCb.args.then(([e]) => (e && /^(Unavailable|DatabaseError)$/
+                            .test(e.name) ? [null] : [e]))]);
+                    stats.slowOps++;
+                }
                 stats.sent++;
                 try {
-                    const [err] = await cb.args;
+                    const [err] = await answer;
                     if (err !== null) {
-                        stats.errors.push(`subscribe answered ${JSON.stringify(err)}`);
+                        stats.errors.push(`answered ${JSON.stringify(err)}`);
                     }
                     stats.ok++;
                     perClient[i]++;
@@ -151,7 +164,7 @@ function startLoad(d, nClients) {
         }
     }
     const clients = [];
-    for (let i = 0; i < nClients; i++) {
+    for (let i = 0; i < nClients + slowReads; i++) {
         clients.push(client(i));
     }
     return {
@@ -165,10 +178,11 @@ function startLoad(d, nClients) {
     };
 }
 
-// Waits until every client completed at least `more` round trips past now.
-async function progress(load, more, what) {
+// Waits until every client completed at least `more` round trips past now
+// (the first `only` clients, when given).
+async function progress(load, more, what, only = load.perClient.length) {
     const start = load.perClient.slice();
-    await waitFor(() => load.perClient.every((n, i) => n >= start[i] + more),
+    await waitFor(() => load.perClient.every((n, i) => i >= only || n >= start[i] + more),
         { timeoutMs: 20000 * timeScale, what });
 }
 
@@ -223,11 +237,15 @@ test('a worker killed with SIGKILL under load is replaced and clients reconnect 
         assert.ok(load.stats.closedByServer >= 1, 'some clients were on the killed worker');
     });
 
-test('10 reloads while clients keep calling: no refused connection, no lost callback',
+test('10 reloads while clients keep calling: nothing refused, every request read is answered',
     async (t) => {
-        const d = await startDnoded({ config: { workers: 2, shutdown_timeout: 20 } }, t);
+        const deadPort = await freePort();
+        const d = await startDnoded({
+            mongodbUri: `mongodb://127.0.0.1:${deadPort}/dnoded_master_test`,
+            config: { workers: 2, shutdown_timeout: 20, db_timeout_ms: 400 },
+        }, t);
         let pids = await waitWorkers(d, 2);
-        const load = startLoad(d, 3);
+        const load = startLoad(d, 3, { slowReads: 2 });
         try {
             await progress(load, 10, 'round trips before the first reload');
             for (let gen = 2; gen <= 11; gen++) {
@@ -240,7 +258,7 @@ test('10 reloads while clients keep calling: no refused connection, no lost call
                     const now = workerPids(d);
                     return now.length === 2 && now.every((p) => !old.includes(p)) ? now : null;
                 }, { timeoutMs: 25000 * timeScale, what: `generation ${gen - 1} to exit` });
-                await progress(load, 3, `round trips on generation ${gen}`);
+                await progress(load, 3, `round trips on generation ${gen}`, 3);
             }
         } finally {
             await load.stop();
@@ -257,6 +275,9 @@ test('10 reloads while clients keep calling: no refused connection, no lost call
             `answered (${s.raced} more were written as their connection closed)`);
         assert.strictEqual(m.dnoded_connections_refused_total, 0);
         assert.ok(s.raced <= s.closedByServer);
+        assert.ok(s.slowOps >= 10, `slow reads made: ${s.slowOps}`);
+        t.diagnostic(`round trips ${s.ok}, connections ${s.connections}, closed by reloads ` +
+            `${s.closedByServer}, raced ${s.raced}, slow reads ${s.slowOps}`);
         // Sessions really moved from old workers to new ones.
         assert.ok(s.closedByServer >= 10, `sessions closed by reloads: ${s.closedByServer}`);
         assert.ok(s.connections > 3);
