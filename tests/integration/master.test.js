@@ -488,3 +488,53 @@ test('a second TERM stops at once, killing workers still busy', async (t) => {
     assert.match(d.stderr(), /killing 1 workers/);
     c.close();
 });
+
+// sd_notify: a datagram socket standing in for systemd's (python3 reads it;
+// node has no AF_UNIX datagrams). Skipped without python3 or libsystemd.
+const NOTIFY_RECEIVER = `
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+print('bound', flush=True)
+while True:
+    print(s.recv(4096).decode().replace('\\n', ' '), flush=True)
+`;
+
+function notifySkip() {
+    const { spawnSync } = require('node:child_process');
+    if (spawnSync('python3', ['-c', 'pass']).status !== 0) {
+        return 'needs python3';
+    }
+    const bin = process.env.DNODED_BIN || '';
+    const ldd = spawnSync('ldd', [bin], { encoding: 'utf8' });
+    return /libsystemd/.test(ldd.stdout || '') ? false : 'dnoded built without libsystemd';
+}
+
+test('systemd: READY, RELOADING with MONOTONIC_USEC then READY, STOPPING', { skip: notifySkip() },
+    async (t) => {
+        const { spawn } = require('node:child_process');
+        const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-notify-'));
+        const sock = path.join(dir, 'notify.sock');
+        const rx = spawn('python3', ['-c', NOTIFY_RECEIVER, sock], { stdio: ['ignore', 'pipe',
+            'inherit'] });
+        t.after(() => {
+            rx.kill('SIGKILL');
+            fs.rmSync(dir, { recursive: true, force: true });
+        });
+        const lines = [];
+        rx.stdout.setEncoding('utf8');
+        rx.stdout.on('data', (d) => lines.push(...d.split('\n').filter(Boolean)));
+        await waitFor(() => lines.includes('bound'), { what: 'the notify socket' });
+        const d = await startDnoded({ config: { workers: 2 }, env: { NOTIFY_SOCKET: sock } }, t);
+        await waitFor(() => lines.includes('READY=1'), { what: 'READY=1' });
+        await waitWorkers(d, 2);
+        d.signal('SIGHUP');
+        await d.waitForLog(/reloaded: generation 2/);
+        await waitFor(() => lines.length >= 4, { what: 'RELOADING and READY' });
+        assert.match(lines[2], /^RELOADING=1 MONOTONIC_USEC=\d+$/);
+        assert.strictEqual(lines[3], 'READY=1');
+        d.signal('SIGQUIT');
+        await waitFor(() => lines.includes('STOPPING=1'), { what: 'STOPPING=1' });
+        assert.deepStrictEqual(await d.waitExit(), { code: 0, signal: null });
+        assert.deepStrictEqual(lines.slice(0, 2), ['bound', 'READY=1']);
+    });
