@@ -219,9 +219,11 @@ static void transport_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     session_t *s = arg;
 
-    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && !s->started) {
-        /* A silent peer: a DNode client waiting for our methods. */
-        if (transport_begin_dnode(s) == 0)
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
+        /* A silent peer: a DNode client waiting for our methods. Once
+         * started, a line session has no read timeout: this one fired in
+         * the same loop pass as the read that started it (busy worker). */
+        if ((s->started || transport_begin_dnode(s) == 0) && !s->closing)
             bufferevent_enable(bev, EV_READ);
         return;
     }
