@@ -16,19 +16,87 @@ function sleep(ms) {
     return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-// A TCP port nobody listens on right now (the kernel's choice). Another
-// process may still take it before the caller binds it; callers that can
-// see an address-in-use failure retry with a new port.
-function freePort(host = '127.0.0.1') {
-    return new Promise((resolve, reject) => {
+// Ports come from below the kernel's ephemeral range (32768 and up here), so
+// that neither outgoing connections nor bind(0) elsewhere take them, and are
+// reserved for the life of this process by a file in a directory shared by
+// all test processes. Without that, a test that stops a server and starts it
+// again on the same port can find the port taken by a server of a test file
+// running in parallel, and talk to the wrong server.
+const PORT_MIN = 20000;
+const PORT_MAX = 32000;
+const PORT_DIR = path.join(require('node:os').tmpdir(), 'dnoded-test-ports');
+const reservedPorts = new Set();
+
+function pidAlive(pid) {
+    try {
+        process.kill(pid, 0);
+        return true;
+    } catch (err) {
+        return err.code === 'EPERM';
+    }
+}
+
+// Claims port for this process; false if a live process holds it.
+function reservePort(port) {
+    const file = path.join(PORT_DIR, String(port));
+    for (let i = 0; i < 2; i++) {
+        try {
+            fs.writeFileSync(file, String(process.pid), { flag: 'wx' });
+            reservedPorts.add(port);
+            return true;
+        } catch (err) {
+            if (err.code !== 'EEXIST') {
+                throw err;
+            }
+        }
+        const owner = Number(fs.readFileSync(file, 'utf8'));
+        if (owner && pidAlive(owner)) {
+            return false;
+        }
+        fs.rmSync(file, { force: true }); // stale: its process is gone
+    }
+    return false;
+}
+
+function releasePort(port) {
+    reservedPorts.delete(port);
+    fs.rmSync(path.join(PORT_DIR, String(port)), { force: true });
+}
+
+process.on('exit', () => {
+    for (const port of reservedPorts) {
+        try {
+            fs.rmSync(path.join(PORT_DIR, String(port)), { force: true });
+        } catch (err) {
+            // nothing to do at exit
+        }
+    }
+});
+
+function canBind(port, host) {
+    return new Promise((resolve) => {
         const srv = net.createServer();
         srv.unref();
-        srv.on('error', reject);
-        srv.listen(0, host, () => {
-            const { port } = srv.address();
-            srv.close(() => resolve(port));
-        });
+        srv.once('error', () => resolve(false));
+        srv.listen(port, host, () => srv.close(() => resolve(true)));
     });
+}
+
+// A loopback TCP port that nobody listens on and no other test process
+// holds; it stays this process's until it exits.
+async function freePort(host = '127.0.0.1') {
+    fs.mkdirSync(PORT_DIR, { recursive: true, mode: 0o1777 });
+    for (let i = 0; i < 500; i++) {
+        const port = PORT_MIN + Math.floor(Math.random() * (PORT_MAX - PORT_MIN));
+        if (reservedPorts.has(port) || !reservePort(port)) {
+            continue;
+        }
+        if (await canBind(port, host)) {
+            return port;
+        }
+        releasePort(port);
+    }
+    throw new Error(`no free port in ${PORT_MIN}-${PORT_MAX - 1}`);
 }
 
 // Resolves true once a TCP connection to host:port succeeds within
