@@ -11,6 +11,7 @@
 #include <event2/bufferevent.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "json.h"
 
@@ -96,6 +97,12 @@ const char *session_ctx(const session_t *s, char *buf, size_t len);
 /* Output. All return 0, or -1 when the session is closing or went over
  * max_output_buffer (then it has been closed as too slow). */
 int session_send_msg(session_t *s, session_msg_t *m); /* takes a new ref on m */
+/* Write iov straight to the socket when nothing is queued in out. Returns
+ * the bytes written (0 when the caller must queue everything), or -1 on a
+ * write error. SIGPIPE is ignored process-wide. */
+struct iovec;
+ssize_t session_write_direct(session_t *s, struct evbuffer *out, struct iovec *iov,
+                             int iovcnt);
 /* Call the client's callback id with args (args stay the caller's). */
 int session_call(session_t *s, int64_t cb, const json_t *args);
 /* Call an exported client method (created, updated, ...) when the client

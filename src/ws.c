@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -425,12 +426,27 @@ int ws_write(session_t *s, session_msg_t *m)
                       "output buffer over max_output_buffer (client too slow)");
         return 0;
     }
-    if (evbuffer_add(out, hdr, n) < 0)
-        return -1;
-    m->refs++;
-    if (evbuffer_add_reference(out, m->data, m->len, ws_msg_release, m) < 0) {
-        m->refs--;
-        return -1; /* the half-written frame goes with the session */
+    {
+        struct iovec iov[2] = {{hdr, n}, {m->data, m->len}};
+        ssize_t done = session_write_direct(s, out, iov, 2);
+
+        if (done < 0)
+            return -1;
+        if ((size_t)done >= n + m->len)
+            return 0;
+        if ((size_t)done < n) {
+            if (evbuffer_add(out, hdr + done, n - (size_t)done) < 0)
+                return -1;
+            done = 0;
+        } else {
+            done -= (ssize_t)n;
+        }
+        m->refs++;
+        if (evbuffer_add_reference(out, m->data + done, m->len - (size_t)done, ws_msg_release,
+                                   m) < 0) {
+            m->refs--;
+            return -1; /* the half-written frame goes with the session */
+        }
     }
     return 0;
 }
