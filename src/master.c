@@ -41,6 +41,9 @@
 /* Metrics slots: old and new generations overlap during a reload, and a
  * crashed worker's slot is only reclaimed once its pid is gone. */
 #define MASTER_METRICS_SLOTS_PER_WORKER 4
+/* How long a reload waits for every new worker to accept before giving up
+ * and keeping the running generation. */
+#define MASTER_READY_SECONDS 15.0
 /* A worker's own fast-stop deadline (worker.c) plus slack. */
 #define MASTER_FAST_STOP_SECONDS (2 + MASTER_KILL_SLACK_SECONDS)
 
@@ -50,6 +53,7 @@ typedef struct master_proc {
     unsigned generation;
     double started;       /* monotonic seconds */
     unsigned exiting : 1; /* told to stop: its exit is expected */
+    unsigned ready : 1;   /* it said it accepts on every socket */
 } master_proc_t;
 
 /* One per worker of the current generation. */
@@ -76,16 +80,28 @@ typedef struct master {
     char *user;           /* for initgroups(); NULL = keep credentials */
     uid_t uid;
     gid_t gid;
-    int stopping;         /* 0, 1 graceful, 2 fast */
-    double stop_deadline; /* then the remaining workers get SIGKILL */
+    int ready_pipe[2]; /* workers write their pid when ready (then SIGUSR2) */
+    int started;       /* READY=1 sent once the first generation was ready */
+    /* A reload in progress: generation is the new one, and the previous
+     * state is kept until every new worker is ready (commit) or one of
+     * them fails (rollback). */
+    int reloading;
+    double reload_deadline;
+    config_t *prev_cfg;
+    model_set_t *prev_models;
+    master_slot_t *prev_slots;
+    char reload_failure[160]; /* why the reload in progress failed, or "" */
+    int stopping;             /* 0, 1 graceful, 2 fast */
+    double stop_deadline;     /* then the remaining workers get SIGKILL */
     int status;
 } master_t;
 
 /* The only state shared with signal handlers. */
 static volatile sig_atomic_t master_sig_reload, master_sig_quit, master_sig_terminate,
-    master_sig_reopen, master_sig_child, master_sig_alarm;
+    master_sig_reopen, master_sig_child, master_sig_alarm, master_sig_ready;
 
-static const int master_signals[] = {SIGHUP, SIGQUIT, SIGTERM, SIGINT, SIGUSR1, SIGCHLD, SIGALRM};
+static const int master_signals[] = {SIGHUP,  SIGQUIT, SIGTERM, SIGINT,
+                                     SIGUSR1, SIGUSR2, SIGCHLD, SIGALRM};
 #define MASTER_NSIGNALS (sizeof(master_signals) / sizeof(master_signals[0]))
 
 static void master_signal_handler(int sig)
@@ -110,6 +126,9 @@ static void master_signal_handler(int sig)
         break;
     case SIGALRM:
         master_sig_alarm = 1;
+        break;
+    case SIGUSR2: /* a worker wrote to the ready pipe */
+        master_sig_ready = 1;
         break;
     default:
         break;
@@ -312,6 +331,22 @@ static void master_signal_all(master_t *m, int sig, int mark_exiting)
     }
 }
 
+/* In a worker, once it accepts: tell the master (worker_args_t.on_ready). */
+static void master_worker_ready(void *arg)
+{
+    master_t *m = arg;
+    int32_t pid = (int32_t)getpid();
+
+    /* A write of 4 bytes to a pipe is atomic; the signal only wakes the
+     * master, so signals merging does not lose a worker. */
+    if (write(m->ready_pipe[1], &pid, sizeof(pid)) != (ssize_t)sizeof(pid))
+        log_warning("cannot tell the master this worker is ready: %s", strerror(errno));
+    if (kill(m->pid, SIGUSR2) < 0)
+        log_warning("cannot wake the master: %s", strerror(errno));
+    close(m->ready_pipe[1]);
+    m->ready_pipe[1] = -1;
+}
+
 /* In the child: become worker index, never return. */
 static void master_worker_main(master_t *m, int index) __attribute__((noreturn));
 static void master_worker_main(master_t *m, int index)
@@ -335,6 +370,12 @@ static void master_worker_main(master_t *m, int index)
 #endif
     free(m->procs);
     m->procs = NULL;
+    close(m->ready_pipe[0]);
+    m->ready_pipe[0] = -1;
+    /* The previous state of a reload in progress is the master's only. */
+    model_set_free(m->prev_models);
+    config_free(m->prev_cfg);
+    free(m->prev_slots);
     status = 0;
     /* Root drops to user/group now, before any library handle exists;
      * anyone else was checked by master_run to need no change. */
@@ -363,6 +404,8 @@ static void master_worker_main(master_t *m, int index)
         args.nfds = m->nfds;
         args.metrics = m->metrics;
         args.bus_host = m->bus_host;
+        args.on_ready = master_worker_ready;
+        args.ready_arg = m;
         store_global_init();
         status = worker_run(&args);
         store_global_cleanup();
@@ -376,6 +419,8 @@ static void master_worker_main(master_t *m, int index)
     for (i = 0; i < m->nfds; i++)
         close(m->fds[i]);
     free(m->fds);
+    if (m->ready_pipe[1] >= 0)
+        close(m->ready_pipe[1]);
     log_close();
     exit(status);
 }
@@ -406,6 +451,7 @@ static int master_spawn(master_t *m, int index)
     m->procs[m->nprocs].generation = m->generation;
     m->procs[m->nprocs].started = master_now();
     m->procs[m->nprocs].exiting = 0;
+    m->procs[m->nprocs].ready = 0;
     m->nprocs++;
     m->slots[index].respawn_at = 0;
     log_info("worker %d started (pid %ld, generation %u)", index, (long)pid, m->generation);
@@ -470,8 +516,22 @@ static void master_reap(master_t *m)
                      what);
             continue;
         }
+        if (m->reloading && p.generation == m->generation && !p.ready) {
+            snprintf(m->reload_failure, sizeof(m->reload_failure),
+                     "new worker %d %s before it accepted (see its log lines above)", p.index,
+                     what);
+            continue;
+        }
+        if (m->reloading && p.generation + 1 == m->generation) {
+            /* The running generation lost a worker while a reload is
+             * pending: respawned only if the reload is rolled back. */
+            log_error("worker %d (pid %ld) %s unexpectedly during a reload", p.index, (long)pid,
+                      what);
+            m->prev_slots[p.index].respawn_at = master_now();
+            continue;
+        }
         if (p.generation != m->generation)
-            continue; /* cannot happen: old generations are all exiting */
+            continue; /* cannot happen: older generations are all exiting */
         if (WIFEXITED(status) && WEXITSTATUS(status) == 2) {
             log_error("worker %d (pid %ld) exited with status 2, a fatal configuration "
                       "error (see its log lines above): not respawned",
@@ -521,7 +581,9 @@ static void master_arm_timer(master_t *m)
     memset(&it, 0, sizeof(it));
     if (m->stopping)
         next = m->stop_deadline;
-    else
+    else if (m->reloading)
+        next = m->reload_deadline;
+    if (!m->stopping)
         for (i = 0; i < m->nworkers; i++)
             if (m->slots[i].respawn_at > 0 && (next == 0 || m->slots[i].respawn_at < next))
                 next = m->slots[i].respawn_at;
@@ -542,13 +604,23 @@ static void master_arm_timer(master_t *m)
  * Reload, stop, reopen
  * ------------------------------------------------------------------------ */
 
+/* Whether cfg logs elsewhere or at another level than the running one. */
+static int master_log_changed(const config_t *a, const config_t *b)
+{
+    return a->log_level != b->log_level ||
+           strcmp(a->log_file ? a->log_file : "", b->log_file ? b->log_file : "") != 0;
+}
+
+/* HUP: build the new state, then start its workers. The running state is
+ * kept until every new worker is ready (master_reload_commit) or one of
+ * them fails (master_reload_rollback). */
 static void master_reload(master_t *m)
 {
     char err[512], buf[80];
-    config_t *cfg = NULL, *old_cfg;
-    model_set_t *models = NULL, *old_models;
+    config_t *cfg = NULL;
+    model_set_t *models = NULL;
+    master_slot_t *slots = NULL;
     char *changes;
-    size_t i;
     int w;
 
     snprintf(buf, sizeof(buf), "RELOADING=1\nMONOTONIC_USEC=%llu",
@@ -558,21 +630,24 @@ static void master_reload(master_t *m)
     cfg = config_load(m->cfg->path, err, sizeof(err));
     if (cfg == NULL) {
         log_error("reload failed, still running the previous configuration: %s", err);
-        goto done;
+        goto fail;
     }
     models = model_set_load(cfg->models, err, sizeof(err));
     if (models == NULL) {
         log_error("reload failed, still running the previous configuration: %s: %s", cfg->models,
                   err);
-        goto done;
+        goto fail;
     }
-    if ((cfg->log_level != m->cfg->log_level ||
-         strcmp(cfg->log_file ? cfg->log_file : "", m->cfg->log_file ? m->cfg->log_file : "")) &&
-        log_open(cfg->log_level, cfg->log_file) < 0) {
+    slots = calloc((size_t)m->nworkers, sizeof(*slots));
+    if (slots == NULL) {
+        log_error("reload failed, still running the previous configuration: out of memory");
+        goto fail;
+    }
+    if (master_log_changed(m->cfg, cfg) && log_open(cfg->log_level, cfg->log_file) < 0) {
         log_error("reload failed, still running the previous configuration: cannot open "
                   "log file %s: %s",
                   cfg->log_file, strerror(errno));
-        goto done;
+        goto fail;
     }
     changes = config_nonreloadable_changes(m->cfg, cfg);
     if (changes != NULL) {
@@ -580,18 +655,32 @@ static void master_reload(master_t *m)
                     changes);
         free(changes);
     }
-    old_cfg = m->cfg;
-    old_models = m->models;
+    m->prev_cfg = m->cfg;
+    m->prev_models = m->models;
+    m->prev_slots = m->slots;
     m->cfg = cfg;
     m->models = models;
-    cfg = NULL;
-    models = NULL;
+    m->slots = slots;
+    m->reloading = 1;
+    m->reload_deadline = master_now() + MASTER_READY_SECONDS;
+    m->reload_failure[0] = '\0';
     m->generation++;
-    for (w = 0; w < m->nworkers; w++) {
-        memset(&m->slots[w], 0, sizeof(m->slots[w]));
+    for (w = 0; w < m->nworkers; w++)
         if (master_spawn(m, w) < 0)
-            master_schedule_respawn(m, w, 0);
-    }
+            snprintf(m->reload_failure, sizeof(m->reload_failure), "cannot fork worker %d", w);
+    return;
+fail:
+    free(slots);
+    model_set_free(models);
+    config_free(cfg);
+    master_notify("READY=1");
+}
+
+/* Every worker of the new generation accepts: the previous one stops. */
+static void master_reload_commit(master_t *m)
+{
+    size_t i;
+
     /* The new generation accepts on the same sockets; what the old one has
      * not accepted waits in the listen queue, so nothing is refused. */
     for (i = 0; i < m->nprocs; i++) {
@@ -611,13 +700,100 @@ static void master_reload(master_t *m)
                 log_error("kill(%ld, SIGTERM) failed: %s", (long)p->pid, strerror(errno));
         }
     }
-    config_free(old_cfg);
-    model_set_free(old_models);
+    config_free(m->prev_cfg);
+    model_set_free(m->prev_models);
+    free(m->prev_slots);
+    m->prev_cfg = NULL;
+    m->prev_models = NULL;
+    m->prev_slots = NULL;
+    m->reloading = 0;
     log_info("reloaded: generation %u started, the previous one is stopping", m->generation);
-done:
-    model_set_free(models);
-    config_free(cfg);
     master_notify("READY=1");
+}
+
+/* A new worker failed before it was ready: stop the new generation and go
+ * on with the previous state, which never stopped serving. */
+static void master_reload_rollback(master_t *m, const char *why)
+{
+    size_t i;
+
+    log_error("reload failed, still running the previous configuration: %s", why);
+    for (i = 0; i < m->nprocs; i++) {
+        master_proc_t *p = &m->procs[i];
+        if (p->generation != m->generation)
+            continue;
+        p->exiting = 1;
+        if (kill(p->pid, SIGTERM) < 0 && errno != ESRCH)
+            log_error("kill(%ld, SIGTERM) failed: %s", (long)p->pid, strerror(errno));
+    }
+    if (master_log_changed(m->cfg, m->prev_cfg) &&
+        log_open(m->prev_cfg->log_level, m->prev_cfg->log_file) < 0)
+        log_error("cannot reopen the previous log file %s: %s", m->prev_cfg->log_file,
+                  strerror(errno));
+    config_free(m->cfg);
+    model_set_free(m->models);
+    free(m->slots);
+    m->cfg = m->prev_cfg;
+    m->models = m->prev_models;
+    m->slots = m->prev_slots;
+    m->prev_cfg = NULL;
+    m->prev_models = NULL;
+    m->prev_slots = NULL;
+    m->reloading = 0;
+    m->generation--;
+    master_notify("READY=1");
+}
+
+/* Read the pids workers wrote to the ready pipe. */
+static void master_read_ready(master_t *m)
+{
+    int32_t pids[64];
+    ssize_t n;
+    size_t i, k;
+
+    while ((n = read(m->ready_pipe[0], pids, sizeof(pids))) > 0) {
+        for (k = 0; k < (size_t)n / sizeof(pids[0]); k++)
+            for (i = 0; i < m->nprocs; i++)
+                if (m->procs[i].pid == (pid_t)pids[k])
+                    m->procs[i].ready = 1;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EINTR)
+        log_error("cannot read the ready pipe: %s", strerror(errno));
+}
+
+/* Ready workers and fatal slots of the current generation. */
+static void master_count_ready(const master_t *m, int *ready, int *fatal)
+{
+    size_t i;
+    int w;
+
+    *ready = *fatal = 0;
+    for (i = 0; i < m->nprocs; i++)
+        if (m->procs[i].generation == m->generation && m->procs[i].ready && !m->procs[i].exiting)
+            (*ready)++;
+    for (w = 0; w < m->nworkers; w++)
+        if (m->slots[w].fatal)
+            (*fatal)++;
+}
+
+/* Commit or roll back a reload, and tell systemd the first start is done. */
+static void master_check_ready(master_t *m)
+{
+    int ready, fatal;
+
+    master_count_ready(m, &ready, &fatal);
+    if (m->reloading) {
+        if (m->reload_failure[0] != '\0')
+            master_reload_rollback(m, m->reload_failure);
+        else if (ready == m->nworkers)
+            master_reload_commit(m);
+        else if (master_now() >= m->reload_deadline)
+            master_reload_rollback(m, "the new workers did not start accepting in time");
+    } else if (!m->started && ready > 0 && ready + fatal >= m->nworkers) {
+        m->started = 1;
+        log_info("master %ld running %d workers", (long)m->pid, ready);
+        master_notify("READY=1");
+    }
 }
 
 static void master_stop(master_t *m, int graceful)
@@ -625,6 +801,7 @@ static void master_stop(master_t *m, int graceful)
     if (graceful && m->stopping)
         return;
     m->stopping = graceful ? 1 : 2;
+    m->reloading = 0; /* its state is freed at exit */
     m->stop_deadline = master_now() + (graceful ? m->cfg->shutdown_timeout : 0) +
                        (graceful ? MASTER_KILL_SLACK_SECONDS : MASTER_FAST_STOP_SECONDS);
     log_info("%s stop: %zu workers", graceful ? "graceful" : "fast", master_live(m));
@@ -731,7 +908,12 @@ static void master_loop(master_t *m)
             master_sig_reopen = 0;
             master_reopen(m);
         }
-        if (master_sig_reload) {
+        if (master_sig_ready) {
+            master_sig_ready = 0;
+            master_read_ready(m);
+        }
+        /* A HUP during a reload waits for it to finish. */
+        if (master_sig_reload && !m->reloading) {
             master_sig_reload = 0;
             if (m->stopping)
                 log_info("reload ignored: stopping");
@@ -747,6 +929,7 @@ static void master_loop(master_t *m)
             }
         }
         if (!m->stopping) {
+            master_check_ready(m);
             master_respawn_due(m);
             if (master_all_fatal(m)) {
                 log_error("every worker exited with status 2 (fatal configuration error): "
@@ -774,6 +957,7 @@ int master_run(config_t *cfg, model_set_t *models, int *fds, size_t nfds)
     m.nfds = nfds;
     m.generation = 1;
     m.status = 1;
+    m.ready_pipe[0] = m.ready_pipe[1] = -1;
     m.nworkers = master_worker_count(cfg);
     log_set_process("master");
     if (master_lookup_credentials(cfg, &m.uid, &m.gid, err, sizeof(err)) < 0) {
@@ -800,6 +984,10 @@ int master_run(config_t *cfg, model_set_t *models, int *fds, size_t nfds)
         goto done;
     if (master_setup_signals(&blocked) < 0)
         goto done;
+    if (pipe2(m.ready_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        log_error("pipe2() failed: %s", strerror(errno));
+        goto done;
+    }
     if (master_write_pidfile(&m) < 0) {
         free(m.pidfile); /* not ours to remove */
         m.pidfile = NULL;
@@ -819,8 +1007,7 @@ int master_run(config_t *cfg, model_set_t *models, int *fds, size_t nfds)
     for (w = 0; w < m.nworkers; w++)
         if (master_spawn(&m, w) < 0)
             master_schedule_respawn(&m, w, 0);
-    log_info("master %ld running %d workers", (long)m.pid, m.nworkers);
-    master_notify("READY=1");
+    /* READY=1 once they accept (master_check_ready). */
     m.status = 0;
     master_loop(&m);
     log_info("master exiting");
@@ -833,8 +1020,15 @@ done:
     free(m.fds);
     free(m.procs);
     free(m.slots);
+    free(m.prev_slots);
     free(m.pidfile);
     free(m.user);
+    if (m.ready_pipe[0] >= 0)
+        close(m.ready_pipe[0]);
+    if (m.ready_pipe[1] >= 0)
+        close(m.ready_pipe[1]);
+    model_set_free(m.prev_models);
+    config_free(m.prev_cfg);
     if (m.bus_host != NULL)
         bus_host_free(m.bus_host);
     if (m.metrics != NULL)

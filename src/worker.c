@@ -126,8 +126,7 @@ static void worker_signal_cb(evutil_socket_t sig, short what, void *arg)
         worker_stop(w, 0);
         break;
     case SIGUSR1:
-        if (log_reopen() < 0)
-            log_error("cannot reopen the log file");
+        log_reopen(); /* reports its own failure */
         break;
     case SIGHUP:
         /* Reload is the master's business; a lone worker ignores it. */
@@ -245,7 +244,7 @@ int worker_run(const worker_args_t *args)
     free(line);
     if (w.methods_msg == NULL)
         goto done;
-    w.bus = bus_new(&w);
+    w.bus = bus_new(&w, args->bus_host, args->generation);
     if (w.bus == NULL)
         goto done;
     if (cfg->mongodb_uri != NULL && cfg->mongodb_uri[0] != '\0') {
@@ -271,6 +270,8 @@ int worker_run(const worker_args_t *args)
     if (transport_start(&w, args->fds, args->nfds) < 0)
         goto done;
     log_info("worker %d (generation %u) serving", w.index, w.generation);
+    if (args->on_ready != NULL)
+        args->on_ready(args->ready_arg);
     event_base_dispatch(w.base);
     status = 0;
     log_info("worker %d (generation %u) exiting", w.index, w.generation);

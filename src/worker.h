@@ -59,6 +59,10 @@ typedef struct worker_args {
                                 * fork), or NULL: the worker keeps its own */
     struct bus_host *bus_host; /* single-host relay (bus_host_new before any
                                 * fork), or NULL: the worker serves alone */
+    /* Called once the worker accepts on every socket (the master counts
+     * a reload's new generation as started only then), or NULL. */
+    void (*on_ready)(void *arg);
+    void *ready_arg;
 } worker_args_t;
 
 /* Run a worker on the listening sockets until it is told to stop. The
