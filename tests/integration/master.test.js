@@ -215,6 +215,43 @@ test('workers = 3 gives three worker processes sharing one listening socket', as
     }
 });
 
+test('workers = auto runs one worker per online CPU', async (t) => {
+    const d = await startDnoded({ config: { workers: 'auto' } }, t);
+    const { spawnSync } = require('node:child_process');
+    const online = Number(spawnSync('getconf', ['_NPROCESSORS_ONLN'], { encoding: 'utf8' })
+        .stdout);
+    assert.ok(online >= 1);
+    await waitWorkers(d, online, `${online} workers`);
+});
+
+function statusIds(pid, field) {
+    const line = fs.readFileSync(`/proc/${pid}/status`, 'utf8').split('\n')
+        .find((l) => l.startsWith(`${field}:`));
+    return line.split(/\s+/).slice(1).filter(Boolean).map(Number);
+}
+
+const asRoot = process.getuid && process.getuid() === 0 &&
+    require('node:child_process').spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' })
+        .status === 0;
+
+test('started as root with user = nobody, the workers drop to it and its group after fork',
+    { skip: asRoot ? false : 'needs root and a user nobody' }, async (t) => {
+        const { spawnSync } = require('node:child_process');
+        const uid = Number(spawnSync('id', ['-u', 'nobody'], { encoding: 'utf8' }).stdout);
+        const gid = Number(spawnSync('id', ['-g', 'nobody'], { encoding: 'utf8' }).stdout);
+        const d = await startDnoded({ config: { workers: 2, user: 'nobody' } }, t);
+        const pids = await waitWorkers(d, 2);
+        assert.deepStrictEqual(statusIds(d.pid, 'Uid'), [0, 0, 0, 0], 'the master stays root');
+        for (const pid of pids) {
+            assert.deepStrictEqual(statusIds(pid, 'Uid'), [uid, uid, uid, uid]);
+            assert.deepStrictEqual(statusIds(pid, 'Gid'), [gid, gid, gid, gid]);
+            assert.ok(!statusIds(pid, 'Groups').includes(0), 'no supplementary root group');
+        }
+        const c = await d.connect();
+        assert.deepStrictEqual(await c.invoke('subscribe', '/nobody'), [null]);
+        c.close();
+    });
+
 test('a worker killed with SIGKILL under load is replaced and clients reconnect at once',
     async (t) => {
         const d = await startDnoded({ config: { workers: 2 } }, t);
