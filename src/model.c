@@ -1164,6 +1164,133 @@ static int translate_regex(const char *src, strbuf_t *out, char *why, size_t why
     return 0;
 }
 
+/* glibc's regcomp copies a repeated sub-expression once per repetition it
+ * may need ("a+" becomes "aa*", "a{2,5}" five copies) and copies copies for
+ * stacked or nested repetitions, so "a++++..." or "((a{99}){99}){99}" take
+ * memory exponential in the pattern's length (found by fuzzing the loader).
+ * Estimate the copies on the POSIX pattern; past REGEX_MAX_COPIES, or past
+ * REGEX_MAX_NESTING groups, the pattern is refused. */
+#define REGEX_MAX_COPIES 20000.0
+#define REGEX_MAX_NESTING 32
+
+/* Skip a bracket expression starting at p ('['); returns the character
+ * after its ']', or the terminating NUL when there is none. */
+static const char *regex_skip_bracket(const char *p)
+{
+    p++;
+    if (*p == '^')
+        p++;
+    if (*p == ']')
+        p++;
+    while (*p != '\0' && *p != ']') {
+        if (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=')) {
+            const char *end = strchr(p + 2, p[1]);
+            while (end != NULL && end[1] != ']')
+                end = strchr(end + 1, p[1]);
+            if (end == NULL)
+                return p + strlen(p);
+            p = end + 2;
+        } else {
+            p++;
+        }
+    }
+    return *p == ']' ? p + 1 : p;
+}
+
+static const char *regex_number(const char *q, double *n)
+{
+    for (*n = 0; *q >= '0' && *q <= '9'; q++)
+        *n = *n > 1e6 ? *n : *n * 10 + (*q - '0');
+    return q;
+}
+
+/* Reads a "{n}", "{n,}", "{,m}" or "{n,m}" bound at p; returns how many copies it
+ * asks for and sets *end past it, or returns 0 when p is no bound. */
+static double regex_bound(const char *p, const char **end)
+{
+    double n, m = -1;
+    const char *q = p + 1;
+
+    if ((*q < '0' || *q > '9') && *q != ',') /* glibc reads "{,m}" as "{0,m}" */
+        return 0;
+    q = regex_number(q, &n);
+    if (*q == ',') {
+        q++;
+        if (*q >= '0' && *q <= '9')
+            q = regex_number(q, &m);
+        else
+            m = n + 1; /* {n,}: n copies and a starred one */
+    }
+    if (*q != '}')
+        return 0;
+    *end = q + 1;
+    if (m < n)
+        m = n;
+    return m < 1 ? 1 : m;
+}
+
+static int regex_too_big(const char *p)
+{
+    double sum[REGEX_MAX_NESTING + 1], last[REGEX_MAX_NESTING + 1];
+    size_t depth = 0;
+
+    sum[0] = last[0] = 0;
+    while (*p != '\0') {
+        double atom = 1, copies;
+        const char *end;
+
+        switch (*p) {
+        case '(':
+            if (++depth > REGEX_MAX_NESTING)
+                return 1;
+            sum[depth] = last[depth] = 0;
+            p++;
+            continue;
+        case ')':
+            p++;
+            if (depth > 0) {
+                atom = sum[depth] > 1 ? sum[depth] : 1;
+                depth--;
+            }
+            break;
+        case '|':
+            p++;
+            last[depth] = 0;
+            continue;
+        case '*':
+        case '+':
+        case '?':
+        case '{':
+            copies = *p == '+' ? 2 : 1;
+            end = p + 1;
+            if (*p == '{' && (copies = regex_bound(p, &end)) == 0) {
+                p++; /* a literal brace */
+                break;
+            }
+            p = end;
+            sum[depth] += last[depth] * (copies - 1);
+            last[depth] *= copies;
+            if (sum[depth] > REGEX_MAX_COPIES)
+                return 1;
+            continue;
+        case '[':
+            p = regex_skip_bracket(p);
+            break;
+        case '\\':
+            p += p[1] != '\0' ? 2 : 1;
+            break;
+        default:
+            p++;
+            break;
+        }
+        sum[depth] += atom;
+        last[depth] = atom;
+        if (sum[depth] > REGEX_MAX_COPIES)
+            return 1;
+    }
+    return 0;
+}
+
 static int parse_match(loader_t *L, const json_t *v, field_t *f)
 {
     const json_t *pat = v, *flags = NULL;
@@ -1188,6 +1315,10 @@ static int parse_match(loader_t *L, const json_t *v, field_t *f)
     if (translate_regex(pat->u.str.s, &re, why, sizeof why) < 0) {
         free(re.s);
         return load_fail(L, "bad regular expression in match: %s", why);
+    }
+    if (re.s != NULL && regex_too_big(re.s)) {
+        free(re.s);
+        return load_fail(L, "bad regular expression in match: too many repetitions");
     }
     int rc = regcomp(&f->re, re.s != NULL ? re.s : "", cflags);
     free(re.s);

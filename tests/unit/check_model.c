@@ -377,6 +377,31 @@ START_TEST(test_load_bad_option_values)
 }
 END_TEST
 
+/* Stacked or nested repetitions make glibc's regcomp copy the repeated part
+ * again and again: memory exponential in the pattern's length (a fuzzer
+ * found a models file that took gigabytes). They are refused, while
+ * ordinary bounded patterns still load. */
+START_TEST(test_load_refuses_exploding_patterns)
+{
+    load_fails("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
+               "\"r++++++++++++++++++++++++++++++++++++++++(b\"}}}}",
+               "\"s\"", "regular expression", "repetitions", NULL);
+    load_fails("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
+               "\"((a{99}){99}){99}\"}}}}",
+               "\"s\"", "repetitions", NULL);
+    load_fails("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
+               "\"(a{,30000}){,30000}\"}}}}",
+               "\"s\"", "repetitions", NULL);
+    load_fails("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
+               "\"(((((((((((((((((((((((((((((((((a)))))))))))))))))))))))))))))))))\"}}}}",
+               "\"s\"", "regular expression", NULL);
+    model_set_free(load("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
+                        "\"^[a-z0-9._%+-]+@[a-z0-9.-]+\\\\.[a-z]{2,}$\"}, "
+                        "\"t\": {\"type\": \"String\", \"match\": \"^(\\\\d{3}-){2}\\\\d{4}$\"}, "
+                        "\"u\": {\"type\": \"String\", \"match\": \"^[[:alpha:]{]{1,200}x{,3}$\"}}}}"));
+}
+END_TEST
+
 START_TEST(test_load_refuses_bad_names_and_shapes)
 {
     load_fails("{\"b\": {\"fields\": {\"_id\": \"String\"}}}", "\"b\"", "_id", NULL);
@@ -1196,6 +1221,7 @@ int main(void)
     tcase_add_test(tc, test_load_unknown_option);
     tcase_add_test(tc, test_load_option_on_wrong_type);
     tcase_add_test(tc, test_load_bad_option_values);
+    tcase_add_test(tc, test_load_refuses_exploding_patterns);
     tcase_add_test(tc, test_load_refuses_bad_names_and_shapes);
     tcase_add_test(tc, test_load_nested_field_named_type);
     tcase_add_test(tc, test_load_file);
