@@ -280,6 +280,29 @@ test('a worker killed with SIGKILL under load is replaced and clients reconnect 
         assert.ok(load.stats.closedByServer >= 1, 'some clients were on the killed worker');
     });
 
+test('a worker that keeps dying is respawned with a growing delay', async (t) => {
+    const d = await startDnoded({ config: { workers: 1 } }, t);
+    let [pid] = await waitWorkers(d, 1);
+    const delays = [];
+    for (let i = 0; i < 3; i++) {
+        const since = d.stderr().length;
+        process.kill(pid, 'SIGKILL');
+        await d.waitForLog(/killed by signal 9 unexpectedly: respawning/, { since });
+        const old = pid;
+        [pid] = await waitFor(() => {
+            const p = workerPids(d);
+            return p.length === 1 && p[0] !== old ? p : null;
+        }, { timeoutMs: 15000 * timeScale, what: 'the respawned worker' });
+        const m = /will be respawned in ([\d.]+) s/.exec(d.stderr().slice(since));
+        delays.push(m ? Number(m[1]) : 0);
+    }
+    // At once after the first crash, then 0.1 s, then 0.2 s (it never lived 10 s).
+    assert.deepStrictEqual(delays, [0, 0.1, 0.2]);
+    const c = await d.connect();
+    assert.deepStrictEqual(await c.invoke('subscribe', '/backoff'), [null]);
+    c.close();
+});
+
 test('10 reloads while clients keep calling: nothing refused, every request read is answered',
     async (t) => {
         const deadPort = await freePort();
