@@ -134,48 +134,78 @@ static int looks_like_http(const unsigned char *p, size_t n)
     return 0;
 }
 
-static void transport_read_lines(session_t *s)
+int transport_frame_lines(struct evbuffer *in, uint32_t *scanned, size_t max,
+                          int (*on_line)(void *arg, const char *line, size_t len), void *arg,
+                          size_t *oversize)
 {
-    struct evbuffer *in = bufferevent_get_input(s->bev);
-    size_t max = s->worker->cfg->max_message_size;
-
-    while (!s->closing) {
+    for (;;) {
         struct evbuffer_ptr from, eol;
         size_t buffered = evbuffer_get_length(in);
         unsigned char *line;
         size_t n;
+        int stop = 0;
 
         if (buffered == 0)
-            break;
-        evbuffer_ptr_set(in, &from, s->scanned, EVBUFFER_PTR_SET);
+            return TRANSPORT_FRAME_MORE;
+        evbuffer_ptr_set(in, &from, *scanned, EVBUFFER_PTR_SET);
         eol = evbuffer_search(in, "\n", 1, &from);
         if (eol.pos < 0) {
-            s->scanned = (uint32_t)buffered;
-            if (buffered > max + 1)
-                transport_oversized(s, buffered);
-            break;
+            *scanned = (uint32_t)buffered;
+            if (buffered > max + 1) {
+                *oversize = buffered;
+                return TRANSPORT_FRAME_OVERSIZED;
+            }
+            return TRANSPORT_FRAME_MORE;
         }
         n = (size_t)eol.pos;
         if (n > max + 1) { /* + 1: a CR before the LF is not the message's */
-            transport_oversized(s, n);
-            break;
+            *oversize = n;
+            return TRANSPORT_FRAME_OVERSIZED;
         }
         line = evbuffer_pullup(in, (ssize_t)n + 1);
-        if (line == NULL) {
-            session_close(s, "out of memory");
-            break;
-        }
+        if (line == NULL)
+            return TRANSPORT_FRAME_NOMEM;
         if (n > 0 && line[n - 1] == '\r')
             n--;
         if (n > max) {
-            transport_oversized(s, n);
-            break;
+            *oversize = n;
+            return TRANSPORT_FRAME_OVERSIZED;
         }
         /* Blank lines are keep-alives some clients send; skip them. */
         if (strspn((const char *)line, " \t\r") < n)
-            session_handle_message(s, (const char *)line, n);
+            stop = on_line(arg, (const char *)line, n);
         evbuffer_drain(in, (size_t)eol.pos + 1);
-        s->scanned = 0;
+        *scanned = 0;
+        if (stop)
+            return TRANSPORT_FRAME_STOPPED;
+    }
+}
+
+static int transport_on_line(void *arg, const char *line, size_t len)
+{
+    session_t *s = arg;
+
+    session_handle_message(s, line, len);
+    return s->closing;
+}
+
+static void transport_read_lines(session_t *s)
+{
+    size_t oversize = 0;
+
+    if (s->closing)
+        return;
+    switch (transport_frame_lines(bufferevent_get_input(s->bev), &s->scanned,
+                                  s->worker->cfg->max_message_size, transport_on_line, s,
+                                  &oversize)) {
+    case TRANSPORT_FRAME_OVERSIZED:
+        transport_oversized(s, oversize);
+        break;
+    case TRANSPORT_FRAME_NOMEM:
+        session_close(s, "out of memory");
+        break;
+    default:
+        break;
     }
 }
 

@@ -6,6 +6,7 @@
 #define DNODED_TRANSPORT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct worker;
 
@@ -17,6 +18,25 @@ int transport_listen(const char *addr, char *err, size_t errlen);
 int transport_start(struct worker *w, const int *fds, size_t nfds);
 /* Stop accepting (listeners disabled, sockets stay open in the master). */
 void transport_stop_accepting(struct worker *w);
+
+struct evbuffer;
+/* Newline framing of DNode over TCP, without the session: hands each
+ * complete message in `in` to on_line (without its LF or a CR before it;
+ * lines of only spaces, tabs and CRs are keep-alives and skipped), draining
+ * it after the call, until on_line returns non-zero or no complete line is
+ * left. *scanned counts the leading bytes already searched for a newline;
+ * keep it between calls (start at 0). A message over max bytes, or
+ * max + 1 bytes buffered without a newline, is TRANSPORT_FRAME_OVERSIZED
+ * with its size in *oversize; nothing is drained then. */
+enum {
+    TRANSPORT_FRAME_MORE,      /* every complete line handled; waiting for bytes */
+    TRANSPORT_FRAME_STOPPED,   /* on_line asked to stop */
+    TRANSPORT_FRAME_OVERSIZED, /* over max: the connection must end */
+    TRANSPORT_FRAME_NOMEM
+};
+int transport_frame_lines(struct evbuffer *in, uint32_t *scanned, size_t max,
+                          int (*on_line)(void *arg, const char *line, size_t len), void *arg,
+                          size_t *oversize);
 
 struct session;
 struct session_msg;
