@@ -1,0 +1,213 @@
+/* fuzz_conn: a worker without sockets for the connection-level fuzz targets
+ * (fuzz_http, fuzz_ws). One session per input over a bufferevent pair: the
+ * server half is a real dnoded session (transport, http, ws, session, api,
+ * bus in single-host mode, no database), the client half is where the
+ * fuzzer writes and where the answers are collected. Header only, one
+ * target per translation unit; not part of dnoded. */
+#ifndef DNODED_FUZZ_CONN_H
+#define DNODED_FUZZ_CONN_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "api.h"
+#include "bus.h"
+#include "config.h"
+#include "dnode.h"
+#include "log.h"
+#include "metrics.h"
+#include "session.h"
+#include "transport.h"
+#include "worker.h"
+
+static worker_t fuzz_w;
+static config_t *fuzz_cfg;
+static char fuzz_docroot[64];
+
+/* What worker.c's teardown pass does (it is static there). */
+static void fuzz_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    worker_t *w = arg;
+    size_t i;
+
+    (void)fd;
+    (void)what;
+    for (i = 0; i < w->nclosing; i++) {
+        session_teardown(w->closing[i]);
+        session_unref(w->closing[i]);
+    }
+    w->nclosing = 0;
+}
+
+static void fuzz_write_file(const char *rel, const char *text)
+{
+    char path[128];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", fuzz_docroot, rel);
+    f = fopen(path, "w");
+    if (f == NULL || fputs(text, f) < 0 || fclose(f) != 0)
+        abort();
+}
+
+static void fuzz_conn_cleanup(void)
+{
+    static const char *const files[] = {"index.html", "app.js",  "sub/index.html",
+                                        "sub/x.css",  ".hidden", "out"};
+    char path[128];
+    size_t i;
+
+    for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", fuzz_docroot, files[i]);
+        unlink(path);
+    }
+    snprintf(path, sizeof(path), "%s/sub", fuzz_docroot);
+    rmdir(path);
+    rmdir(fuzz_docroot);
+}
+
+/* A docroot with a few files, a hidden one and a symlink out of it. */
+static void fuzz_conn_init(void)
+{
+    char path[128], *line;
+    size_t len;
+
+    log_set_level(LOG_LEVEL_ERROR);
+    snprintf(fuzz_docroot, sizeof(fuzz_docroot), "/tmp/dnoded-fuzz-docroot-XXXXXX");
+    if (mkdtemp(fuzz_docroot) == NULL)
+        abort();
+    snprintf(path, sizeof(path), "%s/sub", fuzz_docroot);
+    if (mkdir(path, 0755) < 0)
+        abort();
+    fuzz_write_file("index.html", "<p>index</p>\n");
+    fuzz_write_file("app.js", "var x = 1;\n");
+    fuzz_write_file("sub/index.html", "<p>sub</p>\n");
+    fuzz_write_file("sub/x.css", "p {}\n");
+    fuzz_write_file(".hidden", "secret\n");
+    snprintf(path, sizeof(path), "%s/out", fuzz_docroot);
+    if (symlink("/etc", path) < 0)
+        abort();
+    atexit(fuzz_conn_cleanup);
+
+    fuzz_cfg = config_new_defaults(NULL);
+    if (fuzz_cfg == NULL)
+        abort();
+    free(fuzz_cfg->docroot);
+    fuzz_cfg->docroot = strdup(fuzz_docroot);
+    if (fuzz_cfg->docroot == NULL)
+        abort();
+    /* Small limits, so inputs of a few KiB reach them. */
+    fuzz_cfg->max_message_size = 2048;
+    fuzz_cfg->max_output_buffer = 16384;
+    fuzz_cfg->max_subscriptions = 8;
+    fuzz_cfg->max_callbacks = 16;
+    fuzz_cfg->max_json_depth = 16;
+
+    memset(&fuzz_w, 0, sizeof(fuzz_w));
+    fuzz_w.generation = 1;
+    fuzz_w.cfg = fuzz_cfg;
+    fuzz_w.base = event_base_new();
+    fuzz_w.metrics = fuzz_w.own_metrics = metrics_new(1);
+    if (fuzz_w.base == NULL || fuzz_w.metrics == NULL)
+        abort();
+    fuzz_w.stats = metrics_claim(fuzz_w.metrics, (int)getpid());
+    fuzz_w.reap = event_new(fuzz_w.base, -1, 0, fuzz_reap_cb, &fuzz_w);
+    line = dnode_build_methods(api_method_names, api_method_count, &len);
+    if (fuzz_w.stats == NULL || fuzz_w.reap == NULL || line == NULL)
+        abort();
+    fuzz_w.methods_msg = session_msg_new(line, len - 1);
+    free(line);
+    fuzz_w.bus = bus_new(&fuzz_w, NULL, 1);
+    if (fuzz_w.methods_msg == NULL || fuzz_w.bus == NULL)
+        abort();
+}
+
+typedef struct fuzz_conn {
+    session_t *s;              /* referenced until fuzz_conn_end */
+    struct bufferevent *peer;  /* the client's half */
+    struct evbuffer *received; /* everything the server sent */
+} fuzz_conn_t;
+
+/* A new HTTP connection, as transport hands one over on a request line. */
+static void fuzz_conn_begin(fuzz_conn_t *c, int draining)
+{
+    struct bufferevent *pair[2];
+
+    if (bufferevent_pair_new(fuzz_w.base, 0, pair) < 0)
+        abort();
+    c->peer = pair[1];
+    c->received = evbuffer_new();
+    c->s = session_new(&fuzz_w, pair[0], "fuzz", SESSION_FRAMING_LINE);
+    if (c->received == NULL || c->s == NULL)
+        abort();
+    session_ref(c->s);
+    c->s->draining = draining ? 1 : 0;
+    if (transport_http_begin(c->s) < 0)
+        abort();
+    if (bufferevent_enable(pair[0], EV_READ | EV_WRITE) < 0 ||
+        bufferevent_enable(pair[1], EV_READ | EV_WRITE) < 0)
+        abort();
+}
+
+/* Run what became ready and collect what the server wrote. */
+static void fuzz_conn_pump(fuzz_conn_t *c)
+{
+    int i;
+
+    for (i = 0; i < 4; i++)
+        if (event_base_loop(fuzz_w.base, EVLOOP_NONBLOCK) < 0)
+            abort();
+    if (c->peer != NULL && evbuffer_add_buffer(c->received, bufferevent_get_input(c->peer)) < 0)
+        abort();
+}
+
+/* Write bytes as the client; returns 0, or -1 once the server is done
+ * with the connection (nothing more is read). */
+static int fuzz_conn_send(fuzz_conn_t *c, const uint8_t *data, size_t len)
+{
+    if (c->s->closing)
+        return -1;
+    if (bufferevent_write(c->peer, data, len) < 0)
+        abort();
+    fuzz_conn_pump(c);
+    return c->s->closing ? -1 : 0;
+}
+
+/* With FUZZ_DUMP set (debugging a target), what the server sent goes to
+ * stderr. */
+static void fuzz_conn_dump(fuzz_conn_t *c)
+{
+    size_t len = evbuffer_get_length(c->received);
+
+    if (getenv("FUZZ_DUMP") != NULL && len > 0) {
+        fwrite(evbuffer_pullup(c->received, -1), 1, len, stderr);
+        fputs("\n--- end of answer\n", stderr);
+    }
+}
+
+/* End the connection the way a client hanging up does, and check that the
+ * session is gone from the worker. */
+static void fuzz_conn_end(fuzz_conn_t *c)
+{
+    if (!c->s->closing)
+        session_close(c->s, "fuzz: end of input");
+    fuzz_conn_pump(c);
+    session_unref(c->s);
+    c->s = NULL;
+    bufferevent_free(c->peer);
+    c->peer = NULL;
+    evbuffer_free(c->received);
+    c->received = NULL;
+    if (fuzz_w.sessions != NULL || fuzz_w.nsessions != 0 || fuzz_w.nclosing != 0)
+        abort(); /* a session outlived its connection */
+}
+
+#endif
