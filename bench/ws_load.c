@@ -1,11 +1,15 @@
 /* ws_load: DNode round trips against dnoded over plain TCP (one JSON message
  * per line) or over WebSocket (/dnode, one message per masked text frame),
- * with the same driver for both so the figures compare (bench/ws.sh runs
- * it). One libevent loop drives every connection; each connection keeps
- * one request in flight, alternating subscribe(url, fn) and
- * unsubscribe(url, fn) on a channel of its own, and times each reply.
+ * with the same driver for both so the figures compare (bench/ws.sh and
+ * bench/run run it). One libevent loop drives every connection; each
+ * connection keeps one request in flight and times each reply:
+ *   -o pubsub (default): subscribe(url, fn) and unsubscribe(url, fn) in
+ *       turn on a channel of its own;
+ *   -o crud: create(data, {type: 'todo'}, fn), then read({type: 'todo',
+ *       query: {_id}}, fn) of the document just created, in turn; each
+ *       call passes opt.error so that a refusal comes back as an answer.
  *
- *   ws_load -p PORT -t tcp|ws -c CONNS -d SECONDS [-w WARMUP]
+ *   ws_load -p PORT -t tcp|ws -c CONNS -d SECONDS [-w WARMUP] [-o pubsub|crud]
  *
  * Prints "<transport> <conns> conns: N ops/s, p50 X us, p99 Y us".
  * Not part of the daemon or the tests. */
@@ -33,8 +37,10 @@ typedef struct conn {
     struct bufferevent *bev;
     unsigned idx;
     int state;      /* 0 handshake (ws), 1 waiting for methods, 2 running */
-    int subscribed; /* the next request is unsubscribe */
+    int subscribed; /* the next request is unsubscribe (pubsub), read (crud) */
     uint64_t next_cb;
+    uint64_t fn_cb, err_cb; /* crud: the ids of the call in flight */
+    char id[25];            /* crud: the _id the last create answered */
     uint64_t sent_ns;
 } conn_t;
 
@@ -42,6 +48,7 @@ typedef struct load {
     struct event_base *base;
     struct sockaddr_in addr;
     int ws;
+    int crud;
     conn_t *conns;
     unsigned nconns;
     int measuring;
@@ -99,10 +106,63 @@ static void send_msg(conn_t *c, const char *text, size_t len)
     }
 }
 
+static void send_crud(conn_t *c)
+{
+    char msg[320];
+    int n;
+
+    c->err_cb = c->next_cb++;
+    c->fn_cb = c->next_cb++;
+    if (!c->subscribed)
+        n = snprintf(msg, sizeof(msg),
+                     "{\"method\":\"create\",\"arguments\":[{\"title\":\"bench %u %llu\"},"
+                     "{\"type\":\"todo\",\"error\":\"[Function]\"},\"[Function]\"],"
+                     "\"callbacks\":{\"%llu\":[\"1\",\"error\"],\"%llu\":[\"2\"]},\"links\":[]}",
+                     c->idx, (unsigned long long)c->fn_cb, (unsigned long long)c->err_cb,
+                     (unsigned long long)c->fn_cb);
+    else
+        n = snprintf(msg, sizeof(msg),
+                     "{\"method\":\"read\",\"arguments\":[{\"type\":\"todo\",\"query\":"
+                     "{\"_id\":\"%s\"},\"error\":\"[Function]\"},\"[Function]\"],"
+                     "\"callbacks\":{\"%llu\":[\"0\",\"error\"],\"%llu\":[\"1\"]},\"links\":[]}",
+                     c->id, (unsigned long long)c->err_cb, (unsigned long long)c->fn_cb);
+    c->subscribed = !c->subscribed;
+    c->sent_ns = now_ns();
+    send_msg(c, msg, (size_t)n);
+}
+
+/* crud: the answer to the call in flight: 0 when it is the expected
+ * document (a create's _id kept for the read), -1 when refused. */
+static int crud_answer(conn_t *c, const char *msg, size_t len)
+{
+    uint64_t id = strtoull(msg + 10, NULL, 10);
+    const char *p = memmem(msg, len, "\"_id\":\"", 7);
+
+    if (id != c->fn_cb || p == NULL || (size_t)(msg + len - p) < 7 + 24 + 1) {
+        if (c->load->errors++ == 0)
+            fprintf(stderr, "ws_load: connection %u: %.*s\n", c->idx, (int)len, msg);
+        return -1;
+    }
+    if (c->subscribed) { /* the create's answer: read that document next */
+        memcpy(c->id, p + 7, 24);
+        c->id[24] = '\0';
+    } else if (memcmp(c->id, p + 7, 24) != 0) {
+        c->load->errors++;
+        return -1;
+    }
+    return 0;
+}
+
 static void send_request(conn_t *c)
 {
     char msg[256];
-    int n = snprintf(msg, sizeof(msg),
+    int n;
+
+    if (c->load->crud) {
+        send_crud(c);
+        return;
+    }
+    n = snprintf(msg, sizeof(msg),
                      "{\"method\":\"%s\",\"arguments\":[\"bench-%u\",\"[Function]\"],"
                      "\"callbacks\":{\"%llu\":[1]},\"links\":[]}",
                      c->subscribed ? "unsubscribe" : "subscribe", c->idx,
@@ -128,8 +188,12 @@ static void handle_msg(conn_t *c, const char *msg, size_t len)
     /* A reply calls one of our callbacks by number. */
     if (len > 10 && memcmp(msg, "{\"method\":", 10) == 0 && msg[10] >= '0' && msg[10] <= '9') {
         uint64_t us = (now_ns() - c->sent_ns) / 1000;
-        if (memmem(msg, len, "\"arguments\":[null]", 18) == NULL)
+        if (l->crud) {
+            if (crud_answer(c, msg, len) < 0)
+                c->subscribed = 0; /* start over with a create */
+        } else if (memmem(msg, len, "\"arguments\":[null]", 18) == NULL) {
             l->errors++; /* the server refused the call */
+        }
         if (l->measuring) {
             l->ops++;
             l->hist[us < HIST_MAX_US ? us : HIST_MAX_US]++;
@@ -255,7 +319,7 @@ int main(int argc, char **argv)
 
     memset(&l, 0, sizeof(l));
     l.nconns = 1;
-    while ((opt = getopt(argc, argv, "p:t:c:d:w:")) != -1) {
+    while ((opt = getopt(argc, argv, "p:t:c:d:w:o:")) != -1) {
         switch (opt) {
         case 'p':
             port = atoi(optarg);
@@ -272,8 +336,12 @@ int main(int argc, char **argv)
         case 'w':
             warmup = atoi(optarg);
             break;
+        case 'o':
+            l.crud = strcmp(optarg, "crud") == 0;
+            break;
         default:
-            fprintf(stderr, "usage: ws_load -p PORT -t tcp|ws -c CONNS -d SECONDS [-w WARMUP]\n");
+            fprintf(stderr, "usage: ws_load -p PORT -t tcp|ws -c CONNS -d SECONDS [-w WARMUP] "
+                            "[-o pubsub|crud]\n");
             return 2;
         }
     }
