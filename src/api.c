@@ -212,7 +212,8 @@ typedef struct api_op {
     session_t *session; /* a reference */
     int method;
     int64_t fn, error_cb;
-    json_t *opt; /* the caller's options, for publishing */
+    json_t *opt;        /* the caller's options, for publishing */
+    uint32_t callbacks; /* counted in the session's callbacks_held */
     uint64_t started_us; /* for the DB latency histogram */
 } api_op_t;
 
@@ -247,12 +248,13 @@ static void api_crud_done(void *arg, json_t *result, json_t *error)
         else
             json_free(result);
     }
+    s->callbacks_held -= op->callbacks < s->callbacks_held ? op->callbacks : s->callbacks_held;
     session_op_done(s);
     session_unref(s);
     api_op_free(op);
 }
 
-static void api_crud(session_t *s, int method, json_t *args)
+static void api_crud(session_t *s, int method, json_t *args, size_t ncallbacks)
 {
     worker_t *w = s->worker;
     int with_data = method != API_READ;
@@ -296,7 +298,9 @@ static void api_crud(session_t *s, int method, json_t *args)
     op->started_us = metrics_now_us();
     op->fn = fn;
     op->error_cb = error_cb;
+    op->callbacks = (uint32_t)ncallbacks; /* at most max_callbacks */
     s->inflight++;
+    s->callbacks_held += op->callbacks;
     switch (method) {
     case API_CREATE:
         rc = store_create(w->store, m, data, api_crud_done, op);
@@ -313,20 +317,21 @@ static void api_crud(session_t *s, int method, json_t *args)
     }
     if (rc < 0) {
         s->inflight--;
+        s->callbacks_held -= op->callbacks;
         session_unref(s);
         api_op_free(op);
         api_report_error(s, error_cb, api_error_new("Unavailable", "cannot queue the operation"));
     }
 }
 
-void api_call(session_t *s, int idx, json_t *args)
+void api_call(session_t *s, int idx, json_t *args, size_t ncallbacks)
 {
     switch (idx) {
     case API_CREATE:
     case API_READ:
     case API_UPDATE:
     case API_DELETE:
-        api_crud(s, idx, args);
+        api_crud(s, idx, args, ncallbacks);
         break;
     case API_SUBSCRIBE:
         api_subscribe(s, args, 1);

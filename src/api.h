@@ -16,8 +16,10 @@ extern const size_t api_method_count;
 /* Index of a method name, or -1. */
 int api_method_index(const char *name);
 
-/* Run method idx with args (ownership passes to api). */
-void api_call(session_t *s, int idx, json_t *args);
+/* Run method idx with args (ownership passes to api), which hold
+ * ncallbacks of the client's callbacks: an operation that waits for the
+ * database counts them in s->callbacks_held until it completes. */
+void api_call(session_t *s, int idx, json_t *args, size_t ncallbacks);
 
 /* Report an error object (takes ownership) to the caller: opt.error when
  * it is a callback, else the client's exported error method, else the log. */

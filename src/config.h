@@ -24,6 +24,8 @@ typedef struct config {
     size_t nallowed_origins;
     size_t max_message_size;
     size_t max_output_buffer;
+    size_t output_soft_limit;      /* output over this for output_soft_seconds */
+    int output_soft_seconds;       /* disconnects a session as too slow */
     size_t max_read_limit;
     size_t max_connections;        /* per worker */
     size_t max_subscriptions;      /* per session */

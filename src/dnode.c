@@ -146,7 +146,8 @@ static int parse_callback_id(const char *s, int64_t *id)
     return 0;
 }
 
-static int apply_callbacks(dnode_msg_t *msg, const json_t *callbacks, char *err, size_t errlen)
+static int apply_callbacks(dnode_msg_t *msg, const json_t *callbacks, size_t max, char *err,
+                           size_t errlen)
 {
     size_t i;
 
@@ -156,9 +157,11 @@ static int apply_callbacks(dnode_msg_t *msg, const json_t *callbacks, char *err,
         snprintf(err, errlen, "callbacks must be an object");
         return -1;
     }
-    if (callbacks->u.obj.len > DNODE_MAX_CALLBACKS) {
-        snprintf(err, errlen, "too many callbacks (%zu, at most %d)", callbacks->u.obj.len,
-                 DNODE_MAX_CALLBACKS);
+    /* Checked before any is applied: each is placed by a search of its
+     * parent, so a huge map into a huge object would hold the loop. */
+    if (callbacks->u.obj.len > max) {
+        snprintf(err, errlen, "too many callbacks (%zu, at most %zu)", callbacks->u.obj.len,
+                 max);
         return -1;
     }
     for (i = 0; i < callbacks->u.obj.len; i++) {
@@ -247,6 +250,12 @@ static int apply_links(dnode_msg_t *msg, const json_t *links, char *err, size_t 
 int dnode_parse(const char *line, size_t len, size_t max_depth, dnode_msg_t *msg, char *err,
                 size_t errlen)
 {
+    return dnode_parse_capped(line, len, max_depth, DNODE_MAX_CALLBACKS, msg, err, errlen);
+}
+
+int dnode_parse_capped(const char *line, size_t len, size_t max_depth, size_t max_callbacks,
+                       dnode_msg_t *msg, char *err, size_t errlen)
+{
     char jerr[128];
     json_t *root = NULL;
     json_t *method;
@@ -292,7 +301,7 @@ int dnode_parse(const char *line, size_t len, size_t max_depth, dnode_msg_t *msg
         snprintf(err, errlen, "arguments must be an array");
         goto fail;
     }
-    if (apply_callbacks(msg, json_object_get(root, "callbacks"), err, errlen) < 0)
+    if (apply_callbacks(msg, json_object_get(root, "callbacks"), max_callbacks, err, errlen) < 0)
         goto fail;
     if (apply_links(msg, json_object_get(root, "links"), err, errlen) < 0)
         goto fail;

@@ -15,10 +15,9 @@
  * from 0 per connection, so anything past this is garbage or abuse. */
 #define DNODE_MAX_CALLBACK_ID 9007199254740991LL /* 2^53 - 1 */
 
-/* Most entries a message's callbacks map may have; more are refused before
- * any is applied (each is placed by a search of its parent, so a huge map
- * into a huge object would hold the loop for seconds). Sessions may apply a
- * lower limit (max_callbacks). */
+/* Most entries a message's callbacks map may have when dnode_parse is used;
+ * more are refused before any is applied. Sessions parse with
+ * dnode_parse_capped and what is left of max_callbacks when that is more. */
 #define DNODE_MAX_CALLBACKS 1024
 
 typedef struct dnode_msg {
@@ -37,6 +36,11 @@ typedef struct dnode_msg {
  * structure has no JSON form, so it is refused rather than cut). */
 int dnode_parse(const char *line, size_t len, size_t max_depth, dnode_msg_t *msg, char *err,
                 size_t errlen);
+/* dnode_parse with the callbacks map capped at max_callbacks entries
+ * (dnode_parse uses DNODE_MAX_CALLBACKS): a larger map is refused, with
+ * "too many callbacks" in err, before any entry is applied. */
+int dnode_parse_capped(const char *line, size_t len, size_t max_depth, size_t max_callbacks,
+                       dnode_msg_t *msg, char *err, size_t errlen);
 void dnode_msg_clear(dnode_msg_t *msg);
 
 /* Build one outgoing message, newline-terminated, into a new malloc'd

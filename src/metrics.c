@@ -30,7 +30,8 @@ static const char *const error_names[METRICS_ERR_COUNT] = {
 };
 
 static const char *const disconnect_names[METRICS_DISC_COUNT] = {
-    "client_closed", "protocol_error", "oversized", "slow_consumer", "timeout", "shutdown", "other",
+    "client_closed",      "protocol_error", "oversized", "slow_consumer",
+    "slow_consumer_soft", "timeout",        "shutdown",  "other",
 };
 
 static const char *const transport_names[METRICS_TRANSPORT_COUNT] = {"tcp", "websocket"};
@@ -48,6 +49,7 @@ static const struct {
     {"message too large", METRICS_DISC_OVERSIZED},
     {"WebSocket message too large", METRICS_DISC_OVERSIZED},
     {"output buffer over", METRICS_DISC_SLOW},
+    {"output over output_soft_limit", METRICS_DISC_SLOW_SOFT},
     {"timed out", METRICS_DISC_TIMEOUT},
     {"idle", METRICS_DISC_TIMEOUT},
     {"server stopping", METRICS_DISC_SHUTDOWN},
@@ -298,7 +300,8 @@ int metrics_render(const metrics_t *m, struct evbuffer *out)
                               (unsigned long long)SUM(unknown_methods),
                               (unsigned long long)SUM(oversized));
     rc |= counter(out, "dnoded_slow_consumers_total",
-                  "Sessions disconnected for going over max_output_buffer.", SUM(slow_consumers));
+                  "Sessions disconnected as too slow (max_output_buffer or output_soft_limit).",
+                  SUM(slow_consumers));
     rc |= counter(out, "dnoded_bus_published_total",
                   "Changes handed to Redis or the single-host relay.", SUM(bus_published));
     rc |= counter(out, "dnoded_bus_publish_failed_total",

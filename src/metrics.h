@@ -29,6 +29,7 @@ enum {
     METRICS_DISC_PROTOCOL,  /* framing violation (WebSocket protocol, bad UTF-8) */
     METRICS_DISC_OVERSIZED, /* a message over max_message_size */
     METRICS_DISC_SLOW,      /* output over max_output_buffer */
+    METRICS_DISC_SLOW_SOFT, /* output over output_soft_limit for output_soft_seconds */
     METRICS_DISC_TIMEOUT,
     METRICS_DISC_SHUTDOWN, /* stop, reload, drain */
     METRICS_DISC_OTHER,
@@ -56,7 +57,7 @@ typedef struct metrics_slot {
     uint64_t refused;                                /* max_connections, stopping */
     uint64_t messages_in, messages_out;              /* DNode messages */
     uint64_t malformed, unknown_methods, oversized;  /* messages refused */
-    uint64_t slow_consumers;
+    uint64_t slow_consumers;                         /* either slow-consumer limit */
     int64_t sessions[METRICS_TRANSPORT_COUNT]; /* gauge: DNode sessions open */
     uint64_t sessions_opened[METRICS_TRANSPORT_COUNT];
     uint64_t sessions_closed[METRICS_TRANSPORT_COUNT];

@@ -168,8 +168,17 @@ void session_drain(session_t *s)
     session_close_when_idle(s);
 }
 
+static void session_soft_clear(session_t *s)
+{
+    if (s->over_soft_us != 0) {
+        s->over_soft_us = 0;
+        s->worker->nover_soft--;
+    }
+}
+
 void session_output_drained(session_t *s)
 {
+    session_soft_clear(s);
     if (s->draining)
         session_close_when_idle(s);
 }
@@ -189,6 +198,7 @@ void session_teardown(session_t *s)
     if (s->torn_down)
         return;
     s->torn_down = 1;
+    session_soft_clear(s);
     if (w->bus != NULL)
         bus_leave_all(w->bus, s);
     transport_session_free(s);
@@ -206,6 +216,72 @@ void session_teardown(session_t *s)
     w->nsessions--;
     w->stats->connections_closed++;
     session_unref(s); /* the worker's list */
+}
+
+/* ------------------------------------------------------------------------
+ * Slow consumers
+ * ------------------------------------------------------------------------ */
+
+/* Disconnect s as too slow: counted, logged with the reason, and closed
+ * (a WebSocket with 1008, after the frames already queued). */
+static void session_drop_slow(session_t *s, const char *reason)
+{
+    if (s->slow || s->closing)
+        return;
+    s->slow = 1;
+    session_soft_clear(s);
+    s->worker->stats->slow_consumers++;
+    slog_warning(s, "%s: disconnecting", reason);
+    if (s->framing == SESSION_FRAMING_WEBSOCKET)
+        transport_ws_close_policy(s, reason);
+    else
+        session_close(s, reason);
+}
+
+/* The soft rule at time now_us for output of len bytes. 0, or -1 when s
+ * was dropped. */
+static int session_soft_rule(session_t *s, size_t len, uint64_t now_us)
+{
+    const config_t *cfg = s->worker->cfg;
+    char reason[96];
+
+    if (len <= cfg->output_soft_limit) {
+        session_soft_clear(s);
+        return 0;
+    }
+    if (s->over_soft_us == 0) {
+        s->over_soft_us = now_us > 0 ? now_us : 1;
+        s->worker->nover_soft++;
+        return 0;
+    }
+    if (now_us - s->over_soft_us < (uint64_t)cfg->output_soft_seconds * 1000000)
+        return 0;
+    snprintf(reason, sizeof(reason), "output over output_soft_limit for %d s (client too slow)",
+             cfg->output_soft_seconds);
+    session_drop_slow(s, reason);
+    return -1;
+}
+
+void session_check_soft(session_t *s, uint64_t now_us)
+{
+    if (s->over_soft_us == 0 || s->closing || s->slow || s->bev == NULL)
+        return;
+    session_soft_rule(s, evbuffer_get_length(bufferevent_get_output(s->bev)), now_us);
+}
+
+/* After queueing: the hard limit, then the soft rule. 0, or -1 when s was
+ * dropped. The clock is read only while the output is over the soft limit. */
+static int session_check_output(session_t *s, size_t len)
+{
+    if (s->slow)
+        return -1;
+    if (len > s->worker->cfg->max_output_buffer) {
+        session_drop_slow(s, "output buffer over max_output_buffer (client too slow)");
+        return -1;
+    }
+    if (len <= s->worker->cfg->output_soft_limit && s->over_soft_us == 0)
+        return 0;
+    return session_soft_rule(s, len, metrics_now_us());
 }
 
 /* ------------------------------------------------------------------------
@@ -234,7 +310,6 @@ ssize_t session_write_direct(session_t *s, struct evbuffer *out, struct iovec *i
 int session_send_msg(session_t *s, session_msg_t *m)
 {
     struct evbuffer *out;
-    size_t limit = s->worker->cfg->max_output_buffer;
 
     if (s->closing || s->bev == NULL || m == NULL)
         return -1;
@@ -263,12 +338,7 @@ int session_send_msg(session_t *s, session_msg_t *m)
         }
     }
     s->worker->stats->messages_out++;
-    if (evbuffer_get_length(out) > limit) {
-        s->worker->stats->slow_consumers++;
-        session_close(s, "output buffer over max_output_buffer (client too slow)");
-        return -1;
-    }
-    return 0;
+    return session_check_output(s, evbuffer_get_length(out));
 }
 
 int session_call(session_t *s, int64_t cb, const json_t *args)
@@ -347,21 +417,33 @@ void session_handle_message(session_t *s, const char *data, size_t len)
     worker_t *w = s->worker;
     dnode_msg_t msg;
     char err[200];
+    size_t budget;
     int idx;
 
     if (s->closing)
         return;
     w->stats->messages_in++;
-    if (dnode_parse(data, len, w->cfg->max_json_depth, &msg, err, sizeof(err)) < 0) {
+    /* max_callbacks counts what the client's requests in flight hold: a
+     * request may bring what is left of it. The codec refuses more before
+     * placing any, except that a "methods" message (not counted) may bring
+     * up to the codec's own default; anything over that is refused too. */
+    budget =
+        s->callbacks_held < w->cfg->max_callbacks ? w->cfg->max_callbacks - s->callbacks_held : 0;
+    if (dnode_parse_capped(data, len, w->cfg->max_json_depth,
+                           budget > DNODE_MAX_CALLBACKS ? budget : DNODE_MAX_CALLBACKS, &msg, err,
+                           sizeof(err)) < 0) {
         w->stats->malformed++;
         slog_warning(s, "message skipped: %s", err);
         session_report(s, "InvalidRequest", "message skipped: %s", err);
         return;
     }
-    if (msg.ncallbacks > w->cfg->max_callbacks) {
+    if (msg.ncallbacks > budget && (msg.method == NULL || strcmp(msg.method, "methods") != 0)) {
         w->stats->malformed++;
-        slog_warning(s, "message skipped: %zu callbacks", msg.ncallbacks);
-        session_report(s, "InvalidRequest", "message skipped: %s", "too many callbacks");
+        snprintf(err, sizeof(err), "too many callbacks (%zu, at most %zu)", msg.ncallbacks,
+                 budget);
+        slog_warning(s, "message skipped: %s (max_callbacks is %zu, %u held by requests in flight)",
+                     err, w->cfg->max_callbacks, s->callbacks_held);
+        session_report(s, "InvalidRequest", "message skipped: %s", err);
         dnode_msg_clear(&msg);
         return;
     }
@@ -387,7 +469,7 @@ void session_handle_message(session_t *s, const char *data, size_t len)
             slog_warning(s, "unknown method '%s' skipped", name);
             session_report(s, "InvalidRequest", "unknown method '%s'", name);
         } else {
-            api_call(s, idx, msg.args);
+            api_call(s, idx, msg.args, msg.ncallbacks);
             msg.args = NULL; /* api owns them now */
         }
     }

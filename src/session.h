@@ -56,11 +56,14 @@ typedef struct session {
     unsigned draining : 1;     /* stopping: close at the first idle moment */
     unsigned got_methods : 1;  /* the client sent its methods */
     unsigned started : 1;      /* the transport decided DNode and sent our methods */
+    unsigned slow : 1;         /* being disconnected as a slow consumer */
     uint32_t scanned;          /* input bytes already searched for a newline */
     session_framing_t framing;
     uint8_t culled;            /* bit i: our method id i was culled */
     int64_t remote[SESSION_REMOTE_COUNT]; /* client's callback ids, or -1 */
     uint32_t inflight;         /* operations waiting for the database */
+    uint32_t callbacks_held;   /* the client's callbacks those operations hold */
+    uint64_t over_soft_us;     /* when output went over output_soft_limit, or 0 */
     struct bus_channel **subs; /* channels joined */
     uint32_t nsubs, capsubs;
     void *transport_state;     /* e.g. the WebSocket decoder */
@@ -95,7 +98,9 @@ void session_unref(session_t *s);
 const char *session_ctx(const session_t *s, char *buf, size_t len);
 
 /* Output. All return 0, or -1 when the session is closing or went over
- * max_output_buffer (then it has been closed as too slow). */
+ * max_output_buffer (then it has been closed as too slow). A session whose
+ * output stays over output_soft_limit for output_soft_seconds is closed as
+ * too slow too: checked here on every send and by session_check_soft. */
 int session_send_msg(session_t *s, session_msg_t *m); /* takes a new ref on m */
 /* Write iov straight to the socket when nothing is queued in out. Returns
  * the bytes written (0 when the caller must queue everything), or -1 on a
@@ -108,6 +113,12 @@ int session_call(session_t *s, int64_t cb, const json_t *args);
 /* Call an exported client method (created, updated, ...) when the client
  * exported it; 0 when it did not (nothing sent). */
 int session_call_remote(session_t *s, int which, const json_t *args);
+
+/* The slow-consumer rule's periodic half (the worker's timer calls it for
+ * each session whose over_soft_us is set): closes s when its output has
+ * stayed over output_soft_limit for output_soft_seconds, forgets the mark
+ * when the output is back under. now_us is metrics_now_us(). */
+void session_check_soft(session_t *s, uint64_t now_us);
 
 /* An operation of s finished (api): lets a draining session close. */
 void session_op_done(session_t *s);

@@ -386,6 +386,11 @@ int transport_ws_write(session_t *s, session_msg_t *m)
     return ws_write(s, m);
 }
 
+void transport_ws_close_policy(session_t *s, const char *reason)
+{
+    ws_close_policy(s, reason);
+}
+
 void transport_session_free(session_t *s)
 {
     int ws = s->framing == SESSION_FRAMING_WEBSOCKET;

@@ -46,6 +46,8 @@ int transport_http_begin(struct session *s);
 void transport_ws_read(struct session *s);
 /* Queue m as one WebSocket text frame on s. 0 or -1. */
 int transport_ws_write(struct session *s, struct session_msg *m);
+/* Close a WebSocket session with 1008 after what is queued (slow consumer). */
+void transport_ws_close_policy(struct session *s, const char *reason);
 /* Release what the transport keeps for s (teardown). */
 void transport_session_free(struct session *s);
 

@@ -64,6 +64,30 @@ static void worker_reap_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* ------------------------------------------------------------------------
+ * Slow consumers
+ * ------------------------------------------------------------------------ */
+
+/* Once a second: sessions whose output went over output_soft_limit and has
+ * not drained since are checked against output_soft_seconds (a session
+ * that is sent nothing more is never checked on send). Walks the list only
+ * while some session is marked. */
+static void worker_soft_cb(evutil_socket_t fd, short what, void *arg)
+{
+    worker_t *w = arg;
+    uint64_t now;
+    session_t *s;
+
+    (void)fd;
+    (void)what;
+    if (w->nover_soft == 0)
+        return;
+    now = metrics_now_us();
+    for (s = w->sessions; s != NULL; s = s->next) /* closing does not unlink */
+        if (s->over_soft_us != 0)
+            session_check_soft(s, now);
+}
+
+/* ------------------------------------------------------------------------
  * Stopping
  * ------------------------------------------------------------------------ */
 
@@ -168,6 +192,8 @@ static void worker_free(worker_t *w)
         event_free(w->stop_timer);
     if (w->stop_check != NULL)
         event_free(w->stop_check);
+    if (w->soft_timer != NULL)
+        event_free(w->soft_timer);
     free(w->closing);
     session_msg_unref(w->methods_msg);
     if (w->base != NULL)
@@ -196,6 +222,7 @@ int worker_run(const worker_args_t *args)
     static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP};
     const config_t *cfg = args->cfg;
     const model_set_t *models = args->models;
+    const struct timeval soft_period = {1, 0};
     sigset_t none;
     worker_t w;
     char err[256];
@@ -224,7 +251,9 @@ int worker_run(const worker_args_t *args)
     w.reap = event_new(w.base, -1, 0, worker_reap_cb, &w);
     w.stop_timer = evtimer_new(w.base, worker_deadline_cb, &w);
     w.stop_check = event_new(w.base, -1, EV_PERSIST, worker_stop_check_cb, &w);
-    if (w.reap == NULL || w.stop_timer == NULL || w.stop_check == NULL)
+    w.soft_timer = event_new(w.base, -1, EV_PERSIST, worker_soft_cb, &w);
+    if (w.reap == NULL || w.stop_timer == NULL || w.stop_check == NULL || w.soft_timer == NULL ||
+        event_add(w.soft_timer, &soft_period) < 0)
         goto done;
     for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         w.signals[i] = evsignal_new(w.base, sigs[i], worker_signal_cb, &w);

@@ -40,6 +40,8 @@ typedef struct worker {
     struct event *signals[5];
     struct event *stop_timer;   /* shutdown deadline */
     struct event *stop_check;   /* polls for idle sessions while stopping */
+    struct event *soft_timer;   /* once a second: the slow-consumer soft rule */
+    size_t nover_soft;          /* sessions with over_soft_us set */
     int stopping;               /* 0, or 1 graceful, 2 fast */
     session_msg_t *methods_msg; /* our methods message, built once */
     struct metrics *metrics;    /* the host's shared counters, for /metrics */

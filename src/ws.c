@@ -421,6 +421,7 @@ int ws_write(session_t *s, session_msg_t *m)
         /* A slow consumer: instead of this frame, a 1008 close after what is
          * buffered; the peer gets WS_CLOSE_SECONDS to read it all. */
         s->worker->stats->slow_consumers++;
+        s->slow = 1;
         slog_warning(s, "WebSocket output over max_output_buffer: closing with 1008");
         ws_close_with(s, WSLAY_CODE_POLICY_VIOLATION,
                       "output buffer over max_output_buffer (client too slow)");
@@ -449,6 +450,15 @@ int ws_write(session_t *s, session_msg_t *m)
         }
     }
     return 0;
+}
+
+void ws_close_policy(session_t *s, const char *reason)
+{
+    if (s->transport_state == NULL || s->bev == NULL) {
+        session_close(s, reason);
+        return;
+    }
+    ws_close_with(s, WSLAY_CODE_POLICY_VIOLATION, reason);
 }
 
 void ws_session_free(session_t *s)

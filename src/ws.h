@@ -30,6 +30,10 @@ int ws_begin(session_t *s, const char *key);
 void ws_read(session_t *s);
 /* Queue m as one text frame (the message is referenced, not copied). 0 or -1. */
 int ws_write(session_t *s, session_msg_t *m);
+/* Close with 1008 (policy violation) after the frames already queued;
+ * reason goes to session_close once the peer has read them or
+ * WS_CLOSE_SECONDS passed. */
+void ws_close_policy(session_t *s, const char *reason);
 /* Release the session's WebSocket state (teardown); sends a 1001 close
  * first when the connection ends without a closing handshake and nothing
  * else is waiting to be written. */

@@ -91,6 +91,8 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(cfg->max_subscriptions, 256);
     ck_assert_uint_eq(cfg->max_callbacks, 1024);
     ck_assert_uint_eq(cfg->max_json_depth, 32);
+    ck_assert_uint_eq(cfg->output_soft_limit, 1048576);
+    ck_assert_int_eq(cfg->output_soft_seconds, 10);
     ck_assert_int_eq(cfg->shutdown_timeout, 30);
     ck_assert_int_eq(cfg->db_threads, 4);
     ck_assert_int_eq(cfg->db_timeout_ms, 5000);
@@ -133,6 +135,8 @@ START_TEST(test_every_key)
                              "max_subscriptions = 13\n"
                              "max_callbacks = 14\n"
                              "max_json_depth = 15\n"
+                             "output_soft_limit = 32k\n"
+                             "output_soft_seconds = 20\n"
                              "shutdown_timeout = 16\n"
                              "db_threads = 17\n"
                              "db_timeout_ms = 18\n"
@@ -160,12 +164,14 @@ START_TEST(test_every_key)
     ck_assert_uint_eq(cfg->max_subscriptions, 13);
     ck_assert_uint_eq(cfg->max_callbacks, 14);
     ck_assert_uint_eq(cfg->max_json_depth, 15);
+    ck_assert_uint_eq(cfg->output_soft_limit, 32768);
+    ck_assert_int_eq(cfg->output_soft_seconds, 20);
     ck_assert_int_eq(cfg->shutdown_timeout, 16);
     ck_assert_int_eq(cfg->db_threads, 17);
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 24);
+    ck_assert_uint_eq(config_key_count(), 26);
     config_free(cfg);
 }
 END_TEST
@@ -332,6 +338,8 @@ START_TEST(test_value_checks)
     value_refused("max_read_limit", "1k"); /* counts take no suffix */
     value_refused("max_output_buffer", "4095");
     value_refused("max_json_depth", "3");
+    value_refused("output_soft_limit", "4095");
+    value_refused("output_soft_seconds", "0");
     value_refused("shutdown_timeout", "0");
     value_refused("db_threads", "65");
     value_refused("db_max_time_ms", "0");

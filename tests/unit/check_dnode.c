@@ -317,6 +317,36 @@ START_TEST(test_callbacks_capped)
 }
 END_TEST
 
+/* The cap a session passes (what is left of max_callbacks) replaces the
+ * default one, both below and above it; 0 refuses any callback. */
+START_TEST(test_callbacks_capped_by_caller)
+{
+    static const char one[] = "{\"method\":\"m\",\"arguments\":[0],\"callbacks\":{\"1\":[\"0\"]}}";
+    static const char none[] = "{\"method\":\"m\",\"arguments\":[0]}";
+    dnode_msg_t m;
+    char err[200];
+    char *line = many_callbacks(5);
+
+    ck_assert_int_eq(dnode_parse_capped(line, strlen(line), 32, 5, &m, err, sizeof(err)), 0);
+    ck_assert_uint_eq(m.ncallbacks, 5);
+    dnode_msg_clear(&m);
+    ck_assert_int_eq(dnode_parse_capped(line, strlen(line), 32, 4, &m, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "too many callbacks (5, at most 4)"));
+    ck_assert_ptr_null(m.args);
+    free(line);
+    line = many_callbacks(DNODE_MAX_CALLBACKS + 1);
+    ck_assert_int_eq(dnode_parse_capped(line, strlen(line), 32, DNODE_MAX_CALLBACKS + 1, &m, err,
+                                        sizeof(err)),
+                     0);
+    ck_assert_uint_eq(m.ncallbacks, DNODE_MAX_CALLBACKS + 1);
+    dnode_msg_clear(&m);
+    free(line);
+    ck_assert_int_eq(dnode_parse_capped(one, strlen(one), 32, 0, &m, err, sizeof(err)), -1);
+    ck_assert_int_eq(dnode_parse_capped(none, strlen(none), 32, 0, &m, err, sizeof(err)), 0);
+    dnode_msg_clear(&m);
+}
+END_TEST
+
 START_TEST(test_bad_callback_paths)
 {
     /* Through a missing container. */
@@ -548,6 +578,7 @@ int main(void)
     tcase_add_test(parse_tc, test_unscrub_new_member_and_next_slot);
     tcase_add_test(parse_tc, test_callback_ids);
     tcase_add_test(parse_tc, test_callbacks_capped);
+    tcase_add_test(parse_tc, test_callbacks_capped_by_caller);
     tcase_add_test(parse_tc, test_bad_callback_paths);
     tcase_add_test(parse_tc, test_links_applied_by_copy);
     tcase_add_test(parse_tc, test_circular_link_refused);

@@ -116,6 +116,7 @@ START_TEST(test_sums_every_slot)
     metrics_error(b, NULL);
     metrics_disconnect(a, "client closed the connection");
     metrics_disconnect(b, "output buffer over max_output_buffer (client too slow)");
+    metrics_disconnect(b, "output over output_soft_limit for 10 s (client too slow) (1008)");
     metrics_disconnect(b, "WebSocket message too large (1009)");
     metrics_disconnect(b, "WebSocket protocol error: invalid UTF-8 (1007)");
     metrics_disconnect(b, "Connection reset by peer");
@@ -133,6 +134,7 @@ START_TEST(test_sums_every_slot)
     assert_line(text, "dnoded_errors_total{name=\"other\"} 2");
     assert_line(text, "dnoded_disconnects_total{reason=\"client_closed\"} 2");
     assert_line(text, "dnoded_disconnects_total{reason=\"slow_consumer\"} 1");
+    assert_line(text, "dnoded_disconnects_total{reason=\"slow_consumer_soft\"} 1");
     assert_line(text, "dnoded_disconnects_total{reason=\"oversized\"} 1");
     assert_line(text, "dnoded_disconnects_total{reason=\"protocol_error\"} 1");
     assert_line(text, "dnoded_disconnects_total{reason=\"shutdown\"} 1");
