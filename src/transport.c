@@ -27,8 +27,13 @@
 #include "worker.h"
 #include "ws.h"
 
-/* How long a silent new connection waits before we send our methods. */
-#define TRANSPORT_FIRST_BYTES_MS 200
+/* How long a silent new connection waits before we send our methods. A
+ * DNode peer sends its own methods at once, so this only serves peers that
+ * wait for ours. It must outlast browsers' speculative preconnections:
+ * Chromium opens sockets it may use for HTTP seconds later and drops them
+ * unused after 10 s; a methods line sent on one of those would corrupt the
+ * HTTP response the page then asks for. */
+#define TRANSPORT_FIRST_BYTES_MS 15000
 
 /* ------------------------------------------------------------------------
  * Listening sockets (master side)
@@ -294,7 +299,8 @@ static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 {
     worker_t *w = arg;
     struct bufferevent *bev;
-    struct timeval first = {0, TRANSPORT_FIRST_BYTES_MS * 1000};
+    struct timeval first = {TRANSPORT_FIRST_BYTES_MS / 1000,
+                            (TRANSPORT_FIRST_BYTES_MS % 1000) * 1000};
     session_t *s;
     char peer[64];
     int one = 1;
