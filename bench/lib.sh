@@ -72,3 +72,16 @@ rss_kib() {
     done
     echo "$total"
 }
+
+# cpu_ticks PID: "USER SYS" clock ticks used so far by PID and its children
+# (getconf CLK_TCK per second).
+cpu_ticks() {
+    local u=0 s=0 p f
+    for p in $1 $(ps -o pid= --ppid "$1" 2>/dev/null); do
+        # Fields after the command name, which may hold spaces: 12 = utime.
+        f=$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null) || continue
+        set -- $f
+        u=$((u + ${12})) s=$((s + ${13}))
+    done
+    echo "$u $s"
+}
