@@ -17,6 +17,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# free_port, wait_port, rss_kib: shared with bench/run
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 dnoded=${1:-${DNODED_BIN:-./dnoded}}
 subs=${SUBS:-5000}
 rates=${RATES:-10 50}
@@ -38,22 +41,6 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # port, seconds
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "fanout.sh: nothing answers on port $1" >&2
-    return 1
-}
 
 # start_dnoded NAME PORT WORKERS [REDIS_URL]: runs dnoded in the background.
 start_dnoded() {

@@ -11,6 +11,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# free_port, wait_port, rss_kib: shared with bench/run
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 src=$(dirname "$here")
 dnoded=${1:-${DNODED_BIN:-./dnoded}}
 duration=${RPC_SECONDS:-10}
@@ -32,31 +35,6 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-wait_port() { # port, seconds
-    local i
-    for ((i = 0; i < $2 * 10; i++)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "rpc.sh: nothing answers on port $1" >&2
-    return 1
-}
-
-# Resident set of a process and its children, in KiB.
-rss_kib() {
-    local total=0 p
-    for p in $1 $(ps -o pid= --ppid "$1" 2>/dev/null); do
-        total=$((total + $(ps -o rss= -p "$p" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
 
 # Enough descriptors for 10k sessions on both ends.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -8,6 +8,9 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# free_port, wait_port, rss_kib: shared with bench/run
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 src=$(dirname "$here")
 dnoded=${1:-${DNODED_BIN:-./dnoded}}
 duration=${WS_SECONDS:-10}
@@ -24,10 +27,6 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 echo "building the load generator"
 cc -O2 -std=gnu11 -Wall -o "$work/ws_load" "$here/ws_load.c" \
