@@ -10,7 +10,8 @@
 //  - every write acknowledged to a client (fn(doc) called) is in the
 //    database with at least that content (read back over the wire);
 //  - every subscriber received every change made while it and Redis were
-//    connected (the windows are defined at expectedBy below);
+//    connected (the windows are defined at expectedBy below), and no change
+//    twice or out of order;
 //  - every worker is healthy: two workers run, /healthz answers, fresh
 //    clients can subscribe, create and see the change pushed.
 // Prints a summary. Every phase is bounded; the run takes about a minute.
@@ -132,13 +133,20 @@ class Load {
         let n = 0;
         while (!this.stopping) {
             const conn = { id: this.nextConn++, client: idx, openAt: now(), subAt: null,
-                closedAt: null, byUs: false, received: new Set() };
+                closedAt: null, byUs: false, received: new Set(), last: new Map(),
+                disorder: [] };
             const push = (d) => {
                 if (conn.subAt === null) {
                     conn.subAt = now();
                 }
                 if (d && typeof d._id === 'string') {
-                    conn.received.add(`${d._id}:${d.order}`);
+                    const key = `${d._id}:${d.order}`;
+                    // One doc's changes arrive once each, in the order made.
+                    if (conn.received.has(key) || conn.last.get(d._id) >= d.order) {
+                        conn.disorder.push(`${key} after ${d._id}:${conn.last.get(d._id)}`);
+                    }
+                    conn.received.add(key);
+                    conn.last.set(d._id, d.order);
                 }
             };
             // Distinct functions: the client gives one function one id.
@@ -177,11 +185,17 @@ class Load {
                             doc = { id: ack._id, title, order: 0 };
                         }
                     } else {
+                        // An update that was not acknowledged may still have
+                        // been made: never repeat it (the same change twice
+                        // would look like a duplicate push); take a new doc.
                         const order = doc.order + 1;
+                        const current = doc;
+                        doc = null;
                         const ack = await this.write(c, conn, 'update',
-                            { _id: doc.id, title: doc.title, order });
+                            { _id: current.id, title: current.title, order });
                         if (ack) {
-                            doc.order = order;
+                            current.order = order;
+                            doc = current;
                         }
                     }
                 }
@@ -397,8 +411,10 @@ test('chaos: kill -9 a worker, restart Redis, stop FerretDB, reload, under load'
             }
         }
         let pushes = 0;
+        const disorder = [];
         for (const s of load.conns) {
             pushes += s.received.size;
+            disorder.push(...s.disorder.map((x) => `connection ${s.id}: ${x}`));
         }
 
         // ---- 3. every worker is healthy
@@ -440,11 +456,13 @@ test('chaos: kill -9 a worker, restart Redis, stop FerretDB, reload, under load'
         if (process.env.CHAOS_DUMP) {
             fs.writeFileSync(process.env.CHAOS_DUMP, JSON.stringify({ loadStart, outages, faults,
                 writes: load.writes.map((w) => ({ ...w, conn: w.conn.id })),
-                conns: load.conns.map((s) => ({ ...s, received: [...s.received] })) }));
+                conns: load.conns.map((s) => ({ ...s, received: [...s.received], last: undefined,
+                })) }));
         }
         assert.deepStrictEqual(missing.slice(0, 20), [], `${missing.length} acknowledged writes ` +
             'are not in the database');
         assert.deepStrictEqual(lost, [], `${expected - received} expected pushes did not arrive`);
+        assert.deepStrictEqual(disorder.slice(0, 20), [], 'pushes duplicated or out of order');
         assert.strictEqual(kids.length, 2, `workers running: ${kids}`);
         // The run must have tested something.
         assert.ok(load.writes.length >= 100, `only ${load.writes.length} writes acknowledged`);
