@@ -2,7 +2,8 @@
 // chaos: faults under load. Starts its own Redis and FerretDB (it stops and
 // starts them, so never the DNODED_TEST_* servers) and dnoded with two
 // workers in Redis mode; keeps CLIENTS clients creating and updating todos
-// and subscribed to their channel while it kills a worker with SIGKILL,
+// and subscribed to their channel (and a few WebSocket sessions only
+// subscribed) while it kills a worker with SIGKILL,
 // restarts Redis, stops and restarts FerretDB and reloads dnoded (SIGHUP).
 // Clients reconnect and resubscribe whenever their connection drops.
 //
@@ -26,9 +27,10 @@ const { startDnoded, DnodeClient } = require('../lib/harness');
 const { startRedis, startFerretDB } = require('../lib/services');
 const { MongoConnection, withDatabase } = require('../lib/mongo');
 const { findProgram, sleep, waitFor, timeScale } = require('../lib/proc');
-const { httpGet } = require('../lib/raw_http');
+const { httpGet, WsConn, OP } = require('../lib/raw_http');
 
 const CLIENTS = 20;
+const WS_SUBSCRIBERS = 4; // WebSocket sessions that only subscribe
 const URL = '/chaos';
 const UPDATES_PER_DOC = 4;
 // Slack around every window: a change acknowledged at t reaches the
@@ -103,13 +105,17 @@ class Load {
         this.failed = 0; // writes answered with an error
         this.unanswered = 0; // writes whose connection dropped or that timed out
         this.live = new Set(); // open DnodeClients
-        this.tasks = [];
+        this.tasks = []; // the writing clients
+        this.readers = []; // the WebSocket subscribers, until close()
         this.nextConn = 0;
     }
 
     start() {
         for (let i = 0; i < CLIENTS; i++) {
             this.tasks.push(this.client(i));
+        }
+        for (let i = 0; i < WS_SUBSCRIBERS; i++) {
+            this.readers.push(this.wsSubscriber(CLIENTS + i));
         }
     }
 
@@ -119,36 +125,22 @@ class Load {
         await Promise.all(this.tasks);
     }
 
-    close() {
+    async close() {
+        this.stopping = true;
         for (const c of this.live) {
             c.conn.byUs = true;
             c.conn.closedAt = c.conn.closedAt || now();
             c.close();
         }
         this.live.clear();
+        await Promise.all(this.readers);
     }
 
     async client(idx) {
         let doc = null; // { id, title, order } of the doc this client updates
         let n = 0;
         while (!this.stopping) {
-            const conn = { id: this.nextConn++, client: idx, openAt: now(), subAt: null,
-                closedAt: null, byUs: false, received: new Set(), last: new Map(),
-                disorder: [] };
-            const push = (d) => {
-                if (conn.subAt === null) {
-                    conn.subAt = now();
-                }
-                if (d && typeof d._id === 'string') {
-                    const key = `${d._id}:${d.order}`;
-                    // One doc's changes arrive once each, in the order made.
-                    if (conn.received.has(key) || conn.last.get(d._id) >= d.order) {
-                        conn.disorder.push(`${key} after ${d._id}:${conn.last.get(d._id)}`);
-                    }
-                    conn.received.add(key);
-                    conn.last.set(d._id, d.order);
-                }
-            };
+            const { conn, push } = this.track(idx, false);
             // Distinct functions: the client gives one function one id.
             const methods = {
                 created: (doc) => push(doc),
@@ -205,6 +197,94 @@ class Load {
             if (!c.isClosed && !this.stopping) {
                 conn.byUs = true;
                 conn.closedAt = now();
+                c.close();
+            }
+            if (!this.stopping) {
+                await sleep(50 + Math.floor(Math.random() * 150));
+            }
+        }
+    }
+
+    // A connection record, and the push handler that fills it in.
+    track(idx, ws) {
+        const conn = { id: this.nextConn++, client: idx, ws, openAt: now(), subAt: null,
+            closedAt: null, byUs: false, received: new Set(), last: new Map(), disorder: [] };
+        const push = (d) => {
+            if (conn.subAt === null) {
+                conn.subAt = now();
+            }
+            if (d && typeof d._id === 'string') {
+                const key = `${d._id}:${d.order}`;
+                // One doc's changes arrive once each, in the order made.
+                if (conn.received.has(key) || conn.last.get(d._id) >= d.order) {
+                    conn.disorder.push(`${key} after ${d._id}:${conn.last.get(d._id)}`);
+                }
+                conn.received.add(key);
+                conn.last.set(d._id, d.order);
+            }
+        };
+        return { conn, push };
+    }
+
+    // A WebSocket session that subscribes and reads pushes until dropped,
+    // then reconnects (until stopped; close() ends the last one).
+    async wsSubscriber(idx) {
+        while (!this.stopping) {
+            let c;
+            try {
+                c = await WsConn.open(this.port);
+            } catch (err) {
+                await sleep(100);
+                continue;
+            }
+            const { conn, push } = this.track(idx, true);
+            this.conns.push(conn);
+            c.conn = conn;
+            this.live.add(c);
+            c.reader.closed.then(() => {
+                conn.closedAt = conn.closedAt || now();
+                this.live.delete(c);
+            });
+            try {
+                await c.nextMessage((m) => m.method === 'methods', 'the methods message');
+                c.sendJson({ method: 'methods', arguments: [{ created: '[Function]',
+                    updated: '[Function]', subscribed: '[Function]', unsubscribed: '[Function]' }],
+                callbacks: { 0: [0, 'created'], 1: [0, 'updated'], 2: [0, 'subscribed'],
+                    3: [0, 'unsubscribed'] } });
+                c.sendJson({ method: 'subscribe', arguments: [URL, '[Function]'],
+                    callbacks: { 10: [1] } });
+                for (;;) {
+                    let f;
+                    try {
+                        f = await c.nextFrame('a push');
+                    } catch (err) {
+                        if (c.reader.ended) {
+                            break;
+                        }
+                        continue; // idle for a while: keep waiting
+                    }
+                    if (f.opcode === OP.CLOSE) {
+                        break;
+                    }
+                    if (f.opcode !== OP.TEXT) {
+                        continue;
+                    }
+                    const m = JSON.parse(f.payload.toString('utf8'));
+                    // Pushes name the method the session exported.
+                    if (m.method === 'created' || m.method === 'updated') {
+                        push(m.arguments[0]);
+                    } else if (m.method === 'subscribed' || m.method === 'unsubscribed') {
+                        push(null);
+                    } else if (m.method === 10) {
+                        assert.strictEqual(m.arguments[0], null);
+                    }
+                }
+            } catch (err) {
+                // dropped before it subscribed: reconnect below
+            }
+            if (!c.reader.ended) {
+                conn.byUs = true;
+                conn.closedAt = conn.closedAt || now();
                 c.close();
             }
             if (!this.stopping) {
@@ -343,7 +423,7 @@ test('chaos: kill -9 a worker, restart Redis, stop FerretDB, reload, under load'
         const loadEnd = now();
         // Let the last pushes arrive, then close every client ourselves.
         await sleep(MARGIN_MS + 1000);
-        load.close();
+        await load.close();
 
         // Outages nobody caused on purpose (e.g. a liveness probe that timed
         // out under load) count too: from the log, down to the next recovery.
@@ -393,6 +473,7 @@ test('chaos: kill -9 a worker, restart Redis, stop FerretDB, reload, under load'
             quiet(w.sentAt - MARGIN_MS, w.ackAt + MARGIN_MS) &&
             (w.conn.byUs || w.conn.closedAt > w.ackAt + MARGIN_MS);
         let expected = 0;
+        let expectedWs = 0;
         let received = 0;
         const lost = [];
         for (const w of load.writes) {
@@ -401,6 +482,7 @@ test('chaos: kill -9 a worker, restart Redis, stop FerretDB, reload, under load'
                     continue;
                 }
                 expected++;
+                expectedWs += s.ws ? 1 : 0;
                 if (s.received.has(w.key)) {
                     received++;
                 } else if (lost.length < 20) {
@@ -439,11 +521,14 @@ test('chaos: kill -9 a worker, restart Redis, stop FerretDB, reload, under load'
 
         const dropped = load.conns.filter((s) => !s.byUs).length;
         const summary = [
-            `load ${((loadEnd - loadStart) / 1000).toFixed(1)} s, ${CLIENTS} clients, ` +
-                `${load.conns.length} connections (${dropped} dropped by the server)`,
+            `load ${((loadEnd - loadStart) / 1000).toFixed(1)} s, ${CLIENTS} clients and ` +
+                `${WS_SUBSCRIBERS} WebSocket subscribers, ${load.conns.length} connections ` +
+                `(${load.conns.filter((s) => s.ws).length} WebSocket; ${dropped} dropped by ` +
+                'the server)',
             `writes acknowledged ${load.writes.length}, refused ${load.failed}, ` +
                 `unanswered ${load.unanswered}; documents stored ${docs.length}`,
-            `pushes expected ${expected}, received ${received} of them ` +
+            `pushes expected ${expected} (${expectedWs} over WebSocket), received ${received} ` +
+                'of them ' +
                 `(${pushes} pushes received in all)`,
             `faults: ${faults.map((f) => `${f.what} at ${((f.at - loadStart) / 1000).toFixed(1)} s`)
                 .join('; ')}`,
@@ -467,5 +552,6 @@ test('chaos: kill -9 a worker, restart Redis, stop FerretDB, reload, under load'
         // The run must have tested something.
         assert.ok(load.writes.length >= 100, `only ${load.writes.length} writes acknowledged`);
         assert.ok(expected >= 500, `only ${expected} pushes expected`);
+        assert.ok(expectedWs >= 50, `only ${expectedWs} pushes expected over WebSocket`);
         assert.ok(dropped >= 1, 'no connection was dropped by a fault');
     });
