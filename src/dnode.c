@@ -367,51 +367,83 @@ static int scrub(const json_t *v, json_t *path, json_t *callbacks)
     return rc;
 }
 
-char *dnode_build(const char *method, int64_t method_id, const json_t *args, size_t *len)
+/* Whether v holds a JSON_CALLBACK node anywhere. */
+static int has_callback(const json_t *v)
 {
-    json_t *msg = json_object();
-    json_t *callbacks = json_object();
-    json_t *path = json_array();
-    json_t *argcopy = NULL;
-    char *out = NULL, *line = NULL;
-    size_t n;
+    size_t i;
 
-    if (msg == NULL || callbacks == NULL || path == NULL)
-        goto done;
-    if (args != NULL && scrub(args, path, callbacks) < 0)
-        goto done;
-    if (json_object_set(msg, "method", method != NULL ? json_string(method)
-                                                       : json_int(method_id)) < 0)
-        goto done;
-    /* The serializer writes callbacks as "[Function]", so the arguments can
-     * be shared as they are; a copy keeps ownership simple. */
-    argcopy = args != NULL ? json_copy(args) : json_array();
-    if (json_object_set(msg, "arguments", argcopy) < 0)
-        goto done;
-    if (json_object_set(msg, "callbacks", callbacks) < 0) {
-        callbacks = NULL;
-        goto done;
+    if (v->type == JSON_CALLBACK)
+        return 1;
+    if (v->type == JSON_ARRAY) {
+        for (i = 0; i < v->u.arr.len; i++)
+            if (has_callback(v->u.arr.items[i]))
+                return 1;
+    } else if (v->type == JSON_OBJECT) {
+        for (i = 0; i < v->u.obj.len; i++)
+            if (has_callback(v->u.obj.vals[i]))
+                return 1;
     }
-    callbacks = NULL;
-    if (json_object_set(msg, "links", json_array()) < 0)
-        goto done;
-    out = json_dump(msg, &n);
-    if (out == NULL)
-        goto done;
-    line = realloc(out, n + 2);
-    if (line == NULL) {
-        free(out);
-        goto done;
-    }
-    line[n] = '\n';
-    line[n + 1] = '\0';
-    if (len != NULL)
-        *len = n + 1;
-done:
-    json_free(msg);
+    return 0;
+}
+
+/* The callbacks map of args. Almost every message the server sends has
+ * none, so the map is only built as a tree (ids kept unique the way
+ * json_object_set keeps them) when there is one. */
+static int append_callbacks(json_buf_t *b, const json_t *args)
+{
+    json_t *callbacks, *path;
+    int rc = -1;
+
+    if (args == NULL || !has_callback(args))
+        return json_buf_append(b, "{}", 2);
+    callbacks = json_object();
+    path = json_array();
+    if (callbacks != NULL && path != NULL && scrub(args, path, callbacks) == 0)
+        rc = json_dump_append(b, callbacks);
     json_free(callbacks);
     json_free(path);
-    return line;
+    return rc;
+}
+
+int dnode_build_append(json_buf_t *b, const char *method, int64_t method_id, const json_t *args)
+{
+    static const char head[] = "{\"method\":", argsep[] = ",\"arguments\":",
+                      cbsep[] = ",\"callbacks\":", tail[] = ",\"links\":[]}\n";
+    json_t id = {.type = JSON_NUMBER};
+
+    if (json_buf_append(b, head, sizeof(head) - 1) < 0)
+        return -1;
+    if (method != NULL) {
+        if (json_dump_string(b, method, strlen(method)) < 0)
+            return -1;
+    } else {
+        id.u.num.i = method_id;
+        id.u.num.d = (double)method_id;
+        id.u.num.is_int = 1;
+        if (json_dump_append(b, &id) < 0)
+            return -1;
+    }
+    /* The writer puts "[Function]" where a callback is, so the arguments
+     * are written as they are; the map says where those are. */
+    if (json_buf_append(b, argsep, sizeof(argsep) - 1) < 0 ||
+        (args != NULL ? json_dump_append(b, args) : json_buf_append(b, "[]", 2)) < 0 ||
+        json_buf_append(b, cbsep, sizeof(cbsep) - 1) < 0 || append_callbacks(b, args) < 0 ||
+        json_buf_append(b, tail, sizeof(tail) - 1) < 0)
+        return -1;
+    return 0;
+}
+
+char *dnode_build(const char *method, int64_t method_id, const json_t *args, size_t *len)
+{
+    json_buf_t b = {NULL, 0, 0};
+
+    if (dnode_build_append(&b, method, method_id, args) < 0 || json_buf_append(&b, "", 1) < 0) {
+        free(b.data);
+        return NULL;
+    }
+    if (len != NULL)
+        *len = b.len - 1;
+    return b.data;
 }
 
 char *dnode_build_methods(const char *const *names, size_t n, size_t *len)

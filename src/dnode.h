@@ -51,6 +51,11 @@ void dnode_msg_clear(dnode_msg_t *msg);
  * them). Returns NULL on allocation failure. */
 char *dnode_build(const char *method, int64_t method_id, const json_t *args, size_t *len);
 
+/* dnode_build into b: appends the same bytes (newline included, no NUL),
+ * so a caller can write a message after a header of its own in one
+ * buffer. 0, or -1 on allocation failure (b->data stays the caller's). */
+int dnode_build_append(json_buf_t *b, const char *method, int64_t method_id, const json_t *args);
+
 /* The first message a peer sends: "methods" with an object whose members
  * names[i] are callbacks with ids 0..n-1. */
 char *dnode_build_methods(const char *const *names, size_t n, size_t *len);

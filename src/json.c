@@ -1,7 +1,8 @@
 /* json: the JSON tree (see json.h). Parsing goes through yajl's callback
  * parser into our own nodes so that depth is capped while parsing and
- * numbers keep their integer form; output goes through yajl_gen. Knows
- * nothing of DNode beyond carrying JSON_CALLBACK nodes. */
+ * numbers keep their integer form; output is our own writer into one
+ * growable buffer. Knows nothing of DNode beyond carrying JSON_CALLBACK
+ * nodes. */
 #include "json.h"
 
 #include <errno.h>
@@ -11,18 +12,21 @@
 #include <string.h>
 #include <sys/types.h>
 
-#include <yajl/yajl_gen.h>
 #include <yajl/yajl_parse.h>
 
 /* ------------------------------------------------------------------------
  * Construction and containers
  * ------------------------------------------------------------------------ */
 
+/* malloc rather than calloc: glibc's calloc skips its per-thread cache,
+ * and nodes are the most frequent allocation of a message. */
 static json_t *json_alloc(json_type_t type)
 {
-    json_t *v = calloc(1, sizeof(*v));
-    if (v != NULL)
+    json_t *v = malloc(sizeof(*v));
+    if (v != NULL) {
+        memset(v, 0, sizeof(*v));
         v->type = type;
+    }
     return v;
 }
 
@@ -413,11 +417,16 @@ typedef struct parse_frame {
     size_t nslots; /* a power of two, or 0 */
 } parse_frame_t;
 
+/* Frames held in the parse state itself; deeper documents move the stack
+ * to the heap (most messages nest a few levels, max_depth may be large). */
+#define PARSE_STACK_INLINE 16
+
 typedef struct parse_state {
-    parse_frame_t *stack;
-    size_t depth, max_depth;
+    parse_frame_t *stack; /* inline_stack, or malloc'd once deeper */
+    size_t depth, cap, max_depth;
     json_t *root;
     const char *error; /* set by callbacks that stop the parse */
+    parse_frame_t inline_stack[PARSE_STACK_INLINE];
 } parse_state_t;
 
 #define PARSE_INDEX_FROM 8 /* members before an object gets an index */
@@ -537,12 +546,33 @@ static int parse_push(parse_state_t *ps, json_t *container)
         ps->error = "nesting too deep";
         return 0;
     }
+    if (ps->depth == ps->cap) {
+        size_t cap = ps->cap * 2 < ps->max_depth ? ps->cap * 2 : ps->max_depth;
+        parse_frame_t *stack;
+        if (ps->stack == ps->inline_stack) {
+            stack = malloc(cap * sizeof(*stack));
+            if (stack != NULL)
+                memcpy(stack, ps->stack, ps->depth * sizeof(*stack));
+        } else {
+            stack = realloc(ps->stack, cap * sizeof(*stack));
+        }
+        if (stack == NULL) {
+            json_free(container);
+            ps->error = "out of memory";
+            return 0;
+        }
+        ps->stack = stack;
+        ps->cap = cap;
+    }
     /* The container is linked into its parent first so that one free of the
      * root releases everything if the parse stops half way. */
     if (!parse_add(ps, container))
         return 0;
     ps->stack[ps->depth].container = container;
     ps->stack[ps->depth].key = NULL;
+    ps->stack[ps->depth].keylen = 0;
+    ps->stack[ps->depth].slots = NULL;
+    ps->stack[ps->depth].nslots = 0;
     ps->depth++;
     return 1;
 }
@@ -680,6 +710,102 @@ static int cb_end(void *ctx)
 
 static int cb_start_array(void *ctx) { return parse_push(ctx, json_array()); }
 
+/* yajl's own allocations for one parse (handle, lexer, buffers, state
+ * stack: a few hundred bytes, plus 2 KiB once a string has escapes) come
+ * from a block on the caller's stack instead of the heap; what does not fit
+ * goes to malloc. Per call, so parsers on several threads share nothing.
+ * Each block is preceded by its size (for realloc); only the last block
+ * is given back by free. */
+#define ARENA_BYTES 4096
+#define ARENA_ALIGN 16
+
+typedef struct parse_arena {
+    size_t used;
+    _Alignas(ARENA_ALIGN) unsigned char mem[ARENA_BYTES];
+} parse_arena_t;
+
+static int arena_owns(const parse_arena_t *a, const void *p)
+{
+    uintptr_t u = (uintptr_t)p, lo = (uintptr_t)a->mem;
+    return u >= lo && u < lo + ARENA_BYTES;
+}
+
+static size_t arena_size(const void *p)
+{
+    size_t n;
+    memcpy(&n, (const unsigned char *)p - ARENA_ALIGN, sizeof(n));
+    return n;
+}
+
+static void *arena_malloc(void *ctx, size_t n)
+{
+    parse_arena_t *a = ctx;
+    size_t need;
+    unsigned char *p;
+
+    if (n > ARENA_BYTES)
+        return malloc(n);
+    need = ARENA_ALIGN + ((n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1));
+    if (need > ARENA_BYTES - a->used)
+        return malloc(n);
+    p = a->mem + a->used + ARENA_ALIGN;
+    memcpy(p - ARENA_ALIGN, &n, sizeof(n));
+    a->used += need;
+    return p;
+}
+
+/* Whether p is the block most recently handed out. */
+static int arena_is_last(const parse_arena_t *a, const void *p)
+{
+    size_t n = arena_size(p);
+    size_t end = (size_t)((const unsigned char *)p - a->mem) +
+                 ((n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1));
+    return end == a->used;
+}
+
+static void arena_free(void *ctx, void *p)
+{
+    parse_arena_t *a = ctx;
+
+    if (p == NULL)
+        return;
+    if (!arena_owns(a, p)) {
+        free(p);
+        return;
+    }
+    if (arena_is_last(a, p))
+        a->used = (size_t)((unsigned char *)p - a->mem) - ARENA_ALIGN;
+}
+
+static void *arena_realloc(void *ctx, void *p, size_t n)
+{
+    parse_arena_t *a = ctx;
+    size_t old;
+    void *q;
+
+    if (p == NULL)
+        return arena_malloc(ctx, n);
+    if (!arena_owns(a, p))
+        return realloc(p, n);
+    old = arena_size(p);
+    if (n <= old)
+        return p;
+    if (arena_is_last(a, p)) {
+        /* Grow in place when the arena has room after it. */
+        size_t start = (size_t)((unsigned char *)p - a->mem);
+        size_t rounded = (n + ARENA_ALIGN - 1) & ~(size_t)(ARENA_ALIGN - 1);
+        if (n <= ARENA_BYTES && rounded <= ARENA_BYTES - start) {
+            memcpy((unsigned char *)p - ARENA_ALIGN, &n, sizeof(n));
+            a->used = start + rounded;
+            return p;
+        }
+    }
+    q = arena_malloc(ctx, n);
+    if (q != NULL)
+        memcpy(q, p, old);
+    return q;
+}
+
 static const yajl_callbacks parse_callbacks = {
     cb_null, cb_boolean, NULL, NULL, cb_number, cb_string,
     cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
@@ -688,23 +814,23 @@ static const yajl_callbacks parse_callbacks = {
 json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err, size_t errlen)
 {
     parse_state_t ps;
+    parse_arena_t arena;
+    yajl_alloc_funcs funcs = {arena_malloc, arena_realloc, arena_free, &arena};
     yajl_handle h;
     yajl_status st;
     size_t i;
 
     if (err != NULL && errlen > 0)
         err[0] = '\0';
-    memset(&ps, 0, sizeof(ps));
+    ps.stack = ps.inline_stack;
+    ps.depth = 0;
+    ps.cap = PARSE_STACK_INLINE;
     ps.max_depth = max_depth ? max_depth : JSON_DEFAULT_MAX_DEPTH;
-    ps.stack = calloc(ps.max_depth, sizeof(*ps.stack));
-    if (ps.stack == NULL) {
-        if (err != NULL && errlen > 0)
-            snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    h = yajl_alloc(&parse_callbacks, NULL, &ps);
+    ps.root = NULL;
+    ps.error = NULL;
+    arena.used = 0;
+    h = yajl_alloc(&parse_callbacks, &funcs, &ps);
     if (h == NULL) {
-        free(ps.stack);
         if (err != NULL && errlen > 0)
             snprintf(err, errlen, "out of memory");
         return NULL;
@@ -732,7 +858,8 @@ json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err, siz
                     err[--n] = '\0';
             }
         }
-        for (i = 0; i < ps.max_depth; i++) {
+        /* Frames above depth were cleared when their container ended. */
+        for (i = 0; i < ps.depth; i++) {
             free(ps.stack[i].key);
             free(ps.stack[i].slots);
         }
@@ -740,27 +867,107 @@ json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err, siz
         ps.root = NULL;
     }
     yajl_free(h);
-    free(ps.stack);
+    if (ps.stack != ps.inline_stack)
+        free(ps.stack);
     return ps.root;
 }
 
 /* ------------------------------------------------------------------------
  * Serialization
+ *
+ * Our own writer rather than yajl_gen: the whole output goes into one
+ * growable buffer the caller may own (a DNode message is written straight
+ * into the buffer that becomes the shared message), with no generator
+ * state to allocate per call and no depth cap of its own.
  * ------------------------------------------------------------------------ */
 
-/* The shortest decimal form that reads back as the same double, as
- * JavaScript prints numbers (yajl_gen_double would print 17+ digits). */
-static yajl_gen_status json_gen_double(yajl_gen g, double d)
+int json_buf_reserve(json_buf_t *b, size_t n)
 {
-    char buf[40];
+    size_t cap;
+    char *data;
+
+    if (b->cap - b->len >= n)
+        return 0;
+    if (n > SIZE_MAX / 2 || b->len > SIZE_MAX / 2 - n)
+        return -1;
+    cap = b->cap > 0 ? b->cap : 128;
+    while (cap - b->len < n)
+        cap *= 2;
+    data = realloc(b->data, cap);
+    if (data == NULL)
+        return -1;
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+/* The writer's append: the room check inline, growth out of line. */
+static inline int buf_put(json_buf_t *b, const char *s, size_t n)
+{
+    if (b->cap - b->len < n && json_buf_reserve(b, n) < 0)
+        return -1;
+    if (n > 0)
+        memcpy(b->data + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+
+int json_buf_append(json_buf_t *b, const char *s, size_t n) { return buf_put(b, s, n); }
+
+/* Append a literal: sizeof includes the NUL, which is not written. */
+#define BUF_LIT(b, lit) buf_put((b), (lit), sizeof(lit) - 1)
+
+static int buf_int(json_buf_t *b, int64_t i)
+{
+    char tmp[24], *p = tmp + sizeof(tmp);
+    uint64_t u = i < 0 ? (uint64_t)0 - (uint64_t)i : (uint64_t)i;
+
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u > 0);
+    if (i < 0)
+        *--p = '-';
+    return buf_put(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
+/* The shortest decimal form that reads back as the same double, as
+ * JavaScript prints numbers (17 digits would always be exact but long). */
+static int buf_double(json_buf_t *b, double d)
+{
+    char tmp[40];
     int prec, n = 0;
 
     for (prec = 15; prec <= 17; prec++) {
-        n = snprintf(buf, sizeof(buf), "%.*g", prec, d);
-        if (strtod(buf, NULL) == d)
+        n = snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
+        if (strtod(tmp, NULL) == d)
             break;
     }
-    return yajl_gen_number(g, buf, (size_t)n);
+    return buf_put(b, tmp, (size_t)n);
+}
+
+/* Per RFC 8259: '"' and '\\' escaped, control characters as their short
+ * escape or \u00XX, everything else (including '/' and DEL) as it is. */
+static const char *escape_short(unsigned char c)
+{
+    switch (c) {
+    case '"':
+        return "\\\"";
+    case '\\':
+        return "\\\\";
+    case '\b':
+        return "\\b";
+    case '\f':
+        return "\\f";
+    case '\n':
+        return "\\n";
+    case '\r':
+        return "\\r";
+    case '\t':
+        return "\\t";
+    default:
+        return NULL;
+    }
 }
 
 /* Write a string, replacing each byte that is not part of valid UTF-8 by
@@ -768,104 +975,102 @@ static yajl_gen_status json_gen_double(yajl_gen g, double d)
  * builds itself, such as a message that cut a client's string with
  * "%.60s" in the middle of a character. A browser fails the WebSocket on a
  * text frame that is not UTF-8, so nothing invalid may go out. */
-static yajl_gen_status json_gen_text(yajl_gen g, const char *text, size_t len)
+int json_dump_string(json_buf_t *b, const char *text, size_t len)
 {
+    static const char hex[] = "0123456789ABCDEF";
     const unsigned char *s = (const unsigned char *)text;
-    unsigned char *fixed, *out;
-    yajl_gen_status st;
-    size_t i = 0, n;
+    size_t i = 0, run = 0, n;
 
-    if (utf8_valid(s, len))
-        return yajl_gen_string(g, s, len);
-    if (len > (SIZE_MAX - 1) / 3)
-        return yajl_gen_invalid_string;
-    fixed = malloc(3 * len + 1);
-    if (fixed == NULL)
-        return yajl_gen_invalid_string;
-    out = fixed;
+    /* Room for the common case (nothing to escape) in one step. */
+    if (len > SIZE_MAX - 2 || json_buf_reserve(b, len + 2) < 0)
+        return -1;
+    b->data[b->len++] = '"';
     while (i < len) {
-        n = utf8_seq(s + i, len - i);
-        if (n == 0) {
-            *out++ = 0xEF;
-            *out++ = 0xBF;
-            *out++ = 0xBD;
+        unsigned char c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
             i++;
-        } else {
-            memcpy(out, s + i, n);
-            out += n;
-            i += n;
+            continue;
         }
+        if (c >= 0x80) {
+            n = utf8_seq(s + i, len - i);
+            if (n > 0) {
+                i += n;
+                continue;
+            }
+        }
+        if (buf_put(b, text + run, i - run) < 0)
+            return -1;
+        if (c >= 0x80) {
+            if (BUF_LIT(b, "\xEF\xBF\xBD") < 0)
+                return -1;
+        } else {
+            const char *esc = escape_short(c);
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            if (esc != NULL ? buf_put(b, esc, 2) < 0 : buf_put(b, u, 6) < 0)
+                return -1;
+        }
+        run = ++i;
     }
-    st = yajl_gen_string(g, fixed, (size_t)(out - fixed));
-    free(fixed);
-    return st;
+    if (buf_put(b, text + run, len - run) < 0)
+        return -1;
+    return BUF_LIT(b, "\"");
 }
 
-static yajl_gen_status json_gen(yajl_gen g, const json_t *v)
+int json_dump_append(json_buf_t *b, const json_t *v)
 {
-    yajl_gen_status st = yajl_gen_status_ok;
     size_t i;
 
     switch (v->type) {
     case JSON_NULL:
-        return yajl_gen_null(g);
+        return BUF_LIT(b, "null");
     case JSON_BOOL:
-        return yajl_gen_bool(g, v->u.boolean);
+        return v->u.boolean ? BUF_LIT(b, "true") : BUF_LIT(b, "false");
     case JSON_NUMBER:
         if (v->u.num.is_int)
-            return yajl_gen_integer(g, (long long)v->u.num.i);
+            return buf_int(b, v->u.num.i);
         if (!isfinite(v->u.num.d))
-            return yajl_gen_null(g);
+            return BUF_LIT(b, "null");
+        /* Integral doubles print as integers (so -0 is 0), as in JavaScript. */
         if (v->u.num.d == floor(v->u.num.d) && fabs(v->u.num.d) < 9007199254740992.0)
-            return yajl_gen_integer(g, (long long)v->u.num.d);
-        return json_gen_double(g, v->u.num.d);
+            return buf_int(b, (int64_t)v->u.num.d);
+        return buf_double(b, v->u.num.d);
     case JSON_STRING:
-        return json_gen_text(g, v->u.str.s, v->u.str.len);
+        return json_dump_string(b, v->u.str.s, v->u.str.len);
     case JSON_CALLBACK:
-        return yajl_gen_string(g, (const unsigned char *)"[Function]", 10);
+        return BUF_LIT(b, "\"[Function]\"");
     case JSON_ARRAY:
-        st = yajl_gen_array_open(g);
-        for (i = 0; st == yajl_gen_status_ok && i < v->u.arr.len; i++)
-            st = json_gen(g, v->u.arr.items[i]);
-        return st == yajl_gen_status_ok ? yajl_gen_array_close(g) : st;
-    case JSON_OBJECT:
-        st = yajl_gen_map_open(g);
-        for (i = 0; st == yajl_gen_status_ok && i < v->u.obj.len; i++) {
-            const char *k = v->u.obj.keys[i];
-            st = json_gen_text(g, k, strlen(k));
-            if (st == yajl_gen_status_ok)
-                st = json_gen(g, v->u.obj.vals[i]);
+        if (BUF_LIT(b, "[") < 0)
+            return -1;
+        for (i = 0; i < v->u.arr.len; i++) {
+            if ((i > 0 && BUF_LIT(b, ",") < 0) || json_dump_append(b, v->u.arr.items[i]) < 0)
+                return -1;
         }
-        return st == yajl_gen_status_ok ? yajl_gen_map_close(g) : st;
+        return BUF_LIT(b, "]");
+    case JSON_OBJECT:
+        if (BUF_LIT(b, "{") < 0)
+            return -1;
+        for (i = 0; i < v->u.obj.len; i++) {
+            const char *k = v->u.obj.keys[i];
+            if ((i > 0 && BUF_LIT(b, ",") < 0) || json_dump_string(b, k, strlen(k)) < 0 ||
+                BUF_LIT(b, ":") < 0 || json_dump_append(b, v->u.obj.vals[i]) < 0)
+                return -1;
+        }
+        return BUF_LIT(b, "}");
     }
-    return yajl_gen_invalid_string;
+    return -1;
 }
 
 char *json_dump(const json_t *v, size_t *len)
 {
-    yajl_gen g;
-    const unsigned char *out;
-    size_t outlen;
-    char *copy = NULL;
+    json_buf_t b = {NULL, 0, 0};
 
     if (v == NULL)
         return NULL;
-    g = yajl_gen_alloc(NULL);
-    if (g == NULL)
+    if (json_dump_append(&b, v) < 0 || BUF_LIT(&b, "\0") < 0) {
+        free(b.data);
         return NULL;
-    /* Strings are passed through as given (validated on input); '/' is not
-     * escaped. */
-    yajl_gen_config(g, yajl_gen_validate_utf8, 0);
-    if (json_gen(g, v) == yajl_gen_status_ok &&
-        yajl_gen_get_buf(g, &out, &outlen) == yajl_gen_status_ok) {
-        copy = malloc(outlen + 1);
-        if (copy != NULL) {
-            memcpy(copy, out, outlen);
-            copy[outlen] = '\0';
-            if (len != NULL)
-                *len = outlen;
-        }
     }
-    yajl_gen_free(g);
-    return copy;
+    if (len != NULL)
+        *len = b.len - 1;
+    return b.data;
 }

@@ -1,5 +1,5 @@
 /* json: the in-memory JSON tree every module passes around (parse with yajl,
- * serialize with yajl_gen). It also carries one non-JSON node kind,
+ * serialize with our own writer). It also carries one non-JSON node kind,
  * JSON_CALLBACK, which stands for a DNode callback id inside arguments; the
  * dnode codec creates and consumes those. No I/O here. */
 #ifndef DNODED_JSON_H
@@ -57,10 +57,33 @@ json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err,
                    size_t errlen);
 
 /* Serialize to a new malloc'd, NUL-terminated string (no trailing newline);
- * *len gets its length when len is not NULL. JSON_CALLBACK nodes are written
- * as the string "[Function]". Non-finite numbers are written as null.
- * Returns NULL only on allocation failure. */
+ * *len gets its length when len is not NULL. Compact form, members in
+ * their order. JSON_CALLBACK nodes are written as the string "[Function]".
+ * Integers and integral doubles below 2^53 print as integers, other
+ * doubles in the shortest form that reads back the same, non-finite
+ * numbers as null. Strings escape '"', '\\' and control characters
+ * (\b \f \n \r \t, else \u00XX) and nothing else; bytes that are not
+ * valid UTF-8 become U+FFFD. Returns NULL only on allocation failure. */
 char *json_dump(const json_t *v, size_t *len);
+
+/* An output buffer the writer appends to: data[0..len) is written, cap is
+ * allocated. Start from {NULL, 0, 0}, or from a buffer of the caller's
+ * (e.g. with a header already in data[0..len)); data is realloc'd as it
+ * grows and the caller frees it. Nothing is NUL-terminated. */
+typedef struct json_buf {
+    char *data;
+    size_t len, cap;
+} json_buf_t;
+
+/* Make room for n more bytes; 0, or -1 on allocation failure. */
+int json_buf_reserve(json_buf_t *b, size_t n);
+/* Append s[0..n); 0 or -1. */
+int json_buf_append(json_buf_t *b, const char *s, size_t n);
+/* Append v as json_dump writes it; 0, or -1 on allocation failure (then
+ * b->len says nothing useful, but b->data is still the caller's to free). */
+int json_dump_append(json_buf_t *b, const json_t *v);
+/* Append s[0..len) as a JSON string, as json_dump writes strings; 0 or -1. */
+int json_dump_string(json_buf_t *b, const char *s, size_t len);
 
 /* Constructors: return NULL only on allocation failure. */
 json_t *json_null(void);

@@ -5,6 +5,7 @@
 #include "session.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,17 +44,38 @@ session_msg_t *session_msg_new(const char *data, size_t len)
     return m;
 }
 
-session_msg_t *session_msg_call(const char *method, const json_t *args)
+/* A DNode message written by the codec straight into the buffer that
+ * becomes the session_msg_t: no intermediate string, no copy. */
+static session_msg_t *session_msg_build(const char *method, int64_t method_id, const json_t *args)
 {
-    size_t len;
-    char *line = dnode_build(method, -1, args, &len);
+    const size_t head = offsetof(session_msg_t, data);
+    json_buf_t b = {NULL, 0, 0};
     session_msg_t *m;
 
-    if (line == NULL)
+    if (json_buf_reserve(&b, head + 240) < 0)
         return NULL;
-    m = session_msg_new(line, len - 1); /* without its newline */
-    free(line);
+    b.len = head;
+    if (dnode_build_append(&b, method, method_id, args) < 0 || json_buf_append(&b, "", 1) < 0) {
+        free(b.data);
+        return NULL;
+    }
+    /* A message can wait in many output buffers: give back the slack of a
+     * large one (shrinking in place never fails in practice; if it does,
+     * the larger block is kept). */
+    if (b.cap - b.len > 4096) {
+        char *fit = realloc(b.data, b.len);
+        if (fit != NULL)
+            b.data = fit;
+    }
+    m = (session_msg_t *)(void *)b.data;
+    m->refs = 1;
+    m->len = b.len - head - 2; /* data ends with '\n' and a NUL */
     return m;
+}
+
+session_msg_t *session_msg_call(const char *method, const json_t *args)
+{
+    return session_msg_build(method, -1, args);
 }
 
 void session_msg_unref(session_msg_t *m)
@@ -343,18 +365,12 @@ int session_send_msg(session_t *s, session_msg_t *m)
 
 int session_call(session_t *s, int64_t cb, const json_t *args)
 {
-    size_t len;
-    char *line;
     session_msg_t *m;
     int rc;
 
     if (cb < 0 || s->closing)
         return -1;
-    line = dnode_build(NULL, cb, args, &len);
-    if (line == NULL)
-        return -1;
-    m = session_msg_new(line, len - 1);
-    free(line);
+    m = session_msg_build(NULL, cb, args);
     if (m == NULL)
         return -1;
     rc = session_send_msg(s, m);

@@ -189,6 +189,51 @@ START_TEST(test_build_parse_round_trip)
 }
 END_TEST
 
+START_TEST(test_build_append_after_header)
+{
+    /* The append form writes the same line after the caller's own bytes
+     * (a session writes its message header first), for named calls and
+     * calls by id, with and without callbacks. */
+    json_t *args = jparse("[\"/todos\",{\"n\":[1,2.5,\"\\u0001\"]}]");
+    json_t *withcb = jparse("[{\"x\":[0]}]");
+    ck_assert_int_eq(json_array_set(at(json_array_get(withcb, 0), "x"), 0, json_callback(7)), 0);
+    const struct {
+        const char *method;
+        int64_t id;
+        const json_t *args;
+    } cases[] = {{"subscribed", -1, args},
+                 {NULL, 9007199254740991LL, args},
+                 {"m", -1, withcb},
+                 {NULL, 0, NULL}};
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_buf_t b = {NULL, 0, 0};
+        size_t len = 0;
+        char *line = dnode_build(cases[i].method, cases[i].id, cases[i].args, &len);
+        ck_assert_ptr_nonnull(line);
+        ck_assert_int_eq(json_buf_append(&b, "0123456789abcdef", 16), 0);
+        ck_assert_int_eq(dnode_build_append(&b, cases[i].method, cases[i].id, cases[i].args), 0);
+        ck_assert_uint_eq(b.len, 16 + len);
+        ck_assert_int_eq(memcmp(b.data, "0123456789abcdef", 16), 0);
+        ck_assert_int_eq(memcmp(b.data + 16, line, len), 0);
+        free(b.data);
+        free(line);
+    }
+    /* Exactly the form the reference implementation's peers read. */
+    char *line = dnode_build(NULL, 3, args, NULL);
+    ck_assert_str_eq(line, "{\"method\":3,\"arguments\":[\"/todos\",{\"n\":[1,2.5,\"\\u0001\"]}],"
+                           "\"callbacks\":{},\"links\":[]}\n");
+    free(line);
+    line = dnode_build("m", -1, withcb, NULL);
+    ck_assert_str_eq(line, "{\"method\":\"m\",\"arguments\":[{\"x\":[\"[Function]\"]}],"
+                           "\"callbacks\":{\"7\":[\"0\",\"x\",\"0\"]},\"links\":[]}\n");
+    free(line);
+    json_free(args);
+    json_free(withcb);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Parsing (unscrub)
  * ------------------------------------------------------------------------ */
@@ -571,6 +616,7 @@ int main(void)
     tcase_add_test(build_tc, test_build_callback_call_by_id);
     tcase_add_test(build_tc, test_build_methods);
     tcase_add_test(build_tc, test_build_parse_round_trip);
+    tcase_add_test(build_tc, test_build_append_after_header);
     suite_add_tcase(s, build_tc);
 
     tcase_add_test(parse_tc, test_unscrub_nested_string_paths);

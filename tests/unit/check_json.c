@@ -117,6 +117,184 @@ START_TEST(test_escapes_written_back)
 }
 END_TEST
 
+START_TEST(test_control_characters_escaped)
+{
+    /* Every byte below 0x20 has an escape (the short one where JSON has
+     * it); DEL and '/' go out as they are. The output reads back equal. */
+    static const char *const want[32] = {
+        "\\u0000", "\\u0001", "\\u0002", "\\u0003", "\\u0004", "\\u0005", "\\u0006", "\\u0007",
+        "\\b",     "\\t",     "\\n",     "\\u000B", "\\f",     "\\r",     "\\u000E", "\\u000F",
+        "\\u0010", "\\u0011", "\\u0012", "\\u0013", "\\u0014", "\\u0015", "\\u0016", "\\u0017",
+        "\\u0018", "\\u0019", "\\u001A", "\\u001B", "\\u001C", "\\u001D", "\\u001E", "\\u001F"};
+    char in[3], expect[16];
+    int c;
+
+    for (c = 0; c < 32; c++) {
+        in[0] = 'a';
+        in[1] = (char)c;
+        in[2] = 'z';
+        json_t *v = json_stringn(in, 3);
+        char *out = dump(v);
+        snprintf(expect, sizeof(expect), "\"a%sz\"", want[c]);
+        ck_assert_msg(strcmp(out, expect) == 0, "byte %d written as %s, expected %s", c, out,
+                      expect);
+        json_t *back = parse_str(out);
+        ck_assert(json_equal(v, back));
+        json_free(back);
+        free(out);
+        json_free(v);
+    }
+    dumps_as("\"\\u007f/\\/\"", "\"\x7f//\"");
+    /* In keys too. */
+    dumps_as("{\"k\\u0001\\n\":1}", "{\"k\\u0001\\n\":1}");
+}
+END_TEST
+
+/* A string of n bytes mixing plain text, escapes and multi-byte UTF-8,
+ * and (in want) how it must be written, without the quotes. */
+static void mixed_text(size_t n, char *text, char *want, size_t *wantlen)
+{
+    static const char *const pieces[] = {"abc", "\"", "\\", "\n", "\x01", "\xc3\xa9", "/"};
+    static const char *const written[] = {"abc", "\\\"", "\\\\", "\\n", "\\u0001", "\xc3\xa9", "/"};
+    size_t i = 0, k = 0, w = 0;
+
+    while (i < n) {
+        const char *p = pieces[k % 7], *q = written[k % 7];
+        size_t plen = strlen(p) > n - i ? n - i : strlen(p);
+        if (plen < strlen(p)) { /* the last piece, cut: keep it plain */
+            p = "x";
+            q = "x";
+            plen = 1;
+        }
+        memcpy(text + i, p, plen);
+        memcpy(want + w, q, strlen(q));
+        i += plen;
+        w += strlen(q);
+        k++;
+    }
+    *wantlen = w;
+}
+
+START_TEST(test_writer_large_tree)
+{
+    /* Thousands of members and long strings with escapes: the one output
+     * buffer grows many times and the result is exact. */
+    enum { N = 3000, SLEN = 1000 };
+    char *text = malloc(SLEN), *want = malloc(SLEN * 6);
+    size_t wantlen, i, total;
+    json_t *v = json_array();
+    ck_assert_ptr_nonnull(text);
+    ck_assert_ptr_nonnull(want);
+    mixed_text(SLEN, text, want, &wantlen);
+    for (i = 0; i < N; i++) {
+        json_t *o = json_object();
+        ck_assert_int_eq(json_object_set(o, "i", json_int((int64_t)i)), 0);
+        ck_assert_int_eq(json_object_set(o, "s", json_stringn(text, SLEN)), 0);
+        ck_assert_int_eq(json_array_append(v, o), 0);
+    }
+    size_t len = 0;
+    char *out = json_dump(v, &len);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_uint_eq(len, strlen(out));
+    /* Check element by element: {"i":<i>,"s":"<want>"} joined by commas. */
+    const char *p = out;
+    ck_assert_int_eq(*p++, '[');
+    for (i = 0, total = 1; i < N; i++) {
+        char head[40];
+        int hn = snprintf(head, sizeof(head), "%s{\"i\":%zu,\"s\":\"", i > 0 ? "," : "", i);
+        ck_assert_int_eq(strncmp(p, head, (size_t)hn), 0);
+        p += hn;
+        ck_assert_int_eq(memcmp(p, want, wantlen), 0);
+        p += wantlen;
+        ck_assert_int_eq(strncmp(p, "\"}", 2), 0);
+        p += 2;
+        total += (size_t)hn + wantlen + 2;
+    }
+    ck_assert_str_eq(p, "]");
+    ck_assert_uint_eq(len, total + 1);
+    json_t *back = parse_ok(out, len);
+    ck_assert(json_equal(v, back));
+    json_free(back);
+    free(out);
+    json_free(v);
+    free(text);
+    free(want);
+}
+END_TEST
+
+START_TEST(test_writer_deep_tree)
+{
+    /* Far deeper than any parse limit in use: written whole, and it reads
+     * back when the parser is allowed that depth (its frame stack grows
+     * past the few levels it keeps inline). */
+    enum { DEPTH = 2000 };
+    json_t *v = json_string("x\ny");
+    size_t i, len = 0;
+    for (i = 0; i < DEPTH; i++) {
+        json_t *c = (i % 2) ? json_array() : json_object();
+        ck_assert_int_eq((i % 2) ? json_array_append(c, v) : json_object_set(c, "k", v), 0);
+        v = c;
+    }
+    char *out = json_dump(v, &len);
+    ck_assert_ptr_nonnull(out);
+    /* Outermost is an array (i = DEPTH - 1 is odd). */
+    ck_assert_int_eq(strncmp(out, "[{\"k\":[{\"k\":", 12), 0);
+    ck_assert_ptr_nonnull(strstr(out, "{\"k\":\"x\\ny\"}"));
+    ck_assert_uint_eq(len, DEPTH / 2 * (2 + 6) + 6);
+    char err[128] = "";
+    json_t *back = json_parse(out, len, DEPTH, err, sizeof(err));
+    ck_assert_msg(back != NULL, "%s", err);
+    ck_assert(json_equal(v, back));
+    json_free(back);
+    /* One level short of that: refused, and nothing leaks (the sanitizer
+     * build checks). */
+    ck_assert_ptr_null(json_parse(out, len, DEPTH - 1, err, sizeof(err)));
+    ck_assert_str_eq(err, "nesting too deep");
+    free(out);
+    json_free(v);
+}
+END_TEST
+
+START_TEST(test_dump_append_after_header)
+{
+    /* The append form writes after what the buffer already holds and
+     * leaves it alone; strings alone go through json_dump_string. */
+    json_buf_t b = {NULL, 0, 0};
+    json_t *v = parse_str("{\"a\":[1,2.5,\"\\u00e9\"]}");
+    ck_assert_int_eq(json_buf_append(&b, "HEAD", 4), 0);
+    ck_assert_int_eq(json_dump_append(&b, v), 0);
+    ck_assert_int_eq(json_dump_string(&b, "q\"\xff", 3), 0);
+    const char want[] = "HEAD{\"a\":[1,2.5,\"\xc3\xa9\"]}\"q\\\"\xef\xbf\xbd\"";
+    ck_assert_uint_eq(b.len, sizeof(want) - 1);
+    ck_assert_int_eq(memcmp(b.data, want, b.len), 0);
+    ck_assert_uint_ge(b.cap, b.len);
+    free(b.data);
+    json_free(v);
+}
+END_TEST
+
+START_TEST(test_long_escaped_strings_parse)
+{
+    /* Strings with escapes are decoded in a buffer yajl grows; past a few
+     * KiB it no longer fits the parser's scratch space on the stack. */
+    enum { SLEN = 20000 };
+    char *text = malloc(SLEN), *want = malloc(SLEN * 6 + 3);
+    size_t wantlen;
+    ck_assert_ptr_nonnull(text);
+    ck_assert_ptr_nonnull(want);
+    mixed_text(SLEN, text, want + 1, &wantlen);
+    want[0] = '"';
+    want[wantlen + 1] = '"';
+    json_t *v = parse_ok(want, wantlen + 2);
+    ck_assert_int_eq(v->type, JSON_STRING);
+    ck_assert_uint_eq(v->u.str.len, SLEN);
+    ck_assert_int_eq(memcmp(v->u.str.s, text, SLEN), 0);
+    json_free(v);
+    free(text);
+    free(want);
+}
+END_TEST
+
 /* ------------------------------------------------------------------------
  * Numbers
  * ------------------------------------------------------------------------ */
@@ -603,6 +781,11 @@ int main(void)
     tcase_add_test(tc, test_parse_dump_round_trip);
     tcase_add_test(tc, test_whitespace_and_scalars_at_top);
     tcase_add_test(tc, test_escapes_written_back);
+    tcase_add_test(tc, test_control_characters_escaped);
+    tcase_add_test(tc, test_writer_large_tree);
+    tcase_add_test(tc, test_writer_deep_tree);
+    tcase_add_test(tc, test_dump_append_after_header);
+    tcase_add_test(tc, test_long_escaped_strings_parse);
     tcase_add_test(tc, test_integers_stay_integers);
     tcase_add_test(tc, test_doubles_print_shortest);
     tcase_add_test(tc, test_big_and_small_doubles_read_back);
