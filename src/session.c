@@ -108,6 +108,9 @@ session_t *session_new(worker_t *w, struct bufferevent *bev, const char *peer,
     s->id = ++w->next_session_id;
     s->worker = w;
     s->bev = bev;
+    /* Read once: bufferevent_getfd takes the bufferevent's lock, and the
+     * direct write of every fan-out delivery needs the fd. */
+    s->fd = bufferevent_getfd(bev);
     s->refs = 1; /* the worker's list */
     s->framing = framing;
     for (i = 0; i < SESSION_REMOTE_COUNT; i++)
@@ -319,7 +322,7 @@ ssize_t session_write_direct(session_t *s, struct evbuffer *out, struct iovec *i
      * out first. Writing at once saves the two epoll_ctl() calls and the
      * loop pass that arming the write event costs, which dominates fan-out
      * to thousands of subscribers. */
-    if (evbuffer_get_length(out) > 0 || (fd = bufferevent_getfd(s->bev)) < 0)
+    if ((fd = s->fd) < 0 || evbuffer_get_length(out) > 0)
         return 0;
     do
         n = writev(fd, iov, iovcnt);

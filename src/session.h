@@ -49,6 +49,7 @@ typedef struct session {
     uint64_t id;
     struct worker *worker;
     struct bufferevent *bev;   /* NULL once torn down */
+    evutil_socket_t fd;        /* bev's socket, fixed for its life (-1: none) */
     struct session *prev, *next; /* the worker's list */
     unsigned refs;
     unsigned closing : 1;      /* session_close was called */
