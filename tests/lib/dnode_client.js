@@ -235,7 +235,10 @@ class DnodeClient {
         });
         const timer = setTimeout(() => reject(new Error(`${what} not called within ` +
             `${timeoutMs} ms`)), timeoutMs);
-        this.closed.then(() => reject(new Error(`connection closed before ${what} was called`)));
+        this.closed.then(() => {
+            clearTimeout(timer);
+            reject(new Error(`connection closed before ${what} was called`));
+        });
         const fn = (...a) => {
             clearTimeout(timer);
             resolve(a);
