@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -309,9 +310,20 @@ static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     (void)salen;
     peer_name(sa, peer, sizeof(peer));
     if (w->stopping || w->nsessions >= w->cfg->max_connections) {
+        time_t now = time(NULL);
+
         w->stats->refused++;
-        log_warning("connection from %s refused: %s", peer,
-                    w->stopping ? "worker is stopping" : "max_connections reached");
+        /* A flood of refusals gets one line a second, with the count. */
+        if (now != w->refused_logged_at) {
+            log_warning("connection from %s refused: %s (%llu refused since the last "
+                        "such line)", peer,
+                        w->stopping ? "worker is stopping" : "max_connections reached",
+                        (unsigned long long)w->refused_unlogged + 1);
+            w->refused_logged_at = now;
+            w->refused_unlogged = 0;
+        } else {
+            w->refused_unlogged++;
+        }
         evutil_closesocket(fd);
         return;
     }

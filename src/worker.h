@@ -9,6 +9,7 @@
 #include <event2/listener.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "config.h"
 #include "model.h"
@@ -43,6 +44,8 @@ typedef struct worker {
     struct event *soft_timer;   /* once a second: the slow-consumer soft rule */
     size_t nover_soft;          /* sessions with over_soft_us set */
     int stopping;               /* 0, or 1 graceful, 2 fast */
+    time_t refused_logged_at;   /* last "connection refused" log line */
+    uint64_t refused_unlogged;  /* refusals since that line */
     session_msg_t *methods_msg; /* our methods message, built once */
     struct metrics *metrics;    /* the host's shared counters, for /metrics */
     struct metrics_slot *stats; /* this worker's slot in them (metrics.h) */
