@@ -59,16 +59,21 @@ json_t *json_double(double d)
     return v;
 }
 
+/* The characters live in the same block, right after the node: one
+ * allocation per string. json_free frees u.str.s only when it points
+ * elsewhere. */
 json_t *json_stringn(const char *s, size_t len)
 {
-    json_t *v = json_alloc(JSON_STRING);
+    json_t *v;
+
+    if (len > SIZE_MAX - sizeof(*v) - 1)
+        return NULL;
+    v = malloc(sizeof(*v) + len + 1);
     if (v == NULL)
         return NULL;
-    v->u.str.s = malloc(len + 1);
-    if (v->u.str.s == NULL) {
-        free(v);
-        return NULL;
-    }
+    memset(v, 0, sizeof(*v));
+    v->type = JSON_STRING;
+    v->u.str.s = (char *)(v + 1);
     if (len > 0)
         memcpy(v->u.str.s, s, len);
     v->u.str.s[len] = '\0';
@@ -96,7 +101,8 @@ void json_free(json_t *v)
         return;
     switch (v->type) {
     case JSON_STRING:
-        free(v->u.str.s);
+        if (v->u.str.s != (char *)(v + 1))
+            free(v->u.str.s);
         break;
     case JSON_ARRAY:
         for (i = 0; i < v->u.arr.len; i++)
@@ -108,8 +114,7 @@ void json_free(json_t *v)
             free(v->u.obj.keys[i]);
             json_free(v->u.obj.vals[i]);
         }
-        free(v->u.obj.keys);
-        free(v->u.obj.vals);
+        free(v->u.obj.keys); /* vals share its block */
         break;
     default:
         break;
@@ -157,15 +162,19 @@ static ssize_t json_object_index(const json_t *obj, const char *key)
 static int json_object_push(json_t *obj, char *k, json_t *v)
 {
     if (obj->u.obj.len == obj->u.obj.cap) {
+        /* keys and vals are one block: cap keys, then cap values. */
         size_t cap = obj->u.obj.cap ? obj->u.obj.cap * 2 : 4;
-        char **keys = realloc(obj->u.obj.keys, cap * sizeof(*keys));
-        if (keys == NULL)
+        void *block;
+        if (cap > SIZE_MAX / (sizeof(char *) + sizeof(json_t *)))
             goto fail;
-        obj->u.obj.keys = keys;
-        json_t **vals = realloc(obj->u.obj.vals, cap * sizeof(*vals));
-        if (vals == NULL)
+        block = realloc(obj->u.obj.keys, cap * (sizeof(char *) + sizeof(json_t *)));
+        if (block == NULL)
             goto fail;
-        obj->u.obj.vals = vals;
+        obj->u.obj.keys = block;
+        obj->u.obj.vals = (json_t **)(obj->u.obj.keys + cap);
+        if (obj->u.obj.len > 0)
+            memmove(obj->u.obj.vals, obj->u.obj.keys + obj->u.obj.cap,
+                    obj->u.obj.len * sizeof(json_t *));
         obj->u.obj.cap = cap;
     }
     obj->u.obj.keys[obj->u.obj.len] = k;
@@ -587,6 +596,17 @@ static int cb_number(void *ctx, const char *s, size_t len)
     int is_int = 1;
     size_t i;
 
+    /* yajl has checked the syntax already: an optional '-', digits, maybe
+     * a fraction and an exponent. Up to 18 digits cannot overflow int64;
+     * anything else takes the strtoll/strtod path below. */
+    if (len <= 19) {
+        size_t k = s[0] == '-' ? 1 : 0;
+        uint64_t u = 0;
+        for (i = k; i < len && s[i] >= '0' && s[i] <= '9'; i++)
+            u = u * 10 + (uint64_t)(s[i] - '0');
+        if (i == len && len > k && len - k <= 18)
+            return parse_add(ctx, json_int(k ? -(int64_t)u : (int64_t)u));
+    }
     if (len >= sizeof(buf)) {
         /* Long literals: keep them as doubles through strtod on a copy. */
         char *tmp = malloc(len + 1);
@@ -975,6 +995,12 @@ static const char *escape_short(unsigned char c)
  * builds itself, such as a message that cut a client's string with
  * "%.60s" in the middle of a character. A browser fails the WebSocket on a
  * text frame that is not UTF-8, so nothing invalid may go out. */
+/* What a byte needs in a string: 0 nothing, 1 an escape, 2 a check that
+ * it starts a valid UTF-8 sequence. */
+static const unsigned char string_class[256] = {
+    [0 ... 0x1F] = 1, ['"'] = 1, ['\\'] = 1, [0x80 ... 0xFF] = 2,
+};
+
 int json_dump_string(json_buf_t *b, const char *text, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -987,11 +1013,11 @@ int json_dump_string(json_buf_t *b, const char *text, size_t len)
     b->data[b->len++] = '"';
     while (i < len) {
         unsigned char c = s[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+        if (string_class[c] == 0) {
             i++;
             continue;
         }
-        if (c >= 0x80) {
+        if (string_class[c] == 2) {
             n = utf8_seq(s + i, len - i);
             if (n > 0) {
                 i += n;

@@ -30,7 +30,8 @@ struct json {
             int is_int;   /* the literal was an integer that fits int64 */
         } num;
         struct {
-            char *s; /* NUL-terminated; may also contain NULs, see len */
+            char *s; /* NUL-terminated; may also contain NULs, see len;
+                        in the node's own allocation (never free it) */
             size_t len;
         } str;
         struct {
@@ -39,7 +40,7 @@ struct json {
         } arr;
         struct {
             char **keys; /* NUL-terminated, unique */
-            json_t **vals;
+            json_t **vals; /* in the same allocation as keys */
             size_t len, cap;
         } obj;
         int64_t callback;
