@@ -241,6 +241,16 @@ test('a duplicate value of a unique path is refused with Conflict', { skip }, as
         { type: 'article' }), 'Conflict');
     assert.strictEqual(err.errors.title.kind, 'unique');
     assert.strictEqual((await stored('articles', { batch: 'unique' })).length, 1);
+
+    // The same on update, which then changes nothing.
+    const other = await create(c, { title: 'Another one', batch: 'unique' });
+    const up = failed(await crud(c, 'update', { _id: other._id, title: 'Only once', rank: 1 },
+        { type: 'article' }), 'Conflict');
+    assert.strictEqual(up.errors.title.kind, 'unique');
+    const [row] = await stored('articles', { _id: new ObjectId(other._id) });
+    assert.strictEqual(row.title, 'Another one');
+    assert.strictEqual(row.__v, 0);
+    assert.ok(!('rank' in row));
 });
 
 // ------------------------------------------------------------------ read
@@ -326,6 +336,11 @@ test('every fields form projects the documents', { skip }, async (t) => {
         assert.deepStrictEqual(one, { _id: doc._id, title: doc.title, rank: doc.rank },
             JSON.stringify(fields));
     }
+    // The space-separated form also excludes.
+    const without = ok(await crud(c, 'read', { type: 'article', query: { _id: doc._id },
+        fields: '-meta -tags -created' }));
+    const { meta, tags, created, ...rest } = doc;
+    assert.deepStrictEqual(without, rest);
 });
 
 // ------------------------------------------------------------------ update, delete
@@ -337,8 +352,8 @@ test('update sets only schema paths, validates, increments __v and answers the n
             tags: ['x'] });
         const up = ok(await crud(c, 'update', {
             _id: doc._id, __v: 0, count: '7', tags: ['y', 'z'], unknown: 'dropped',
-            created: doc.created,
         }, { type: 'article' }));
+        // Paths not sent keep their stored values (the date default is not applied again).
         assert.deepStrictEqual(up, { ...doc, count: 7, tags: ['y', 'z'], __v: 1 });
 
         const [row] = await stored('articles', { _id: new ObjectId(doc._id) });
@@ -374,6 +389,12 @@ test('NotFound for a missing _id on read, update and delete', { skip }, async (t
     failed(await crud(c, 'update', { _id: id, title: 'x' }, { type: 'article' }), 'NotFound');
     failed(await crud(c, 'delete', { _id: id }, { type: 'article' }), 'NotFound');
     assert.deepStrictEqual(await stored('articles', { _id: new ObjectId(id) }), []);
+    // An _id that is not an ObjectId at all is a bad request, not a missing document.
+    const err = failed(await crud(c, 'read', { type: 'article', query: { _id: 'zz' } }),
+        'InvalidRequest');
+    assert.ok(err.message.includes('zz'), err.message);
+    failed(await crud(c, 'update', { title: 'no id' }, { type: 'article' }), 'InvalidRequest');
+    failed(await crud(c, 'delete', {}, { type: 'article' }), 'InvalidRequest');
 });
 
 test('a versioned model refuses a stale __v on update and delete with Conflict', { skip },
@@ -473,7 +494,7 @@ test('created, updated and deleted reach subscribers of opt.url after the commit
             deleted: readBack('deleted') });
         await subscribe(sub, url);
         const pub = await client(t);
-        const opt = { type: 'article', url, extra: { n: 1 }, done: () => {} };
+        const opt = { type: 'article', url, extra: { n: 1, hook: () => {} }, done: () => {} };
 
         const doc = ok(await crud(pub, 'create', { title: 'Published', batch: 'pub' }, opt));
         const up = ok(await crud(pub, 'update', { _id: doc._id, rank: 3 }, opt));
@@ -484,7 +505,7 @@ test('created, updated and deleted reach subscribers of opt.url after the commit
         assert.deepStrictEqual(seen.map((s) => s.event), ['created', 'updated', 'deleted']);
         assert.deepStrictEqual(seen.map((s) => s.doc), [doc, up, del]);
         for (const s of seen) {
-            // The publisher's options, every callback (error, done) removed.
+            // The publisher's options, every callback (error, done, extra.hook) removed.
             assert.deepStrictEqual(s.opt, { type: 'article', url, extra: { n: 1 } });
         }
         // Each change was committed before it was pushed.
@@ -519,26 +540,34 @@ test('a client that disconnects with an operation in flight does not disturb oth
         await subscribe(sub, url);
         const other = await client(t);
         const leaver = await client(t);
-        // The create and the end of the connection leave together.
-        const never = leaver.callback(CALL_TIMEOUT_MS, 'the leaver\'s reply');
-        leaver.call('create', { title: 'Left behind', batch: 'gone' }, { type: 'article', url },
-            never.fn);
-        const reads = [];
-        for (let i = 0; i < 5; i++) {
-            reads.push(crud(other, 'read', { type: 'article', query: { batch: 'gone' } }));
+        // The creates and the end of the connection leave together: the
+        // session closes while the database still works on them.
+        const N = 20;
+        for (let i = 0; i < N; i++) {
+            leaver.call('create', { title: `Left behind ${i}`, batch: 'gone', rank: i },
+                { type: 'article', url }, () => {});
         }
         leaver.sock.end();
+        const reads = [];
+        for (let i = 0; i < 5; i++) {
+            reads.push(crud(other, 'read', { type: 'article', query: { batch: 'no-such' } }));
+        }
         await leaver.waitClosed();
         for (const r of await Promise.all(reads)) {
-            assert.ok(Array.isArray(ok(r)));
+            assert.deepStrictEqual(ok(r), []);
         }
-        // The change was made and still published to the other subscribers.
-        const [doc] = await sub.nextCall('created');
-        assert.strictEqual(doc.title, 'Left behind');
+        // Every change was made and still published to the other subscribers
+        // (in the order they completed: the DB threads run them concurrently).
+        const pushed = [];
+        for (let i = 0; i < N; i++) {
+            pushed.push((await sub.nextCall('created'))[0]);
+        }
+        assert.deepStrictEqual(pushed.map((x) => x.rank).sort((a, b) => a - b),
+            [...Array(N).keys()]);
         const rows = await stored('articles', { batch: 'gone' });
-        assert.deepStrictEqual(rows.map((r) => r._id.hex), [doc._id]);
-        assert.strictEqual(ok(await crud(other, 'update', { _id: doc._id, rank: 2 },
-            { type: 'article' })).rank, 2);
+        assert.deepStrictEqual(rows.map((r) => r._id.hex).sort(), pushed.map((x) => x._id).sort());
+        assert.strictEqual(ok(await crud(other, 'update', { _id: pushed[0]._id, rank: 99 },
+            { type: 'article' })).rank, 99);
         assert.ok(d.running, 'dnoded is still running');
     });
 
