@@ -271,27 +271,52 @@ static void bus_drop_channel(bus_t *b, bus_channel_t *c)
 static char *bus_envelope(bus_t *b, const char *method, int change, const json_t *doc,
                           const json_t *opt, int64_t online, size_t *len)
 {
-    json_t *e = json_object();
-    char *text;
+    static const char head[] = "{\"v\":1,\"m\":";
+    json_buf_t jb = {NULL, 0, 0};
+    char num[32];
+    int rc;
 
-    if (e == NULL || json_object_set(e, "v", json_int(BUS_ENVELOPE_VERSION)) < 0 ||
-        json_object_set(e, "m", json_string(method)) < 0)
-        goto fail;
+    /* Written straight into one buffer: no copy of doc and opt into a tree. */
+    rc = json_buf_append(&jb, head, sizeof(head) - 1);
+    rc = rc < 0 ? rc : json_dump_string(&jb, method, strlen(method));
     if (change) {
-        if (json_object_set(e, "d", doc != NULL ? json_copy(doc) : json_null()) < 0 ||
-            json_object_set(e, "o", opt != NULL ? json_copy(opt) : json_object()) < 0)
-            goto fail;
-    } else if (json_object_set(e, "n", json_int(online)) < 0) {
-        goto fail;
+        static const json_t null_doc = {.type = JSON_NULL};
+        static const json_t empty_opt = {.type = JSON_OBJECT};
+        rc = rc < 0 ? rc : json_buf_append(&jb, ",\"d\":", 5);
+        rc = rc < 0 ? rc : json_dump_append(&jb, doc != NULL ? doc : &null_doc);
+        rc = rc < 0 ? rc : json_buf_append(&jb, ",\"o\":", 5);
+        rc = rc < 0 ? rc : json_dump_append(&jb, opt != NULL ? opt : &empty_opt);
+    } else {
+        int n = snprintf(num, sizeof(num), ",\"n\":%lld", (long long)online);
+        rc = rc < 0 ? rc : json_buf_append(&jb, num, (size_t)n);
     }
-    if (json_object_set(e, "origin", json_string(b->origin)) < 0)
-        goto fail;
-    text = json_dump(e, len);
-    json_free(e);
-    return text;
-fail:
-    json_free(e);
-    return NULL;
+    rc = rc < 0 ? rc : json_buf_append(&jb, ",\"origin\":", 10);
+    rc = rc < 0 ? rc : json_dump_string(&jb, b->origin, strlen(b->origin));
+    rc = rc < 0 ? rc : json_buf_append(&jb, "}", 2); /* with a NUL after the brace */
+    if (rc < 0) {
+        free(jb.data);
+        return NULL;
+    }
+    *len = jb.len - 1;
+    return jb.data;
+}
+
+/* The method of an envelope we wrote ourselves, read from its fixed
+ * prefix without parsing it; -1 when the prefix is not ours. */
+static int bus_peek_method(const char *payload, size_t len)
+{
+    static const char head[] = "{\"v\":1,\"m\":\"";
+    const char *name = payload + sizeof(head) - 1, *end;
+    char buf[16];
+
+    if (len < sizeof(head) + 1 || memcmp(payload, head, sizeof(head) - 1) != 0)
+        return -1;
+    end = memchr(name, '"', len - (sizeof(head) - 1));
+    if (end == NULL || (size_t)(end - name) >= sizeof(buf))
+        return -1;
+    memcpy(buf, name, (size_t)(end - name));
+    buf[end - name] = '\0';
+    return bus_which(buf);
 }
 
 /* Push one carrier message to the local subscribers of channel name: the
@@ -310,6 +335,15 @@ static void bus_deliver(bus_t *b, const char *name, size_t namelen, const char *
     c = bus_find(b, name, namelen, 0);
     if (c == NULL || c->nsubs == 0)
         return;
+    /* Most pushes of presence go to clients that do not export the
+     * method (plain DNode clients): skip the parse when nobody takes it. */
+    which = bus_peek_method(payload, len);
+    if (which >= 0) {
+        for (i = 0; i < c->nsubs && c->subs[i]->remote[which] < 0; i++)
+            ;
+        if (i == c->nsubs)
+            return;
+    }
     e = json_parse(payload, len, JSON_DEFAULT_MAX_DEPTH + 8, err, sizeof(err));
     n = json_object_get(e, "v");
     if (e == NULL || n == NULL || n->type != JSON_NUMBER || n->u.num.d != BUS_ENVELOPE_VERSION) {
