@@ -48,7 +48,7 @@ const MODELS = {
 };
 
 // Decided before the tests are declared (node:test reads skip then).
-const skip = (process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB'))
+const skip = process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB')
     ? false : 'needs ferretdb (scripts/setup) or DNODED_TEST_MONGODB_URI';
 
 let services;
@@ -188,14 +188,15 @@ test('create validates, casts, drops unknown fields, applies defaults and stores
         assert.ok(!('extra' in row.meta));
     });
 
-test('create with an _id is refused with InvalidRequest and stores nothing', { skip }, async (t) => {
-    const c = await client(t);
-    const id = '5f1d7c2e9b1e8a3d4c5b6a79';
-    failed(await crud(c, 'create', { _id: id, title: 'With id' }, { type: 'article' }),
-        'InvalidRequest');
-    assert.deepStrictEqual(await stored('articles', { _id: new ObjectId(id) }), []);
-    assert.deepStrictEqual(await stored('articles', { title: 'With id' }), []);
-});
+test('create with an _id is refused with InvalidRequest and stores nothing', { skip },
+    async (t) => {
+        const c = await client(t);
+        const id = '5f1d7c2e9b1e8a3d4c5b6a79';
+        failed(await crud(c, 'create', { _id: id, title: 'With id' }, { type: 'article' }),
+            'InvalidRequest');
+        assert.deepStrictEqual(await stored('articles', { _id: new ObjectId(id) }), []);
+        assert.deepStrictEqual(await stored('articles', { title: 'With id' }), []);
+    });
 
 test('ValidationError lists every failing path and stores nothing', { skip }, async (t) => {
     const c = await client(t);
@@ -597,6 +598,17 @@ test('Unavailable while the database is stopped, recovery once it is back', { sk
             'Unavailable');
         // The session is still usable while the database is away.
         assert.deepStrictEqual(await c.invoke('subscribe', '/outage'), [null]);
+        // A client leaving with operations waiting on the absent database
+        // (their answers then have nobody to go to; the ones still queued
+        // when the database is back may be carried out).
+        const leaver = await client(t, {}, server);
+        for (let i = 0; i < 5; i++) {
+            leaver.call('create', { title: `Leaver ${i}`, batch: 'outage-leaver' },
+                { type: 'article', url: '/outage' }, () => {});
+            leaver.call('read', { type: 'article', query: { batch: 'outage' } }, () => {});
+        }
+        leaver.sock.end();
+        await leaver.waitClosed();
 
         await ferret.start();
         let r;
