@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -69,6 +70,11 @@ struct store {
     job_t *done_head, *done_tail;   /* finished, waiting for the loop */
     size_t queued, running, undelivered;
     int stopping;    /* store_free began: threads exit, new work refused */
+    /* While the server is known to be unreachable (monotonic ms), queued
+     * operations answer Unavailable at once instead of each waiting out
+     * the timeout in turn; one operation at a time probes when it ends. */
+    int64_t down_until;
+    int probe_ms;
     int wake_sent;   /* the eventfd was written since the loop last drained it */
 
     /* Set before the threads start, closed after they are joined. */
@@ -808,6 +814,56 @@ static void job_run(store_t *st, job_t *job)
         job->error = error_nomem();
 }
 
+static int64_t store_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Whether job failed because the server could not be reached. */
+static int job_unreachable(const job_t *job)
+{
+    const char *name = json_get_string(job->error, "name");
+    return name != NULL && strcmp(name, "Unavailable") == 0;
+}
+
+/* Decide, under mu, whether job may try the server now. When the server
+ * is down and another operation is already probing, the job is answered
+ * Unavailable at once. Index jobs always run (nobody waits for them). */
+static int job_may_run(store_t *st, job_t *job)
+{
+    int64_t now;
+
+    if (st->down_until == 0 || job->kind == JOB_INDEXES)
+        return 1;
+    now = store_now_ms();
+    if (now >= st->down_until) {
+        st->down_until = now + st->probe_ms; /* this job probes; others wait */
+        return 1;
+    }
+    job->error = error_new("Unavailable", NULL,
+                           "database unavailable (the last attempt failed; retrying shortly)");
+    return 0;
+}
+
+/* Record what a finished job says of the server, under mu. */
+static void job_note_outcome(store_t *st, const job_t *job)
+{
+    if (job->kind == JOB_INDEXES)
+        return;
+    if (job_unreachable(job)) {
+        if (st->down_until == 0)
+            log_warning("store: database unreachable: failing operations fast, "
+                        "probing every %d ms", st->probe_ms);
+        st->down_until = store_now_ms() + st->probe_ms;
+    } else if (st->down_until != 0) {
+        st->down_until = 0;
+        log_info("store: database reachable again");
+    }
+}
+
 static void job_free(job_t *job)
 {
     if (!job)
@@ -837,12 +893,16 @@ static void *db_thread_main(void *p)
         job->next = NULL;
         st->queued--;
         st->running++;
+        int run = job_may_run(st, job);
         pthread_mutex_unlock(&st->mu);
 
-        job_run(st, job);
+        if (run)
+            job_run(st, job);
 
         int wake = 0;
         pthread_mutex_lock(&st->mu);
+        if (run)
+            job_note_outcome(st, job);
         st->running--;
         if (job->done) {
             if (st->done_tail)
@@ -990,6 +1050,7 @@ store_t *store_new(struct event_base *base, const store_config_t *cfg, char *err
     st->limits = cfg->limits;
     st->max_time_ms = cfg->max_time_ms > 0 ? cfg->max_time_ms : STORE_DEFAULT_MAX_TIME_MS;
     timeout = cfg->timeout_ms > 0 ? cfg->timeout_ms : STORE_DEFAULT_TIMEOUT_MS;
+    st->probe_ms = timeout < 500 ? timeout : 500;
     if (store_locks_init(st) < 0) {
         free(st);
         snprintf(err, errlen, "pthread_mutex_init() failed");
