@@ -385,20 +385,27 @@ START_TEST(test_load_refuses_exploding_patterns)
 {
     load_fails("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
                "\"r++++++++++++++++++++++++++++++++++++++++(b\"}}}}",
-               "\"s\"", "regular expression", "repetitions", NULL);
+               "\"s\"", "regular expression", "nothing to repeat", NULL);
     load_fails("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
                "\"((a{99}){99}){99}\"}}}}",
                "\"s\"", "repetitions", NULL);
     load_fails("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
-               "\"(a{,30000}){,30000}\"}}}}",
+               "\"((((((((((((a*)+)+)+)+)+)+)+)+)+)+)+)+\"}}}}",
                "\"s\"", "repetitions", NULL);
+    load_fails("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
+               "\"r++*+++++++++++\"}}}}",
+               "\"s\"", "nothing to repeat", NULL);
+    load_fails("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
+               "\"a{2}*\"}}}}",
+               "\"s\"", "nothing to repeat", NULL);
     load_fails("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
                "\"(((((((((((((((((((((((((((((((((a)))))))))))))))))))))))))))))))))\"}}}}",
                "\"s\"", "regular expression", NULL);
     model_set_free(load("{\"b\": {\"fields\": {\"s\": {\"type\": \"String\", \"match\": "
                         "\"^[a-z0-9._%+-]+@[a-z0-9.-]+\\\\.[a-z]{2,}$\"}, "
                         "\"t\": {\"type\": \"String\", \"match\": \"^(\\\\d{3}-){2}\\\\d{4}$\"}, "
-                        "\"u\": {\"type\": \"String\", \"match\": \"^[[:alpha:]{]{1,200}x{,3}$\"}}}}"));
+                        "\"u\": {\"type\": \"String\", "
+                        "\"match\": \"^[[:alpha:]{]{1,200}x{,3}$\"}}}}"));
 }
 END_TEST
 
@@ -828,6 +835,24 @@ START_TEST(test_match)
     ck_assert_ptr_null(model_prepare_create(m, data, &err));
     assert_error_at(err, "zip", "regexp", NULL);
     assert_error_at(err, "code", "regexp", NULL);
+    json_free(err);
+    json_free(data);
+    model_set_free(s);
+
+    /* A lazy quantifier is accepted (whether there is a match does not
+     * depend on it), and a brace that starts no bound is a literal one. */
+    s = load("{\"b\": {\"fields\": {\"lazy\": {\"type\": \"String\", \"match\": \"^a+?$\"}, "
+             "\"brace\": {\"type\": \"String\", \"match\": \"^x{,2}$\"}}}}");
+    m = model_set_find(s, "b");
+    data = js("{\"lazy\": \"aaa\", \"brace\": \"x{,2}\"}");
+    d = model_prepare_create(m, data, &err);
+    ck_assert_ptr_nonnull(d);
+    bson_destroy(d);
+    json_free(data);
+    data = js("{\"lazy\": \"ab\", \"brace\": \"xx\"}");
+    ck_assert_ptr_null(model_prepare_create(m, data, &err));
+    assert_error_at(err, "lazy", "regexp", NULL);
+    assert_error_at(err, "brace", "regexp", NULL);
     json_free(err);
     json_free(data);
     model_set_free(s);
