@@ -106,7 +106,7 @@ static void fuzz_conn_init(void)
         abort();
     /* Small limits, so inputs of a few KiB reach them. */
     fuzz_cfg->max_message_size = 2048;
-    fuzz_cfg->max_output_buffer = 16384;
+    fuzz_cfg->max_output_buffer = 2048;
     fuzz_cfg->max_subscriptions = 8;
     fuzz_cfg->max_callbacks = 16;
     fuzz_cfg->max_json_depth = 16;
@@ -134,10 +134,15 @@ typedef struct fuzz_conn {
     session_t *s;              /* referenced until fuzz_conn_end */
     struct bufferevent *peer;  /* the client's half */
     struct evbuffer *received; /* everything the server sent */
+    size_t slow; /* bytes the client lets wait, reading a sixteenth per pump; 0: all */
 } fuzz_conn_t;
 
-/* A new HTTP connection, as transport hands one over on a request line. */
-static void fuzz_conn_begin(fuzz_conn_t *c, int draining)
+/* A new HTTP connection, as transport hands one over on a request line.
+ * draining: the worker is stopping. slow: the client takes at most that
+ * many bytes off the connection, and reads a sixteenth of them per pump
+ * (0: everything at once), so output piles up on the server's side as it
+ * does for a slow reader. */
+static void fuzz_conn_begin(fuzz_conn_t *c, int draining, size_t slow)
 {
     struct bufferevent *pair[2];
 
@@ -152,6 +157,9 @@ static void fuzz_conn_begin(fuzz_conn_t *c, int draining)
     c->s->draining = draining ? 1 : 0;
     if (transport_http_begin(c->s) < 0)
         abort();
+    c->slow = slow;
+    if (slow > 0)
+        bufferevent_setwatermark(pair[1], EV_READ, 0, slow);
     if (bufferevent_enable(pair[0], EV_READ | EV_WRITE) < 0 ||
         bufferevent_enable(pair[1], EV_READ | EV_WRITE) < 0)
         abort();
@@ -165,8 +173,23 @@ static void fuzz_conn_pump(fuzz_conn_t *c)
     for (i = 0; i < 4; i++)
         if (event_base_loop(fuzz_w.base, EVLOOP_NONBLOCK) < 0)
             abort();
-    if (c->peer != NULL && evbuffer_add_buffer(c->received, bufferevent_get_input(c->peer)) < 0)
+    if (c->peer != NULL && evbuffer_remove_buffer(bufferevent_get_input(c->peer), c->received,
+                                                  c->slow > 0 ? c->slow / 16 : SIZE_MAX) < 0)
         abort();
+}
+
+/* The client reads everything that is left, at its pace. */
+static void fuzz_conn_read_all(fuzz_conn_t *c)
+{
+    int i;
+
+    c->slow = 0;
+    bufferevent_setwatermark(c->peer, EV_READ, 0, 0);
+    for (i = 0; i < 64; i++) {
+        fuzz_conn_pump(c);
+        if (evbuffer_get_length(bufferevent_get_input(c->peer)) == 0)
+            break;
+    }
 }
 
 /* Write bytes as the client; returns 0, or -1 once the server is done

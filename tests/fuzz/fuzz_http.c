@@ -4,10 +4,11 @@
  * and the docroot checks, /healthz, /metrics, and upgrades to WebSocket
  * (whatever follows an upgrade is read as frames).
  *
- * Input: byte 0 bit 0 makes the worker a stopping one (503s, drain), bytes
- * 1-2 seed the fragment sizes; the rest is the byte stream. Checks: every
- * answer is HTTP/1.1, nothing outside the docroot or hidden is served, and
- * the session is gone once the connection ends. */
+ * Input: byte 0 bit 0 makes the worker a stopping one (503s, drain), bit 1
+ * makes the client a slow reader; bytes 1-2 seed the fragment sizes; the
+ * rest is the byte stream. Checks: every answer is HTTP/1.1, nothing
+ * outside the docroot or hidden is served, and the session is gone once
+ * the connection ends. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -39,7 +40,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 3)
         return 0;
     rnd = (uint32_t)data[1] << 8 | data[2];
-    fuzz_conn_begin(&c, data[0] & 1);
+    fuzz_conn_begin(&c, data[0] & 1, (data[0] & 2) ? 512 : 0);
     for (off = 3; off < size; off += n) {
         rnd = rnd * 1103515245u + 12345u;
         n = 1 + (rnd >> 16) % 128;
@@ -48,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (fuzz_conn_send(&c, data + off, n) < 0)
             break;
     }
-    fuzz_conn_pump(&c);
+    fuzz_conn_read_all(&c);
     fuzz_conn_dump(&c);
     if (evbuffer_get_length(c.received) > 0) {
         if (evbuffer_copyout(c.received, head, sizeof(head)) != (ssize_t)sizeof(head) ||

@@ -6,9 +6,10 @@
  * through session and api (subscribe/publish in single-host mode).
  *
  * Input: byte 0 picks the mode (bit 0: raw bytes after the handshake
- * instead of frames), bytes 1-2 seed the fragment sizes. Frames are records:
- * [b0 as sent: FIN, RSV, opcode] [b1: bit 7 mask, bits 5-6 length form,
- * bits 0-4 with the next byte the payload length] [4 mask key bytes when
+ * instead of frames; bit 1: a slow reader, so the output limits apply),
+ * bytes 1-2 seed the fragment sizes. Frames are records: [b0 as sent: FIN,
+ * RSV, opcode] [b1: bit 7 mask, bits 5-6 length form, bits 0-4 with the
+ * next byte the payload length] [4 mask key bytes when
  * masked] [payload as the server should read it]; the target masks it.
  * Checks: the server's bytes are a 101 answer followed by whole, unmasked,
  * well-formed frames, and the session is gone once the connection ends. */
@@ -157,7 +158,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rnd = (uint32_t)data[1] << 8 | data[2];
     total = evbuffer_get_length(stream);
     bytes = evbuffer_pullup(stream, -1);
-    fuzz_conn_begin(&c, 0);
+    fuzz_conn_begin(&c, 0, (data[0] & 2) ? 512 : 0);
     for (off = 0; off < total; off += n) {
         rnd = rnd * 1103515245u + 12345u;
         n = 1 + (rnd >> 16) % 256;
@@ -166,7 +167,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (fuzz_conn_send(&c, bytes + off, n) < 0)
             break;
     }
-    fuzz_conn_pump(&c);
+    fuzz_conn_read_all(&c);
     fuzz_conn_dump(&c);
     check_output(c.received);
     fuzz_conn_end(&c);
