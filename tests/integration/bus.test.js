@@ -291,20 +291,20 @@ test.describe('single-host mode', () => {
             const line = await d.waitForLog(re);
             return line.match(/\[worker (\d+)\]/)[1];
         };
-        // The kernel spreads connections over the workers; open some until
-        // both have subscribers (and publishers).
+        // Three connections on each worker: the other one is stopped while
+        // they connect, so the kernel cannot put them all on one.
         const byWorker = new Map();
-        for (let i = 0; i < 80 && !(byWorker.size === 2 &&
-            [...byWorker.values()].every((l) => l.length >= 3)); i++) {
-            const c = await client(t, d);
-            const w = await workerOf(c);
-            byWorker.set(w, [...(byWorker.get(w) || []), c]);
-            if (byWorker.size < 2) {
-                await sleep(20);
-            }
+        for (const pid of await d.waitWorkers(2)) {
+            await d.withOnlyWorker(pid, async () => {
+                for (let i = 0; i < 3; i++) {
+                    const c = await client(t, d);
+                    const w = await workerOf(c);
+                    byWorker.set(w, [...(byWorker.get(w) || []), c]);
+                }
+            });
         }
         assert.strictEqual(byWorker.size, 2, 'connections reached both workers');
-        assert.ok([...byWorker.values()].every((l) => l.length >= 3), 'three on each worker');
+        assert.ok([...byWorker.values()].every((l) => l.length === 3), 'three on each worker');
         const [w0, w1] = [...byWorker.values()];
         const subs = [w0[0], w1[0], w0[1], w1[1]];
         for (let i = 0; i < subs.length; i++) {

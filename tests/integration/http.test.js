@@ -323,48 +323,14 @@ test('/metrics is Prometheus text and its counters move with traffic', async () 
 });
 
 // Connections each worker accepted after byte offset since of the log.
-// The worker processes of a dnoded: the children of its master.
-function workerPidsOf(d2) {
-    const ppid = (p) => {
-        try {
-            return Number(fs.readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /, '')
-                .split(' ')[1]);
-        } catch {
-            return -1;
-        }
-    };
-    return d2.processes().filter((p) => p !== d2.pid && ppid(p) === d2.pid).sort();
-}
-
-// Runs fn while every worker but `only` is stopped, so that `only` accepts
-// whatever connects meanwhile (the kernel would otherwise pick).
-async function withOnlyWorker(pids, only, fn) {
-    const others = pids.filter((p) => p !== only);
-    for (const p of others) {
-        process.kill(p, 'SIGSTOP');
-    }
-    try {
-        return await fn();
-    } finally {
-        for (const p of others) {
-            process.kill(p, 'SIGCONT');
-        }
-    }
-}
-
 test('/metrics answered by any worker sums the counters of every worker', async (t) => {
     const d2 = await startDnoded({ config: { workers: 2, docroot: root } }, t);
-    let pids = [];
-    for (let i = 0; i < 100 && pids.length !== 2; i++) {
-        pids = workerPidsOf(d2);
-        await new Promise((r) => setTimeout(r, 50));
-    }
-    assert.strictEqual(pids.length, 2, 'two workers');
+    const pids = await d2.waitWorkers(2);
     const clients = [];
     try {
         // Eight sessions on each worker.
         for (const w of pids) {
-            await withOnlyWorker(pids, w, async () => {
+            await d2.withOnlyWorker(w, async () => {
                 const batch = await Promise.all(Array.from({ length: 8 }, () => d2.connect()));
                 clients.push(...batch);
                 await Promise.all(batch.map((c) => c.ready));
@@ -372,7 +338,7 @@ test('/metrics answered by any worker sums the counters of every worker', async 
         }
         // Each worker alone answers /metrics with the sum of both.
         for (const w of pids) {
-            const a = await withOnlyWorker(pids, w, () => httpGet(d2.port, '/metrics'));
+            const a = await d2.withOnlyWorker(w, () => httpGet(d2.port, '/metrics'));
             const m = parseMetrics(a.text);
             assert.strictEqual(m.get('dnoded_sessions_opened_total{transport="tcp"}'),
                 clients.length, `worker ${w} counts every worker's sessions`);

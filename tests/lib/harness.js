@@ -211,6 +211,48 @@ class Dnoded {
         return this.proc ? this.proc.members() : [];
     }
 
+    // Pids of the worker processes (the master's children), sorted.
+    workerPids() {
+        const ppid = (p) => {
+            try {
+                return Number(fs.readFileSync(`/proc/${p}/stat`, 'utf8')
+                    .replace(/^.*\) /, '').split(' ')[1]);
+            } catch {
+                return -1;
+            }
+        };
+        return this.processes().filter((p) => p !== this.pid && ppid(p) === this.pid).sort();
+    }
+
+    // Waits until n workers run; resolves with their pids.
+    async waitWorkers(n, timeoutMs = 15000 * timeScale) {
+        const deadline = Date.now() + timeoutMs;
+        for (;;) {
+            const pids = this.workerPids();
+            if (pids.length === n) {
+                return pids;
+            }
+            assert.ok(Date.now() < deadline, `${n} workers within ${timeoutMs} ms`);
+            await new Promise((r) => setTimeout(r, 50));
+        }
+    }
+
+    // Runs fn while every worker but `only` is stopped (SIGSTOP), so that
+    // `only` accepts whatever connects meanwhile instead of the kernel's pick.
+    async withOnlyWorker(only, fn) {
+        const others = this.workerPids().filter((p) => p !== only);
+        for (const p of others) {
+            process.kill(p, 'SIGSTOP');
+        }
+        try {
+            return await fn();
+        } finally {
+            for (const p of others) {
+                process.kill(p, 'SIGCONT');
+            }
+        }
+    }
+
     // Stops dnoded with sig (SIGTERM: fast stop; SIGQUIT: graceful), SIGKILL
     // after timeoutMs. Resolves { code, signal, stderr }. Throws an
     // AssertionError when dnoded had exited by itself, exited with a status
