@@ -497,12 +497,21 @@ test('created, updated and deleted reach subscribers of opt.url after the commit
         const pub = await client(t);
         const opt = { type: 'article', url, extra: { n: 1, hook: () => {} }, done: () => {} };
 
+        // Each change waits until the previous push has been read back, so
+        // that a read-back sees the change it was pushed for, not a later one.
+        const pushed = async (n) => {
+            for (let i = 0; seen.length < n && i < 200; i++) {
+                await sleep(50);
+            }
+            assert.strictEqual(seen.length, n, `push ${n} arrived`);
+            await seen[n - 1].read;
+        };
         const doc = ok(await crud(pub, 'create', { title: 'Published', batch: 'pub' }, opt));
+        await pushed(1);
         const up = ok(await crud(pub, 'update', { _id: doc._id, rank: 3 }, opt));
+        await pushed(2);
         const del = ok(await crud(pub, 'delete', { _id: doc._id }, opt));
-        for (let i = 0; seen.length < 3 && i < 200; i++) {
-            await sleep(50);
-        }
+        await pushed(3);
         assert.deepStrictEqual(seen.map((s) => s.event), ['created', 'updated', 'deleted']);
         assert.deepStrictEqual(seen.map((s) => s.doc), [doc, up, del]);
         for (const s of seen) {
