@@ -37,6 +37,7 @@ typedef struct conn {
     struct bufferevent *bev;
     unsigned idx;
     int state;      /* 0 handshake (ws), 1 waiting for methods, 2 running */
+    int methods_sent; /* ours went out (TCP: at once, as npm dnode does) */
     int subscribed; /* the next request is unsubscribe (pubsub), read (crud) */
     uint64_t next_cb;
     uint64_t fn_cb, err_cb; /* crud: the ids of the call in flight */
@@ -173,14 +174,21 @@ static void send_request(conn_t *c)
     send_msg(c, msg, (size_t)n);
 }
 
+static void send_methods(conn_t *c)
+{
+    static const char methods[] =
+        "{\"method\":\"methods\",\"arguments\":[{}],\"callbacks\":{},\"links\":[]}";
+    send_msg(c, methods, sizeof(methods) - 1);
+    c->methods_sent = 1;
+}
+
 static void handle_msg(conn_t *c, const char *msg, size_t len)
 {
     load_t *l = c->load;
 
     if (c->state == 1) { /* the server's methods: answer with ours, start */
-        static const char methods[] =
-            "{\"method\":\"methods\",\"arguments\":[{}],\"callbacks\":{},\"links\":[]}";
-        send_msg(c, methods, sizeof(methods) - 1);
+        if (!c->methods_sent)
+            send_methods(c);
         c->state = 2;
         send_request(c);
         return;
@@ -271,7 +279,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
                                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                                 "Sec-WebSocket-Version: 13\r\n\r\n");
         } else {
+            /* A DNode peer sends its methods at once; dnoded, which shares
+             * the port with HTTP, waits for a client's first bytes. */
             c->state = 1;
+            send_methods(c);
         }
         return;
     }
