@@ -34,9 +34,9 @@ void worker_schedule_teardown(worker_t *w, session_t *s)
         size_t cap = w->capclosing ? w->capclosing * 2 : 64;
         session_t **q = realloc(w->closing, cap * sizeof(*q));
         if (q == NULL) {
-            /* Cannot defer: tear down now; callers hold no pointers past
-             * this point only when called from the loop's top level, so
-             * keep a reference to be safe. */
+            /* Tearing down here could free what our caller still uses.
+             * The session stays closed (no reading, no output) and is torn
+             * down with the others when the worker exits. */
             log_error("out of memory queueing a session teardown");
             return;
         }
