@@ -146,6 +146,18 @@ static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size
     return (ssize_t)len;
 }
 
+/* Queue our close frame. A close already queued or sent is not a failure:
+ * one read may hold several frames that each call for a close (found by
+ * fuzz_ws: two binary frames dropped the connection without any close
+ * frame). 0, or -1 when no close can be sent. */
+static int ws_queue_close(wslay_event_context_ptr ctx, uint16_t code, const char *reason,
+                          size_t len)
+{
+    int rc = wslay_event_queue_close(ctx, code, (const uint8_t *)reason, len);
+
+    return rc == 0 || rc == WSLAY_ERR_NO_MORE_MSG ? 0 : -1;
+}
+
 /* A frame announcing more than max_message_size is refused at its header,
  * before any of its payload is read (wslay counts only what arrived). */
 static void ws_frame_start_cb(wslay_event_context_ptr ctx,
@@ -154,8 +166,7 @@ static void ws_frame_start_cb(wslay_event_context_ptr ctx,
     ws_conn_t *c = user;
 
     if ((arg->opcode & 0x8) == 0 && arg->payload_length > c->s->worker->cfg->max_message_size &&
-        !wslay_event_get_close_sent(ctx) &&
-        wslay_event_queue_close(ctx, WSLAY_CODE_MESSAGE_TOO_BIG, NULL, 0) != 0)
+        ws_queue_close(ctx, WSLAY_CODE_MESSAGE_TOO_BIG, NULL, 0) < 0)
         c->broken = 1;
 }
 
@@ -173,8 +184,7 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
         break;
     case WSLAY_BINARY_FRAME:
         slog_warning(s, "binary WebSocket message refused");
-        if (wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA,
-                                    (const uint8_t *)"text frames only", 16) != 0)
+        if (ws_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, "text frames only", 16) < 0)
             session_close(s, "WebSocket protocol error: cannot queue close");
         break;
     default: /* ping (wslay answers it), pong, close (handled in ws_flush) */
