@@ -80,7 +80,8 @@ static void fuzz_conn_init(void)
     char path[128], *line;
     size_t len;
 
-    log_set_level(LOG_LEVEL_ERROR);
+    /* FUZZ_LOG set (debugging a target): every log line, else errors only. */
+    log_set_level(getenv("FUZZ_LOG") != NULL ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
     snprintf(fuzz_docroot, sizeof(fuzz_docroot), "/tmp/dnoded-fuzz-docroot-XXXXXX");
     if (mkdtemp(fuzz_docroot) == NULL)
         abort();

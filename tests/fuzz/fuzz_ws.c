@@ -88,12 +88,14 @@ static void build_frames(const uint8_t *in, size_t len, struct evbuffer *out)
 }
 
 /* What the server wrote: the 101 answer, then only complete frames of ours:
- * FIN set, no RSV bits, text, close, ping or pong, never masked. */
-static void check_output(struct evbuffer *got)
+ * FIN set, no RSV bits, text, close, ping or pong, never masked. A server
+ * that ended the session on its own said why: its last frame is a close. */
+static void check_output(struct evbuffer *got, int server_closed)
 {
     size_t len = evbuffer_get_length(got), i, h;
     const uint8_t *p;
     struct evbuffer_ptr end;
+    int op = -1;
 
     if (len == 0)
         return;
@@ -105,7 +107,6 @@ static void check_output(struct evbuffer *got)
         abort();
     for (i = (size_t)end.pos + 4; i < len; i += h) {
         uint64_t plen;
-        int op;
 
         if (len - i < 2)
             abort();
@@ -134,6 +135,8 @@ static void check_output(struct evbuffer *got)
             abort(); /* a frame cut short */
         h += (size_t)plen;
     }
+    if (server_closed && op != 8)
+        abort();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -169,7 +172,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     fuzz_conn_read_all(&c);
     fuzz_conn_dump(&c);
-    check_output(c.received);
+    check_output(c.received, c.s->closing);
     fuzz_conn_end(&c);
     evbuffer_free(stream);
     return 0;
