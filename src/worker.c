@@ -47,13 +47,10 @@ void worker_schedule_teardown(worker_t *w, session_t *s)
     event_active(w->reap, EV_TIMEOUT, 0);
 }
 
-static void worker_reap_cb(evutil_socket_t fd, short what, void *arg)
+void worker_reap(worker_t *w)
 {
-    worker_t *w = arg;
     size_t i;
 
-    (void)fd;
-    (void)what;
     /* Teardown can close more sessions (presence pushes that overflow an
      * output buffer): loop until the queue is empty. */
     for (i = 0; i < w->nclosing; i++) {
@@ -61,6 +58,13 @@ static void worker_reap_cb(evutil_socket_t fd, short what, void *arg)
         session_unref(w->closing[i]);
     }
     w->nclosing = 0;
+}
+
+static void worker_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    worker_reap(arg);
 }
 
 /* ------------------------------------------------------------------------
@@ -174,11 +178,11 @@ static void worker_free(worker_t *w)
         session_teardown(s);
     }
     if (w->reap != NULL)
-        worker_reap_cb(-1, 0, w);
+        worker_reap(w);
     if (w->store != NULL)
         store_free(w->store); /* runs the remaining completions */
     if (w->reap != NULL)
-        worker_reap_cb(-1, 0, w);
+        worker_reap(w);
     for (i = 0; i < w->nlisteners; i++)
         evconnlistener_free(w->listeners[i]);
     free(w->listeners);

@@ -80,6 +80,9 @@ int worker_run(const worker_args_t *args);
 
 /* Queue a closing session for teardown at the next safe point. */
 void worker_schedule_teardown(worker_t *w, session_t *s);
+/* Tear down every queued session now (the loop's reap event runs this;
+ * call it only where no caller up the stack still uses those sessions). */
+void worker_reap(worker_t *w);
 /* Stop: graceful (finish in-flight work, then close) or fast. */
 void worker_stop(worker_t *w, int graceful);
 

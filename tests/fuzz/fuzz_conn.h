@@ -32,19 +32,11 @@ static worker_t fuzz_w;
 static config_t *fuzz_cfg;
 static char fuzz_docroot[64];
 
-/* What worker.c's teardown pass does (it is static there). */
 static void fuzz_reap_cb(evutil_socket_t fd, short what, void *arg)
 {
-    worker_t *w = arg;
-    size_t i;
-
     (void)fd;
     (void)what;
-    for (i = 0; i < w->nclosing; i++) {
-        session_teardown(w->closing[i]);
-        session_unref(w->closing[i]);
-    }
-    w->nclosing = 0;
+    worker_reap(arg);
 }
 
 static void fuzz_write_file(const char *rel, const char *text)
