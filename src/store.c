@@ -75,6 +75,7 @@ struct store {
      * the timeout in turn; one operation at a time probes when it ends. */
     int64_t down_until;
     int probe_ms;
+    int timeout_ms; /* how long one probe may take */
     int wake_sent;   /* the eventfd was written since the loop last drained it */
 
     /* Set before the threads start, closed after they are joined. */
@@ -840,7 +841,9 @@ static int job_may_run(store_t *st, job_t *job)
         return 1;
     now = store_now_ms();
     if (now >= st->down_until) {
-        st->down_until = now + st->probe_ms; /* this job probes; others wait */
+        /* This job probes; the others keep failing fast until its outcome
+         * is known (job_note_outcome), at the latest after its timeout. */
+        st->down_until = now + st->timeout_ms + st->probe_ms;
         return 1;
     }
     job->error = error_new("Unavailable", NULL,
@@ -1051,6 +1054,7 @@ store_t *store_new(struct event_base *base, const store_config_t *cfg, char *err
     st->max_time_ms = cfg->max_time_ms > 0 ? cfg->max_time_ms : STORE_DEFAULT_MAX_TIME_MS;
     timeout = cfg->timeout_ms > 0 ? cfg->timeout_ms : STORE_DEFAULT_TIMEOUT_MS;
     st->probe_ms = timeout < 500 ? timeout : 500;
+    st->timeout_ms = timeout;
     if (store_locks_init(st) < 0) {
         free(st);
         snprintf(err, errlen, "pthread_mutex_init() failed");
