@@ -100,6 +100,10 @@ struct bus_host {
     unsigned char *slots; /* HOST_SLOTS * slot_size */
     unsigned char *ring;  /* HOST_RING_BYTES */
     int efd[HOST_MAX_WORKERS];
+    /* 1 once a worker slot was woken and has not yet begun to drain since:
+     * further appends need not write its eventfd again. A slot nobody
+     * serves stays at 1, so a dead or unused slot costs one write. */
+    uint32_t woken[HOST_MAX_WORKERS];
     pthread_mutex_t lock; /* process-shared, robust: serializes appends */
     uint64_t head, tail;
     int slots_full_logged;
@@ -534,14 +538,20 @@ static int host_append_locked(bus_host_t *h, const char *chan, size_t chanlen, c
     return 0;
 }
 
-/* Wake every other worker of the host. */
+/* Wake every other worker of the host that is not already awake for the
+ * log: one eventfd write per drain, however many entries are appended
+ * meanwhile. The head was stored (release) before this is called; the
+ * exchange pairs with the reader's in host_event_cb, so a reader that
+ * cleared its flag after our exchange reads a head at least as new. */
 static void host_notify(bus_t *b)
 {
     uint64_t one = 1;
     unsigned i;
 
     for (i = 0; i < b->host->nslots; i++) {
-        if (i != b->index && write(b->host->efd[i], &one, sizeof(one)) < 0 && errno != EAGAIN)
+        if (i == b->index || __atomic_exchange_n(&b->host->woken[i], 1, __ATOMIC_SEQ_CST))
+            continue;
+        if (write(b->host->efd[i], &one, sizeof(one)) < 0 && errno != EAGAIN)
             log_debug("bus: cannot wake worker %u: %s", i, strerror(errno));
     }
 }
@@ -605,6 +615,8 @@ static void host_event_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
         log_debug("bus: eventfd read failed: %s", strerror(errno));
+    /* Clear before reading the head: an append after this wakes us again. */
+    __atomic_exchange_n(&b->host->woken[b->index], 0, __ATOMIC_SEQ_CST);
     host_drain(b);
 }
 
@@ -696,6 +708,8 @@ static void host_forget_worker(bus_t *b)
         return;
     for (i = 0; i < HOST_SLOTS; i++)
         ((host_slot_t *)(h->slots + i * h->slot_size))->count[b->index] = 0;
+    /* A predecessor that died leaves its flag set: wake-ups resume now. */
+    __atomic_store_n(&h->woken[b->index], 0, __ATOMIC_SEQ_CST);
     b->cursor = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
     pthread_mutex_unlock(&h->lock);
 }
