@@ -175,6 +175,8 @@ static void session_close_when_idle(session_t *s)
 
     if (s->closing || s->inflight > 0 || s->bev == NULL)
         return;
+    if (s->worker->corked == s && s->worker->ncork > 0)
+        return; /* replies not yet written: uncorking is followed by a drain */
     if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
         return; /* the transport's write callback calls us again */
     if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
@@ -223,6 +225,8 @@ void session_teardown(session_t *s)
     if (s->torn_down)
         return;
     s->torn_down = 1;
+    if (w->corked == s)
+        session_uncork(s); /* closing: releases what the cork held */
     session_soft_clear(s);
     if (w->bus != NULL)
         bus_leave_all(w->bus, s);
@@ -332,12 +336,88 @@ ssize_t session_write_direct(session_t *s, struct evbuffer *out, struct iovec *i
     return n;
 }
 
+/* Write out what the cork holds for s, queueing what the socket does not
+ * take. 0, or -1 when s was closed (error, or an output limit). */
+static int session_flush_cork(session_t *s)
+{
+    worker_t *w = s->worker;
+    struct iovec iov[SESSION_CORK_MAX];
+    struct evbuffer *out;
+    unsigned i, n = w->ncork;
+    ssize_t done = 0;
+
+    w->ncork = 0;
+    if (n == 0)
+        return 0;
+    if (s->closing || s->bev == NULL) {
+        for (i = 0; i < n; i++)
+            session_msg_unref(w->cork[i]);
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        iov[i].iov_base = w->cork[i]->data;
+        iov[i].iov_len = w->cork[i]->len + 1;
+    }
+    out = bufferevent_get_output(s->bev);
+    done = session_write_direct(s, out, iov, (int)n);
+    for (i = 0; i < n; i++) {
+        session_msg_t *m = w->cork[i];
+        size_t size = m->len + 1;
+
+        if (done >= 0 && (size_t)done >= size) {
+            done -= (ssize_t)size;
+            session_msg_unref(m);
+            continue;
+        }
+        /* The cork's reference passes to the output buffer. */
+        if (done < 0 || s->closing ||
+            evbuffer_add_reference(out, m->data + done, size - (size_t)done, msg_release, m) < 0) {
+            session_msg_unref(m);
+            if (!s->closing)
+                session_close(s, done < 0 ? "write error" : "cannot queue output");
+            continue;
+        }
+        done = 0;
+    }
+    if (s->closing)
+        return -1;
+    return session_check_output(s, evbuffer_get_length(out));
+}
+
+void session_cork(session_t *s)
+{
+    worker_t *w = s->worker;
+
+    if (w->corked != NULL && w->corked != s)
+        session_uncork(w->corked);
+    w->corked = s;
+}
+
+void session_uncork(session_t *s)
+{
+    worker_t *w = s->worker;
+
+    if (w->corked != s)
+        return;
+    w->corked = NULL;
+    session_flush_cork(s);
+}
+
 int session_send_msg(session_t *s, session_msg_t *m)
 {
     struct evbuffer *out;
+    worker_t *w = s->worker;
 
     if (s->closing || s->bev == NULL || m == NULL)
         return -1;
+    if (w->corked == s && s->framing == SESSION_FRAMING_LINE) {
+        if (w->ncork == SESSION_CORK_MAX && session_flush_cork(s) < 0)
+            return -1;
+        m->refs++;
+        w->cork[w->ncork++] = m;
+        w->stats->messages_out++;
+        return 0;
+    }
     out = bufferevent_get_output(s->bev);
     if (s->framing == SESSION_FRAMING_WEBSOCKET) {
         if (transport_ws_write(s, m) < 0) {

@@ -109,6 +109,15 @@ int session_send_msg(session_t *s, session_msg_t *m); /* takes a new ref on m */
 struct iovec;
 ssize_t session_write_direct(session_t *s, struct evbuffer *out, struct iovec *iov,
                              int iovcnt);
+/* Gather what is sent to s (line framing) from session_cork to
+ * session_uncork and write it with one writev: a client that pipelines
+ * calls costs one write per read rather than one per reply. One session per
+ * worker at a time (the transport corks around the lines of one read);
+ * at most SESSION_CORK_MAX messages are held, then written. Uncorking
+ * applies the output limits, and may close s as usual. */
+#define SESSION_CORK_MAX 32
+void session_cork(session_t *s);
+void session_uncork(session_t *s);
 /* Call the client's callback id with args (args stay the caller's). */
 int session_call(session_t *s, int64_t cb, const json_t *args);
 /* Call an exported client method (created, updated, ...) when the client

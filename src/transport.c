@@ -198,12 +198,15 @@ static int transport_on_line(void *arg, const char *line, size_t len)
 static void transport_read_lines(session_t *s)
 {
     size_t oversize = 0;
+    int rc;
 
     if (s->closing)
         return;
-    switch (transport_frame_lines(bufferevent_get_input(s->bev), &s->scanned,
-                                  s->worker->cfg->max_message_size, transport_on_line, s,
-                                  &oversize)) {
+    session_cork(s);
+    rc = transport_frame_lines(bufferevent_get_input(s->bev), &s->scanned,
+                               s->worker->cfg->max_message_size, transport_on_line, s, &oversize);
+    session_uncork(s);
+    switch (rc) {
     case TRANSPORT_FRAME_OVERSIZED:
         transport_oversized(s, oversize);
         break;

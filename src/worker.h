@@ -47,6 +47,9 @@ typedef struct worker {
     time_t refused_logged_at;   /* last "connection refused" log line */
     uint64_t refused_unlogged;  /* refusals since that line */
     session_msg_t *methods_msg; /* our methods message, built once */
+    session_t *corked;          /* session_cork: whose messages cork holds */
+    session_msg_t *cork[SESSION_CORK_MAX];
+    unsigned ncork;
     struct metrics *metrics;    /* the host's shared counters, for /metrics */
     struct metrics_slot *stats; /* this worker's slot in them (metrics.h) */
     struct metrics *own_metrics; /* private counters when none were handed in */
