@@ -2,7 +2,9 @@
  * per line) or over WebSocket (/dnode, one message per masked text frame),
  * with the same driver for both so the figures compare (bench/ws.sh and
  * bench/run run it). One libevent loop drives every connection; each
- * connection keeps one request in flight and times each reply:
+ * connection keeps one request in flight (-P N: N, each sent as soon as a
+ * reply frees its place, as a page firing several calls at once does) and
+ * times each reply:
  *   -o pubsub (default): subscribe(url, fn) and unsubscribe(url, fn) in
  *       turn on a channel of its own;
  *   -o crud: create(data, {type: 'todo'}, fn), then read({type: 'todo',
@@ -10,6 +12,11 @@
  *       call passes opt.error so that a refusal comes back as an answer.
  *
  *   ws_load -p PORT -t tcp|ws -c CONNS -d SECONDS [-w WARMUP] [-o pubsub|crud]
+ *           [-P DEPTH]
+ *
+ * DEPTH > 1 is for pubsub only (crud reads what the previous create made).
+ * The server answers a connection's calls in order, so the send times are
+ * kept in a ring per connection.
  *
  * Prints "<transport> <conns> conns: N ops/s, p50 X us, p99 Y us".
  * Not part of the daemon or the tests. */
@@ -31,6 +38,7 @@
 #include <event2/event.h>
 
 #define HIST_MAX_US 2000000
+#define MAX_DEPTH 64
 
 typedef struct conn {
     struct load *load;
@@ -43,6 +51,8 @@ typedef struct conn {
     uint64_t fn_cb, err_cb; /* crud: the ids of the call in flight */
     char id[25];            /* crud: the _id the last create answered */
     uint64_t sent_ns;
+    uint64_t sent[MAX_DEPTH]; /* send times of the calls in flight, oldest first */
+    unsigned first, inflight;
 } conn_t;
 
 typedef struct load {
@@ -52,6 +62,7 @@ typedef struct load {
     int crud;
     conn_t *conns;
     unsigned nconns;
+    unsigned depth;
     int measuring;
     uint64_t ops, errors;
     uint32_t *hist;
@@ -170,7 +181,7 @@ static void send_request(conn_t *c)
                      (unsigned long long)c->next_cb++);
 
     c->subscribed = !c->subscribed;
-    c->sent_ns = now_ns();
+    c->sent[(c->first + c->inflight++) % MAX_DEPTH] = now_ns();
     send_msg(c, msg, (size_t)n);
 }
 
@@ -190,12 +201,20 @@ static void handle_msg(conn_t *c, const char *msg, size_t len)
         if (!c->methods_sent)
             send_methods(c);
         c->state = 2;
-        send_request(c);
+        for (unsigned i = 0; i < (l->crud ? 1 : l->depth); i++)
+            send_request(c);
         return;
     }
     /* A reply calls one of our callbacks by number. */
     if (len > 10 && memcmp(msg, "{\"method\":", 10) == 0 && msg[10] >= '0' && msg[10] <= '9') {
-        uint64_t us = (now_ns() - c->sent_ns) / 1000;
+        uint64_t sent = c->sent_ns;
+        uint64_t us;
+        if (!l->crud && c->inflight > 0) {
+            sent = c->sent[c->first];
+            c->first = (c->first + 1) % MAX_DEPTH;
+            c->inflight--;
+        }
+        us = (now_ns() - sent) / 1000;
         if (l->crud) {
             if (crud_answer(c, msg, len) < 0)
                 c->subscribed = 0; /* start over with a create */
@@ -330,7 +349,7 @@ int main(int argc, char **argv)
 
     memset(&l, 0, sizeof(l));
     l.nconns = 1;
-    while ((opt = getopt(argc, argv, "p:t:c:d:w:o:")) != -1) {
+    while ((opt = getopt(argc, argv, "p:t:c:d:w:o:P:")) != -1) {
         switch (opt) {
         case 'p':
             port = atoi(optarg);
@@ -350,14 +369,23 @@ int main(int argc, char **argv)
         case 'o':
             l.crud = strcmp(optarg, "crud") == 0;
             break;
+        case 'P':
+            l.depth = (unsigned)atoi(optarg);
+            break;
         default:
             fprintf(stderr, "usage: ws_load -p PORT -t tcp|ws -c CONNS -d SECONDS [-w WARMUP] "
-                            "[-o pubsub|crud]\n");
+                            "[-o pubsub|crud] [-P DEPTH]\n");
             return 2;
         }
     }
     if (port <= 0 || l.nconns == 0 || seconds <= 0) {
         fprintf(stderr, "ws_load: need -p PORT, -c > 0 and -d > 0\n");
+        return 2;
+    }
+    if (l.depth == 0)
+        l.depth = 1;
+    if (l.depth > MAX_DEPTH || (l.crud && l.depth > 1)) {
+        fprintf(stderr, "ws_load: -P is 1..%d, and 1 with -o crud\n", MAX_DEPTH);
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
