@@ -82,6 +82,7 @@ static void reset_gauges(metrics_slot_t *s)
 
     for (t = 0; t < METRICS_TRANSPORT_COUNT; t++)
         __atomic_store_n(&s->sessions[t], 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->accepting, 0, __ATOMIC_RELAXED);
 }
 
 metrics_slot_t *metrics_claim(metrics_t *m, int pid)
@@ -116,6 +117,26 @@ void metrics_release(metrics_t *m, int pid)
             reset_gauges(&m->slots[i]);
             __atomic_store_n(&m->slots[i].owner, 0, __ATOMIC_RELEASE);
         }
+    }
+}
+
+void metrics_accepting_load(const metrics_t *m, uint64_t *connections, unsigned *workers)
+{
+    size_t i;
+
+    *connections = 0;
+    *workers = 0;
+    for (i = 0; m != NULL && i < m->nslots; i++) {
+        const metrics_slot_t *s = &m->slots[i];
+        uint64_t opened, closed;
+
+        if (__atomic_load_n(&s->owner, __ATOMIC_ACQUIRE) == 0 ||
+            !__atomic_load_n(&s->accepting, __ATOMIC_RELAXED))
+            continue;
+        opened = __atomic_load_n(&s->connections_opened, __ATOMIC_RELAXED);
+        closed = __atomic_load_n(&s->connections_closed, __ATOMIC_RELAXED);
+        *connections += opened > closed ? opened - closed : 0;
+        (*workers)++;
     }
 }
 

@@ -54,6 +54,7 @@ typedef struct metrics_hist {
 typedef struct metrics_slot {
     int32_t owner;                                   /* pid of the worker using it, or 0 */
     uint64_t connections_opened, connections_closed; /* every accepted socket */
+    uint32_t accepting;                              /* 1 while its listeners are on */
     uint64_t refused;                                /* max_connections, stopping */
     uint64_t messages_in, messages_out;              /* DNode messages */
     uint64_t malformed, unknown_methods, oversized;  /* messages refused */
@@ -72,6 +73,10 @@ typedef struct metrics_slot {
 } metrics_slot_t;
 
 typedef struct metrics metrics_t;
+
+/* Connections open on the workers whose slots say they are accepting, and
+ * how many such workers there are (for spreading connections, transport). */
+void metrics_accepting_load(const metrics_t *m, uint64_t *connections, unsigned *workers);
 
 /* Map a zeroed MAP_SHARED|MAP_ANONYMOUS region with nslots slots. The
  * master calls it once BEFORE forking any worker, so that every worker

@@ -183,6 +183,8 @@ static void worker_free(worker_t *w)
         store_free(w->store); /* runs the remaining completions */
     if (w->reap != NULL)
         worker_reap(w);
+    if (w->accept_pause != NULL)
+        event_free(w->accept_pause);
     for (i = 0; i < w->nlisteners; i++)
         evconnlistener_free(w->listeners[i]);
     free(w->listeners);

@@ -32,6 +32,7 @@ typedef struct worker {
     struct bus *bus;
     struct evconnlistener **listeners;
     size_t nlisteners;
+    struct event *accept_pause; /* ends a pause taken to spread connections */
     session_t *sessions;        /* doubly linked list of live sessions */
     size_t nsessions;
     uint64_t next_session_id;
