@@ -8,7 +8,9 @@
 #      over them by the kernel (the split is printed), one publisher.
 # Each dnoded run reports messages delivered per second and delivery
 # latency p50/p99, measured by bench/fanout_load.c (one epoll loop for every
-# session, one clock). Target: p99 under 50 ms at 5,000.
+# session, one clock): when the generator read each delivery, and when it
+# arrived in the socket (the kernel's receive timestamp, arrival_*). Target:
+# p99 under 50 ms at 5,000.
 # Usage: bench/fanout.sh [DNODED_BINARY]  (default: $DNODED_BIN, else ./dnoded)
 # Env: SUBS (5000); RATES ("10 50": messages per second, one run each:
 # a light load shows one message's fan-out time, the heavier one the

@@ -4,12 +4,17 @@
  * at RATE per second, each carrying its send time. One epoll loop reads
  * every session, so the client keeps up where a Node.js one saturates
  * first; every delivery's latency is taken on the same monotonic clock.
+ * Two latencies per delivery: when this program read it (p50_ms, p99_ms,
+ * max_ms), and when it arrived in the subscriber's socket, from the
+ * kernel's receive timestamp (SO_TIMESTAMPNS; arrival_p50_ms,
+ * arrival_p99_ms). They differ by the time this one process, sharing the
+ * machine's cores with the server, takes to come round to a socket.
  *
  *   fanout_load HOST:PORT[,HOST:PORT...] SUBS MSGS RATE
  *
  * Prints one JSON line: subs, msgs, rate, expected, delivered, seconds,
- * delivered_per_s, p50_ms, p99_ms, max_ms. Exits 1 on any failure. Not
- * part of the daemon or the tests. */
+ * delivered_per_s, p50_ms, p99_ms, max_ms, arrival_p50_ms, arrival_p99_ms.
+ * Exits 1 on any failure. Not part of the daemon or the tests. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +26,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +49,46 @@ static int64_t now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* CLOCK_REALTIME minus CLOCK_MONOTONIC, to put the kernel's receive
+ * timestamps (real time) on the monotonic clock of the send times. */
+static int64_t realtime_offset_us(void)
+{
+    struct timespec rt, mt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    clock_gettime(CLOCK_MONOTONIC, &mt);
+    return ((int64_t)rt.tv_sec - mt.tv_sec) * 1000000 + (rt.tv_nsec - mt.tv_nsec) / 1000;
+}
+
+/* read() that also returns the arrival time of the bytes (monotonic us),
+ * or t_read when the kernel gave none. */
+static ssize_t read_stamped(int fd, char *buf, size_t len, int64_t offset, int64_t *arrival)
+{
+    struct iovec iov = {buf, len};
+    union {
+        char buf[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } ctl;
+    struct msghdr mh;
+    struct cmsghdr *c;
+    ssize_t n;
+
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = sizeof(ctl.buf);
+    n = recvmsg(fd, &mh, 0);
+    *arrival = 0;
+    for (c = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; c != NULL; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            *arrival = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 - offset;
+        }
+    }
+    return n;
+}
+
 static void die(const char *what)
 {
     fprintf(stderr, "fanout_load: %s%s%s\n", what, errno ? ": " : "", errno ? strerror(errno) : "");
@@ -56,6 +102,7 @@ static int dial(const struct sockaddr_in *sa)
     if (fd < 0 || connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0)
         die("connect");
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
     return fd;
 }
 
@@ -107,8 +154,9 @@ int main(int argc, char **argv)
     double rate;
     char *list, *tok, *save = NULL;
     sub_t *subs;
-    uint32_t *lat;
+    uint32_t *lat, *arr;
     int ep, pub;
+    int64_t offset = realtime_offset_us();
     int64_t start = now_us(), first = 0, last_recv = 0, next_warm = 0, end_by = 0;
     size_t sent = 0;
     static char scratch[1 << 18];
@@ -137,8 +185,10 @@ int main(int argc, char **argv)
     expected = nsubs * nmsgs;
     subs = calloc(nsubs, sizeof(*subs));
     lat = calloc(expected + 1, sizeof(*lat));
+    arr = calloc(expected + 1, sizeof(*arr));
     ep = epoll_create1(0);
-    if (ntargets == 0 || nsubs == 0 || rate <= 0 || subs == NULL || lat == NULL || ep < 0)
+    if (ntargets == 0 || nsubs == 0 || rate <= 0 || subs == NULL || lat == NULL || arr == NULL ||
+        ep < 0)
         die("setup");
     for (i = 0; i < nsubs; i++) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = i};
@@ -205,8 +255,11 @@ int main(int argc, char **argv)
                 continue;
             }
             s = &subs[evs[e].data.u64];
-            while ((got = read(s->fd, scratch, sizeof(scratch))) > 0) {
+            int64_t t_arr;
+            while ((got = read_stamped(s->fd, scratch, sizeof(scratch), offset, &t_arr)) > 0) {
                 int64_t t_recv = now_us();
+                if (t_arr == 0 || t_arr > t_recv)
+                    t_arr = t_recv;
                 ssize_t p;
                 for (p = 0; p < got; p++) {
                     char c = scratch[p];
@@ -224,7 +277,9 @@ int main(int argc, char **argv)
                                 warm++;
                             }
                         } else if (t != NULL && nlat < expected) {
-                            lat[nlat++] = (uint32_t)(t_recv - strtoll(t + 4, NULL, 10));
+                            int64_t t_sent = strtoll(t + 4, NULL, 10);
+                            arr[nlat] = (uint32_t)(t_arr > t_sent ? t_arr - t_sent : 0);
+                            lat[nlat++] = (uint32_t)(t_recv - t_sent);
                             last_recv = t_recv;
                         }
                     } else if (strncmp(s->line, "{\"method\":1,", 12) == 0) {
@@ -238,14 +293,16 @@ int main(int argc, char **argv)
         }
     }
     qsort(lat, nlat, sizeof(*lat), cmp_u32);
+    qsort(arr, nlat, sizeof(*arr), cmp_u32);
     {
         double seconds = (double)(last_recv - first) / 1e6;
         printf("{\"subs\":%zu,\"msgs\":%zu,\"rate\":%g,\"expected\":%zu,\"delivered\":%zu,"
                "\"seconds\":%.3f,\"delivered_per_s\":%.0f,\"p50_ms\":%.2f,\"p99_ms\":%.2f,"
-               "\"max_ms\":%.2f}\n",
+               "\"max_ms\":%.2f,\"arrival_p50_ms\":%.2f,\"arrival_p99_ms\":%.2f}\n",
                nsubs, nmsgs, rate, expected, nlat, seconds, nlat / seconds,
                nlat ? lat[nlat / 2] / 1000.0 : 0, nlat ? lat[(size_t)(nlat * 0.99)] / 1000.0 : 0,
-               nlat ? lat[nlat - 1] / 1000.0 : 0);
+               nlat ? lat[nlat - 1] / 1000.0 : 0, nlat ? arr[nlat / 2] / 1000.0 : 0,
+               nlat ? arr[(size_t)(nlat * 0.99)] / 1000.0 : 0);
     }
     fflush(stdout);
     return nlat == expected ? 0 : 1;
