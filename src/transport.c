@@ -343,6 +343,23 @@ static void transport_spread(worker_t *w)
         transport_resume_cb(-1, 0, w);
 }
 
+/* A peer that vanished (a laptop shut, a NAT entry dropped) sends no FIN:
+ * without probes its session, subscriptions and presence count would stay
+ * until a write failed, and on a quiet channel forever. The kernel probes
+ * after idle seconds of silence, then every third of that, and resets the
+ * connection after 3 unanswered probes (so within about 2 x idle), which
+ * closes the session like any lost connection. */
+static void transport_keepalive(evutil_socket_t fd, int idle)
+{
+    int one = 1, intvl = idle / 3 > 0 ? idle / 3 : 1, cnt = 3;
+
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) < 0)
+        log_debug("cannot set TCP keepalive: %s", strerror(errno));
+}
+
 static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
                                 struct sockaddr *sa, int salen, void *arg)
 {
@@ -376,6 +393,8 @@ static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
         return;
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (w->cfg->tcp_keepalive > 0)
+        transport_keepalive(fd, w->cfg->tcp_keepalive);
     bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (bev == NULL) {
         log_error("bufferevent_socket_new() failed for %s", peer);

@@ -107,6 +107,42 @@ test('max_connections: a connection past it is closed at once, logged and counte
     assert.ok(m.dnoded_connections_refused_total >= 1, JSON.stringify(m));
 });
 
+// The server side of the connection from local port clientPort to port, as
+// /proc/net/tcp shows it: { timer, seconds } of its pending TCP timer
+// (1 retransmission, 2 keepalive, 0 none).
+function serverTimer(port, clientPort) {
+    const hex = (p) => `0100007F:${p.toString(16).toUpperCase().padStart(4, '0')}`;
+    const hz = Number(require('node:child_process')
+        .spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+    for (const line of require('node:fs').readFileSync('/proc/net/tcp', 'utf8').split('\n')) {
+        const f = line.trim().split(/\s+/);
+        if (f[1] === hex(port) && f[2] === hex(clientPort) && f[3] === '01') {
+            const [timer, when] = f[5].split(':');
+            return { timer: Number.parseInt(timer, 16), seconds: Number.parseInt(when, 16) / hz };
+        }
+    }
+    return null;
+}
+
+test('tcp_keepalive: idle client connections are probed, so a vanished peer is dropped',
+    async (t) => {
+        for (const [keepalive, timer] of [[5, 2], [0, 0]]) {
+            const d = await startDnoded({ config: { tcp_keepalive: keepalive } }, t);
+            const c = await client(d, t);
+            assert.deepStrictEqual(await c.invoke('subscribe', '/idle'), [null]);
+            // Once the reply is acknowledged (timer 1, retransmission, is gone).
+            const found = await waitFor(() => {
+                const now = serverTimer(d.port, c.sock.localPort);
+                return now && now.timer !== 1 ? now : null;
+            }, { timeoutMs: 5000, what: 'the server side of the connection, idle' });
+            assert.strictEqual(found.timer, timer,
+                `tcp_keepalive = ${keepalive}: timer ${JSON.stringify(found)}`);
+            if (keepalive > 0) {
+                assert.ok(found.seconds <= keepalive, JSON.stringify(found));
+            }
+        }
+    });
+
 test('max_subscriptions: a session past it is refused until it leaves one', async (t) => {
     const d = await startDnoded({ config: { max_subscriptions: 2 } }, t);
     const c = await client(d, t);
