@@ -354,11 +354,22 @@ static int session_flush_cork(session_t *s)
             session_msg_unref(w->cork[i]);
         return -1;
     }
+    out = bufferevent_get_output(s->bev);
+    if (s->framing == SESSION_FRAMING_WEBSOCKET) {
+        int rc = transport_ws_write(s, w->cork, n);
+
+        for (i = 0; i < n; i++)
+            session_msg_unref(w->cork[i]);
+        if (rc < 0) {
+            session_close(s, "cannot queue output");
+            return -1;
+        }
+        return s->closing ? -1 : session_check_output(s, evbuffer_get_length(out));
+    }
     for (i = 0; i < n; i++) {
         iov[i].iov_base = w->cork[i]->data;
         iov[i].iov_len = w->cork[i]->len + 1;
     }
-    out = bufferevent_get_output(s->bev);
     done = session_write_direct(s, out, iov, (int)n);
     for (i = 0; i < n; i++) {
         session_msg_t *m = w->cork[i];
@@ -410,7 +421,7 @@ int session_send_msg(session_t *s, session_msg_t *m)
 
     if (s->closing || s->bev == NULL || m == NULL)
         return -1;
-    if (w->corked == s && s->framing == SESSION_FRAMING_LINE) {
+    if (w->corked == s) {
         if (w->ncork == SESSION_CORK_MAX && session_flush_cork(s) < 0)
             return -1;
         m->refs++;
@@ -420,7 +431,7 @@ int session_send_msg(session_t *s, session_msg_t *m)
     }
     out = bufferevent_get_output(s->bev);
     if (s->framing == SESSION_FRAMING_WEBSOCKET) {
-        if (transport_ws_write(s, m) < 0) {
+        if (transport_ws_write(s, &m, 1) < 0) {
             session_close(s, "cannot queue output");
             return -1;
         }

@@ -109,10 +109,10 @@ int session_send_msg(session_t *s, session_msg_t *m); /* takes a new ref on m */
 struct iovec;
 ssize_t session_write_direct(session_t *s, struct evbuffer *out, struct iovec *iov,
                              int iovcnt);
-/* Gather what is sent to s (line framing) from session_cork to
- * session_uncork and write it with one writev: a client that pipelines
+/* Gather what is sent to s from session_cork to session_uncork and write
+ * it with one writev (lines, or WebSocket frames): a client that pipelines
  * calls costs one write per read rather than one per reply. One session per
- * worker at a time (the transport corks around the lines of one read);
+ * worker at a time (the transport corks around the messages of one read);
  * at most SESSION_CORK_MAX messages are held, then written. Uncorking
  * applies the output limits, and may close s as usual. */
 #define SESSION_CORK_MAX 32

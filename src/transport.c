@@ -474,9 +474,9 @@ void transport_ws_read(session_t *s)
     ws_read(s);
 }
 
-int transport_ws_write(session_t *s, session_msg_t *m)
+int transport_ws_write(session_t *s, session_msg_t *const *ms, unsigned n)
 {
-    return ws_write(s, m);
+    return ws_write(s, ms, n);
 }
 
 void transport_ws_close_policy(session_t *s, const char *reason)

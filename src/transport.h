@@ -44,8 +44,8 @@ struct session_msg;
 int transport_http_begin(struct session *s);
 /* Read WebSocket frames of an upgraded session. */
 void transport_ws_read(struct session *s);
-/* Queue m as one WebSocket text frame on s. 0 or -1. */
-int transport_ws_write(struct session *s, struct session_msg *m);
+/* Send ms[0..n-1] as WebSocket text frames on s (ws_write). 0 or -1. */
+int transport_ws_write(struct session *s, struct session_msg *const *ms, unsigned n);
 /* Close a WebSocket session with 1008 after what is queued (slow consumer). */
 void transport_ws_close_policy(struct session *s, const char *reason);
 /* Release what the transport keeps for s (teardown). */

@@ -285,10 +285,14 @@ static void ws_close_with(session_t *s, int code, const char *reason)
 void ws_read(session_t *s)
 {
     ws_conn_t *c = s->transport_state;
+    int rc;
 
     if (s->closing || c == NULL || c->finishing)
         return;
-    if (wslay_event_recv(c->ctx) != 0) {
+    session_cork(s);
+    rc = wslay_event_recv(c->ctx);
+    session_uncork(s); /* the replies to what was read go before any close */
+    if (rc != 0) {
         ws_close_with(s, WSLAY_CODE_PROTOCOL_ERROR, "WebSocket protocol error: bad frame");
         return;
     }
@@ -414,22 +418,32 @@ static void ws_msg_release(const void *data, size_t len, void *arg)
     session_msg_unref(arg);
 }
 
-int ws_write(session_t *s, session_msg_t *m)
+int ws_write(session_t *s, session_msg_t *const *ms, unsigned n)
 {
     ws_conn_t *c = s->transport_state;
     struct evbuffer *out;
-    unsigned char hdr[10];
-    size_t n;
+    unsigned char hdr[SESSION_CORK_MAX][10];
+    size_t hlen[SESSION_CORK_MAX], total = 0;
+    struct iovec iov[2 * SESSION_CORK_MAX];
+    ssize_t done;
+    unsigned i;
 
-    if (c == NULL || s->bev == NULL)
+    if (c == NULL || s->bev == NULL || n > SESSION_CORK_MAX)
         return -1;
     if (c->finishing || wslay_event_get_close_sent(c->ctx))
         return 0; /* the connection is ending: nothing more goes out */
     out = bufferevent_get_output(s->bev);
-    n = ws_frame_header(hdr, WSLAY_TEXT_FRAME, m->len);
-    if (evbuffer_get_length(out) + n + m->len > s->worker->cfg->max_output_buffer) {
-        /* A slow consumer: instead of this frame, a 1008 close after what is
-         * buffered; the peer gets WS_CLOSE_SECONDS to read it all. */
+    for (i = 0; i < n; i++) {
+        hlen[i] = ws_frame_header(hdr[i], WSLAY_TEXT_FRAME, ms[i]->len);
+        total += hlen[i] + ms[i]->len;
+        iov[2 * i].iov_base = hdr[i];
+        iov[2 * i].iov_len = hlen[i];
+        iov[2 * i + 1].iov_base = ms[i]->data;
+        iov[2 * i + 1].iov_len = ms[i]->len;
+    }
+    if (evbuffer_get_length(out) + total > s->worker->cfg->max_output_buffer) {
+        /* A slow consumer: instead of these frames, a 1008 close after what
+         * is buffered; the peer gets WS_CLOSE_SECONDS to read it all. */
         s->worker->stats->slow_consumers++;
         s->slow = 1;
         slog_warning(s, "WebSocket output over max_output_buffer: closing with 1008");
@@ -437,20 +451,23 @@ int ws_write(session_t *s, session_msg_t *m)
                       "output buffer over max_output_buffer (client too slow)");
         return 0;
     }
-    {
-        struct iovec iov[2] = {{hdr, n}, {m->data, m->len}};
-        ssize_t done = session_write_direct(s, out, iov, 2);
+    done = session_write_direct(s, out, iov, (int)(2 * n));
+    if (done < 0)
+        return -1;
+    /* Queue what the socket did not take, from the first byte it left. */
+    for (i = 0; i < n; i++) {
+        session_msg_t *m = ms[i];
 
-        if (done < 0)
-            return -1;
-        if ((size_t)done >= n + m->len)
-            return 0;
-        if ((size_t)done < n) {
-            if (evbuffer_add(out, hdr + done, n - (size_t)done) < 0)
+        if ((size_t)done >= hlen[i] + m->len) {
+            done -= (ssize_t)(hlen[i] + m->len);
+            continue;
+        }
+        if ((size_t)done < hlen[i]) {
+            if (evbuffer_add(out, hdr[i] + done, hlen[i] - (size_t)done) < 0)
                 return -1;
             done = 0;
         } else {
-            done -= (ssize_t)n;
+            done -= (ssize_t)hlen[i];
         }
         m->refs++;
         if (evbuffer_add_reference(out, m->data + done, m->len - (size_t)done, ws_msg_release,
@@ -458,6 +475,7 @@ int ws_write(session_t *s, session_msg_t *m)
             m->refs--;
             return -1; /* the half-written frame goes with the session */
         }
+        done = 0;
     }
     return 0;
 }

@@ -28,8 +28,10 @@ int ws_begin(session_t *s, const char *key);
 
 /* Handle bytes received on an upgraded session. */
 void ws_read(session_t *s);
-/* Queue m as one text frame (the message is referenced, not copied). 0 or -1. */
-int ws_write(session_t *s, session_msg_t *m);
+/* Send ms[0..n-1] as text frames, one per message, with one write when
+ * nothing is queued (messages are referenced, not copied; the caller keeps
+ * its references). n is at most SESSION_CORK_MAX. 0 or -1. */
+int ws_write(session_t *s, session_msg_t *const *ms, unsigned n);
 /* Close with 1008 (policy violation) after the frames already queued;
  * reason goes to session_close once the peer has read them or
  * WS_CLOSE_SECONDS passed. */

@@ -12,7 +12,7 @@ const test = require('node:test');
 const assert = require('node:assert');
 
 const { startDnoded } = require('../lib/harness');
-const { WsConn, httpGet, OP } = require('../lib/raw_http');
+const { WsConn, httpGet, OP, frame } = require('../lib/raw_http');
 
 const MAX_MESSAGE = 4096;
 
@@ -96,6 +96,52 @@ test('pushes reach WebSocket subscribers, one message per frame', async () => {
     } finally {
         a.close();
         b.close();
+    }
+});
+
+test('many calls in one write are all answered, in order, one frame each', async () => {
+    const c = await dnodeWs(d.port);
+    try {
+        // More than the replies a session gathers before writing (32).
+        const ids = [];
+        const frames = [];
+        for (let i = 0; i < 45; i++) {
+            const id = c.nextId++;
+            ids.push(id);
+            frames.push(frame(OP.TEXT, JSON.stringify({ method: 'subscribe',
+                arguments: [`ws-batch-${i}`, '[Function]'], callbacks: { [id]: [1] } })));
+        }
+        c.sock.write(Buffer.concat(frames));
+        const order = [];
+        while (order.length < ids.length) {
+            const f = await c.nextFrame('a reply');
+            assert.strictEqual(f.opcode, OP.TEXT);
+            const m = JSON.parse(f.payload.toString('utf8'));
+            if (typeof m.method === 'number' && m.method >= 100) {
+                assert.deepStrictEqual(m.arguments, [null]);
+                order.push(m.method);
+            }
+        }
+        assert.deepStrictEqual(order, ids);
+    } finally {
+        c.close();
+    }
+});
+
+test('a call in the same write as a bad frame is answered before the close', async () => {
+    const c = await dnodeWs(d.port);
+    try {
+        const id = c.nextId++;
+        c.sock.write(Buffer.concat([
+            frame(OP.TEXT, JSON.stringify({ method: 'subscribe',
+                arguments: ['ws-before-bad', '[Function]'], callbacks: { [id]: [1] } })),
+            frame(OP.TEXT, '{"method":"x"}', { mask: false }),
+        ]));
+        const reply = await c.nextMessage((m) => m.method === id, 'the reply');
+        assert.deepStrictEqual(reply.arguments, [null]);
+        assert.strictEqual(await c.closeCode(), 1002);
+    } finally {
+        c.close();
     }
 });
 
