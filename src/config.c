@@ -123,6 +123,8 @@ static const struct ckey config_keys[] = {
      .min = 1, .max = 1000000, .expect = "a number from 1 to 1000000"},
     {KEY("tcp_keepalive", KT_INT, KF_RELOAD, tcp_keepalive, "60"),
      .min = 0, .max = 7200, .expect = "a number of seconds from 0 (off) to 7200"},
+    {KEY("ws_ping_interval", KT_INT, KF_RELOAD, ws_ping_interval, "30"),
+     .min = 0, .max = 3600, .expect = "a number of seconds from 0 (off) to 3600"},
     {KEY("max_subscriptions", KT_COUNT, KF_RELOAD, max_subscriptions, "256"),
      .min = 1, .max = 1000000, .expect = "a number from 1 to 1000000"},
     {KEY("max_callbacks", KT_COUNT, KF_RELOAD, max_callbacks, "1024"),

@@ -29,6 +29,7 @@ typedef struct config {
     size_t max_read_limit;
     size_t max_connections;        /* per worker */
     int tcp_keepalive;             /* idle seconds before keepalive probes; 0 = off */
+    int ws_ping_interval;          /* seconds of WebSocket silence before a ping; 0 = off */
     size_t max_subscriptions;      /* per session */
     size_t max_callbacks;          /* per session, remote callbacks held */
     size_t max_json_depth;

@@ -31,8 +31,11 @@
 typedef struct ws_conn {
     wslay_event_context_ptr ctx;
     session_t *s;
+    struct event *ping;     /* ws_ping_interval: see ws_ping_cb */
     unsigned finishing : 1; /* our close frame is queued: close once it is out */
     unsigned broken : 1;    /* a close could not be queued: drop the connection */
+    unsigned heard : 1;     /* bytes arrived since the ping timer last fired */
+    unsigned pinged : 1;    /* a ping went out and nothing has arrived since */
     char reason[96];        /* for session_close once finished */
 } ws_conn_t;
 
@@ -130,6 +133,7 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
+    c->heard = 1;
     return n;
 }
 
@@ -341,6 +345,50 @@ static void ws_event_cb(struct bufferevent *bev, short what, void *arg)
         session_close(s, "timed out");
 }
 
+/* Keepalive. Proxies close WebSocket connections that stay silent (nginx
+ * after 60 s by default), and a browser that vanished sends no close. Every
+ * ws_ping_interval seconds: a session heard from since the last tick is
+ * fine; one silent for a whole interval gets a ping (browsers answer with
+ * a pong, which counts as heard); one still silent an interval after its
+ * ping is closed. So a dead peer goes within 3 intervals, and a live one
+ * costs one small frame per quiet interval. */
+static void ws_ping_arm(ws_conn_t *c)
+{
+    struct timeval every = {c->s->worker->cfg->ws_ping_interval, 0};
+
+    if (every.tv_sec > 0 && evtimer_add(c->ping, &every) < 0)
+        slog_warning(c->s, "cannot arm the WebSocket ping timer");
+}
+
+static void ws_ping_cb(evutil_socket_t fd, short what, void *arg)
+{
+    ws_conn_t *c = arg;
+    session_t *s = c->s;
+    struct wslay_event_msg ping = {WSLAY_PING, (const uint8_t *)"dnoded", 6};
+
+    (void)fd;
+    (void)what;
+    if (s->closing || c->finishing)
+        return;
+    if (c->heard) {
+        c->heard = 0;
+        c->pinged = 0;
+    } else if (c->pinged) {
+        session_close(s, "WebSocket peer silent: no pong to our ping");
+        return;
+    } else {
+        if (wslay_event_queue_msg(c->ctx, &ping) != 0) {
+            session_close(s, "WebSocket protocol error: cannot queue a ping");
+            return;
+        }
+        c->pinged = 1;
+        ws_flush(s);
+        if (s->closing)
+            return;
+    }
+    ws_ping_arm(c);
+}
+
 /* ------------------------------------------------------------------------
  * Session lifecycle and output
  * ------------------------------------------------------------------------ */
@@ -364,6 +412,13 @@ int ws_begin(session_t *s, const char *key)
         return -1;
     }
     c->s = s;
+    c->ping = evtimer_new(s->worker->base, ws_ping_cb, c);
+    if (c->ping == NULL) {
+        wslay_event_context_free(c->ctx);
+        free(c);
+        session_close(s, "out of memory starting a WebSocket");
+        return -1;
+    }
     wslay_event_config_set_max_recv_msg_length(c->ctx, s->worker->cfg->max_message_size);
     if (evbuffer_add_printf(bufferevent_get_output(s->bev),
                             "HTTP/1.1 101 Switching Protocols\r\n"
@@ -371,6 +426,7 @@ int ws_begin(session_t *s, const char *key)
                             "Connection: Upgrade\r\n"
                             "Sec-WebSocket-Accept: %s\r\n\r\n",
                             accept) < 0) {
+        event_free(c->ping);
         wslay_event_context_free(c->ctx);
         free(c);
         session_close(s, "out of memory answering a WebSocket handshake");
@@ -383,6 +439,7 @@ int ws_begin(session_t *s, const char *key)
     bufferevent_setcb(s->bev, ws_read_cb, ws_write_cb, ws_event_cb, s);
     bufferevent_set_timeouts(s->bev, NULL, NULL);
     slog_debug(s, "WebSocket session started");
+    ws_ping_arm(c);
     if (session_start(s) < 0)
         return -1;
     if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
@@ -504,6 +561,7 @@ void ws_session_free(session_t *s)
         if (fd >= 0 && send(fd, going_away, sizeof(going_away), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
             slog_debug(s, "close frame not sent: %s", strerror(errno));
     }
+    event_free(c->ping);
     wslay_event_context_free(c->ctx);
     free(c);
     s->transport_state = NULL;

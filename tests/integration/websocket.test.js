@@ -349,3 +349,28 @@ test('a graceful stop says goodbye with 1001', async (t) => {
         c.close();
     }
 });
+
+test('ws_ping_interval: silent sessions are pinged; one that never answers is closed',
+    async (t) => {
+        const p = await startDnoded({ config: { ws_ping_interval: 1 } }, t);
+        const live = await dnodeWs(p.port);
+        const dead = await dnodeWs(p.port);
+        try {
+            // A peer that answers each ping with a pong keeps its session.
+            for (let i = 0; i < 2; i++) {
+                const f = await live.nextFrame('a ping');
+                assert.strictEqual(f.opcode, OP.PING);
+                live.sendFrame(OP.PONG, f.payload);
+            }
+            assert.deepStrictEqual(await invoke(live, 'subscribe', 'ws-pinged'), [null]);
+            // A silent one is pinged once, then dropped.
+            const f = await dead.nextFrame('a ping');
+            assert.strictEqual(f.opcode, OP.PING);
+            await dead.waitClosed(10000);
+            await p.waitForLog(/no pong to our ping/);
+            assert.deepStrictEqual(await invoke(live, 'subscribe', 'ws-still'), [null]);
+        } finally {
+            live.close();
+            dead.close();
+        }
+    });

@@ -89,6 +89,7 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(cfg->max_read_limit, 1000);
     ck_assert_uint_eq(cfg->max_connections, 10000);
     ck_assert_int_eq(cfg->tcp_keepalive, 60);
+    ck_assert_int_eq(cfg->ws_ping_interval, 30);
     ck_assert_uint_eq(cfg->max_subscriptions, 256);
     ck_assert_uint_eq(cfg->max_callbacks, 1024);
     ck_assert_uint_eq(cfg->max_json_depth, 32);
@@ -134,6 +135,7 @@ START_TEST(test_every_key)
                              "max_read_limit = 50\n"
                              "max_connections = 12\n"
                              "tcp_keepalive = 0\n"
+                             "ws_ping_interval = 7\n"
                              "max_subscriptions = 13\n"
                              "max_callbacks = 14\n"
                              "max_json_depth = 15\n"
@@ -164,6 +166,7 @@ START_TEST(test_every_key)
     ck_assert_uint_eq(cfg->max_read_limit, 50);
     ck_assert_uint_eq(cfg->max_connections, 12);
     ck_assert_int_eq(cfg->tcp_keepalive, 0);
+    ck_assert_int_eq(cfg->ws_ping_interval, 7);
     ck_assert_uint_eq(cfg->max_subscriptions, 13);
     ck_assert_uint_eq(cfg->max_callbacks, 14);
     ck_assert_uint_eq(cfg->max_json_depth, 15);
@@ -174,7 +177,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 27);
+    ck_assert_uint_eq(config_key_count(), 28);
     config_free(cfg);
 }
 END_TEST
