@@ -287,6 +287,11 @@ int main(int argc, char **argv)
                     }
                     s->partial = 0;
                 }
+                /* Short read: the socket is drained. Asking again would only
+                 * return EAGAIN (epoll is level-triggered and says so if
+                 * more comes), a second syscall per delivery. */
+                if ((size_t)got < sizeof(scratch))
+                    break;
             }
             if (got == 0)
                 die("a session was closed by the server");
