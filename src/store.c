@@ -902,12 +902,15 @@ static void *db_thread_main(void *p)
         if (run)
             job_run(st, job);
 
-        int wake = 0;
+        int wake = 0, handed = 0;
         pthread_mutex_lock(&st->mu);
         if (run)
             job_note_outcome(st, job);
         st->running--;
         if (job->done) {
+            /* Once on the done list the job is the loop thread's, which
+             * may free it as soon as the lock is released. */
+            handed = 1;
             if (st->done_tail)
                 st->done_tail->next = job;
             else
@@ -920,7 +923,7 @@ static void *db_thread_main(void *p)
             }
         }
         pthread_mutex_unlock(&st->mu);
-        if (!job->done)
+        if (!handed)
             job_free(job);
         if (wake) {
             uint64_t one = 1;
