@@ -24,6 +24,7 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include "handoff.h"
 #include "log.h"
 #include "metrics.h"
 #include "worker.h"
@@ -62,7 +63,7 @@
 enum { R_NONE, R_SUBSCRIBING, R_SUBSCRIBED, R_UNSUBSCRIBING };
 
 /* What a command on the Redis command connection was for (reply privdata). */
-enum { K_PUBLISH = 1, K_PRESENCE, K_HEARTBEAT, K_REAP, K_SYNC, K_PROBE, K_SELECT };
+enum { K_PUBLISH = 1, K_PRESENCE, K_HEARTBEAT, K_REAP, K_SYNC, K_PROBE, K_SELECT, K_MARKER };
 
 /* A command held until the channel's SUBSCRIBE is confirmed, so that this
  * worker's own subscribers get their echo. */
@@ -122,6 +123,7 @@ struct bus {
     bus_channel_t **table;
     size_t nbuckets, nchannels;
     char origin[96]; /* "<host>:<pid>", the worker's id in envelopes and Redis */
+    char slot_id[16]; /* the relay slot, the worker's id in the host's presence table */
     bus_stats_t st;
     int freeing;
 
@@ -269,7 +271,9 @@ static void bus_drop_channel(bus_t *b, bus_channel_t *c)
  * Every message on either carrier is one JSON object:
  *   {"v":1,"m":"created","d":doc,"o":opt,"origin":"host:pid"}
  *   {"v":1,"m":"subscribed","n":online,"origin":"host:pid"}
- * A reader ignores versions it does not know (logged at debug).
+ *   {"v":1,"m":"marker","k":id,"origin":"host:pid"}   (handoff; never pushed)
+ * A reader ignores versions it does not know (logged at debug), and
+ * methods it does not know (so older releases skip markers).
  * ------------------------------------------------------------------------ */
 
 static char *bus_envelope(bus_t *b, const char *method, int change, const json_t *doc,
@@ -323,6 +327,28 @@ static int bus_peek_method(const char *payload, size_t len)
     return bus_which(buf);
 }
 
+static const char bus_marker_head[] = "{\"v\":1,\"m\":\"marker\"";
+
+/* A marker on c: every moving session subscribed to it learns where its
+ * pushes change hands. */
+static void bus_deliver_marker(bus_t *b, bus_channel_t *c, const char *payload, size_t len)
+{
+    char err[128];
+    json_t *e = json_parse(payload, len, 4, err, sizeof(err));
+    const char *id = json_get_string(e, "k");
+    size_t i;
+
+    if (id == NULL) {
+        log_debug("bus: skipped a malformed marker on '%s'", c->name);
+    } else {
+        for (i = 0; i < c->nsubs; i++)
+            if (c->subs[i]->handoff != NULL)
+                handoff_marker(c->subs[i], c->name, id);
+    }
+    (void)b;
+    json_free(e);
+}
+
 /* Push one carrier message to the local subscribers of channel name: the
  * call is serialized once and shared by all of them. */
 static void bus_deliver(bus_t *b, const char *name, size_t namelen, const char *payload, size_t len)
@@ -339,6 +365,11 @@ static void bus_deliver(bus_t *b, const char *name, size_t namelen, const char *
     c = bus_find(b, name, namelen, 0);
     if (c == NULL || c->nsubs == 0)
         return;
+    if (len >= sizeof(bus_marker_head) - 1 &&
+        memcmp(payload, bus_marker_head, sizeof(bus_marker_head) - 1) == 0) {
+        bus_deliver_marker(b, c, payload, len);
+        return;
+    }
     /* Most pushes of presence go to clients that do not export the
      * method (plain DNode clients): skip the parse when nobody takes it. */
     which = bus_peek_method(payload, len);
@@ -380,7 +411,9 @@ static void bus_deliver(bus_t *b, const char *name, size_t namelen, const char *
     /* session_send_msg may close a session, but closing is deferred, so
      * c->subs does not change under this loop. */
     for (i = 0; i < c->nsubs; i++) {
-        if (c->subs[i]->remote[which] >= 0 && session_send_msg(c->subs[i], msg) == 0)
+        session_t *s = c->subs[i];
+        if (s->remote[which] >= 0 && (s->handoff == NULL || handoff_may_push(s, c->name)) &&
+            session_send_msg(s, msg) == 0)
             b->st.pushed++;
     }
     session_msg_unref(msg);
@@ -698,6 +731,25 @@ static void host_presence(bus_t *b, bus_channel_t *c, int delta, const char *met
     host_drain(b);
 }
 
+/* A session's count on c moves from slot `from` (a relay slot number, see
+ * bus_id) to this worker, without a presence message: nobody joined. */
+static void host_move(bus_t *b, bus_channel_t *c, const char *from)
+{
+    bus_host_t *h = b->host;
+    unsigned long idx = strtoul(from, NULL, 10);
+    host_slot_t *slot;
+
+    if (host_lock(h) < 0)
+        return;
+    slot = host_slot(h, bus_hash(c->name), 1);
+    if (slot != NULL) {
+        if (idx < h->nslots && idx != b->index && slot->count[idx] > 0)
+            slot->count[idx]--;
+        slot->count[b->index]++;
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
 /* A (re)started worker forgets what its predecessor at this index counted. */
 static void host_forget_worker(bus_t *b)
 {
@@ -781,6 +833,22 @@ static const char bus_lua_drop[] =
     "  redis.call('SREM', p .. 'workers', w)\n"
     "end\n"
     "return #dead\n";
+
+/* A session's count on url moves from worker ARGV[2] to ARGV[3], without a
+ * presence message (handoff). ARGV: prefix, from, wid, url. */
+static const char bus_lua_move[] =
+    "local p, from, wid, url = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+    "local h = p .. 'p:' .. url\n"
+    "if from ~= wid and redis.call('HEXISTS', h, from) == 1 then\n"
+    "  if redis.call('HINCRBY', h, from, -1) <= 0 then\n"
+    "    redis.call('HDEL', h, from)\n"
+    "    redis.call('SREM', p .. 'wc:' .. from, url)\n"
+    "  end\n"
+    "end\n"
+    "redis.call('HINCRBY', h, wid, 1)\n"
+    "redis.call('SADD', p .. 'wc:' .. wid, url)\n"
+    "redis.call('SADD', p .. 'workers', wid)\n"
+    "return 1\n";
 
 /* ARGV: prefix, wid, ttl. Returns 1 when the heartbeat was still there, 0
  * when it had expired or Redis lost it (the caller then re-registers). */
@@ -1324,6 +1392,7 @@ bus_t *bus_new(worker_t *w, bus_host_t *host, unsigned generation)
         snprintf(hostname, sizeof(hostname), "localhost");
     hostname[sizeof(hostname) - 1] = '\0';
     snprintf(b->origin, sizeof(b->origin), "%s:%ld", hostname, (long)getpid());
+    snprintf(b->slot_id, sizeof(b->slot_id), "-");
     b->seed = (unsigned)getpid() ^ (unsigned)time(NULL);
     if (w->cfg->redis_url != NULL && w->cfg->redis_url[0] != '\0') {
         b->redis = 1;
@@ -1356,6 +1425,7 @@ bus_t *bus_new(worker_t *w, bus_host_t *host, unsigned generation)
     } else {
         b->index = (unsigned)w->index + (generation % 2) * host->nworkers;
     }
+    snprintf(b->slot_id, sizeof(b->slot_id), "%u", b->index);
     host_forget_worker(b);
     if (b->host->nslots > 1) {
         b->host_ev =
@@ -1412,7 +1482,27 @@ static void bus_presence(bus_t *b, bus_channel_t *c, int delta)
         host_presence(b, c, delta, method);
 }
 
-int bus_subscribe(bus_t *b, session_t *s, const char *channel)
+/* The count of a moving session on c moves from worker from to here. */
+static void bus_move(bus_t *b, bus_channel_t *c, const char *from)
+{
+    char *cmd = NULL;
+    int len;
+
+    if (!b->redis) {
+        host_move(b, c, from);
+        return;
+    }
+    if (!b->up)
+        return; /* registered in bulk when Redis is back */
+    len = redisFormatCommand(&cmd, "EVAL %s 0 %s %s %s %s", bus_lua_move, b->prefix, from,
+                             b->origin, c->name);
+    if (len < 0 || bus_channel_command(b, c, K_PRESENCE, cmd, (size_t)len) < 0)
+        log_warning("bus: cannot move a presence count of '%s' in Redis", c->name);
+}
+
+/* Join s to channel; from NULL announces the join, else the session moves
+ * from that worker (handoff) and its count moves silently. */
+static int bus_join(bus_t *b, session_t *s, const char *channel, const char *from)
 {
     bus_channel_t *c;
     size_t i;
@@ -1445,7 +1535,10 @@ int bus_subscribe(bus_t *b, session_t *s, const char *channel)
     s->subs[s->nsubs++] = c;
     if (b->redis && b->up && c->rstate == R_NONE && bus_channel_subscribe(b, c, 1) < 0)
         log_warning("bus: cannot subscribe '%s' in Redis", c->name);
-    bus_presence(b, c, +1);
+    if (from == NULL)
+        bus_presence(b, c, +1);
+    else
+        bus_move(b, c, from);
     return 0;
 fail:
     if (c->nsubs == 0 && (!b->redis || c->rstate == R_NONE))
@@ -1453,7 +1546,18 @@ fail:
     return -1;
 }
 
-/* Remove s from c (and c from s), then tell the deployment. */
+int bus_subscribe(bus_t *b, session_t *s, const char *channel)
+{
+    return bus_join(b, s, channel, NULL);
+}
+
+int bus_adopt(bus_t *b, session_t *s, const char *channel, const char *from)
+{
+    return bus_join(b, s, channel, from);
+}
+
+/* Remove s from c (and c from s), then tell the deployment (unless s was
+ * handed off: its count moved with it). */
 static void bus_detach(bus_t *b, session_t *s, bus_channel_t *c)
 {
     size_t i;
@@ -1472,7 +1576,8 @@ static void bus_detach(bus_t *b, session_t *s, bus_channel_t *c)
             break;
         }
     }
-    bus_presence(b, c, -1);
+    if (!s->handed)
+        bus_presence(b, c, -1);
     if (c->nsubs > 0)
         return;
     if (!b->redis) {
@@ -1555,6 +1660,52 @@ done:
     free(payload);
     free(key);
     return rc;
+}
+
+int bus_marker(bus_t *b, const char *channel, const char *id)
+{
+    json_buf_t jb = {NULL, 0, 0};
+    char *key = NULL, *cmd = NULL;
+    size_t keylen;
+    int n, rc = -1;
+
+    if (b->redis && !b->up)
+        return -1;
+    if (json_buf_append(&jb, bus_marker_head, sizeof(bus_marker_head) - 1) < 0 ||
+        json_buf_append(&jb, ",\"k\":", 5) < 0 || json_dump_string(&jb, id, strlen(id)) < 0 ||
+        json_buf_append(&jb, ",\"origin\":", 10) < 0 ||
+        json_dump_string(&jb, b->origin, strlen(b->origin)) < 0 || json_buf_append(&jb, "}", 1) < 0)
+        goto done;
+    if (!b->redis) {
+        rc = host_publish(b, channel, jb.data, jb.len);
+        goto done;
+    }
+    key = bus_key(b, "c:", channel, &keylen);
+    if (key == NULL)
+        goto done;
+    n = redisFormatCommand(&cmd, "PUBLISH %b %b", key, keylen, jb.data, jb.len);
+    if (n >= 0)
+        rc = bus_channel_command(b, bus_find(b, channel, strlen(channel), 0), K_MARKER, cmd,
+                                 (size_t)n);
+done:
+    free(jb.data);
+    free(key);
+    return rc;
+}
+
+const char *bus_channel_name(const bus_channel_t *c)
+{
+    return c->name;
+}
+
+int bus_ready(const bus_t *b)
+{
+    return !b->redis || b->up;
+}
+
+const char *bus_id(const bus_t *b)
+{
+    return b->redis ? b->origin : b->slot_id;
 }
 
 size_t bus_online(bus_t *b, const char *channel)

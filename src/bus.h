@@ -46,6 +46,24 @@ int bus_unsubscribe(bus_t *b, session_t *s, const char *channel);
 /* Leave every channel (disconnect). */
 void bus_leave_all(bus_t *b, session_t *s);
 
+/* The name of a channel a session joined (session_t.subs). */
+struct bus_channel;
+const char *bus_channel_name(const struct bus_channel *c);
+
+/* Handoff (a session moving between generations on reload, handoff.h).
+ * Whether this worker can carry markers now (Redis mode: connected). */
+int bus_ready(const bus_t *b);
+/* This worker's name in the presence counts, for bus_adopt's from. */
+const char *bus_id(const bus_t *b);
+/* Join s to channel as bus_subscribe does, without a presence push: the
+ * session was subscribed on worker from (a bus_id), and its count moves
+ * from there to here. Returns as bus_subscribe. */
+int bus_adopt(bus_t *b, session_t *s, const char *channel, const char *from);
+/* Put marker id on channel, in the channel's single order: the workers
+ * of both generations see it at the same place (handoff_marker), clients
+ * never do. 0, or -1 when it could not be sent. */
+int bus_marker(bus_t *b, const char *channel, const char *id);
+
 /* Send method(doc, opt) to every subscriber of channel, each exactly once,
  * in the same order for all of them. opt must already be stripped of
  * callbacks. Local subscribers are served from the relay's (or Redis')

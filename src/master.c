@@ -26,6 +26,7 @@
 #endif
 
 #include "bus.h"
+#include "handoff.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -76,6 +77,7 @@ typedef struct master {
     master_slot_t *slots;
     metrics_t *metrics;   /* shared counters, created before the first fork */
     bus_host_t *bus_host; /* the single-host relay, likewise */
+    int handoff[2];       /* the channel between generations, likewise (or -1) */
     char *pidfile;        /* fixed at start; NULL = none */
     char *user;           /* for initgroups(); NULL = keep credentials */
     uid_t uid;
@@ -404,6 +406,7 @@ static void master_worker_main(master_t *m, int index)
         args.nfds = m->nfds;
         args.metrics = m->metrics;
         args.bus_host = m->bus_host;
+        args.handoff_fds = m->handoff[0] >= 0 ? m->handoff : NULL;
         args.on_ready = master_worker_ready;
         args.ready_arg = m;
         store_global_init();
@@ -419,6 +422,9 @@ static void master_worker_main(master_t *m, int index)
     for (i = 0; i < m->nfds; i++)
         close(m->fds[i]);
     free(m->fds);
+    for (i = 0; i < 2; i++)
+        if (m->handoff[i] >= 0)
+            close(m->handoff[i]);
     if (m->ready_pipe[1] >= 0)
         close(m->ready_pipe[1]);
     log_close();
@@ -676,21 +682,24 @@ fail:
     master_notify("READY=1");
 }
 
-/* Every worker of the new generation accepts: the previous one stops. */
+/* Every worker of the new generation accepts: the previous one retires. */
 static void master_reload_commit(master_t *m)
 {
+    int retire = m->handoff[0] >= 0 ? SIGUSR2 : SIGQUIT;
     size_t i;
 
     /* The new generation accepts on the same sockets; what the old one has
-     * not accepted waits in the listen queue, so nothing is refused. */
+     * not accepted waits in the listen queue, so nothing is refused. With
+     * the handoff channel, the old one hands its sessions over (SIGUSR2)
+     * instead of closing them (SIGQUIT). */
     for (i = 0; i < m->nprocs; i++) {
         master_proc_t *p = &m->procs[i];
         if (p->generation == m->generation)
             continue;
         if (!p->exiting) {
             p->exiting = 1;
-            if (kill(p->pid, SIGQUIT) < 0 && errno != ESRCH)
-                log_error("kill(%ld, SIGQUIT) failed: %s", (long)p->pid, strerror(errno));
+            if (kill(p->pid, retire) < 0 && errno != ESRCH)
+                log_error("kill(%ld, %d) failed: %s", (long)p->pid, retire, strerror(errno));
         } else if (p->generation + 2 == m->generation) {
             /* Two generations at most share the bus relay's slots (bus.h):
              * one still draining from two reloads ago stops fast now. */
@@ -958,6 +967,7 @@ int master_run(config_t *cfg, model_set_t *models, int *fds, size_t nfds)
     m.generation = 1;
     m.status = 1;
     m.ready_pipe[0] = m.ready_pipe[1] = -1;
+    m.handoff[0] = m.handoff[1] = -1;
     m.nworkers = master_worker_count(cfg);
     log_set_process("master");
     if (master_lookup_credentials(cfg, &m.uid, &m.gid, err, sizeof(err)) < 0) {
@@ -1004,6 +1014,12 @@ int master_run(config_t *cfg, model_set_t *models, int *fds, size_t nfds)
     m.bus_host = bus_host_new((unsigned)m.nworkers);
     if (m.bus_host == NULL)
         goto done;
+    if (handoff_channel_new(m.handoff) < 0) {
+        /* Reloads still work; they close sessions instead of moving them. */
+        log_warning("socketpair() failed for the handoff channel: %s; reloads will close "
+                    "sessions", strerror(errno));
+        m.handoff[0] = m.handoff[1] = -1;
+    }
     for (w = 0; w < m.nworkers; w++)
         if (master_spawn(&m, w) < 0)
             master_schedule_respawn(&m, w, 0);
@@ -1027,6 +1043,9 @@ done:
         close(m.ready_pipe[0]);
     if (m.ready_pipe[1] >= 0)
         close(m.ready_pipe[1]);
+    for (i = 0; i < 2; i++)
+        if (m.handoff[i] >= 0)
+            close(m.handoff[i]);
     model_set_free(m.prev_models);
     config_free(m.prev_cfg);
     if (m.bus_host != NULL)

@@ -17,6 +17,7 @@
 #include "api.h"
 #include "bus.h"
 #include "dnode.h"
+#include "handoff.h"
 #include "log.h"
 #include "metrics.h"
 #include "transport.h"
@@ -113,6 +114,7 @@ session_t *session_new(worker_t *w, struct bufferevent *bev, const char *peer,
     s->fd = bufferevent_getfd(bev);
     s->refs = 1; /* the worker's list */
     s->framing = framing;
+    s->accepted_us = metrics_now_us();
     for (i = 0; i < SESSION_REMOTE_COUNT; i++)
         s->remote[i] = -1;
     snprintf(s->peer, sizeof(s->peer), "%s", peer);
@@ -155,9 +157,14 @@ void session_close(session_t *s, const char *reason)
     if (s->closing)
         return;
     s->closing = 1;
-    slog_info(s, "closed: %s", reason);
-    if (s->started) /* a DNode session, not a plain HTTP connection */
-        metrics_disconnect(s->worker->stats, reason);
+    if (s->handed) {
+        /* The connection lives on in the new generation. */
+        slog_debug(s, "released: %s", reason);
+    } else {
+        slog_info(s, "closed: %s", reason);
+        if (s->started) /* a DNode session, not a plain HTTP connection */
+            metrics_disconnect(s->worker->stats, reason);
+    }
     if (s->bev != NULL)
         bufferevent_disable(s->bev, EV_READ);
     worker_schedule_teardown(s->worker, s);
@@ -167,13 +174,15 @@ void session_close(session_t *s, const char *reason)
  * request is waiting to be read, neither in our input buffer nor in the
  * socket: a request the client sent before we closed is still answered.
  * (One sent in the instant between this check and close(2) cannot be; the
- * protocol has no way to announce the close first.) */
+ * protocol has no way to announce the close first.) A retiring worker
+ * hands the session off at that moment instead: what the client sends
+ * meanwhile waits in the socket for the adopter, so nothing is lost. */
 static void session_close_when_idle(session_t *s)
 {
-    int unread = 0;
+    int unread = 0, rc;
     evutil_socket_t fd;
 
-    if (s->closing || s->inflight > 0 || s->bev == NULL)
+    if (s->closing || s->handed || s->held || s->inflight > 0 || s->bev == NULL)
         return;
     if (s->worker->corked == s && s->worker->ncork > 0)
         return; /* replies not yet written: uncorking is followed by a drain */
@@ -181,6 +190,14 @@ static void session_close_when_idle(session_t *s)
         return; /* the transport's write callback calls us again */
     if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
         return; /* a partial message: the read callback calls us again */
+    if (s->worker->retiring && !s->no_handoff) {
+        if (s->callbacks_held > 0 || !transport_idle(s))
+            return; /* mid-message: the read callback calls us again */
+        rc = handoff_send(s);
+        if (rc >= 0)
+            return; /* sent, or the channel is full: the stop tick retries */
+        s->no_handoff = 1;
+    }
     fd = bufferevent_getfd(s->bev);
     if (fd >= 0 && ioctl(fd, FIONREAD, &unread) == 0 && unread > 0)
         return;
@@ -206,7 +223,9 @@ static void session_soft_clear(session_t *s)
 void session_output_drained(session_t *s)
 {
     session_soft_clear(s);
-    if (s->draining)
+    if (s->handed)
+        handoff_output_drained(s);
+    else if (s->draining)
         session_close_when_idle(s);
 }
 
@@ -231,6 +250,7 @@ void session_teardown(session_t *s)
     if (w->bus != NULL)
         bus_leave_all(w->bus, s);
     transport_session_free(s);
+    handoff_session_free(s);
     if (s->bev != NULL) {
         bufferevent_free(s->bev);
         s->bev = NULL;
@@ -261,7 +281,8 @@ static void session_drop_slow(session_t *s, const char *reason)
     session_soft_clear(s);
     s->worker->stats->slow_consumers++;
     slog_warning(s, "%s: disconnecting", reason);
-    if (s->framing == SESSION_FRAMING_WEBSOCKET)
+    /* A handed-off connection is the adopter's now: no close frame from here. */
+    if (s->framing == SESSION_FRAMING_WEBSOCKET && !s->handed)
         transport_ws_close_policy(s, reason);
     else
         session_close(s, reason);
@@ -326,7 +347,7 @@ ssize_t session_write_direct(session_t *s, struct evbuffer *out, struct iovec *i
      * out first. Writing at once saves the two epoll_ctl() calls and the
      * loop pass that arming the write event costs, which dominates fan-out
      * to thousands of subscribers. */
-    if ((fd = s->fd) < 0 || evbuffer_get_length(out) > 0)
+    if ((fd = s->fd) < 0 || s->held || evbuffer_get_length(out) > 0)
         return 0;
     do
         n = writev(fd, iov, iovcnt);

@@ -58,6 +58,10 @@ typedef struct session {
     unsigned got_methods : 1;  /* the client sent its methods */
     unsigned started : 1;      /* the transport decided DNode and sent our methods */
     unsigned slow : 1;         /* being disconnected as a slow consumer */
+    unsigned handed : 1;       /* sent to the new generation (handoff.h): pushes until
+                                * its markers, then ends without a word to the client */
+    unsigned held : 1;         /* adopted, the old worker still writes: no byte in or out */
+    unsigned no_handoff : 1;   /* cannot be handed off: close when idle, as a stop does */
     uint32_t scanned;          /* input bytes already searched for a newline */
     session_framing_t framing;
     uint8_t culled;            /* bit i: our method id i was culled */
@@ -65,9 +69,11 @@ typedef struct session {
     uint32_t inflight;         /* operations waiting for the database */
     uint32_t callbacks_held;   /* the client's callbacks those operations hold */
     uint64_t over_soft_us;     /* when output went over output_soft_limit, or 0 */
+    uint64_t accepted_us;      /* metrics_now_us() when the connection was accepted */
     struct bus_channel **subs; /* channels joined */
     uint32_t nsubs, capsubs;
     void *transport_state;     /* e.g. the WebSocket decoder */
+    struct handoff *handoff;   /* a move between generations in progress, or NULL */
     char peer[48];             /* "127.0.0.1:5000" */
 } session_t;
 
@@ -89,7 +95,10 @@ void session_close(session_t *s, const char *reason);
 /* The worker is stopping: close s at the first moment nothing is in
  * flight, all output is sent and no request is buffered or unread on the
  * socket. Requests that do arrive meanwhile are still served, so none the
- * client sent before the close is dropped. Calling it again re-checks. */
+ * client sent before the close is dropped. A retiring worker (reload)
+ * hands s to the new generation at that moment instead (handoff.h); then
+ * unread bytes stay in the socket for the adopter. Calling it again
+ * re-checks. */
 void session_drain(session_t *s);
 
 session_t *session_ref(session_t *s);

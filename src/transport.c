@@ -461,6 +461,77 @@ void transport_stop_accepting(worker_t *w)
 }
 
 /* ------------------------------------------------------------------------
+ * Adopting a connection from another worker (handoff.c)
+ * ------------------------------------------------------------------------ */
+
+session_t *transport_adopt(worker_t *w, int fd, const char *peer, int kind, uint64_t age_ms)
+{
+    struct bufferevent *bev;
+    session_t *s;
+
+    bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        log_error("bufferevent_socket_new() failed adopting %s", peer);
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    s = session_new(w, bev, peer, SESSION_FRAMING_LINE);
+    if (s == NULL) {
+        log_error("out of memory adopting %s", peer);
+        return NULL;
+    }
+    if (kind == TRANSPORT_ADOPT_FRESH) {
+        uint64_t left =
+            age_ms < TRANSPORT_FIRST_BYTES_MS ? TRANSPORT_FIRST_BYTES_MS - age_ms : 1;
+        struct timeval first = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
+
+        bufferevent_setcb(bev, transport_read_cb, transport_write_cb, transport_event_cb, s);
+        bufferevent_set_timeouts(bev, &first, NULL);
+        if (bufferevent_enable(bev, EV_READ) < 0)
+            session_close(s, "cannot enable reading");
+        return s;
+    }
+    /* Nothing moves until the previous worker has written its last byte. */
+    s->held = 1;
+    if (bufferevent_disable(bev, EV_READ | EV_WRITE) < 0) {
+        session_close(s, "cannot hold the connection");
+        return s;
+    }
+    s->started = 1;
+    if (kind == TRANSPORT_ADOPT_WS) {
+        if (ws_adopt(s) < 0)
+            return s; /* closed by ws_adopt */
+    } else {
+        bufferevent_setcb(bev, transport_read_cb, transport_write_cb, transport_event_cb, s);
+    }
+    /* The session was counted as open where it started: only the gauge moves. */
+    __atomic_add_fetch(&w->stats->sessions[kind == TRANSPORT_ADOPT_WS
+                                               ? METRICS_TRANSPORT_WEBSOCKET
+                                               : METRICS_TRANSPORT_TCP],
+                       1, __ATOMIC_RELAXED);
+    return s;
+}
+
+void transport_resume(session_t *s)
+{
+    s->held = 0;
+    if (s->closing || s->bev == NULL)
+        return;
+    if (bufferevent_enable(s->bev, EV_READ | EV_WRITE) < 0) {
+        session_close(s, "cannot enable reading");
+        return;
+    }
+    slog_debug(s, "adopted from the previous generation");
+    if (s->draining)
+        session_drain(s);
+}
+
+int transport_idle(session_t *s)
+{
+    return s->framing == SESSION_FRAMING_WEBSOCKET ? ws_idle(s) : 1;
+}
+
+/* ------------------------------------------------------------------------
  * HTTP and WebSocket (http.c, ws.c)
  * ------------------------------------------------------------------------ */
 
@@ -488,7 +559,12 @@ void transport_session_free(session_t *s)
 {
     int ws = s->framing == SESSION_FRAMING_WEBSOCKET;
 
-    if (s->started)
+    if (s->started && s->handed) { /* it goes on elsewhere: only the gauge moves */
+        int64_t *g = &s->worker->stats->sessions[ws ? METRICS_TRANSPORT_WEBSOCKET
+                                                    : METRICS_TRANSPORT_TCP];
+        if (__atomic_load_n(g, __ATOMIC_RELAXED) > 0)
+            __atomic_sub_fetch(g, 1, __ATOMIC_RELAXED);
+    } else if (s->started)
         metrics_session_closed(s->worker->stats,
                                ws ? METRICS_TRANSPORT_WEBSOCKET : METRICS_TRANSPORT_TCP);
     if (ws)

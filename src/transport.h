@@ -51,4 +51,25 @@ void transport_ws_close_policy(struct session *s, const char *reason);
 /* Release what the transport keeps for s (teardown). */
 void transport_session_free(struct session *s);
 
+/* Whether s's framing is at a message boundary, so that its connection can
+ * move to another worker: nothing half-parsed or half-written inside the
+ * transport (the input and output buffers are the caller's to check). */
+int transport_idle(struct session *s);
+
+/* What a connection handed over by another worker was (handoff). */
+enum {
+    TRANSPORT_ADOPT_FRESH, /* nothing read yet: as if just accepted */
+    TRANSPORT_ADOPT_LINE,  /* a DNode session over TCP */
+    TRANSPORT_ADOPT_WS     /* a DNode session over WebSocket */
+};
+/* Make a session for connection fd (taken; closed on failure) as kind.
+ * age_ms is how long ago it was accepted (the first-bytes timer of a fresh
+ * one goes on from there). A fresh connection starts reading at once;
+ * the others start with reading and writing off until transport_resume,
+ * and the caller restores their protocol state first. NULL on failure. */
+struct session *transport_adopt(struct worker *w, int fd, const char *peer, int kind,
+                                uint64_t age_ms);
+/* Start moving bytes on an adopted session. */
+void transport_resume(struct session *s);
+
 #endif

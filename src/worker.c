@@ -16,6 +16,7 @@
 #include "api.h"
 #include "bus.h"
 #include "dnode.h"
+#include "handoff.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -98,9 +99,15 @@ static void worker_soft_cb(evutil_socket_t fd, short what, void *arg)
 static void worker_stop_check_cb(evutil_socket_t fd, short what, void *arg)
 {
     worker_t *w = arg;
+    session_t *s;
 
     (void)fd;
     (void)what;
+    /* A handoff refused for a full channel is tried again here. */
+    if (w->retiring)
+        for (s = w->sessions; s != NULL; s = s->next)
+            if (!s->closing && !s->handed && !s->held && !s->no_handoff)
+                session_drain(s);
     if (w->nsessions == 0 && (w->store == NULL || store_pending(w->store) == 0))
         event_base_loopexit(w->base, NULL);
 }
@@ -129,15 +136,36 @@ void worker_stop(worker_t *w, int graceful)
     if (w->stopping && (graceful || w->stopping == 2)) {
         if (!graceful) /* a second fast stop: exit at once */
             event_base_loopbreak(w->base);
+        else if (w->retiring)
+            log_info("graceful stop: sessions not yet handed off close instead");
+        w->retiring = 0;
         return;
+    }
+    if (w->stopping && w->retiring) {
+        log_info("fast stop: sessions not yet handed off close instead");
+        w->retiring = 0;
     }
     w->stopping = graceful ? 1 : 2;
     log_info("%s stop: %zu sessions", graceful ? "graceful" : "fast", w->nsessions);
+    handoff_stop_receiving(w);
     transport_stop_accepting(w);
     for (s = w->sessions; s != NULL; s = s->next)
         session_drain(s);
     event_add(w->stop_timer, &deadline);
     event_add(w->stop_check, &tick);
+}
+
+void worker_retire(worker_t *w)
+{
+    if (w->stopping)
+        return;
+    if (w->handoff == NULL) {
+        worker_stop(w, 1);
+        return;
+    }
+    log_info("retiring: handing %zu sessions to the new generation", w->nsessions);
+    w->retiring = 1;
+    worker_stop(w, 1);
 }
 
 static void worker_signal_cb(evutil_socket_t sig, short what, void *arg)
@@ -155,6 +183,9 @@ static void worker_signal_cb(evutil_socket_t sig, short what, void *arg)
         break;
     case SIGUSR1:
         log_reopen(); /* reports its own failure */
+        break;
+    case SIGUSR2:
+        worker_retire(w);
         break;
     case SIGHUP:
         /* Reload is the master's business; a lone worker ignores it. */
@@ -185,6 +216,7 @@ static void worker_free(worker_t *w)
         worker_reap(w);
     if (w->accept_pause != NULL)
         event_free(w->accept_pause);
+    handoff_worker_free(w);
     for (i = 0; i < w->nlisteners; i++)
         evconnlistener_free(w->listeners[i]);
     free(w->listeners);
@@ -225,7 +257,7 @@ static int worker_claim_metrics(worker_t *w, struct metrics *shared)
 
 int worker_run(const worker_args_t *args)
 {
-    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP};
+    static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP};
     const config_t *cfg = args->cfg;
     const model_set_t *models = args->models;
     const struct timeval soft_period = {1, 0};
@@ -302,7 +334,8 @@ int worker_run(const worker_args_t *args)
         if (models != NULL && store_ensure_indexes(w.store, models) < 0)
             log_warning("cannot queue index creation: indexes are not ensured");
     }
-    if (transport_start(&w, args->fds, args->nfds) < 0)
+    if (transport_start(&w, args->fds, args->nfds) < 0 ||
+        handoff_start(&w, args->handoff_fds) < 0)
         goto done;
     log_info("worker %d (generation %u) serving", w.index, w.generation);
     if (args->on_ready != NULL)

@@ -18,6 +18,7 @@
 struct store;
 struct bus;
 struct bus_host;
+struct handoff_chan;
 
 struct metrics;
 struct metrics_slot;
@@ -39,12 +40,14 @@ typedef struct worker {
     session_t **closing;        /* sessions waiting for teardown */
     size_t nclosing, capclosing;
     struct event *reap;         /* runs the teardown pass */
-    struct event *signals[5];
+    struct event *signals[6];
     struct event *stop_timer;   /* shutdown deadline */
     struct event *stop_check;   /* polls for idle sessions while stopping */
     struct event *soft_timer;   /* once a second: the slow-consumer soft rule */
     size_t nover_soft;          /* sessions with over_soft_us set */
     int stopping;               /* 0, or 1 graceful, 2 fast */
+    int retiring;               /* stopping for a reload: idle sessions are handed off */
+    struct handoff_chan *handoff; /* the channel between generations, or NULL */
     time_t refused_logged_at;   /* last "connection refused" log line */
     uint64_t refused_unlogged;  /* refusals since that line */
     session_msg_t *methods_msg; /* our methods message, built once */
@@ -68,6 +71,8 @@ typedef struct worker_args {
                                 * fork), or NULL: the worker keeps its own */
     struct bus_host *bus_host; /* single-host relay (bus_host_new before any
                                 * fork), or NULL: the worker serves alone */
+    const int *handoff_fds;    /* the channel between generations (handoff_channel_new
+                                * before any fork), or NULL: reload closes sessions */
     /* Called once the worker accepts on every socket (the master counts
      * a reload's new generation as started only then), or NULL. */
     void (*on_ready)(void *arg);
@@ -89,5 +94,10 @@ void worker_schedule_teardown(worker_t *w, session_t *s);
 void worker_reap(worker_t *w);
 /* Stop: graceful (finish in-flight work, then close) or fast. */
 void worker_stop(worker_t *w, int graceful);
+/* Stop for a reload (SIGUSR2 from the master): like a graceful stop, but
+ * each session is handed to the new generation at its first idle moment
+ * instead of closed (handoff.h). Without a channel, a graceful stop. A
+ * later QUIT or TERM makes it a plain stop. */
+void worker_retire(worker_t *w);
 
 #endif

@@ -36,6 +36,8 @@ typedef struct ws_conn {
     unsigned broken : 1;    /* a close could not be queued: drop the connection */
     unsigned heard : 1;     /* bytes arrived since the ping timer last fired */
     unsigned pinged : 1;    /* a ping went out and nothing has arrived since */
+    unsigned in_msg : 1;    /* a fragmented message has begun and not ended */
+    size_t feed;            /* input bytes known to make whole frames, for wslay */
     char reason[96];        /* for session_close once finished */
 } ws_conn_t;
 
@@ -117,10 +119,49 @@ int ws_origin_allowed(const config_t *cfg, const char *origin, const char *host)
  * wslay callbacks
  * ------------------------------------------------------------------------ */
 
+/* How many bytes at the start of in make whole frames. wslay is fed only
+ * those, so that whenever the input buffer is empty wslay holds no part of
+ * a frame either, and the connection can move to another worker (handoff)
+ * at that moment. A frame over max_message_size is fed as it comes: wslay
+ * refuses it at its header, and the connection ends anyway. */
+static size_t ws_whole_frames(const ws_conn_t *c, struct evbuffer *in)
+{
+    size_t have = evbuffer_get_length(in), off = 0;
+
+    while (have - off >= 2) {
+        unsigned char h[14];
+        size_t n = have - off < sizeof(h) ? have - off : sizeof(h), hl = 2, i;
+        struct evbuffer_ptr p;
+        uint64_t len;
+
+        if (evbuffer_ptr_set(in, &p, off, EVBUFFER_PTR_SET) < 0 ||
+            evbuffer_copyout_from(in, &p, h, n) < (ev_ssize_t)n)
+            return have;
+        len = h[1] & 0x7f;
+        hl += len == 126 ? 2 : len == 127 ? 8 : 0;
+        hl += (h[1] & 0x80) ? 4 : 0;
+        if (n < hl)
+            break;
+        if (len == 126) {
+            len = ((uint64_t)h[2] << 8) | h[3];
+        } else if (len == 127) {
+            for (len = 0, i = 0; i < 8; i++)
+                len = (len << 8) | h[2 + i];
+        }
+        if (len > c->s->worker->cfg->max_message_size)
+            return have;
+        if (have - off - hl < len)
+            break;
+        off += hl + (size_t)len;
+    }
+    return off;
+}
+
 static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
                           void *arg)
 {
     ws_conn_t *c = arg;
+    struct evbuffer *in;
     int n;
 
     (void)flags;
@@ -128,7 +169,14 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
-    n = evbuffer_remove(bufferevent_get_input(c->s->bev), buf, len);
+    in = bufferevent_get_input(c->s->bev);
+    if (evbuffer_get_length(in) > 0)
+        c->heard = 1; /* even a frame still incomplete says the peer is there */
+    if (c->feed == 0)
+        c->feed = ws_whole_frames(c, in);
+    n = evbuffer_remove(in, buf, len < c->feed ? len : c->feed);
+    if (n > 0)
+        c->feed -= (size_t)n;
     if (n <= 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
@@ -169,6 +217,8 @@ static void ws_frame_start_cb(wslay_event_context_ptr ctx,
 {
     ws_conn_t *c = user;
 
+    if ((arg->opcode & 0x8) == 0)
+        c->in_msg = !arg->fin;
     if ((arg->opcode & 0x8) == 0 && arg->payload_length > c->s->worker->cfg->max_message_size &&
         ws_queue_close(ctx, WSLAY_CODE_MESSAGE_TOO_BIG, NULL, 0) < 0)
         c->broken = 1;
@@ -370,6 +420,12 @@ static void ws_ping_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (s->closing || c->finishing)
         return;
+    if (s->handed || s->held) {
+        /* Moving to another worker: reading is off on both sides, so
+         * silence means nothing; the adopter's own timer takes over. */
+        ws_ping_arm(c);
+        return;
+    }
     if (c->heard) {
         c->heard = 0;
         c->pinged = 0;
@@ -393,11 +449,33 @@ static void ws_ping_cb(evutil_socket_t fd, short what, void *arg)
  * Session lifecycle and output
  * ------------------------------------------------------------------------ */
 
-int ws_begin(session_t *s, const char *key)
+/* A WebSocket state for s, at a frame boundary. NULL on allocation failure. */
+static ws_conn_t *ws_conn_new(session_t *s)
 {
     static const struct wslay_event_callbacks callbacks = {
         ws_recv_cb, ws_send_cb, NULL, ws_frame_start_cb, NULL, NULL, ws_msg_cb,
     };
+    ws_conn_t *c = calloc(1, sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    if (wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0) {
+        free(c);
+        return NULL;
+    }
+    c->s = s;
+    c->ping = evtimer_new(s->worker->base, ws_ping_cb, c);
+    if (c->ping == NULL) {
+        wslay_event_context_free(c->ctx);
+        free(c);
+        return NULL;
+    }
+    wslay_event_config_set_max_recv_msg_length(c->ctx, s->worker->cfg->max_message_size);
+    return c;
+}
+
+int ws_begin(session_t *s, const char *key)
+{
     char accept[32];
     ws_conn_t *c;
 
@@ -405,21 +483,11 @@ int ws_begin(session_t *s, const char *key)
         session_close(s, "bad Sec-WebSocket-Key");
         return -1;
     }
-    c = calloc(1, sizeof(*c));
-    if (c == NULL || wslay_event_context_server_init(&c->ctx, &callbacks, c) != 0) {
-        free(c);
+    c = ws_conn_new(s);
+    if (c == NULL) {
         session_close(s, "out of memory starting a WebSocket");
         return -1;
     }
-    c->s = s;
-    c->ping = evtimer_new(s->worker->base, ws_ping_cb, c);
-    if (c->ping == NULL) {
-        wslay_event_context_free(c->ctx);
-        free(c);
-        session_close(s, "out of memory starting a WebSocket");
-        return -1;
-    }
-    wslay_event_config_set_max_recv_msg_length(c->ctx, s->worker->cfg->max_message_size);
     if (evbuffer_add_printf(bufferevent_get_output(s->bev),
                             "HTTP/1.1 101 Switching Protocols\r\n"
                             "Upgrade: websocket\r\n"
@@ -445,6 +513,31 @@ int ws_begin(session_t *s, const char *key)
     if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
         ws_read(s);
     return 0;
+}
+
+int ws_adopt(session_t *s)
+{
+    ws_conn_t *c = ws_conn_new(s);
+
+    if (c == NULL) {
+        session_close(s, "out of memory adopting a WebSocket");
+        return -1;
+    }
+    s->transport_state = c;
+    s->framing = SESSION_FRAMING_WEBSOCKET;
+    bufferevent_setcb(s->bev, ws_read_cb, ws_write_cb, ws_event_cb, s);
+    bufferevent_set_timeouts(s->bev, NULL, NULL);
+    ws_ping_arm(c);
+    return 0;
+}
+
+int ws_idle(session_t *s)
+{
+    ws_conn_t *c = s->transport_state;
+
+    return c != NULL && !c->finishing && !c->broken && !c->in_msg && c->feed == 0 &&
+           !wslay_event_want_write(c->ctx) && !wslay_event_get_close_sent(c->ctx) &&
+           !wslay_event_get_close_received(c->ctx);
 }
 
 size_t ws_frame_header(unsigned char *hdr, int opcode, size_t len)
@@ -554,7 +647,8 @@ void ws_session_free(session_t *s)
         return;
     /* Say goodbye with 1001 when leaving without a closing handshake (a stop,
      * a drain) and no frame is half-written: best effort, non-blocking. */
-    if (s->bev != NULL && !c->finishing && !wslay_event_get_close_sent(c->ctx) &&
+    if (s->bev != NULL && !s->handed && !s->held && !c->finishing &&
+        !wslay_event_get_close_sent(c->ctx) &&
         evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
         static const unsigned char going_away[] = {0x88, 0x02, 0x03, 0xe9};
         evutil_socket_t fd = bufferevent_getfd(s->bev);

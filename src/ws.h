@@ -26,6 +26,14 @@ int ws_origin_allowed(const config_t *cfg, const char *origin, const char *host)
  * The HTTP state must already be released. 0, or -1 (s is closed then). */
 int ws_begin(session_t *s, const char *key);
 
+/* Turn s, a connection another worker handed over (handoff), into a
+ * WebSocket DNode session at a frame boundary: no handshake, no methods
+ * message (both were sent long ago). 0, or -1 (s is closed then). */
+int ws_adopt(session_t *s);
+/* Whether s is between messages with nothing of a frame held or queued
+ * inside wslay, so that its connection can move to another worker. */
+int ws_idle(session_t *s);
+
 /* Handle bytes received on an upgraded session. */
 void ws_read(session_t *s);
 /* Send ms[0..n-1] as text frames, one per message, with one write when

@@ -1,0 +1,256 @@
+'use strict';
+// Reload hands sessions over instead of closing them (HACKING.md, "Reload
+// without closing"): subscribers over TCP and WebSocket that stay connected
+// across a reload receive every message of a publisher that keeps
+// publishing through it, exactly once and in order, in single-host mode and
+// in Redis mode; presence counts move with the sessions without a push; a
+// connection that has not said anything yet survives too; and a graceful
+// stop still closes sessions. Needs no database (publish only).
+
+const test = require('node:test');
+const assert = require('node:assert');
+const net = require('node:net');
+
+const { startDnoded, timeScale } = require('../lib/harness');
+const { startRedis } = require('../lib/services');
+const { WsConn, OP } = require('../lib/raw_http');
+const { findProgram, waitFor } = require('../lib/proc');
+
+const skipRedis = process.env.DNODED_TEST_REDIS_URL || findProgram('redis-server',
+    'DNODED_TEST_REDIS_SERVER') ? false : 'needs redis-server (scripts/setup)';
+
+const NO_DB = 'mongodb://127.0.0.1:9/handoff_test';
+const TIMEOUT = 30000 * timeScale;
+
+// A TCP DNode client exporting every pushed method.
+async function tcpClient(t, d) {
+    const methods = {};
+    for (const name of ['created', 'updated', 'deleted', 'subscribed', 'unsubscribed', 'error']) {
+        methods[name] = () => {};
+    }
+    const c = await d.connect({ methods, timeoutMs: TIMEOUT });
+    t.after(() => c.close());
+    await c.ready;
+    return c;
+}
+
+function tcpCalls(c, name, url) {
+    return c.received.filter((m) => m.name === name &&
+        (name === 'created' ? m.args[1].url === url : m.args[0] === url));
+}
+
+// A WebSocket DNode session exporting created (id 0) and subscribed (id 1).
+// Every text message it receives is kept in c.messages; a close frame or
+// the connection ending is recorded in c.closedBy.
+async function wsClient(t, d) {
+    const c = await WsConn.open(d.port);
+    t.after(() => c.close());
+    c.messages = [];
+    c.closedBy = null;
+    let first = true;
+    const pump = async () => {
+        for (;;) {
+            let f;
+            try {
+                f = await c.nextFrame('a frame');
+            } catch (err) {
+                c.closedBy = c.closedBy || `connection ended: ${err.message}`;
+                return;
+            }
+            if (f.opcode === OP.CLOSE) {
+                c.closedBy = `close frame ${f.payload.length >= 2 ? f.payload.readUInt16BE(0) : ''}`;
+                return;
+            }
+            if (f.opcode === OP.TEXT) {
+                const msg = JSON.parse(f.payload.toString('utf8'));
+                if (first) {
+                    first = false;
+                    c.sendJson({ method: 'methods',
+                        arguments: [{ created: '[Function]', subscribed: '[Function]' }],
+                        callbacks: { 0: [0, 'created'], 1: [0, 'subscribed'] } });
+                }
+                c.messages.push(msg);
+            }
+        }
+    };
+    pump();
+    await waitFor(() => c.messages.some((m) => m.method === 'methods'),
+        { timeoutMs: TIMEOUT, what: 'the methods message over WebSocket' });
+    c.nextId = 100;
+    c.invoke = async (method, ...args) => {
+        const id = c.nextId++;
+        c.sendJson({ method, arguments: [...args, '[Function]'], callbacks: { [id]: [args.length] } });
+        const reply = await waitFor(() => c.messages.find((m) => m.method === id),
+            { timeoutMs: TIMEOUT, what: `the reply to ${method}` });
+        return reply.arguments;
+    };
+    return c;
+}
+
+function wsCreated(c, url) {
+    return c.messages.filter((m) => (m.method === 'created' || m.method === 0) &&
+        m.arguments[1].url === url).map((m) => m.arguments[0]);
+}
+
+// A publisher that publishes {p, i} on url one after the other, each once
+// the previous one was answered, until stop(); resolves with how many were
+// answered null. Every answer must be null.
+function keepPublishing(pub, p, url) {
+    let stopping = false;
+    const state = { acked: 0, errors: [] };
+    const done = (async () => {
+        while (!stopping) {
+            const [err] = await pub.invoke('publish', { p, i: state.acked },
+                { url, method: 'create' });
+            if (err !== null) {
+                state.errors.push(err);
+                break;
+            }
+            state.acked++;
+        }
+        return state.acked;
+    })();
+    state.stop = () => {
+        stopping = true;
+        return done;
+    };
+    return state;
+}
+
+const PUBLISHERS = 4;
+
+// Every publisher's messages, once each and in its order, and the same
+// overall order for every subscriber.
+function checkSequences(seqs, totals) {
+    for (const [who, seq] of Object.entries(seqs)) {
+        for (let p = 0; p < totals.length; p++) {
+            assert.deepStrictEqual(seq.filter((doc) => doc.p === p).map((doc) => doc.i),
+                [...Array(totals[p]).keys()],
+                `${who}: publisher ${p}'s messages once each, in order`);
+        }
+    }
+    const [first, ...rest] = Object.values(seqs).map((seq) =>
+        seq.map((doc) => `${doc.p}:${doc.i}`).join(','));
+    for (const other of rest) {
+        assert.strictEqual(other, first, 'every subscriber saw one order');
+    }
+}
+
+async function reloadWhilePublishing(t, d, nworkers) {
+    const url = '/through-reload';
+    const old = await d.waitWorkers(nworkers);
+    const tcpSub = await tcpClient(t, d);
+    assert.deepStrictEqual(await tcpSub.invoke('subscribe', url), [null]);
+    await waitFor(() => tcpCalls(tcpSub, 'subscribed', url).length === 1,
+        { timeoutMs: TIMEOUT, what: 'the TCP subscriber\'s own subscribed push' });
+    const wsSub = await wsClient(t, d);
+    assert.deepStrictEqual(await wsSub.invoke('subscribe', url), [null]);
+    await waitFor(() => tcpCalls(tcpSub, 'subscribed', url).length === 2,
+        { timeoutMs: TIMEOUT, what: 'the WebSocket subscriber\'s join' });
+    const pubs = [];
+    for (let p = 0; p < PUBLISHERS; p++) {
+        pubs.push(await tcpClient(t, d));
+    }
+    const loads = pubs.map((pub, p) => keepPublishing(pub, p, url));
+    const acked = () => loads.reduce((n, l) => n + l.acked, 0);
+    await waitFor(() => acked() >= 100, { timeoutMs: TIMEOUT, what: '100 publishes' });
+    const since = d.stderr().length;
+    d.signal('SIGHUP');
+    await d.waitForLog(/reloaded: generation 2 started/, { since, timeoutMs: TIMEOUT });
+    await waitFor(() => {
+        const now = d.workerPids();
+        return now.length === nworkers && now.every((p) => !old.includes(p));
+    }, { timeoutMs: TIMEOUT, what: 'the old generation to exit' });
+    const atExit = acked();
+    await waitFor(() => acked() >= atExit + 100,
+        { timeoutMs: TIMEOUT, what: '100 publishes on the new generation' });
+    const totals = await Promise.all(loads.map((l) => l.stop()));
+    assert.deepStrictEqual(loads.flatMap((l) => l.errors), []);
+    // One more round trip: anything duplicated would have arrived before it.
+    assert.deepStrictEqual(await pubs[0].invoke('publish', { end: true },
+        { url, method: 'create' }), [null]);
+    await waitFor(() => tcpCalls(tcpSub, 'created', url).some((m) => m.args[0].end) &&
+        wsCreated(wsSub, url).some((doc) => doc.end), { timeoutMs: TIMEOUT, what: 'the end' });
+    checkSequences({
+        TCP: tcpCalls(tcpSub, 'created', url).map((m) => m.args[0]).filter((doc) => !doc.end),
+        WebSocket: wsCreated(wsSub, url).filter((doc) => !doc.end),
+    }, totals);
+    assert.ok(!tcpSub.isClosed && pubs.every((pub) => !pub.isClosed),
+        'the TCP connections stayed open');
+    assert.strictEqual(wsSub.closedBy, null, 'the WebSocket stayed open');
+    // The counts moved with the sessions: nobody was told of a leave or a
+    // join, and a newcomer is the third subscriber.
+    assert.strictEqual(tcpCalls(tcpSub, 'unsubscribed', url).length, 0);
+    assert.strictEqual(tcpCalls(tcpSub, 'subscribed', url).length, 2);
+    const late = await tcpClient(t, d);
+    assert.deepStrictEqual(await late.invoke('subscribe', url), [null]);
+    const joined = await waitFor(() => tcpCalls(late, 'subscribed', url)[0],
+        { timeoutMs: TIMEOUT, what: 'the newcomer\'s subscribed push' });
+    assert.strictEqual(joined.args[1], 3, 'online counts each moved session once');
+    await waitFor(() => tcpCalls(tcpSub, 'subscribed', url).length === 3,
+        { timeoutMs: TIMEOUT, what: 'the newcomer\'s join at the old subscriber' });
+    assert.strictEqual(tcpCalls(tcpSub, 'subscribed', url)[2].args[1], 3);
+    assert.match(d.stderr().slice(since), /retiring: handing/);
+}
+
+test('single-host: subscribers over TCP and WebSocket get every message across a reload',
+    async (t) => {
+        const d = await startDnoded({ mongodbUri: NO_DB, config: { workers: 2 } }, t);
+        await reloadWhilePublishing(t, d, 2);
+    });
+
+test('Redis mode: subscribers over TCP and WebSocket get every message across a reload',
+    { skip: skipRedis }, async (t) => {
+        const redis = await startRedis();
+        t.after(() => redis.close());
+        const d = await startDnoded({ mongodbUri: NO_DB, redisUrl: redis.url,
+            config: { workers: 2 } }, t);
+        await d.waitForLog(/bus: connected to Redis/);
+        await reloadWhilePublishing(t, d, 2);
+    });
+
+test('a connection that has not spoken yet is handed over and served', async (t) => {
+    const d = await startDnoded({ mongodbUri: NO_DB,
+        config: { workers: 1, log_level: 'debug' } }, t);
+    const [old] = await d.waitWorkers(1);
+    const sock = net.connect(d.port, '127.0.0.1');
+    t.after(() => sock.destroy());
+    await new Promise((resolve, reject) => {
+        sock.once('connect', resolve);
+        sock.once('error', reject);
+    });
+    let text = '';
+    let ended = false;
+    sock.setEncoding('utf8');
+    sock.on('data', (s) => {
+        text += s;
+    });
+    sock.on('close', () => {
+        ended = true;
+    });
+    // The old worker accepted it before the reload.
+    await d.waitForLog(new RegExp(`:${sock.localPort}:? connected`), { timeoutMs: TIMEOUT });
+    d.signal('SIGHUP');
+    await d.waitForLog(/reloaded: generation 2 started/, { timeoutMs: TIMEOUT });
+    await waitFor(() => !d.workerPids().includes(old),
+        { timeoutMs: TIMEOUT, what: 'the old worker to exit' });
+    assert.strictEqual(ended, false, 'the connection stayed open');
+    sock.write('{"method":"methods","arguments":[{}],"callbacks":{}}\n' +
+        '{"method":"subscribe","arguments":["/quiet","[Function]"],"callbacks":{"0":[1]}}\n');
+    await waitFor(() => /"method":0,"arguments":\[null\]/.test(text),
+        { timeoutMs: TIMEOUT, what: `the subscribe answer (have ${JSON.stringify(text)})` });
+    assert.match(text, /^\{"method":"methods"/, 'the new worker greeted it first');
+});
+
+test('a graceful stop (QUIT) still closes sessions; reload is what hands them over',
+    async (t) => {
+        const d = await startDnoded({ mongodbUri: NO_DB, config: { workers: 1 } }, t);
+        const c = await tcpClient(t, d);
+        assert.deepStrictEqual(await c.invoke('subscribe', '/bye'), [null]);
+        const since = d.stderr().length;
+        d.signal('SIGQUIT');
+        await c.waitClosed(TIMEOUT);
+        const exit = await d.waitExit();
+        assert.strictEqual(exit.code, 0);
+        assert.doesNotMatch(d.stderr().slice(since), /handed off|retiring/);
+    });
