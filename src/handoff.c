@@ -49,9 +49,9 @@ struct handoff {
 
 struct handoff_chan {
     worker_t *w;
-    int in, out;          /* the master's socketpair: adopt from in, send on out */
-    struct event *ev;     /* in is readable */
-    struct event *retry;  /* the bus was not ready: look again */
+    int in, out;         /* the master's socketpair: adopt from in, send on out */
+    struct event *ev;    /* in is readable */
+    struct event *retry; /* the bus was not ready: look again */
     int receiving;
     uint64_t seq;
     char *buf;
@@ -156,10 +156,7 @@ static void handoff_finish(session_t *s)
     session_close(s, "handed off to the new generation");
 }
 
-void handoff_output_drained(session_t *s)
-{
-    handoff_finish(s);
-}
+void handoff_output_drained(session_t *s) { handoff_finish(s); }
 
 void handoff_marker(session_t *s, const char *channel, const char *id)
 {
@@ -270,9 +267,9 @@ int handoff_send(session_t *s)
     if (json_object_set(m, "v", json_int(HANDOFF_VERSION)) < 0 ||
         json_object_set(m, "kind", json_string(kind_names[kind])) < 0 ||
         json_object_set(m, "peer", json_string(s->peer)) < 0 ||
-        json_object_set(m, "age_ms",
-                        json_int((int64_t)(now > s->accepted_us ? now - s->accepted_us : 0) /
-                                 1000)) < 0 ||
+        json_object_set(
+            m, "age_ms",
+            json_int((int64_t)(now > s->accepted_us ? now - s->accepted_us : 0) / 1000)) < 0 ||
         json_object_set(m, "methods", json_bool(s->got_methods)) < 0 ||
         json_object_set(m, "culled", json_int(s->culled)) < 0 ||
         json_object_set(m, "marker", json_string(id)) < 0 ||
@@ -483,8 +480,10 @@ static void handoff_adopt(handoff_chan_t *ch, const char *data, size_t len, int 
                 handoff_mark(h, h->nchan - 1);
             failed = 1;
         } else if (bus_marker(w->bus, name, marker) < 0) {
-            slog_warning(s, "cannot mark channel '%s' for a handoff: pushes may repeat or "
-                            "be missed there", name);
+            slog_warning(s,
+                         "cannot mark channel '%s' for a handoff: pushes may repeat or "
+                         "be missed there",
+                         name);
             handoff_mark(h, h->nchan - 1);
             failed = 1;
         }
@@ -542,7 +541,8 @@ static void handoff_recv_cb(evutil_socket_t fd, short what, void *arg)
         }
         if (nfds == 0 || nfds > 2 || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
             log_error("handoff: a truncated or malformed message (%zd bytes, %d descriptors): "
-                      "dropped", n, nfds);
+                      "dropped",
+                      n, nfds);
             for (i = 0; i < nfds; i++)
                 close(fds[i]);
             continue;

@@ -146,7 +146,8 @@ void worker_stop(worker_t *w, int graceful)
         w->retiring = 0;
     }
     w->stopping = graceful ? 1 : 2;
-    log_info("%s stop: %zu sessions", graceful ? "graceful" : "fast", w->nsessions);
+    if (!w->retiring) /* worker_retire said what it does */
+        log_info("%s stop: %zu sessions", graceful ? "graceful" : "fast", w->nsessions);
     handoff_stop_receiving(w);
     transport_stop_accepting(w);
     for (s = w->sessions; s != NULL; s = s->next)

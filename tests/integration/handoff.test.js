@@ -58,7 +58,8 @@ async function wsClient(t, d) {
                 return;
             }
             if (f.opcode === OP.CLOSE) {
-                c.closedBy = `close frame ${f.payload.length >= 2 ? f.payload.readUInt16BE(0) : ''}`;
+                const code = f.payload.length >= 2 ? f.payload.readUInt16BE(0) : '';
+                c.closedBy = `close frame ${code}`;
                 return;
             }
             if (f.opcode === OP.TEXT) {
@@ -79,7 +80,8 @@ async function wsClient(t, d) {
     c.nextId = 100;
     c.invoke = async (method, ...args) => {
         const id = c.nextId++;
-        c.sendJson({ method, arguments: [...args, '[Function]'], callbacks: { [id]: [args.length] } });
+        c.sendJson({ method, arguments: [...args, '[Function]'],
+            callbacks: { [id]: [args.length] } });
         const reply = await waitFor(() => c.messages.find((m) => m.method === id),
             { timeoutMs: TIMEOUT, what: `the reply to ${method}` });
         return reply.arguments;
