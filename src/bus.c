@@ -1510,7 +1510,9 @@ static int bus_join(bus_t *b, session_t *s, const char *channel, const char *fro
     for (i = 0; i < s->nsubs; i++)
         if (strcmp(s->subs[i]->name, channel) == 0)
             return 1;
-    if (s->nsubs >= b->worker->cfg->max_subscriptions)
+    /* A moving session keeps what it had, even past a max_subscriptions a
+     * reload lowered: refusing would cut it off a channel it is on. */
+    if (from == NULL && s->nsubs >= b->worker->cfg->max_subscriptions)
         return -1;
     c = bus_find(b, channel, strlen(channel), 1);
     if (c == NULL)

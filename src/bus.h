@@ -57,7 +57,8 @@ int bus_ready(const bus_t *b);
 const char *bus_id(const bus_t *b);
 /* Join s to channel as bus_subscribe does, without a presence push: the
  * session was subscribed on worker from (a bus_id), and its count moves
- * from there to here. Returns as bus_subscribe. */
+ * from there to here. max_subscriptions does not apply (the session keeps
+ * what it had). Returns as bus_subscribe. */
 int bus_adopt(bus_t *b, session_t *s, const char *channel, const char *from);
 /* Put marker id on channel, in the channel's single order: the workers
  * of both generations see it at the same place (handoff_marker), clients

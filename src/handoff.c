@@ -374,6 +374,14 @@ static void handoff_reply_cb(evutil_socket_t fd, short what, void *arg)
         else
             slog_info(s, "the previous worker ended before letting go: going on");
     }
+    if (c != 'd') {
+        /* It may never have seen the markers (or they were lost with a
+         * Redis connection): from now on every push is ours, a repeat
+         * being better than a channel that stays silent. */
+        size_t i;
+        for (i = 0; i < h->nchan; i++)
+            handoff_mark(h, i);
+    }
     event_free(h->ev);
     h->ev = NULL;
     close(h->reply);

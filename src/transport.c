@@ -480,6 +480,8 @@ session_t *transport_adopt(worker_t *w, int fd, const char *peer, int kind, uint
         log_error("out of memory adopting %s", peer);
         return NULL;
     }
+    if (s->accepted_us > age_ms * 1000)
+        s->accepted_us -= age_ms * 1000;
     if (kind == TRANSPORT_ADOPT_FRESH) {
         uint64_t left =
             age_ms < TRANSPORT_FIRST_BYTES_MS ? TRANSPORT_FIRST_BYTES_MS - age_ms : 1;

@@ -11,9 +11,9 @@ const test = require('node:test');
 const assert = require('node:assert');
 const net = require('node:net');
 
-const { startDnoded, timeScale } = require('../lib/harness');
+const { startDnoded, sleep, timeScale } = require('../lib/harness');
 const { startRedis } = require('../lib/services');
-const { WsConn, OP } = require('../lib/raw_http');
+const { WsConn, OP, frame } = require('../lib/raw_http');
 const { findProgram, waitFor } = require('../lib/proc');
 
 const skipRedis = process.env.DNODED_TEST_REDIS_URL || findProgram('redis-server',
@@ -243,6 +243,34 @@ test('a connection that has not spoken yet is handed over and served', async (t)
         { timeoutMs: TIMEOUT, what: `the subscribe answer (have ${JSON.stringify(text)})` });
     assert.match(text, /^\{"method":"methods"/, 'the new worker greeted it first');
 });
+
+test('a WebSocket message in pieces across a reload moves only once it is whole',
+    async (t) => {
+        const d = await startDnoded({ mongodbUri: NO_DB, config: { workers: 1 } }, t);
+        const [old] = await d.waitWorkers(1);
+        const c = await wsClient(t, d);
+        assert.deepStrictEqual(await c.invoke('subscribe', '/pieces'), [null]);
+        // A message in two fragments, the second itself cut in half.
+        const text = JSON.stringify({ method: 'subscribe',
+            arguments: ['/pieces-2', '[Function]'], callbacks: { 7: [1] } });
+        const cut = 20;
+        const second = frame(OP.CONT, text.slice(cut));
+        c.sock.write(frame(OP.TEXT, text.slice(0, cut), { fin: false }));
+        c.sock.write(second.subarray(0, 9));
+        d.signal('SIGHUP');
+        await d.waitForLog(/reloaded: generation 2 started/, { timeoutMs: TIMEOUT });
+        await sleep(300);
+        assert.ok(d.workerPids().includes(old),
+            'the old worker keeps a session whose message is incomplete');
+        c.sock.write(second.subarray(9));
+        const reply = await waitFor(() => c.messages.find((m) => m.method === 7),
+            { timeoutMs: TIMEOUT, what: 'the reply to the message in pieces' });
+        assert.deepStrictEqual(reply.arguments, [null]);
+        await waitFor(() => !d.workerPids().includes(old),
+            { timeoutMs: TIMEOUT, what: 'the old worker to exit' });
+        assert.deepStrictEqual(await c.invoke('subscribe', '/pieces-3'), [null]);
+        assert.strictEqual(c.closedBy, null, 'the WebSocket stayed open');
+    });
 
 test('a graceful stop (QUIT) still closes sessions; reload is what hands them over',
     async (t) => {
