@@ -171,7 +171,7 @@ static int api_broadcast(session_t *s, const json_t *opt, const char *event, con
         return -1;
     json_strip_callbacks(pushed);
     started = metrics_now_us();
-    rc = bus_publish(s->worker->bus, url, event, doc, pushed);
+    rc = bus_publish_from(s->worker->bus, s, url, event, doc, pushed);
     metrics_observe(&s->worker->stats->bus, metrics_now_us() - started);
     json_free(pushed);
     if (rc < 0)

@@ -71,6 +71,7 @@ typedef struct bus_pending {
     char *cmd;
     size_t len;
     int kind;
+    session_t *from; /* a publish on behalf of this session (referenced), or NULL */
 } bus_pending_t;
 
 typedef struct bus_channel {
@@ -232,6 +233,16 @@ static bus_channel_t *bus_find(bus_t *b, const char *name, size_t len, int creat
     return c;
 }
 
+/* A publish made on behalf of s is settled (confirmed or lost): drop the
+ * reference its command held. */
+static void bus_publish_settled(session_t *s)
+{
+    if (s != NULL) {
+        session_publish_done(s);
+        session_unref(s);
+    }
+}
+
 static void bus_pending_clear(bus_t *b, bus_channel_t *c)
 {
     size_t i;
@@ -242,6 +253,7 @@ static void bus_pending_clear(bus_t *b, bus_channel_t *c)
             b->failed_in_outage++;
         }
         free(c->pending[i].cmd);
+        bus_publish_settled(c->pending[i].from);
     }
     c->npending = 0;
 }
@@ -910,21 +922,42 @@ static void bus_cmd_cb(redisAsyncContext *ac, void *r, void *privdata)
     }
 }
 
-/* Send a command on the command connection; 0, or -1 when it is down. */
-static int bus_command(bus_t *b, int kind, const char *cmd, size_t len)
+/* The reply to a PUBLISH made on behalf of a session (privdata, which the
+ * command referenced). */
+static void bus_publish_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    bus_cmd_cb(ac, r, (void *)(intptr_t)K_PUBLISH);
+    bus_publish_settled(privdata);
+}
+
+/* Send a command on the command connection; 0, or -1 when it is down. A
+ * publish on behalf of session from keeps a reference to it until Redis
+ * answers (from takes over the caller's reference only on success). */
+static int bus_command_from(bus_t *b, int kind, const char *cmd, size_t len, session_t *from)
 {
     if (b->cmd == NULL || !b->up)
         return -1;
+    if (from != NULL)
+        return redisAsyncFormattedCommand(b->cmd, bus_publish_cb, from, cmd, len) == REDIS_OK
+                   ? 0
+                   : -1;
     if (redisAsyncFormattedCommand(b->cmd, bus_cmd_cb, (void *)(intptr_t)kind, cmd, len) !=
         REDIS_OK)
         return -1;
     return 0;
 }
 
+static int bus_command(bus_t *b, int kind, const char *cmd, size_t len)
+{
+    return bus_command_from(b, kind, cmd, len, NULL);
+}
+
 /* Send, or hold while the channel's (UN)SUBSCRIBE is in flight, so that
  * this worker's subscribers get the echo of their own presence and of this
- * worker's publishes. Takes cmd. */
-static int bus_channel_command(bus_t *b, bus_channel_t *c, int kind, char *cmd, size_t len)
+ * worker's publishes. Takes cmd, and the reference on from (a publishing
+ * session, or NULL) whatever happens. */
+static int bus_channel_command_from(bus_t *b, bus_channel_t *c, int kind, char *cmd, size_t len,
+                                    session_t *from)
 {
     int rc;
 
@@ -934,6 +967,7 @@ static int bus_channel_command(bus_t *b, bus_channel_t *c, int kind, char *cmd, 
             bus_pending_t *p = realloc(c->pending, cap * sizeof(*p));
             if (p == NULL) {
                 free(cmd);
+                bus_publish_settled(from);
                 return -1;
             }
             c->pending = p;
@@ -942,12 +976,20 @@ static int bus_channel_command(bus_t *b, bus_channel_t *c, int kind, char *cmd, 
         c->pending[c->npending].cmd = cmd;
         c->pending[c->npending].len = len;
         c->pending[c->npending].kind = kind;
+        c->pending[c->npending].from = from;
         c->npending++;
         return 0;
     }
-    rc = bus_command(b, kind, cmd, len);
+    rc = bus_command_from(b, kind, cmd, len, from);
     free(cmd);
+    if (rc < 0)
+        bus_publish_settled(from);
     return rc;
+}
+
+static int bus_channel_command(bus_t *b, bus_channel_t *c, int kind, char *cmd, size_t len)
+{
+    return bus_channel_command_from(b, c, kind, cmd, len, NULL);
 }
 
 static void bus_flush_pending(bus_t *b, bus_channel_t *c)
@@ -955,10 +997,13 @@ static void bus_flush_pending(bus_t *b, bus_channel_t *c)
     size_t i;
 
     for (i = 0; i < c->npending; i++) {
-        if (bus_command(b, c->pending[i].kind, c->pending[i].cmd, c->pending[i].len) < 0 &&
-            c->pending[i].kind == K_PUBLISH)
-            BUS_COUNT(b, publish_failed);
-        free(c->pending[i].cmd);
+        bus_pending_t *p = &c->pending[i];
+        if (bus_command_from(b, p->kind, p->cmd, p->len, p->from) < 0) {
+            if (p->kind == K_PUBLISH)
+                BUS_COUNT(b, publish_failed);
+            bus_publish_settled(p->from);
+        }
+        free(p->cmd);
     }
     c->npending = 0;
 }
@@ -1628,6 +1673,12 @@ void bus_leave_all(bus_t *b, session_t *s)
 int bus_publish(bus_t *b, const char *channel, const char *method, const json_t *doc,
                 const json_t *opt)
 {
+    return bus_publish_from(b, NULL, channel, method, doc, opt);
+}
+
+int bus_publish_from(bus_t *b, session_t *from, const char *channel, const char *method,
+                     const json_t *doc, const json_t *opt)
+{
     char *payload, *key = NULL, *cmd = NULL;
     size_t len, keylen;
     int n, rc = -1;
@@ -1652,8 +1703,12 @@ int bus_publish(bus_t *b, const char *channel, const char *method, const json_t 
     n = redisFormatCommand(&cmd, "PUBLISH %b %b", key, keylen, payload, len);
     if (n < 0)
         goto done;
-    rc =
-        bus_channel_command(b, bus_find(b, channel, strlen(channel), 0), K_PUBLISH, cmd, (size_t)n);
+    if (from != NULL) {
+        session_ref(from);
+        from->unconfirmed++;
+    }
+    rc = bus_channel_command_from(b, bus_find(b, channel, strlen(channel), 0), K_PUBLISH, cmd,
+                                  (size_t)n, from);
 done:
     if (rc == 0)
         BUS_COUNT(b, published);

@@ -77,6 +77,13 @@ int bus_marker(bus_t *b, const char *channel, const char *id);
 int bus_publish(bus_t *b, const char *channel, const char *method, const json_t *doc,
                 const json_t *opt);
 
+/* bus_publish on behalf of session from: in Redis mode, from counts the
+ * publish in from->unconfirmed until Redis has it, so that a session is
+ * not moved to another worker (handoff) while its own publishes could
+ * still be overtaken by the ones it makes there. */
+int bus_publish_from(bus_t *b, session_t *from, const char *channel, const char *method,
+                     const json_t *doc, const json_t *opt);
+
 /* Sessions subscribed to channel on this worker. */
 size_t bus_online(bus_t *b, const char *channel);
 

@@ -191,8 +191,10 @@ static void session_close_when_idle(session_t *s)
     if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
         return; /* a partial message: the read callback calls us again */
     if (s->worker->retiring && !s->no_handoff) {
-        if (s->callbacks_held > 0 || !transport_idle(s))
-            return; /* mid-message: the read callback calls us again */
+        /* Its own publishes must reach Redis before any it makes from the
+         * new worker, or subscribers could see them out of order. */
+        if (s->callbacks_held > 0 || s->unconfirmed > 0 || !transport_idle(s))
+            return; /* the read callback or session_publish_done calls us again */
         rc = handoff_send(s);
         if (rc >= 0)
             return; /* sent, or the channel is full: the stop tick retries */
@@ -226,6 +228,14 @@ void session_output_drained(session_t *s)
     if (s->handed)
         handoff_output_drained(s);
     else if (s->draining)
+        session_close_when_idle(s);
+}
+
+void session_publish_done(session_t *s)
+{
+    if (s->unconfirmed > 0)
+        s->unconfirmed--;
+    if (s->draining && s->unconfirmed == 0)
         session_close_when_idle(s);
 }
 

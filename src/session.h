@@ -68,6 +68,7 @@ typedef struct session {
     int64_t remote[SESSION_REMOTE_COUNT]; /* client's callback ids, or -1 */
     uint32_t inflight;         /* operations waiting for the database */
     uint32_t callbacks_held;   /* the client's callbacks those operations hold */
+    uint32_t unconfirmed;      /* its publishes Redis has not confirmed yet (bus) */
     uint64_t over_soft_us;     /* when output went over output_soft_limit, or 0 */
     uint64_t accepted_us;      /* metrics_now_us() when the connection was accepted */
     struct bus_channel **subs; /* channels joined */
@@ -141,6 +142,8 @@ void session_check_soft(session_t *s, uint64_t now_us);
 
 /* An operation of s finished (api): lets a draining session close. */
 void session_op_done(session_t *s);
+/* Redis confirmed (or lost) a publish of s (lets a retiring worker move it). */
+void session_publish_done(session_t *s);
 /* The transport wrote out everything queued (lets a draining session close). */
 void session_output_drained(session_t *s);
 

@@ -94,23 +94,28 @@ function wsCreated(c, url) {
         m.arguments[1].url === url).map((m) => m.arguments[0]);
 }
 
-// A publisher that publishes {p, i} on url one after the other, each once
-// the previous one was answered, until stop(); resolves with how many were
-// answered null. Every answer must be null.
-function keepPublishing(pub, p, url) {
+// A publisher that publishes {p, i} on url in bursts of `burst` calls,
+// each burst once the previous one was answered, until stop(); resolves
+// with how many were sent (every one must be answered null).
+function keepPublishing(pub, p, url, burst = 1) {
     let stopping = false;
-    const state = { acked: 0, errors: [] };
+    const state = { acked: 0, sent: 0, errors: [] };
     const done = (async () => {
-        while (!stopping) {
-            const [err] = await pub.invoke('publish', { p, i: state.acked },
-                { url, method: 'create' });
-            if (err !== null) {
-                state.errors.push(err);
-                break;
+        while (!stopping && state.errors.length === 0) {
+            const calls = [];
+            for (let k = 0; k < burst; k++) {
+                calls.push(pub.invoke('publish', { p, i: state.sent++ },
+                    { url, method: 'create' }));
             }
-            state.acked++;
+            for (const [err] of await Promise.all(calls)) {
+                if (err !== null) {
+                    state.errors.push(err);
+                } else {
+                    state.acked++;
+                }
+            }
         }
-        return state.acked;
+        return state.sent;
     })();
     state.stop = () => {
         stopping = true;
@@ -119,7 +124,10 @@ function keepPublishing(pub, p, url) {
     return state;
 }
 
-const PUBLISHERS = 4;
+// Publishers on the old generation (moved by the reload, one call at a
+// time) and on the new one (in bursts, while the old one hands over).
+const PUBLISHERS = 2;
+const BLASTERS = 3;
 
 // Every publisher's messages, once each and in its order, and the same
 // overall order for every subscriber.
@@ -138,7 +146,7 @@ function checkSequences(seqs, totals) {
     }
 }
 
-async function reloadWhilePublishing(t, d, nworkers) {
+async function reloadWhilePublishing(t, d, nworkers, { redis = false } = {}) {
     const url = '/through-reload';
     const old = await d.waitWorkers(nworkers);
     const tcpSub = await tcpClient(t, d);
@@ -156,16 +164,40 @@ async function reloadWhilePublishing(t, d, nworkers) {
     const loads = pubs.map((pub, p) => keepPublishing(pub, p, url));
     const acked = () => loads.reduce((n, l) => n + l.acked, 0);
     await waitFor(() => acked() >= 100, { timeoutMs: TIMEOUT, what: '100 publishes' });
+    // The old generation is held (SIGSTOP) through the commit, so that the
+    // new one is publishing at full speed by the time the old one hands
+    // its sessions over: the markers then fall among a stream of messages.
+    for (const pid of old) {
+        process.kill(pid, 'SIGSTOP');
+    }
     const since = d.stderr().length;
-    d.signal('SIGHUP');
-    await d.waitForLog(/reloaded: generation 2 started/, { since, timeoutMs: TIMEOUT });
+    try {
+        d.signal('SIGHUP');
+        await d.waitForLog(/reloaded: generation 2 started/, { since, timeoutMs: TIMEOUT });
+        if (redis) {
+            await waitFor(() => d.stderr().slice(since).split('\n')
+                .filter((l) => /bus: connected to Redis/.test(l)).length === nworkers,
+            { timeoutMs: TIMEOUT, what: 'the new workers\' Redis connections' });
+        }
+        for (let b = 0; b < BLASTERS; b++) {
+            const pub = await tcpClient(t, d);
+            pubs.push(pub);
+            loads.push(keepPublishing(pub, PUBLISHERS + b, url, 10));
+        }
+        await waitFor(() => loads.slice(PUBLISHERS).every((l) => l.acked >= 50),
+            { timeoutMs: TIMEOUT, what: 'publishes on the new generation' });
+    } finally {
+        for (const pid of old) {
+            process.kill(pid, 'SIGCONT');
+        }
+    }
     await waitFor(() => {
         const now = d.workerPids();
         return now.length === nworkers && now.every((p) => !old.includes(p));
     }, { timeoutMs: TIMEOUT, what: 'the old generation to exit' });
     const atExit = acked();
     await waitFor(() => acked() >= atExit + 100,
-        { timeoutMs: TIMEOUT, what: '100 publishes on the new generation' });
+        { timeoutMs: TIMEOUT, what: '100 publishes after the old generation left' });
     const totals = await Promise.all(loads.map((l) => l.stop()));
     assert.deepStrictEqual(loads.flatMap((l) => l.errors), []);
     // One more round trip: anything duplicated would have arrived before it.
@@ -208,7 +240,7 @@ test('Redis mode: subscribers over TCP and WebSocket get every message across a 
         const d = await startDnoded({ mongodbUri: NO_DB, redisUrl: redis.url,
             config: { workers: 2 } }, t);
         await d.waitForLog(/bus: connected to Redis/);
-        await reloadWhilePublishing(t, d, 2);
+        await reloadWhilePublishing(t, d, 2, { redis: true });
     });
 
 test('a connection that has not spoken yet is handed over and served', async (t) => {
