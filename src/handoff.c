@@ -29,8 +29,10 @@
 #define HANDOFF_MAX_MESSAGE (256 * 1024)
 /* Room asked for in the channel's send buffer (the kernel may cap it). */
 #define HANDOFF_SNDBUF (4 * 1024 * 1024)
-/* How often an adopter whose bus is not ready (Redis down) looks again. */
+/* How often an adopter whose bus is not ready (Redis down) looks again,
+ * and for how long it leaves the channel to others before adopting anyway. */
 #define HANDOFF_RETRY_MS 200
+#define HANDOFF_BUS_WAIT_US (3 * 1000000ULL)
 /* Past shutdown_timeout, an adopter stops waiting for the old worker. */
 #define HANDOFF_WAIT_SLACK_SECONDS 10
 
@@ -54,6 +56,7 @@ struct handoff_chan {
     struct event *retry; /* the bus was not ready: look again */
     int receiving;
     uint64_t seq;
+    uint64_t unready_since; /* metrics_now_us() when the bus was first seen down, or 0 */
     char *buf;
 };
 
@@ -242,8 +245,6 @@ int handoff_send(session_t *s)
     } else {
         kind = s->framing == SESSION_FRAMING_WEBSOCKET ? TRANSPORT_ADOPT_WS : TRANSPORT_ADOPT_LINE;
     }
-    if (s->nsubs > 0 && !bus_ready(w->bus))
-        return 1; /* no marker could be seen: wait for the bus (or the deadline) */
     snprintf(id, sizeof(id), "%ld.%llu.%llu.%llu", (long)getpid(), (unsigned long long)s->id,
              (unsigned long long)++ch->seq, (unsigned long long)now);
     m = json_object();
@@ -330,9 +331,19 @@ int handoff_send(session_t *s)
     rp[0] = -1;
     s->handoff = h;
     h->ev = event_new(w->base, h->reply, EV_READ, handoff_old_reply_cb, s);
-    h = NULL;
-    if (s->handoff->ev == NULL || event_add(s->handoff->ev, NULL) < 0)
+    if (h->ev == NULL || event_add(h->ev, NULL) < 0)
         slog_warning(s, "cannot watch the adopting worker");
+    if (!bus_ready(w->bus)) {
+        /* Redis is down here: no push reaches this worker, so none can be
+         * repeated; the adopter goes on from its markers at once. */
+        slog_info(s, "handed off while Redis is unavailable: pushes in flight may be lost");
+        for (i = 0; i < (int)h->nchan; i++)
+            handoff_mark(h, (size_t)i);
+        h = NULL;
+        handoff_finish(s);
+        goto done;
+    }
+    h = NULL;
     goto done;
 oom:
     slog_warning(s, "cannot hand off: out of memory");
@@ -398,7 +409,7 @@ static void handoff_abandon_markers(session_t *s)
 {
     handoff_t *h = s->handoff;
 
-    if (h->reply >= 0 && write(h->reply, "x", 1) != 1)
+    if (h->reply >= 0 && write(h->reply, "x", 1) != 1 && errno != EPIPE)
         slog_warning(s, "cannot reach the previous worker: %s", strerror(errno));
 }
 
@@ -520,9 +531,15 @@ static void handoff_recv_cb(evutil_socket_t fd, short what, void *arg)
         int fds[4], nfds = 0, i;
         ssize_t n;
 
-        if (!bus_ready(ch->w->bus)) {
-            /* A marker could not be put: leave the message to a worker
-             * whose bus works, or to us once ours does. */
+        if (bus_ready(ch->w->bus)) {
+            ch->unready_since = 0;
+        } else if (ch->unready_since == 0 ||
+                   metrics_now_us() - ch->unready_since < HANDOFF_BUS_WAIT_US) {
+            /* No marker could be put (a new worker still connecting to
+             * Redis, or Redis down): leave the message to a worker whose
+             * bus works, or to us once ours does, for a while. */
+            if (ch->unready_since == 0)
+                ch->unready_since = metrics_now_us();
             event_del(ch->ev);
             if (evtimer_add(ch->retry, &later) < 0)
                 log_error("handoff: cannot schedule a retry: not adopting sessions");

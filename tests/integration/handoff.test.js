@@ -243,6 +243,39 @@ test('Redis mode: subscribers over TCP and WebSocket get every message across a 
         await reloadWhilePublishing(t, d, 2, { redis: true });
     });
 
+test('Redis mode: a reload while Redis is down keeps the subscribers, and they hear again',
+    { skip: skipRedis }, async (t) => {
+        const redis = await startRedis();
+        t.after(() => redis.close());
+        const d = await startDnoded({ mongodbUri: NO_DB, redisUrl: redis.url,
+            config: { workers: 1 } }, t);
+        await d.waitForLog(/bus: connected to Redis/);
+        const [old] = await d.waitWorkers(1);
+        const url = '/redis-down';
+        const sub = await tcpClient(t, d);
+        const pub = await tcpClient(t, d);
+        assert.deepStrictEqual(await sub.invoke('subscribe', url), [null]);
+        await waitFor(() => tcpCalls(sub, 'subscribed', url).length === 1,
+            { timeoutMs: TIMEOUT, what: 'the subscribed push' });
+        await redis.stop();
+        await d.waitForLog(/bus: Redis .* unavailable/, { timeoutMs: TIMEOUT });
+        d.signal('SIGHUP');
+        await d.waitForLog(/reloaded: generation 2 started/, { timeoutMs: TIMEOUT });
+        await waitFor(() => !d.workerPids().includes(old),
+            { timeoutMs: TIMEOUT, what: 'the old worker to exit' });
+        assert.ok(!sub.isClosed && !pub.isClosed, 'both connections stayed open');
+        await redis.start();
+        await d.waitForLog(/bus: connected to Redis|bus: Redis is back/,
+            { since: d.stderr().lastIndexOf('reloaded: generation 2'), timeoutMs: TIMEOUT });
+        // Resubscription is asynchronous: publish until one gets through.
+        let i = 0;
+        await waitFor(async () => {
+            const [err] = await pub.invoke('publish', { i: i++ }, { url, method: 'create' });
+            return err === null && tcpCalls(sub, 'created', url).length > 0;
+        }, { timeoutMs: TIMEOUT, intervalMs: 200, what: 'a message after Redis came back' });
+        assert.ok(!sub.isClosed, 'the subscriber is still connected');
+    });
+
 test('a connection that has not spoken yet is handed over and served', async (t) => {
     const d = await startDnoded({ mongodbUri: NO_DB,
         config: { workers: 1, log_level: 'debug' } }, t);
