@@ -344,8 +344,9 @@ test('a graceful stop (QUIT) still closes sessions; reload is what hands them ov
         assert.deepStrictEqual(await c.invoke('subscribe', '/bye'), [null]);
         const since = d.stderr().length;
         d.signal('SIGQUIT');
+        const exited = d.waitExit(); // the exit may come before the close is seen
         await c.waitClosed(TIMEOUT);
-        const exit = await d.waitExit();
+        const exit = await exited;
         assert.strictEqual(exit.code, 0);
         assert.doesNotMatch(d.stderr().slice(since), /handed off|retiring/);
     });
