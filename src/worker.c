@@ -134,11 +134,14 @@ void worker_stop(worker_t *w, int graceful)
     session_t *s;
 
     if (w->stopping && (graceful || w->stopping == 2)) {
-        if (!graceful) /* a second fast stop: exit at once */
+        if (!graceful) { /* a second fast stop: exit at once */
             event_base_loopbreak(w->base);
-        else if (w->retiring)
+        } else if (w->retiring) {
             log_info("graceful stop: sessions not yet handed off close instead");
-        w->retiring = 0;
+            w->retiring = 0;
+            for (s = w->sessions; s != NULL; s = s->next) /* some waited for a handoff */
+                session_drain(s);
+        }
         return;
     }
     if (w->stopping && w->retiring) {
