@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,6 +126,7 @@ struct bus {
     size_t nbuckets, nchannels;
     char origin[96]; /* "<host>:<pid>", the worker's id in envelopes and Redis */
     char slot_id[16]; /* the relay slot, the worker's id in the host's presence table */
+    char carrier[320]; /* which carrier: "relay", or the Redis address, db and prefix */
     bus_stats_t st;
     int freeing;
 
@@ -744,11 +746,12 @@ static void host_presence(bus_t *b, bus_channel_t *c, int delta, const char *met
 }
 
 /* A session's count on c moves from slot `from` (a relay slot number, see
- * bus_id) to this worker, without a presence message: nobody joined. */
+ * bus_id; "" for none) to this worker, without a presence message: nobody
+ * joined. */
 static void host_move(bus_t *b, bus_channel_t *c, const char *from)
 {
     bus_host_t *h = b->host;
-    unsigned long idx = strtoul(from, NULL, 10);
+    unsigned long idx = from[0] != '\0' ? strtoul(from, NULL, 10) : ULONG_MAX;
     host_slot_t *slot;
 
     if (host_lock(h) < 0)
@@ -1438,6 +1441,7 @@ bus_t *bus_new(worker_t *w, bus_host_t *host, unsigned generation)
     hostname[sizeof(hostname) - 1] = '\0';
     snprintf(b->origin, sizeof(b->origin), "%s:%ld", hostname, (long)getpid());
     snprintf(b->slot_id, sizeof(b->slot_id), "-");
+    snprintf(b->carrier, sizeof(b->carrier), "relay");
     b->seed = (unsigned)getpid() ^ (unsigned)time(NULL);
     if (w->cfg->redis_url != NULL && w->cfg->redis_url[0] != '\0') {
         b->redis = 1;
@@ -1446,6 +1450,8 @@ bus_t *bus_new(worker_t *w, bus_host_t *host, unsigned generation)
             log_error("bus: bad redis_url '%s'", w->cfg->redis_url);
             goto fail;
         }
+        snprintf(b->carrier, sizeof(b->carrier), "redis %s:%d/%d %s", b->rhost, b->rport,
+                 b->rdb, b->prefix);
         b->ctl = bus_key(b, "w:", b->origin, &b->ctllen);
         b->tick = event_new(w->base, -1, EV_PERSIST, bus_tick_cb, b);
         b->retry = evtimer_new(w->base, bus_retry_cb, b);
@@ -1763,6 +1769,11 @@ int bus_ready(const bus_t *b)
 const char *bus_id(const bus_t *b)
 {
     return b->redis ? b->origin : b->slot_id;
+}
+
+const char *bus_carrier(const bus_t *b)
+{
+    return b->carrier;
 }
 
 size_t bus_online(bus_t *b, const char *channel)

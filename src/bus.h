@@ -55,9 +55,13 @@ const char *bus_channel_name(const struct bus_channel *c);
 int bus_ready(const bus_t *b);
 /* This worker's name in the presence counts, for bus_adopt's from. */
 const char *bus_id(const bus_t *b);
+/* Names the carrier (the relay, or a Redis and prefix): two workers see
+ * each other's markers only when they name the same one (a reload may
+ * change redis_url). */
+const char *bus_carrier(const bus_t *b);
 /* Join s to channel as bus_subscribe does, without a presence push: the
- * session was subscribed on worker from (a bus_id), and its count moves
- * from there to here. max_subscriptions does not apply (the session keeps
+ * session was subscribed on worker from (a bus_id, or "" when it was on
+ * another carrier), and its count moves from there to here. max_subscriptions does not apply (the session keeps
  * what it had). Returns as bus_subscribe. */
 int bus_adopt(bus_t *b, session_t *s, const char *channel, const char *from);
 /* Put marker id on channel, in the channel's single order: the workers

@@ -274,7 +274,8 @@ int handoff_send(session_t *s)
         json_object_set(m, "methods", json_bool(s->got_methods)) < 0 ||
         json_object_set(m, "culled", json_int(s->culled)) < 0 ||
         json_object_set(m, "marker", json_string(id)) < 0 ||
-        json_object_set(m, "from", json_string(bus_id(w->bus))) < 0)
+        json_object_set(m, "from", json_string(bus_id(w->bus))) < 0 ||
+        json_object_set(m, "carrier", json_string(bus_carrier(w->bus))) < 0)
         goto oom;
     text = json_dump(m, &len);
     if (text == NULL)
@@ -435,10 +436,11 @@ static void handoff_adopt(handoff_chan_t *ch, const char *data, size_t len, int 
                  *subs = json_object_get(m, "subs"), *age = json_object_get(m, "age_ms"),
                  *culled = json_object_get(m, "culled");
     const char *kind = json_get_string(m, "kind"), *peer = json_get_string(m, "peer"),
-               *marker = json_get_string(m, "marker"), *from = json_get_string(m, "from");
+               *marker = json_get_string(m, "marker"), *from = json_get_string(m, "from"),
+               *carrier = json_get_string(m, "carrier");
     session_t *s;
     handoff_t *h;
-    int k, failed = 0;
+    int k, failed = 0, same;
     size_t i;
 
     for (k = 0; kind != NULL && k < 3 && strcmp(kind, kind_names[k]) != 0; k++)
@@ -491,6 +493,16 @@ static void handoff_adopt(handoff_chan_t *ch, const char *data, size_t len, int 
         session_close(s, "cannot watch the previous worker");
         return;
     }
+    /* A reload that changed redis_url: no marker of ours reaches the old
+     * worker, nor its count. The session joins here as a newcomer would,
+     * silently, and the old worker stops its pushes now. */
+    same = carrier != NULL && strcmp(carrier, bus_carrier(w->bus)) == 0;
+    if (!same) {
+        slog_info(s, "moved from another carrier (%s): pushes in flight may repeat or be "
+                     "missed", carrier != NULL ? carrier : "?");
+        from = "";
+        failed = 1;
+    }
     for (i = 0; i < subs->u.arr.len; i++) {
         const char *name = subs->u.arr.items[i]->u.str.s;
         if (handoff_add_channel(h, name) < 0 || bus_adopt(w->bus, s, name, from) < 0) {
@@ -498,6 +510,8 @@ static void handoff_adopt(handoff_chan_t *ch, const char *data, size_t len, int 
             if (h->nchan > 0 && strcmp(h->chan[h->nchan - 1], name) == 0)
                 handoff_mark(h, h->nchan - 1);
             failed = 1;
+        } else if (!same) {
+            handoff_mark(h, h->nchan - 1);
         } else if (bus_marker(w->bus, name, marker) < 0) {
             slog_warning(s,
                          "cannot mark channel '%s' for a handoff: pushes may repeat or "

@@ -276,6 +276,41 @@ test('Redis mode: a reload while Redis is down keeps the subscribers, and they h
         assert.ok(!sub.isClosed, 'the subscriber is still connected');
     });
 
+test('a reload that turns Redis on keeps the subscribers, counted on the new carrier',
+    { skip: skipRedis }, async (t) => {
+        const redis = await startRedis();
+        t.after(() => redis.close());
+        // A long shutdown_timeout: the move must not wait for it.
+        const d = await startDnoded({ mongodbUri: NO_DB,
+            config: { workers: 1, shutdown_timeout: 600 } }, t);
+        const [old] = await d.waitWorkers(1);
+        const url = '/new-carrier';
+        const sub = await tcpClient(t, d);
+        const pub = await tcpClient(t, d);
+        assert.deepStrictEqual(await sub.invoke('subscribe', url), [null]);
+        await waitFor(() => tcpCalls(sub, 'subscribed', url).length === 1,
+            { timeoutMs: TIMEOUT, what: 'the subscribed push' });
+        d.opts.redisUrl = redis.url;
+        d.writeConfig();
+        const since = d.stderr().length;
+        d.signal('SIGHUP');
+        await d.waitForLog(/reloaded: generation 2 started/, { since, timeoutMs: TIMEOUT });
+        await waitFor(() => !d.workerPids().includes(old),
+            { timeoutMs: TIMEOUT, what: 'the old worker to exit' });
+        await d.waitForLog(/moved from another carrier/, { since, timeoutMs: TIMEOUT });
+        assert.ok(!sub.isClosed && !pub.isClosed, 'both connections stayed open');
+        let i = 0;
+        await waitFor(async () => {
+            const [err] = await pub.invoke('publish', { i: i++ }, { url, method: 'create' });
+            return err === null && tcpCalls(sub, 'created', url).length > 0;
+        }, { timeoutMs: TIMEOUT, intervalMs: 200, what: 'a message through Redis' });
+        const late = await tcpClient(t, d);
+        assert.deepStrictEqual(await late.invoke('subscribe', url), [null]);
+        const joined = await waitFor(() => tcpCalls(late, 'subscribed', url)[0],
+            { timeoutMs: TIMEOUT, what: 'the newcomer\'s subscribed push' });
+        assert.strictEqual(joined.args[1], 2, 'the moved subscriber counts on the new carrier');
+    });
+
 test('a connection that has not spoken yet is handed over and served', async (t) => {
     const d = await startDnoded({ mongodbUri: NO_DB,
         config: { workers: 1, log_level: 'debug' } }, t);
