@@ -146,9 +146,33 @@ function checkSequences(seqs, totals) {
     }
 }
 
+// Sessions that only sit subscribed to another channel, reading whatever
+// comes. Connected first, they are handed over last: a retiring worker
+// takes them after the subscribers under test, which leaves the markers of
+// those time to fall among new messages before the old worker reads on.
+async function idleSubscribers(t, d, n) {
+    const socks = [];
+    for (let i = 0; i < n; i++) {
+        const sock = net.connect(d.port, '127.0.0.1');
+        t.after(() => sock.destroy());
+        await new Promise((resolve, reject) => {
+            sock.once('connect', resolve);
+            sock.once('error', reject);
+        });
+        sock.resume();
+        sock.write('{"method":"methods","arguments":[{}],"callbacks":{}}\n' +
+            '{"method":"subscribe","arguments":["/idle"],"callbacks":{}}\n');
+        socks.push(sock);
+    }
+    return socks;
+}
+
+const IDLE_SUBSCRIBERS = 100;
+
 async function reloadWhilePublishing(t, d, nworkers, { redis = false } = {}) {
     const url = '/through-reload';
     const old = await d.waitWorkers(nworkers);
+    await idleSubscribers(t, d, IDLE_SUBSCRIBERS);
     const tcpSub = await tcpClient(t, d);
     assert.deepStrictEqual(await tcpSub.invoke('subscribe', url), [null]);
     await waitFor(() => tcpCalls(tcpSub, 'subscribed', url).length === 1,
