@@ -206,8 +206,8 @@ static void handoff_old_reply_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (n > 0) {
-        slog_warning(s, "the adopting worker could not mark every channel: its pushes stop "
-                        "here now");
+        slog_info(s, "the adopting worker cannot place every marker (see its log): pushes "
+                     "stop here now");
         for (i = 0; i < h->nchan; i++)
             handoff_mark(h, i);
         if (event_add(h->ev, NULL) < 0)
@@ -498,8 +498,10 @@ static void handoff_adopt(handoff_chan_t *ch, const char *data, size_t len, int 
      * silently, and the old worker stops its pushes now. */
     same = carrier != NULL && strcmp(carrier, bus_carrier(w->bus)) == 0;
     if (!same) {
-        slog_info(s, "moved from another carrier (%s): pushes in flight may repeat or be "
-                     "missed", carrier != NULL ? carrier : "?");
+        slog_info(s,
+                  "moved from another carrier (%s): pushes in flight may repeat or be "
+                  "missed",
+                  carrier != NULL ? carrier : "?");
         from = "";
         failed = 1;
     }
