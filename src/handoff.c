@@ -174,6 +174,8 @@ void handoff_marker(session_t *s, const char *channel, const char *id)
     } else if (h->pending == 0 && h->reply < 0) {
         handoff_free(h); /* resumed and every channel is ours: nothing left to filter */
         s->handoff = NULL;
+        if (s->draining) /* this worker retires too: the session may move on */
+            session_drain(s);
     }
 }
 
@@ -238,6 +240,8 @@ int handoff_send(session_t *s)
 
     if (ch == NULL || s->fd < 0 || s->bev == NULL)
         return -1;
+    if (s->handoff != NULL)
+        return 1; /* still arriving from an earlier move: its markers first */
     if (!s->started) {
         if (s->transport_state != NULL)
             return -1; /* plain HTTP: closes when idle, as before */

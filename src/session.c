@@ -195,6 +195,8 @@ static void session_close_when_idle(session_t *s)
          * new worker, or subscribers could see them out of order. */
         if (s->callbacks_held > 0 || s->unconfirmed > 0 || !transport_idle(s))
             return; /* the read callback or session_publish_done calls us again */
+        if (s->handoff != NULL)
+            return; /* adopted, some markers still to come: handoff_marker calls us */
         rc = handoff_send(s);
         if (rc >= 0)
             return; /* sent, or the channel is full: the stop tick retries */
