@@ -137,7 +137,8 @@ void worker_stop(worker_t *w, int graceful)
         if (!graceful) { /* a second fast stop: exit at once */
             event_base_loopbreak(w->base);
         } else if (w->retiring) {
-            log_info("graceful stop: sessions not yet handed off close instead");
+            if (w->nsessions > 0)
+                log_info("graceful stop: sessions not yet handed off close instead");
             w->retiring = 0;
             for (s = w->sessions; s != NULL; s = s->next) /* some waited for a handoff */
                 session_drain(s);
@@ -145,7 +146,8 @@ void worker_stop(worker_t *w, int graceful)
         return;
     }
     if (w->stopping && w->retiring) {
-        log_info("fast stop: sessions not yet handed off close instead");
+        if (w->nsessions > 0)
+            log_info("fast stop: sessions not yet handed off close instead");
         w->retiring = 0;
     }
     w->stopping = graceful ? 1 : 2;

@@ -335,6 +335,49 @@ test('a reload that turns Redis on keeps the subscribers, counted on the new car
         assert.strictEqual(joined.args[1], 2, 'the moved subscriber counts on the new carrier');
     });
 
+test('two reloads back to back: sessions move twice, every message still once and in order',
+    async (t) => {
+        const d = await startDnoded({ mongodbUri: NO_DB, config: { workers: 2 } }, t);
+        const first = await d.waitWorkers(2);
+        const url = '/twice';
+        const sub = await tcpClient(t, d);
+        assert.deepStrictEqual(await sub.invoke('subscribe', url), [null]);
+        const wsSub = await wsClient(t, d);
+        assert.deepStrictEqual(await wsSub.invoke('subscribe', url), [null]);
+        const pub = await tcpClient(t, d);
+        const load = keepPublishing(pub, 0, url);
+        await waitFor(() => load.acked >= 50, { timeoutMs: TIMEOUT, what: '50 publishes' });
+        const since = d.stderr().length;
+        d.signal('SIGHUP');
+        await d.waitForLog(/reloaded: generation 2 started/, { since, timeoutMs: TIMEOUT });
+        d.signal('SIGHUP');
+        await d.waitForLog(/reloaded: generation 3 started/, { since, timeoutMs: TIMEOUT });
+        // Only the third generation is left: the first and second moved
+        // their sessions on (the second, perhaps, sessions it had just taken).
+        const third = [...d.stderr().slice(since)
+            .matchAll(/worker \d+ started \(pid (\d+), generation 3\)/g)].map((m) => Number(m[1]));
+        assert.strictEqual(third.length, 2);
+        await waitFor(() => {
+            const pids = d.workerPids();
+            return pids.length === 2 && pids.every((p) => third.includes(p));
+        }, { timeoutMs: TIMEOUT, what: 'only the third generation to run' });
+        assert.ok(first.every((p) => !third.includes(p)));
+        const at = load.acked;
+        await waitFor(() => load.acked >= at + 50, { timeoutMs: TIMEOUT, what: 'more publishes' });
+        const total = await load.stop();
+        assert.deepStrictEqual(load.errors, []);
+        assert.deepStrictEqual(await pub.invoke('publish', { end: true },
+            { url, method: 'create' }), [null]);
+        await waitFor(() => tcpCalls(sub, 'created', url).some((m) => m.args[0].end) &&
+            wsCreated(wsSub, url).some((doc) => doc.end), { timeoutMs: TIMEOUT, what: 'the end' });
+        checkSequences({
+            TCP: tcpCalls(sub, 'created', url).map((m) => m.args[0]).filter((doc) => !doc.end),
+            WebSocket: wsCreated(wsSub, url).filter((doc) => !doc.end),
+        }, [total]);
+        assert.ok(!sub.isClosed && !pub.isClosed, 'the TCP connections stayed open');
+        assert.strictEqual(wsSub.closedBy, null, 'the WebSocket stayed open');
+    });
+
 test('a connection that has not spoken yet is handed over and served', async (t) => {
     const d = await startDnoded({ mongodbUri: NO_DB,
         config: { workers: 1, log_level: 'debug' } }, t);
