@@ -303,7 +303,7 @@ static void peer_name(const struct sockaddr *sa, char *buf, size_t len)
  * to be awake more often takes more: 5,000 connections opened at once split
  * 57/43 over two workers, and a fan-out lasts as long as its busiest
  * worker's share. A worker holding more than its share of the accepting
- * workers' connections (plus 1/32 and 8) stops accepting for
+ * workers' connections (plus 1/128 and 4) stops accepting for
  * TRANSPORT_PAUSE_MS, and the others take what arrives meanwhile. A pause
  * delays a connection by that much at most: nothing is refused. */
 #define TRANSPORT_PAUSE_MS 2
@@ -335,7 +335,7 @@ static void transport_spread(worker_t *w)
         return;
     mine = w->stats->connections_opened - w->stats->connections_closed;
     share = total / n;
-    if (mine <= share + share / 32 + 8)
+    if (mine <= share + share / 128 + 4)
         return;
     for (i = 0; i < w->nlisteners; i++)
         evconnlistener_disable(w->listeners[i]);
