@@ -433,8 +433,12 @@ int transport_start(worker_t *w, const int *fds, size_t nfds)
     if (w->listeners == NULL)
         return -1;
     for (i = 0; i < nfds; i++) {
+        /* Backlog 0: libevent leaves the socket as the master made it
+         * (listen 4096). A negative backlog makes libevent 2.1 call
+         * listen(fd, 128), which shrank the shared queue for every worker
+         * and dropped SYNs in connection storms. */
         struct evconnlistener *l =
-            evconnlistener_new(w->base, transport_accept_cb, w, 0, -1, fds[i]);
+            evconnlistener_new(w->base, transport_accept_cb, w, 0, 0, fds[i]);
         if (l == NULL) {
             log_error("evconnlistener_new() failed on fd %d", fds[i]);
             return -1;

@@ -214,6 +214,14 @@ test('workers = 3 gives three worker processes sharing one listening socket', as
     for (const pid of pids) {
         assert.ok(socketInodes(pid).has(inode), `worker ${pid} accepts on the same socket`);
     }
+    // Its accept queue is the master's (4096, or the kernel's somaxconn if
+    // lower): a worker must not shrink it, or connection storms drop SYNs.
+    const { spawnSync } = require('node:child_process');
+    const ss = spawnSync('ss', ['-Hltn', `( sport = :${d.port} )`], { encoding: 'utf8' });
+    assert.strictEqual(ss.status, 0, `ss (iproute2, scripts/setup): ${ss.stderr}`);
+    const somaxconn = Number(fs.readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+    assert.strictEqual(Number(ss.stdout.trim().split(/\s+/)[2]), Math.min(4096, somaxconn),
+        `listen queue: ${ss.stdout}`);
     // Every connection is served, whichever worker the kernel gives it to.
     const clients = [];
     for (let i = 0; i < 12; i++) {
