@@ -224,15 +224,7 @@ async function reloadWhilePublishing(t, d, nworkers, { redis = false } = {}) {
         { timeoutMs: TIMEOUT, what: '100 publishes after the old generation left' });
     const totals = await Promise.all(loads.map((l) => l.stop()));
     assert.deepStrictEqual(loads.flatMap((l) => l.errors), []);
-    // One more round trip: anything duplicated would have arrived before it.
-    assert.deepStrictEqual(await pubs[0].invoke('publish', { end: true },
-        { url, method: 'create' }), [null]);
-    await waitFor(() => tcpCalls(tcpSub, 'created', url).some((m) => m.args[0].end) &&
-        wsCreated(wsSub, url).some((doc) => doc.end), { timeoutMs: TIMEOUT, what: 'the end' });
-    checkSequences({
-        TCP: tcpCalls(tcpSub, 'created', url).map((m) => m.args[0]).filter((doc) => !doc.end),
-        WebSocket: wsCreated(wsSub, url).filter((doc) => !doc.end),
-    }, totals);
+    await checkDelivered(pubs[0], tcpSub, wsSub, url, totals);
     assert.ok(!tcpSub.isClosed && pubs.every((pub) => !pub.isClosed),
         'the TCP connections stayed open');
     assert.strictEqual(wsSub.closedBy, null, 'the WebSocket stayed open');
@@ -251,6 +243,49 @@ async function reloadWhilePublishing(t, d, nworkers, { redis = false } = {}) {
     assert.match(d.stderr().slice(since), /retiring: handing/);
 }
 
+// Publishes an end mark through pub, then checks that the TCP and the
+// WebSocket subscriber each got every load's messages once and in order
+// (anything duplicated would have arrived before the end mark).
+async function checkDelivered(pub, tcpSub, wsSub, url, totals) {
+    assert.deepStrictEqual(await pub.invoke('publish', { end: true },
+        { url, method: 'create' }), [null]);
+    await waitFor(() => tcpCalls(tcpSub, 'created', url).some((m) => m.args[0].end) &&
+        wsCreated(wsSub, url).some((doc) => doc.end), { timeoutMs: TIMEOUT, what: 'the end' });
+    checkSequences({
+        TCP: tcpCalls(tcpSub, 'created', url).map((m) => m.args[0]).filter((doc) => !doc.end),
+        WebSocket: wsCreated(wsSub, url).filter((doc) => !doc.end),
+    }, totals);
+}
+
+// A TCP subscriber of url (its own subscribed push seen) and a publisher.
+async function subscriberAndPublisher(t, d, url) {
+    const sub = await tcpClient(t, d);
+    const pub = await tcpClient(t, d);
+    assert.deepStrictEqual(await sub.invoke('subscribe', url), [null]);
+    await waitFor(() => tcpCalls(sub, 'subscribed', url).length === 1,
+        { timeoutMs: TIMEOUT, what: 'the subscribed push' });
+    return { sub, pub };
+}
+
+// Publishes on url until sub hears one (a resubscription is asynchronous).
+async function publishUntilHeard(pub, sub, url, what) {
+    let i = 0;
+    await waitFor(async () => {
+        const [err] = await pub.invoke('publish', { i: i++ }, { url, method: 'create' });
+        return err === null && tcpCalls(sub, 'created', url).length > 0;
+    }, { timeoutMs: TIMEOUT, intervalMs: 200, what });
+}
+
+// dnoded with `workers` workers on a Redis of its own, once its bus is up.
+async function dnodedOnRedis(t, workers) {
+    const redis = await startRedis();
+    t.after(() => redis.close());
+    const d = await startDnoded({ mongodbUri: NO_DB, redisUrl: redis.url,
+        config: { workers } }, t);
+    await d.waitForLog(/bus: connected to Redis/);
+    return { redis, d };
+}
+
 test('single-host: subscribers over TCP and WebSocket get every message across a reload',
     async (t) => {
         const d = await startDnoded({ mongodbUri: NO_DB, config: { workers: 2 } }, t);
@@ -259,28 +294,16 @@ test('single-host: subscribers over TCP and WebSocket get every message across a
 
 test('Redis mode: subscribers over TCP and WebSocket get every message across a reload',
     { skip: skipRedis }, async (t) => {
-        const redis = await startRedis();
-        t.after(() => redis.close());
-        const d = await startDnoded({ mongodbUri: NO_DB, redisUrl: redis.url,
-            config: { workers: 2 } }, t);
-        await d.waitForLog(/bus: connected to Redis/);
+        const { d } = await dnodedOnRedis(t, 2);
         await reloadWhilePublishing(t, d, 2, { redis: true });
     });
 
 test('Redis mode: a reload while Redis is down keeps the subscribers, and they hear again',
     { skip: skipRedis }, async (t) => {
-        const redis = await startRedis();
-        t.after(() => redis.close());
-        const d = await startDnoded({ mongodbUri: NO_DB, redisUrl: redis.url,
-            config: { workers: 1 } }, t);
-        await d.waitForLog(/bus: connected to Redis/);
+        const { redis, d } = await dnodedOnRedis(t, 1);
         const [old] = await d.waitWorkers(1);
         const url = '/redis-down';
-        const sub = await tcpClient(t, d);
-        const pub = await tcpClient(t, d);
-        assert.deepStrictEqual(await sub.invoke('subscribe', url), [null]);
-        await waitFor(() => tcpCalls(sub, 'subscribed', url).length === 1,
-            { timeoutMs: TIMEOUT, what: 'the subscribed push' });
+        const { sub, pub } = await subscriberAndPublisher(t, d, url);
         await redis.stop();
         await d.waitForLog(/bus: Redis .* unavailable/, { timeoutMs: TIMEOUT });
         d.signal('SIGHUP');
@@ -291,12 +314,7 @@ test('Redis mode: a reload while Redis is down keeps the subscribers, and they h
         await redis.start();
         await d.waitForLog(/bus: connected to Redis|bus: Redis is back/,
             { since: d.stderr().lastIndexOf('reloaded: generation 2'), timeoutMs: TIMEOUT });
-        // Resubscription is asynchronous: publish until one gets through.
-        let i = 0;
-        await waitFor(async () => {
-            const [err] = await pub.invoke('publish', { i: i++ }, { url, method: 'create' });
-            return err === null && tcpCalls(sub, 'created', url).length > 0;
-        }, { timeoutMs: TIMEOUT, intervalMs: 200, what: 'a message after Redis came back' });
+        await publishUntilHeard(pub, sub, url, 'a message after Redis came back');
         assert.ok(!sub.isClosed, 'the subscriber is still connected');
     });
 
@@ -309,11 +327,7 @@ test('a reload that turns Redis on keeps the subscribers, counted on the new car
             config: { workers: 1, shutdown_timeout: 600 } }, t);
         const [old] = await d.waitWorkers(1);
         const url = '/new-carrier';
-        const sub = await tcpClient(t, d);
-        const pub = await tcpClient(t, d);
-        assert.deepStrictEqual(await sub.invoke('subscribe', url), [null]);
-        await waitFor(() => tcpCalls(sub, 'subscribed', url).length === 1,
-            { timeoutMs: TIMEOUT, what: 'the subscribed push' });
+        const { sub, pub } = await subscriberAndPublisher(t, d, url);
         d.opts.redisUrl = redis.url;
         d.writeConfig();
         const since = d.stderr().length;
@@ -323,11 +337,7 @@ test('a reload that turns Redis on keeps the subscribers, counted on the new car
             { timeoutMs: TIMEOUT, what: 'the old worker to exit' });
         await d.waitForLog(/moved from another carrier/, { since, timeoutMs: TIMEOUT });
         assert.ok(!sub.isClosed && !pub.isClosed, 'both connections stayed open');
-        let i = 0;
-        await waitFor(async () => {
-            const [err] = await pub.invoke('publish', { i: i++ }, { url, method: 'create' });
-            return err === null && tcpCalls(sub, 'created', url).length > 0;
-        }, { timeoutMs: TIMEOUT, intervalMs: 200, what: 'a message through Redis' });
+        await publishUntilHeard(pub, sub, url, 'a message through Redis');
         const late = await tcpClient(t, d);
         assert.deepStrictEqual(await late.invoke('subscribe', url), [null]);
         const joined = await waitFor(() => tcpCalls(late, 'subscribed', url)[0],
@@ -366,14 +376,7 @@ test('two reloads back to back: sessions move twice, every message still once an
         await waitFor(() => load.acked >= at + 50, { timeoutMs: TIMEOUT, what: 'more publishes' });
         const total = await load.stop();
         assert.deepStrictEqual(load.errors, []);
-        assert.deepStrictEqual(await pub.invoke('publish', { end: true },
-            { url, method: 'create' }), [null]);
-        await waitFor(() => tcpCalls(sub, 'created', url).some((m) => m.args[0].end) &&
-            wsCreated(wsSub, url).some((doc) => doc.end), { timeoutMs: TIMEOUT, what: 'the end' });
-        checkSequences({
-            TCP: tcpCalls(sub, 'created', url).map((m) => m.args[0]).filter((doc) => !doc.end),
-            WebSocket: wsCreated(wsSub, url).filter((doc) => !doc.end),
-        }, [total]);
+        await checkDelivered(pub, sub, wsSub, url, [total]);
         assert.ok(!sub.isClosed && !pub.isClosed, 'the TCP connections stayed open');
         assert.strictEqual(wsSub.closedBy, null, 'the WebSocket stayed open');
     });
