@@ -21,19 +21,26 @@ const { findProgram, freePort, timeScale, waitFor } = require('../lib/proc');
 const srcdir = process.env.DNODED_SRCDIR || path.join(__dirname, '..', '..');
 const WAIT_MS = 10000 * timeScale;
 
-const skip = (process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB'))
-    ? false : 'needs ferretdb (scripts/setup) or DNODED_TEST_MONGODB_URI';
-
-function scriptPath(pkg, file) {
-    return require.resolve(`${pkg}/${file}`);
+// A module of the npm packages (scripts/setup), or null when missing.
+function npmPath(name) {
+    try {
+        return require.resolve(name);
+    } catch (err) {
+        return null;
+    }
 }
 
 const SCRIPTS = [
-    scriptPath('underscore', 'underscore-umd.js'),
-    scriptPath('backbone', 'backbone.js'),
+    npmPath('underscore/underscore-umd.js'),
+    npmPath('backbone/backbone.js'),
     path.join(srcdir, 'browser', 'dnode.js'),
     path.join(srcdir, 'browser', 'dnode.backbone.js'),
 ];
+
+const skip = SCRIPTS.includes(null) || !npmPath('ws')
+    ? 'the npm packages underscore, backbone and ws are not installed (scripts/setup)'
+    : (process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB'))
+        ? false : 'needs ferretdb (scripts/setup) or DNODED_TEST_MONGODB_URI';
 
 // A page: the four scripts in a fresh global, connected to dnoded.
 function page(port) {

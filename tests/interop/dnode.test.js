@@ -7,7 +7,12 @@
 const test = require('node:test');
 const assert = require('node:assert');
 
-const dnode = require('dnode');
+let dnode = null;
+try {
+    dnode = require('dnode');
+} catch (err) {
+    dnode = null; // skipped below: the npm packages are not installed
+}
 
 const { startDnoded, timeScale } = require('../lib/harness');
 const { getServices } = require('../lib/services');
@@ -15,9 +20,10 @@ const { findProgram } = require('../lib/proc');
 
 const TIMEOUT = 10000 * timeScale;
 
-const skip = (process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB'))
+const skip = !dnode ? 'the npm package dnode is not installed (scripts/setup)'
+    : (process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB'))
     && (process.env.DNODED_TEST_REDIS_URL || findProgram('redis-server', 'DNODED_TEST_REDIS_SERVER'))
-    ? false : 'needs ferretdb and redis-server (scripts/setup) or DNODED_TEST_* servers';
+        ? false : 'needs ferretdb and redis-server (scripts/setup) or DNODED_TEST_* servers';
 
 let services;
 let d;
