@@ -197,6 +197,24 @@ static int fuzz_conn_send(fuzz_conn_t *c, const uint8_t *data, size_t len)
     return c->s->closing ? -1 : 0;
 }
 
+/* Write len bytes as the client in pieces of 1..max bytes, their sizes
+ * drawn from a small LCG seeded with seed, until all are sent or the
+ * server is done with the connection. */
+static void fuzz_conn_send_pieces(fuzz_conn_t *c, const uint8_t *data, size_t len, uint32_t seed,
+                                  size_t max)
+{
+    size_t off, n;
+
+    for (off = 0; off < len; off += n) {
+        seed = seed * 1103515245u + 12345u;
+        n = 1 + (seed >> 16) % max;
+        if (n > len - off)
+            n = len - off;
+        if (fuzz_conn_send(c, data + off, n) < 0)
+            break;
+    }
+}
+
 /* With FUZZ_DUMP set (debugging a target), what the server sent goes to
  * stderr. */
 static void fuzz_conn_dump(fuzz_conn_t *c)

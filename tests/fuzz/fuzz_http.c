@@ -33,22 +33,12 @@ static int contains(struct evbuffer *b, const char *what)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fuzz_conn_t c;
-    uint32_t rnd;
-    size_t off, n;
     unsigned char head[9];
 
     if (size < 3)
         return 0;
-    rnd = (uint32_t)data[1] << 8 | data[2];
     fuzz_conn_begin(&c, data[0] & 1, (data[0] & 2) ? 512 : 0);
-    for (off = 3; off < size; off += n) {
-        rnd = rnd * 1103515245u + 12345u;
-        n = 1 + (rnd >> 16) % 128;
-        if (n > size - off)
-            n = size - off;
-        if (fuzz_conn_send(&c, data + off, n) < 0)
-            break;
-    }
+    fuzz_conn_send_pieces(&c, data + 3, size - 3, (uint32_t)data[1] << 8 | data[2], 128);
     fuzz_conn_read_all(&c);
     fuzz_conn_dump(&c);
     if (evbuffer_get_length(c.received) > 0) {

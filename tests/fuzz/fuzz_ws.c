@@ -143,8 +143,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct evbuffer *stream;
     fuzz_conn_t c;
-    uint32_t rnd;
-    size_t off, n, total;
+    size_t total;
     const uint8_t *bytes;
 
     if (size < 3)
@@ -158,18 +157,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     } else {
         build_frames(data + 3, size - 3, stream);
     }
-    rnd = (uint32_t)data[1] << 8 | data[2];
     total = evbuffer_get_length(stream);
     bytes = evbuffer_pullup(stream, -1);
     fuzz_conn_begin(&c, 0, (data[0] & 2) ? 512 : 0);
-    for (off = 0; off < total; off += n) {
-        rnd = rnd * 1103515245u + 12345u;
-        n = 1 + (rnd >> 16) % 256;
-        if (n > total - off)
-            n = total - off;
-        if (fuzz_conn_send(&c, bytes + off, n) < 0)
-            break;
-    }
+    fuzz_conn_send_pieces(&c, bytes, total, (uint32_t)data[1] << 8 | data[2], 256);
     fuzz_conn_read_all(&c);
     fuzz_conn_dump(&c);
     check_output(c.received, c.s->closing);
