@@ -31,18 +31,8 @@ secs=${SECONDS_PER_RUN:-4}
 dnoded=$(cd "$(dirname "$dnoded")" && pwd)/$(basename "$dnoded")
 command -v redis-server >/dev/null || { echo "fanout.sh: redis-server missing" >&2; exit 2; }
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/dnoded-fanout.XXXXXX")
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_init dnoded-fanout
+work=$bench_work
 
 # start_dnoded NAME PORT WORKERS [REDIS_URL]: runs dnoded in the background.
 start_dnoded() {
@@ -58,7 +48,7 @@ start_dnoded() {
         [ -n "${4:-}" ] && echo "redis_url = $4"
     } >"$conf"
     "$dnoded" -c "$conf" >>"$work/$1.log" 2>&1 &
-    pids+=($!)
+    bench_pids+=($!)
     wait_port "$2" 15
 }
 
@@ -73,7 +63,7 @@ cc -O2 -std=gnu11 -Wall -o "$work/fanout_load" "$here/fanout_load.c"
 rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
-pids+=($!)
+bench_pids+=($!)
 wait_port "$rport" 10
 
 echo "== redis-benchmark PUBLISH, 50 clients, -n 100000 (private redis-server $(redis-server --version | grep -o 'v=[0-9.]*'))"
@@ -108,9 +98,9 @@ start_dnoded hostA "$p1" 1 "redis://127.0.0.1:$rport"
 p2=$(free_port)
 start_dnoded hostB "$p2" 1 "redis://127.0.0.1:$rport"
 run_load "127.0.0.1:$p1,127.0.0.1:$p2"
-kill "${pids[-1]}" "${pids[-2]}"
-wait "${pids[-1]}" "${pids[-2]}" 2>/dev/null || true
-unset 'pids[-1]' 'pids[-1]'
+kill "${bench_pids[-1]}" "${bench_pids[-2]}"
+wait "${bench_pids[-1]}" "${bench_pids[-2]}" 2>/dev/null || true
+unset 'bench_pids[-1]' 'bench_pids[-1]'
 
 echo "== single-host mode: 1 host x 2 workers, $subs subscribers, rates: $rates /s"
 p3=$(free_port)

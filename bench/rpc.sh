@@ -23,18 +23,8 @@ idle=${IDLE_SESSIONS:-10000}
 [ -x "$dnoded" ] || { echo "rpc.sh: no dnoded binary at $dnoded (pass its path)" >&2; exit 2; }
 dnoded=$(cd "$(dirname "$dnoded")" && pwd)/$(basename "$dnoded")
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/dnoded-bench.XXXXXX")
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_init dnoded-bench
+work=$bench_work
 
 # Enough descriptors for 10k sessions on both ends.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -60,7 +50,7 @@ max_connections = $((idle + 100))
 EOF
     "$dnoded" -c "$work/dnoded.conf" 2>>"$work/dnoded.log" &
     dpid=$!
-    pids+=("$dpid")
+    bench_pids+=("$dpid")
     wait_port "$port" 15
 }
 
@@ -81,7 +71,7 @@ rport=$(free_port)
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no \
     --logfile "$work/redis.log" &
 rpid=$!
-pids+=("$rpid")
+bench_pids+=("$rpid")
 wait_port "$rport" 10
 redis-benchmark -h 127.0.0.1 -p "$rport" -t ping_inline -c 50 -n 200000 -q | tr '\r' '\n' |
     grep -v '^$' | tail -1
@@ -96,7 +86,7 @@ before=$(rss_kib "$dpid")
 mkfifo "$work/hold"
 "$work/rpc_load" -p "$port" -i "$idle" < "$work/hold" > "$work/idle.out" &
 lpid=$!
-pids+=("$lpid")
+bench_pids+=("$lpid")
 exec 4>"$work/hold" # keeps the sessions open until closed below
 for ((i = 0; i < 600; i++)); do
     grep -q '^ready' "$work/idle.out" 2>/dev/null && break

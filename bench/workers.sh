@@ -27,19 +27,8 @@ hold=${HOLD_SESSIONS:-60000}
 [ -x "$dnoded" ] || { echo "workers.sh: no dnoded binary at $dnoded (pass its path)" >&2; exit 2; }
 dnoded=$(cd "$(dirname "$dnoded")" && pwd)/$(basename "$dnoded")
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/dnoded-bench.XXXXXX")
-pids=()
-cleanup() {
-    exec 4>&- 2>/dev/null || true
-    for p in "${pids[@]}"; do
-        kill "$p" 2>/dev/null || true
-    done
-    for p in "${pids[@]}"; do
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_init dnoded-bench
+work=$bench_work
 
 # The limit the unit sets, or as close as the hard limit allows (raising
 # the hard limit needs CAP_SYS_RESOURCE).
@@ -79,7 +68,7 @@ max_connections = $((hold + 100))
 EOF
     "$dnoded" -c "$work/dnoded.conf" 2>>"$work/dnoded.log" &
     dpid=$!
-    pids+=("$dpid")
+    bench_pids+=("$dpid")
     wait_port "$port" 15
 }
 
@@ -113,7 +102,7 @@ for p in "${ports[@]}"; do
     left=$((left - n))
     "$work/rpc_load" -p "$p" -i "$n" < "$work/hold" > "$work/hold.$p.out" &
     lpids+=($!)
-    pids+=($!)
+    bench_pids+=($!)
 done
 exec 4>"$work/hold" # keeps the sessions open until closed below
 for ((i = 0; i < 1200; i++)); do

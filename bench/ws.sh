@@ -17,16 +17,8 @@ duration=${WS_SECONDS:-10}
 
 [ -x "$dnoded" ] || { echo "ws.sh: no dnoded binary at $dnoded (pass its path)" >&2; exit 2; }
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/dnoded-bench-ws.XXXXXX")
-dpid=
-cleanup() {
-    if [ -n "$dpid" ]; then
-        kill "$dpid" 2>/dev/null || true
-        wait "$dpid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_init dnoded-bench-ws
+work=$bench_work
 
 echo "building the load generator"
 cc -O2 -std=gnu11 -Wall -o "$work/ws_load" "$here/ws_load.c" \
@@ -43,6 +35,7 @@ log_level = error
 CONF
 "$dnoded" -c "$work/dnoded.conf" 2>>"$work/dnoded.log" &
 dpid=$!
+bench_pids+=("$dpid")
 for _ in $(seq 1 150); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
