@@ -261,6 +261,18 @@ async function flood(d, pub, url, since, re) {
     }
 }
 
+// slow stops reading (the kernel's buffers fill, then the server's output)
+// while pub floods url, until the server logs re; the log line is awaited
+// apart from the flood, since once nothing more is sent the periodic check
+// must still act. Then slow reads again.
+async function starve(d, pub, slow, url, re) {
+    slow.sock.pause();
+    const since = d.stderr().length;
+    await flood(d, pub, url, since, re);
+    await d.waitForLog(re, { since, timeoutMs: 20000 });
+    slow.sock.resume();
+}
+
 test('slow consumer over TCP: output over output_soft_limit for output_soft_seconds',
     async (t) => {
         // The hard limit is far away: only the soft rule can act.
@@ -273,13 +285,8 @@ test('slow consumer over TCP: output over output_soft_limit for output_soft_seco
         assert.deepStrictEqual(await fast.invoke('subscribe', '/soft'), [null]);
         let got = 0;
         fast.localMethods.updated = () => got++;
-        slow.sock.pause(); // kernel buffers fill, then the server's output
-        const since = d.stderr().length;
-        const re = /output over output_soft_limit for 2 s \(client too slow\)/;
-        await flood(d, pub, '/soft', since, re);
-        // Once nothing more is sent, the periodic check still drops it.
-        await d.waitForLog(re, { since, timeoutMs: 20000 });
-        slow.sock.resume();
+        await starve(d, pub, slow, '/soft',
+            /output over output_soft_limit for 2 s \(client too slow\)/);
         await slow.waitClosed(20000);
         const m = await metrics(d);
         assert.strictEqual(m['dnoded_disconnects_total{reason="slow_consumer_soft"}'], 1);
@@ -298,12 +305,9 @@ test('slow consumer over WebSocket: the soft rule closes with 1008', async (t) =
     t.after(() => slow.close());
     const pub = await client(d, t);
     assert.deepStrictEqual(await wsInvoke(slow, 'subscribe', '/wsoft'), [null]);
-    slow.sock.pause();
-    const since = d.stderr().length;
-    const re = /output over output_soft_limit for 1 s \(client too slow\)/;
-    await flood(d, pub, '/wsoft', since, re);
-    await d.waitForLog(re, { since, timeoutMs: 20000 });
-    slow.sock.resume(); // what was buffered, then the close frame
+    // Then reading again: what was buffered, then the close frame.
+    await starve(d, pub, slow, '/wsoft',
+        /output over output_soft_limit for 1 s \(client too slow\)/);
     assert.strictEqual(await slow.closeCode(), 1008);
     await slow.waitClosed(20000);
     const m = await waitFor(async () => {
@@ -321,12 +325,8 @@ test('slow consumer over TCP: past max_output_buffer at once, counted as the har
         const slow = await client(d, t);
         const pub = await client(d, t);
         assert.deepStrictEqual(await slow.invoke('subscribe', '/hard'), [null]);
-        slow.sock.pause();
-        const since = d.stderr().length;
-        const re = /output buffer over max_output_buffer \(client too slow\)/;
-        await flood(d, pub, '/hard', since, re);
-        await d.waitForLog(re, { since, timeoutMs: 20000 });
-        slow.sock.resume();
+        await starve(d, pub, slow, '/hard',
+            /output buffer over max_output_buffer \(client too slow\)/);
         await slow.waitClosed(20000);
         const m = await metrics(d);
         assert.strictEqual(m['dnoded_disconnects_total{reason="slow_consumer"}'], 1);

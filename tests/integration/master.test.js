@@ -202,6 +202,16 @@ function writeFile(file, text) {
     fs.writeFileSync(file, text);
 }
 
+// A fresh client gets a subscribe round trip answered.
+async function assertServes(d, url) {
+    const c = await d.connect();
+    try {
+        assert.deepStrictEqual(await c.invoke('subscribe', url), [null]);
+    } finally {
+        c.close();
+    }
+}
+
 // ------------------------------------------------------------------ tests
 
 test('workers = 3 gives three worker processes sharing one listening socket', async (t) => {
@@ -307,9 +317,7 @@ test('started as root with user = nobody, the workers drop to it and its group a
             assert.deepStrictEqual(statusIds(pid, 'Gid'), [gid, gid, gid, gid]);
             assert.ok(!statusIds(pid, 'Groups').includes(0), 'no supplementary root group');
         }
-        const c = await d.connect();
-        assert.deepStrictEqual(await c.invoke('subscribe', '/nobody'), [null]);
-        c.close();
+        await assertServes(d, '/nobody');
     });
 
 test('a worker killed with SIGKILL under load is replaced and clients reconnect at once',
@@ -358,9 +366,7 @@ test('a worker that keeps dying is respawned with a growing delay', async (t) =>
     }
     // At once after the first crash, then 0.1 s, then 0.2 s (it never lived 10 s).
     assert.deepStrictEqual(delays, [0, 0.1, 0.2]);
-    const c = await d.connect();
-    assert.deepStrictEqual(await c.invoke('subscribe', '/backoff'), [null]);
-    c.close();
+    await assertServes(d, '/backoff');
 });
 
 test('10 reloads while clients keep calling: nothing refused, nothing closed, all answered',
@@ -429,9 +435,7 @@ test('a reload with a broken models file keeps the running state and says why', 
     // Same workers, still serving.
     await sleep(300);
     assert.deepStrictEqual(workerPids(d), pids);
-    const c = await d.connect();
-    assert.deepStrictEqual(await c.invoke('subscribe', '/still'), [null]);
-    c.close();
+    await assertServes(d, '/still');
     // Fixed, the next reload goes through.
     writeFile(d.modelsPath, good);
     d.signal('SIGHUP');
@@ -460,9 +464,7 @@ test('a reload whose new workers cannot start keeps the running generation', asy
     assert.ok(line);
     await waitWorkers(d, 2, 'the failed generation to exit');
     assert.deepStrictEqual(workerPids(d), pids, 'the running workers were never stopped');
-    const c = await d.connect();
-    assert.deepStrictEqual(await c.invoke('subscribe', '/after-failed-reload'), [null]);
-    c.close();
+    await assertServes(d, '/after-failed-reload');
     // Back to a good file, the next reload goes through.
     writeFile(d.configPath, conf);
     d.signal('SIGHUP');
