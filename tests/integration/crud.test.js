@@ -83,19 +83,8 @@ test.after(async () => {
 
 // A connected client exporting the push methods; every call of them is kept
 // in c.received (c.nextCall awaits one). extra overrides or adds methods.
-async function client(t, extra = {}, server = d) {
-    const methods = {
-        created() {},
-        updated() {},
-        deleted() {},
-        subscribed() {},
-        unsubscribed() {},
-        ...extra,
-    };
-    const c = await server.connect({ methods, timeoutMs: CALL_TIMEOUT_MS });
-    t.after(() => c.close());
-    await c.ready;
-    return c;
+function client(t, extra = {}, server = d) {
+    return server.pushClient(t, { methods: extra, timeoutMs: CALL_TIMEOUT_MS });
 }
 
 // Calls a CRUD method with opt.error set; resolves { doc } (the argument of

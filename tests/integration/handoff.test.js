@@ -23,15 +23,8 @@ const NO_DB = 'mongodb://127.0.0.1:9/handoff_test';
 const TIMEOUT = 30000 * timeScale;
 
 // A TCP DNode client exporting every pushed method.
-async function tcpClient(t, d) {
-    const methods = {};
-    for (const name of ['created', 'updated', 'deleted', 'subscribed', 'unsubscribed', 'error']) {
-        methods[name] = () => {};
-    }
-    const c = await d.connect({ methods, timeoutMs: TIMEOUT });
-    t.after(() => c.close());
-    await c.ready;
-    return c;
+function tcpClient(t, d) {
+    return d.pushClient(t, { methods: { error() {} }, timeoutMs: TIMEOUT });
 }
 
 function tcpCalls(c, name, url) {

@@ -21,15 +21,11 @@ const { WsConn, httpGet } = require('../lib/raw_http');
 const skipDb = process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB')
     ? false : 'needs ferretdb (scripts/setup) or DNODED_TEST_MONGODB_URI';
 
-const PUSHES = { created() {}, updated() {}, deleted() {}, subscribed() {}, unsubscribed() {} };
-
 // A TCP DNode client exporting the pushes and error (recorded in .errors).
 async function client(d, t) {
     const errors = [];
-    const c = await d.connect({ methods: { ...PUSHES, error: (e) => errors.push(e) } });
+    const c = await d.pushClient(t, { methods: { error: (e) => errors.push(e) } });
     c.errors = errors;
-    t.after(() => c.close());
-    await c.ready;
     return c;
 }
 

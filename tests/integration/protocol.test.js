@@ -51,20 +51,8 @@ test.after(async () => {
 
 // A connected client that exports the methods the server pushes to, each
 // recording its calls; closed after the test.
-async function client(t, extra = {}) {
-    const methods = {
-        created() {},
-        updated() {},
-        deleted() {},
-        subscribed() {},
-        unsubscribed() {},
-        error() {},
-        ...extra,
-    };
-    const c = await d.connect({ methods });
-    t.after(() => c.close());
-    await c.ready;
-    return c;
+function client(t, extra = {}) {
+    return d.pushClient(t, { methods: { error() {}, ...extra } });
 }
 
 // The callback id of our next fresh callback, and a raw request line that
