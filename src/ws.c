@@ -175,13 +175,11 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
     if (c->feed == 0)
         c->feed = ws_whole_frames(c, in);
     n = evbuffer_remove(in, buf, len < c->feed ? len : c->feed);
-    if (n > 0)
-        c->feed -= (size_t)n;
     if (n <= 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
-    c->heard = 1;
+    c->feed -= (size_t)n;
     return n;
 }
 
