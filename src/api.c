@@ -11,14 +11,14 @@
 
 #include "bus.h"
 #include "dnode.h"
+#include "error.h"
 #include "log.h"
 #include "metrics.h"
 #include "model.h"
 #include "store.h"
 #include "worker.h"
 
-enum { API_CREATE, API_READ, API_UPDATE, API_DELETE, API_SUBSCRIBE, API_UNSUBSCRIBE,
-       API_PUBLISH };
+enum { API_CREATE, API_READ, API_UPDATE, API_DELETE, API_SUBSCRIBE, API_UNSUBSCRIBE, API_PUBLISH };
 
 const char *const api_method_names[] = {
     "create", "read", "update", "delete", "subscribe", "unsubscribe", "publish",
@@ -39,18 +39,6 @@ int api_method_index(const char *name)
  * Replies
  * ------------------------------------------------------------------------ */
 
-static json_t *api_error_new(const char *name, const char *message)
-{
-    json_t *err = json_object();
-
-    if (err == NULL || json_object_set(err, "name", json_string(name)) < 0 ||
-        json_object_set(err, "message", json_string(message)) < 0) {
-        json_free(err);
-        return NULL;
-    }
-    return err;
-}
-
 void api_report_error(session_t *s, int64_t error_cb, json_t *error)
 {
     json_t *args;
@@ -58,7 +46,7 @@ void api_report_error(session_t *s, int64_t error_cb, json_t *error)
 
     if (error == NULL)
         return;
-    metrics_error(s->worker->stats, json_get_string(error, "name"));
+    metrics_error(s->worker->stats, error_code_of(error));
     args = json_array();
     if (args == NULL || json_array_append(args, error) < 0) {
         json_free(args);
@@ -188,8 +176,8 @@ static void api_publish(session_t *s, json_t *args)
     const char *url = json_get_string(opt, "url");
     json_t *doc;
 
-    if (model == NULL || opt == NULL || opt->type != JSON_OBJECT || event == NULL ||
-        url == NULL || url[0] == '\0') {
+    if (model == NULL || opt == NULL || opt->type != JSON_OBJECT || event == NULL || url == NULL ||
+        url[0] == '\0') {
         api_reply_string(s, fn, "missing parameters");
         return;
     }
@@ -212,8 +200,8 @@ typedef struct api_op {
     session_t *session; /* a reference */
     int method;
     int64_t fn, error_cb;
-    json_t *opt;        /* the caller's options, for publishing */
-    uint32_t callbacks; /* counted in the session's callbacks_held */
+    json_t *opt;         /* the caller's options, for publishing */
+    uint32_t callbacks;  /* counted in the session's callbacks_held */
     uint64_t started_us; /* for the DB latency histogram */
 } api_op_t;
 
@@ -232,7 +220,7 @@ static void api_crud_done(void *arg, json_t *result, json_t *error)
     metrics_observe(&s->worker->stats->db, metrics_now_us() - op->started_us);
     /* The store hands over neither only when it ran out of memory. */
     if (error == NULL && result == NULL)
-        error = api_error_new("Unavailable", "out of memory");
+        error = error_new(ERROR_UNAVAILABLE, NULL, "out of memory");
     /* When the client has gone there is nobody to answer, but a committed
      * change is still published so that other subscribers stay in sync. */
     if (error != NULL) {
@@ -268,29 +256,29 @@ static void api_crud(session_t *s, int method, json_t *args, size_t ncallbacks)
     char msg[200];
     int rc;
 
-    if (opt == NULL || opt->type != JSON_OBJECT || (with_data && (data == NULL ||
-                                                                  data->type != JSON_OBJECT))) {
+    if (opt == NULL || opt->type != JSON_OBJECT ||
+        (with_data && (data == NULL || data->type != JSON_OBJECT))) {
         snprintf(msg, sizeof(msg), "%s expects %s", api_method_names[method],
                  with_data ? "(data, options, callback)" : "(options, callback)");
-        api_report_error(s, error_cb, api_error_new("InvalidRequest", msg));
+        api_report_error(s, error_cb, error_new(ERROR_INVALID_REQUEST, NULL, "%s", msg));
         return;
     }
     m = (type != NULL && w->models != NULL) ? model_set_find(w->models, type) : NULL;
     if (m == NULL) {
-        snprintf(msg, sizeof(msg), type ? "unknown model type '%.100s'"
-                                        : "options.type must name a model%.0s",
+        snprintf(msg, sizeof(msg),
+                 type ? "unknown model type '%.100s'" : "options.type must name a model%.0s",
                  type ? type : "");
-        api_report_error(s, error_cb, api_error_new("InvalidRequest", msg));
+        api_report_error(s, error_cb, error_new(ERROR_INVALID_REQUEST, NULL, "%s", msg));
         return;
     }
     if (w->store == NULL) {
-        api_report_error(s, error_cb, api_error_new("Unavailable", "no database configured"));
+        api_report_error(s, error_cb, error_new(ERROR_UNAVAILABLE, NULL, "no database configured"));
         return;
     }
     op = calloc(1, sizeof(*op));
     if (op == NULL || (op->opt = json_copy(opt)) == NULL) {
         free(op);
-        api_report_error(s, error_cb, api_error_new("Unavailable", "out of memory"));
+        api_report_error(s, error_cb, error_new(ERROR_UNAVAILABLE, NULL, "out of memory"));
         return;
     }
     op->session = session_ref(s);
@@ -320,7 +308,8 @@ static void api_crud(session_t *s, int method, json_t *args, size_t ncallbacks)
         s->callbacks_held -= op->callbacks;
         session_unref(s);
         api_op_free(op);
-        api_report_error(s, error_cb, api_error_new("Unavailable", "cannot queue the operation"));
+        api_report_error(s, error_cb,
+                         error_new(ERROR_UNAVAILABLE, NULL, "cannot queue the operation"));
     }
 }
 

@@ -24,11 +24,6 @@ static const double bucket_bounds[METRICS_BUCKETS] = {
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
 };
 
-static const char *const error_names[METRICS_ERR_COUNT] = {
-    "InvalidRequest", "ValidationError", "NotFound",    "Forbidden",
-    "Conflict",       "DatabaseError",   "Unavailable", "other",
-};
-
 static const char *const disconnect_names[METRICS_DISC_COUNT] = {
     "client_closed",      "protocol_error", "oversized", "slow_consumer",
     "slow_consumer_soft", "timeout",        "shutdown",  "other",
@@ -161,16 +156,10 @@ void metrics_observe(metrics_hist_t *h, uint64_t elapsed_us)
     h->sum_us += elapsed_us;
 }
 
-void metrics_error(metrics_slot_t *s, const char *name)
+void metrics_error(metrics_slot_t *s, int code)
 {
-    int i;
-
-    if (s == NULL)
-        return;
-    for (i = 0; i < METRICS_ERR_OTHER; i++)
-        if (name != NULL && strcmp(name, error_names[i]) == 0)
-            break;
-    s->errors[i]++;
+    if (s != NULL)
+        s->errors[code >= 0 && code < ERROR_TOP_COUNT ? code : METRICS_ERR_OTHER]++;
 }
 
 int metrics_disconnect_class(const char *reason)
@@ -335,7 +324,8 @@ int metrics_render(const metrics_t *m, struct evbuffer *out)
                   "Redis connections re-established after an outage.", SUM(bus_reconnects));
     rc |= head(out, "dnoded_errors_total", "counter", "Errors reported to clients, by name.");
     for (k = 0; k < METRICS_ERR_COUNT; k++)
-        rc |= evbuffer_add_printf(out, "dnoded_errors_total{name=\"%s\"} %llu\n", error_names[k],
+        rc |= evbuffer_add_printf(out, "dnoded_errors_total{name=\"%s\"} %llu\n",
+                                  k < ERROR_TOP_COUNT ? error_name((error_code_t)k) : "other",
                                   (unsigned long long)sum_at(m, offsetof(metrics_slot_t, errors) +
                                                                     (size_t)k * sizeof(uint64_t)));
     rc |= head(out, "dnoded_disconnects_total", "counter", "DNode sessions ended, by reason.");

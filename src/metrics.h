@@ -8,20 +8,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "error.h"
+
 struct evbuffer;
 
-/* Error names of ARCHITECTURE.md, then everything else. */
-enum {
-    METRICS_ERR_INVALID_REQUEST,
-    METRICS_ERR_VALIDATION,
-    METRICS_ERR_NOT_FOUND,
-    METRICS_ERR_FORBIDDEN,
-    METRICS_ERR_CONFLICT,
-    METRICS_ERR_DATABASE,
-    METRICS_ERR_UNAVAILABLE,
-    METRICS_ERR_OTHER,
-    METRICS_ERR_COUNT
-};
+/* errors[] is indexed by error_code_t (top-level names), then one for
+ * anything else. */
+#define METRICS_ERR_OTHER ERROR_TOP_COUNT
+#define METRICS_ERR_COUNT (ERROR_TOP_COUNT + 1)
 
 /* Why a DNode session ended (classified from session_close's reason). */
 enum {
@@ -59,7 +53,7 @@ typedef struct metrics_slot {
     uint64_t messages_in, messages_out;              /* DNode messages */
     uint64_t malformed, unknown_methods, oversized;  /* messages refused */
     uint64_t slow_consumers;                         /* either slow-consumer limit */
-    int64_t sessions[METRICS_TRANSPORT_COUNT]; /* gauge: DNode sessions open */
+    int64_t sessions[METRICS_TRANSPORT_COUNT];       /* gauge: DNode sessions open */
     uint64_t sessions_opened[METRICS_TRANSPORT_COUNT];
     uint64_t sessions_closed[METRICS_TRANSPORT_COUNT];
     uint64_t errors[METRICS_ERR_COUNT];
@@ -101,8 +95,8 @@ void metrics_release(metrics_t *m, int pid);
 uint64_t metrics_now_us(void);
 
 void metrics_observe(metrics_hist_t *h, uint64_t elapsed_us);
-/* Count an error object's name ("ValidationError", ...). */
-void metrics_error(metrics_slot_t *s, const char *name);
+/* Count an error by its code (error_code_of; -1 counts as "other"). */
+void metrics_error(metrics_slot_t *s, int code);
 /* Count a session's disconnect, classified from session_close's reason. */
 void metrics_disconnect(metrics_slot_t *s, const char *reason);
 int metrics_disconnect_class(const char *reason);

@@ -5,6 +5,7 @@
 #include "session.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "api.h"
 #include "bus.h"
 #include "dnode.h"
+#include "error.h"
 #include "handoff.h"
 #include "log.h"
 #include "metrics.h"
@@ -127,10 +129,7 @@ session_t *session_new(worker_t *w, struct bufferevent *bev, const char *peer,
     return s;
 }
 
-int session_start(session_t *s)
-{
-    return session_send_msg(s, s->worker->methods_msg);
-}
+int session_start(session_t *s) { return session_send_msg(s, s->worker->methods_msg); }
 
 session_t *session_ref(session_t *s)
 {
@@ -478,8 +477,8 @@ int session_send_msg(session_t *s, session_msg_t *m)
         }
         if ((size_t)n < m->len + 1) {
             m->refs++;
-            if (evbuffer_add_reference(out, m->data + n, m->len + 1 - (size_t)n, msg_release,
-                                       m) < 0) {
+            if (evbuffer_add_reference(out, m->data + n, m->len + 1 - (size_t)n, msg_release, m) <
+                0) {
                 m->refs--;
                 session_close(s, "cannot queue output");
                 return -1;
@@ -516,18 +515,16 @@ int session_call_remote(session_t *s, int which, const json_t *args)
  * Input
  * ------------------------------------------------------------------------ */
 
-static void session_report(session_t *s, const char *name, const char *fmt, const char *detail)
-{
-    char message[256];
-    json_t *err = json_object();
+static void session_report(session_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
-    snprintf(message, sizeof(message), fmt, detail);
-    if (err == NULL || json_object_set(err, "name", json_string(name)) < 0 ||
-        json_object_set(err, "message", json_string(message)) < 0) {
-        json_free(err);
-        return;
-    }
-    api_report_error(s, -1, err);
+static void session_report(session_t *s, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    api_report_error(s, -1, error_newv(ERROR_INVALID_REQUEST, NULL, fmt, ap));
+    va_end(ap);
 }
 
 /* The client's "methods" message: remember which of our pushes it takes. */
@@ -577,16 +574,15 @@ void session_handle_message(session_t *s, const char *data, size_t len)
                            sizeof(err)) < 0) {
         w->stats->malformed++;
         slog_warning(s, "message skipped: %s", err);
-        session_report(s, "InvalidRequest", "message skipped: %s", err);
+        session_report(s, "message skipped: %s", err);
         return;
     }
     if (msg.ncallbacks > budget && (msg.method == NULL || strcmp(msg.method, "methods") != 0)) {
         w->stats->malformed++;
-        snprintf(err, sizeof(err), "too many callbacks (%zu, at most %zu)", msg.ncallbacks,
-                 budget);
+        snprintf(err, sizeof(err), "too many callbacks (%zu, at most %zu)", msg.ncallbacks, budget);
         slog_warning(s, "message skipped: %s (max_callbacks is %zu, %u held by requests in flight)",
                      err, w->cfg->max_callbacks, s->callbacks_held);
-        session_report(s, "InvalidRequest", "message skipped: %s", err);
+        session_report(s, "message skipped: %s", err);
         dnode_msg_clear(&msg);
         return;
     }
@@ -597,8 +593,7 @@ void session_handle_message(session_t *s, const char *data, size_t len)
     } else {
         if (msg.method != NULL)
             idx = api_method_index(msg.method);
-        else if (msg.method_id < (int64_t)api_method_count &&
-                 !(s->culled & (1u << msg.method_id)))
+        else if (msg.method_id < (int64_t)api_method_count && !(s->culled & (1u << msg.method_id)))
             idx = (int)msg.method_id;
         else
             idx = -1;
@@ -610,7 +605,7 @@ void session_handle_message(session_t *s, const char *data, size_t len)
                 snprintf(name, sizeof(name), "%lld", (long long)msg.method_id);
             w->stats->unknown_methods++;
             slog_warning(s, "unknown method '%s' skipped", name);
-            session_report(s, "InvalidRequest", "unknown method '%s'", name);
+            session_report(s, "unknown method '%s'", name);
         } else {
             api_call(s, idx, msg.args, msg.ncallbacks);
             msg.args = NULL; /* api owns them now */

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "error.h"
 #include "log.h"
 
 /* Fallbacks when the caller leaves a setting at 0. */
@@ -133,19 +134,6 @@ void store_global_cleanup(void)
 /* ------------------------------------------------------------------------ */
 /* Error objects (built on the DB thread)                                     */
 
-static json_t *error_new(const char *name, json_t *errors, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static json_t *error_new(const char *name, json_t *errors, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return model_error_new(name, msg, errors);
-}
-
 /* Server error codes that mean "this server cannot serve right now" rather
  * than "your operation is wrong": shutdown, stepdown, network trouble. */
 static int server_code_unavailable(uint32_t code)
@@ -252,12 +240,12 @@ static json_t *error_from_mongoc(const model_t *m, const bson_error_t *e, const 
 {
     if (e->domain == MONGOC_ERROR_SERVER_SELECTION || e->domain == MONGOC_ERROR_STREAM ||
         (e->domain == MONGOC_ERROR_SERVER && server_code_unavailable(e->code)))
-        return error_new("Unavailable", NULL, "database unavailable: %s", e->message);
+        return error_new(ERROR_UNAVAILABLE, NULL, "database unavailable: %s", e->message);
     if (!is_duplicate(e))
-        return error_new("DatabaseError", NULL, "database error: %s", e->message);
+        return error_new(ERROR_DATABASE, NULL, "database error: %s", e->message);
     char path[128];
     if (!duplicate_path(m, reply, e->message, path, sizeof path))
-        return error_new("Conflict", NULL, "duplicate key");
+        return error_new(ERROR_CONFLICT, NULL, "duplicate key");
     json_t *one = json_object(), *errors = NULL;
     if (one && (json_object_set(one, "kind", json_string("unique")) < 0 ||
                 json_object_set(one, "path", json_string(path)) < 0 ||
@@ -274,12 +262,12 @@ static json_t *error_from_mongoc(const model_t *m, const bson_error_t *e, const 
             errors = NULL;
         }
     }
-    return error_new("Conflict", errors, "duplicate key on %s", path);
+    return error_new(ERROR_CONFLICT, errors, "duplicate key on %s", path);
 }
 
 static json_t *error_nomem(void)
 {
-    return error_new("DatabaseError", NULL, "out of memory");
+    return error_new(ERROR_DATABASE, NULL, "out of memory");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -406,7 +394,7 @@ static int data_id(const model_t *m, const json_t *data, bson_oid_t *oid, json_t
 {
     const json_t *id = data && data->type == JSON_OBJECT ? json_object_get(data, "_id") : NULL;
     if (!id) {
-        *error = error_new("InvalidRequest", NULL, "%s: missing _id", model_name(m));
+        *error = error_new(ERROR_INVALID_REQUEST, NULL, "%s: missing _id", model_name(m));
         return -1;
     }
     return model_cast_id(id, oid, error);
@@ -416,12 +404,12 @@ static json_t *not_found(const model_t *m, const bson_oid_t *oid)
 {
     char hex[25];
     bson_oid_to_string(oid, hex);
-    return error_new("NotFound", NULL, "no %s with _id %s", model_name(m), hex);
+    return error_new(ERROR_NOT_FOUND, NULL, "no %s with _id %s", model_name(m), hex);
 }
 
 static json_t *stale(int64_t stored, int64_t theirs)
 {
-    return error_new("Conflict", NULL,
+    return error_new(ERROR_CONFLICT, NULL,
                      "document was modified by someone else (version %" PRId64
                      ", yours %" PRId64 ")",
                      stored, theirs);
@@ -596,7 +584,7 @@ static int find_and_modify(store_t *st, mongoc_collection_t *coll, job_t *job,
             job->result = doc_to_json(&doc, &job->error);
             rc = job->result ? 1 : -1;
         } else {
-            job->error = error_new("DatabaseError", NULL, "database error: bad reply");
+            job->error = error_new(ERROR_DATABASE, NULL, "database error: bad reply");
         }
     } else {
         rc = 0;
@@ -634,7 +622,7 @@ static int update_once(store_t *st, mongoc_collection_t *coll, job_t *job, const
         goto out;
     }
     if (stored == INT64_MAX) {
-        job->error = error_new("DatabaseError", NULL, "database error: __v overflow");
+        job->error = error_new(ERROR_DATABASE, NULL, "database error: __v overflow");
         goto out;
     }
     merged = model_prepare_update(m, &current, job->input, &job->error);
@@ -679,7 +667,7 @@ static void run_update(store_t *st, mongoc_client_t *client, job_t *job)
     }
     pthread_mutex_unlock(doc_lock(st, &oid));
     if (rc == 0)
-        job->error = error_new("Conflict", NULL,
+        job->error = error_new(ERROR_CONFLICT, NULL,
                                "document was modified by someone else while saving");
     mongoc_collection_destroy(coll);
 }
@@ -730,7 +718,7 @@ static void run_delete(store_t *st, mongoc_client_t *client, job_t *job)
         /* Gone (unversioned: it was removed by someone else meanwhile) or
          * saved again since the check (versioned). */
         if (model_versioned(m))
-            job->error = error_new("Conflict", NULL,
+            job->error = error_new(ERROR_CONFLICT, NULL,
                                    "document was modified by someone else while deleting");
         else
             job->error = not_found(m, &oid);
@@ -846,7 +834,7 @@ static int job_may_run(store_t *st, job_t *job)
         st->down_until = now + st->timeout_ms + st->probe_ms;
         return 1;
     }
-    job->error = error_new("Unavailable", NULL,
+    job->error = error_new(ERROR_UNAVAILABLE, NULL,
                            "database unavailable (the last attempt failed; retrying shortly)");
     return 0;
 }
@@ -1175,7 +1163,7 @@ void store_free(store_t *st)
         json_free(job->result);
         job->result = NULL;
         json_free(job->error);
-        job->error = error_new("Unavailable", NULL, "database unavailable: shutting down");
+        job->error = error_new(ERROR_UNAVAILABLE, NULL, "database unavailable: shutting down");
         if (!job->error)
             job->error = json_object(); /* still an error, never a success */
         job_deliver(job);

@@ -110,10 +110,10 @@ START_TEST(test_sums_every_slot)
     ck_assert_ptr_nonnull(b);
     a->messages_out = 3;
     b->messages_out = 4;
-    metrics_error(a, "ValidationError");
-    metrics_error(b, "ValidationError");
-    metrics_error(b, "SomethingElse");
-    metrics_error(b, NULL);
+    metrics_error(a, ERROR_VALIDATION);
+    metrics_error(b, ERROR_VALIDATION);
+    metrics_error(b, error_code("SomethingElse"));
+    metrics_error(b, -1);
     metrics_disconnect(a, "client closed the connection");
     metrics_disconnect(b, "output buffer over max_output_buffer (client too slow)");
     metrics_disconnect(b, "output over output_soft_limit for 10 s (client too slow) (1008)");
