@@ -16,7 +16,6 @@
 #include "metrics.h"
 #include "model.h"
 #include "store.h"
-#include "worker.h"
 
 enum { API_CREATE, API_READ, API_UPDATE, API_DELETE, API_SUBSCRIBE, API_UNSUBSCRIBE, API_PUBLISH };
 
@@ -25,44 +24,9 @@ const char *const api_method_names[] = {
 };
 const size_t api_method_count = sizeof(api_method_names) / sizeof(api_method_names[0]);
 
-int api_method_index(const char *name)
-{
-    size_t i;
-
-    for (i = 0; i < api_method_count; i++)
-        if (strcmp(api_method_names[i], name) == 0)
-            return (int)i;
-    return -1;
-}
-
 /* ------------------------------------------------------------------------
  * Replies
  * ------------------------------------------------------------------------ */
-
-void api_report_error(session_t *s, int64_t error_cb, json_t *error)
-{
-    json_t *args;
-    int rc = -1;
-
-    if (error == NULL)
-        return;
-    metrics_error(s->worker->stats, error_code_of(error));
-    args = json_array();
-    if (args == NULL || json_array_append(args, error) < 0) {
-        json_free(args);
-        return;
-    }
-    if (error_cb >= 0)
-        rc = session_call(s, error_cb, args);
-    else if (session_call_remote(s, SESSION_REMOTE_ERROR, args) > 0)
-        rc = 0;
-    if (rc < 0 && !s->closing) {
-        char *text = json_dump(error, NULL);
-        slog_info(s, "error not delivered (no error callback): %s", text ? text : "?");
-        free(text);
-    }
-    json_free(args);
-}
 
 /* fn(value) where value is taken (may be NULL for null). */
 static void api_reply(session_t *s, int64_t fn, json_t *value)
@@ -107,11 +71,11 @@ static const char *api_channel_arg(const json_t *args, size_t i)
     return url->u.str.s;
 }
 
-static void api_subscribe(session_t *s, json_t *args, int join)
+static void api_subscribe(api_t *api, session_t *s, json_t *args, int join)
 {
     const char *url = api_channel_arg(args, 0);
     int64_t fn = dnode_arg_callback(args, 1);
-    bus_t *bus = s->worker->bus;
+    bus_t *bus = api->bus;
     int rc;
 
     if (url == NULL) {
@@ -122,7 +86,7 @@ static void api_subscribe(session_t *s, json_t *args, int join)
     if (rc < 0) {
         char msg[128];
         snprintf(msg, sizeof(msg), "too many subscriptions (max_subscriptions is %zu)",
-                 s->worker->cfg->max_subscriptions);
+                 api->cfg->max_subscriptions);
         slog_warning(s, "subscribe refused: %s", msg);
         api_reply_string(s, fn, msg);
         return;
@@ -145,7 +109,8 @@ static const char *api_past_tense(const char *method)
 }
 
 /* Publish doc on opt.url as `event` with opt's callbacks removed. */
-static int api_broadcast(session_t *s, const json_t *opt, const char *event, const json_t *doc)
+static int api_broadcast(api_t *api, session_t *s, const json_t *opt, const char *event,
+                         const json_t *doc)
 {
     const char *url = json_get_string(opt, "url");
     json_t *pushed;
@@ -159,15 +124,15 @@ static int api_broadcast(session_t *s, const json_t *opt, const char *event, con
         return -1;
     json_strip_callbacks(pushed);
     started = metrics_now_us();
-    rc = bus_publish_from(s->worker->bus, s, url, event, doc, pushed);
-    metrics_observe(&s->worker->stats->bus, metrics_now_us() - started);
+    rc = bus_publish_from(api->bus, s, url, event, doc, pushed);
+    metrics_observe(&api->stats->bus, metrics_now_us() - started);
     json_free(pushed);
     if (rc < 0)
         slog_warning(s, "publish on '%s' failed", url);
     return rc;
 }
 
-static void api_publish(session_t *s, json_t *args)
+static void api_publish(api_t *api, session_t *s, json_t *args)
 {
     const json_t *model = json_array_get(args, 0);
     const json_t *opt = json_array_get(args, 1);
@@ -185,7 +150,7 @@ static void api_publish(session_t *s, json_t *args)
     if (doc == NULL)
         return;
     json_strip_callbacks(doc);
-    if (api_broadcast(s, opt, event, doc) < 0)
+    if (api_broadcast(api, s, opt, event, doc) < 0)
         api_reply_string(s, fn, "publish failed");
     else
         api_reply(s, fn, NULL);
@@ -197,6 +162,7 @@ static void api_publish(session_t *s, json_t *args)
  * ------------------------------------------------------------------------ */
 
 typedef struct api_op {
+    api_t *api;
     session_t *session; /* a reference */
     int method;
     int64_t fn, error_cb;
@@ -217,34 +183,32 @@ static void api_crud_done(void *arg, json_t *result, json_t *error)
     session_t *s = op->session;
     static const char *const events[] = {"created", NULL, "updated", "deleted"};
 
-    metrics_observe(&s->worker->stats->db, metrics_now_us() - op->started_us);
+    metrics_observe(&op->api->stats->db, metrics_now_us() - op->started_us);
     /* The store hands over neither only when it ran out of memory. */
     if (error == NULL && result == NULL)
         error = error_new(ERROR_UNAVAILABLE, NULL, "out of memory");
     /* When the client has gone there is nobody to answer, but a committed
      * change is still published so that other subscribers stay in sync. */
     if (error != NULL) {
-        if (!s->closing)
-            api_report_error(s, op->error_cb, error);
+        if (!session_closing(s))
+            session_report_error(s, op->error_cb, error);
         else
             json_free(error);
     } else {
         if (events[op->method] != NULL && !json_is_true(json_object_get(op->opt, "silent")))
-            api_broadcast(s, op->opt, events[op->method], result);
-        if (!s->closing)
+            api_broadcast(op->api, s, op->opt, events[op->method], result);
+        if (!session_closing(s))
             api_reply(s, op->fn, result);
         else
             json_free(result);
     }
-    s->callbacks_held -= op->callbacks < s->callbacks_held ? op->callbacks : s->callbacks_held;
-    session_op_done(s);
+    session_op_done(s, op->callbacks);
     session_unref(s);
     api_op_free(op);
 }
 
-static void api_crud(session_t *s, int method, json_t *args, size_t ncallbacks)
+static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t ncallbacks)
 {
-    worker_t *w = s->worker;
     int with_data = method != API_READ;
     const json_t *data = with_data ? json_array_get(args, 0) : NULL;
     const json_t *opt = json_array_get(args, with_data ? 1 : 0);
@@ -260,76 +224,75 @@ static void api_crud(session_t *s, int method, json_t *args, size_t ncallbacks)
         (with_data && (data == NULL || data->type != JSON_OBJECT))) {
         snprintf(msg, sizeof(msg), "%s expects %s", api_method_names[method],
                  with_data ? "(data, options, callback)" : "(options, callback)");
-        api_report_error(s, error_cb, error_new(ERROR_INVALID_REQUEST, NULL, "%s", msg));
+        session_report_error(s, error_cb, error_new(ERROR_INVALID_REQUEST, NULL, "%s", msg));
         return;
     }
-    m = (type != NULL && w->models != NULL) ? model_set_find(w->models, type) : NULL;
+    m = (type != NULL && api->models != NULL) ? model_set_find(api->models, type) : NULL;
     if (m == NULL) {
         snprintf(msg, sizeof(msg),
                  type ? "unknown model type '%.100s'" : "options.type must name a model%.0s",
                  type ? type : "");
-        api_report_error(s, error_cb, error_new(ERROR_INVALID_REQUEST, NULL, "%s", msg));
+        session_report_error(s, error_cb, error_new(ERROR_INVALID_REQUEST, NULL, "%s", msg));
         return;
     }
-    if (w->store == NULL) {
-        api_report_error(s, error_cb, error_new(ERROR_UNAVAILABLE, NULL, "no database configured"));
+    if (api->store == NULL) {
+        session_report_error(s, error_cb, error_new(ERROR_UNAVAILABLE, NULL, "no database configured"));
         return;
     }
     op = calloc(1, sizeof(*op));
     if (op == NULL || (op->opt = json_copy(opt)) == NULL) {
         free(op);
-        api_report_error(s, error_cb, error_new(ERROR_UNAVAILABLE, NULL, "out of memory"));
+        session_report_error(s, error_cb, error_new(ERROR_UNAVAILABLE, NULL, "out of memory"));
         return;
     }
+    op->api = api;
     op->session = session_ref(s);
     op->method = method;
     op->started_us = metrics_now_us();
     op->fn = fn;
     op->error_cb = error_cb;
     op->callbacks = (uint32_t)ncallbacks; /* at most max_callbacks */
-    s->inflight++;
-    s->callbacks_held += op->callbacks;
+    session_op_begin(s, op->callbacks);
     switch (method) {
     case API_CREATE:
-        rc = store_create(w->store, m, data, api_crud_done, op);
+        rc = store_create(api->store, m, data, api_crud_done, op);
         break;
     case API_READ:
-        rc = store_read(w->store, m, opt, api_crud_done, op);
+        rc = store_read(api->store, m, opt, api_crud_done, op);
         break;
     case API_UPDATE:
-        rc = store_update(w->store, m, data, api_crud_done, op);
+        rc = store_update(api->store, m, data, api_crud_done, op);
         break;
     default:
-        rc = store_delete(w->store, m, data, api_crud_done, op);
+        rc = store_delete(api->store, m, data, api_crud_done, op);
         break;
     }
     if (rc < 0) {
-        s->inflight--;
-        s->callbacks_held -= op->callbacks;
+        session_report_error(s, error_cb,
+                             error_new(ERROR_UNAVAILABLE, NULL, "cannot queue the operation"));
+        session_op_done(s, op->callbacks);
         session_unref(s);
         api_op_free(op);
-        api_report_error(s, error_cb,
-                         error_new(ERROR_UNAVAILABLE, NULL, "cannot queue the operation"));
     }
 }
 
-void api_call(session_t *s, int idx, json_t *args, size_t ncallbacks)
+void api_call(api_t *api, session_t *s, int idx, json_t *args, size_t ncallbacks)
 {
     switch (idx) {
     case API_CREATE:
     case API_READ:
     case API_UPDATE:
     case API_DELETE:
-        api_crud(s, idx, args, ncallbacks);
+        api_crud(api, s, idx, args, ncallbacks);
         break;
     case API_SUBSCRIBE:
-        api_subscribe(s, args, 1);
+        api_subscribe(api, s, args, 1);
         break;
     case API_UNSUBSCRIBE:
-        api_subscribe(s, args, 0);
+        api_subscribe(api, s, args, 0);
         break;
     case API_PUBLISH:
-        api_publish(s, args);
+        api_publish(api, s, args);
         break;
     default:
         break;

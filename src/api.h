@@ -1,28 +1,38 @@
-/* api: the backbone-dnode methods. Checks arguments, calls model, store and
- * bus, and answers through the caller's callbacks. Owns no connection
- * state (session) and no wire format (dnode). */
+/* api: the backbone-dnode methods (create, read, update, delete,
+ * subscribe, unsubscribe, publish). Checks arguments, calls model, store
+ * and bus, and answers through the caller's callbacks. Owns no connection
+ * state (session, conn) and no wire format (dnode). */
 #ifndef DNODED_API_H
 #define DNODED_API_H
 
 #include <stddef.h>
 
+#include "bus.h"
+#include "config.h"
 #include "json.h"
+#include "metrics.h"
+#include "model.h"
 #include "session.h"
+
+struct store;
+
+/* What the methods work with (the worker's; all outlive the api). */
+typedef struct api {
+    const config_t *cfg;
+    metrics_slot_t *stats;
+    const model_set_t *models; /* NULL: no models loaded */
+    struct store *store;       /* NULL: no database configured */
+    bus_t *bus;
+} api_t;
 
 /* Our methods in the order of their callback ids (0..n-1). */
 extern const char *const api_method_names[];
 extern const size_t api_method_count;
 
-/* Index of a method name, or -1. */
-int api_method_index(const char *name);
-
-/* Run method idx with args (ownership passes to api), which hold
- * ncallbacks of the client's callbacks: an operation that waits for the
- * database counts them in s->callbacks_held until it completes. */
-void api_call(session_t *s, int idx, json_t *args, size_t ncallbacks);
-
-/* Report an error object (takes ownership) to the caller: opt.error when
- * it is a callback, else the client's exported error method, else the log. */
-void api_report_error(session_t *s, int64_t error_cb, json_t *error);
+/* Run method idx (an index into api_method_names) for s with args (taken),
+ * which hold ncallbacks of the client's callbacks: an operation that
+ * waits for the database counts them in s (session_op_begin) until it
+ * completes. */
+void api_call(api_t *api, session_t *s, int idx, json_t *args, size_t ncallbacks);
 
 #endif

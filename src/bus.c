@@ -370,7 +370,7 @@ static void bus_deliver(bus_t *b, const char *name, size_t namelen, const char *
     bus_channel_t *c;
     json_t *e = NULL, *args = NULL, *n;
     const char *m;
-    session_msg_t *msg;
+    conn_msg_t *msg;
     char err[128];
     int which;
     size_t i;
@@ -430,7 +430,7 @@ static void bus_deliver(bus_t *b, const char *name, size_t namelen, const char *
             session_send_msg(s, msg) == 0)
             b->st.pushed++;
     }
-    session_msg_unref(msg);
+    conn_msg_unref(msg);
 done:
     json_free(args);
     json_free(e);
@@ -1629,7 +1629,7 @@ static void bus_detach(bus_t *b, session_t *s, bus_channel_t *c)
             break;
         }
     }
-    if (!s->handed)
+    if (!s->conn->moved) /* a moved session's count went with it */
         bus_presence(b, c, -1);
     if (c->nsubs > 0)
         return;

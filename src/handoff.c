@@ -19,10 +19,9 @@
 #include <event2/event.h>
 
 #include "bus.h"
+#include "conn_open.h"
 #include "log.h"
 #include "metrics.h"
-#include "transport.h"
-#include "worker.h"
 
 #define HANDOFF_VERSION 1
 /* A message carries a session's subscriptions: max_subscriptions names. */
@@ -50,7 +49,7 @@ struct handoff {
 };
 
 struct handoff_chan {
-    worker_t *w;
+    handoff_deps_t d;
     int in, out;         /* the master's socketpair: adopt from in, send on out */
     struct event *ev;    /* in is readable */
     struct event *retry; /* the bus was not ready: look again */
@@ -150,13 +149,13 @@ static void handoff_finish(session_t *s)
 {
     handoff_t *h = s->handoff;
 
-    if (s->closing || h == NULL || h->role != HANDOFF_OLD || h->pending > 0)
+    if (session_closing(s) || h == NULL || h->role != HANDOFF_OLD || h->pending > 0)
         return;
-    if (s->bev != NULL && evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+    if (conn_pending_output(s->conn) > 0)
         return; /* the write callback calls us again */
     if (h->reply >= 0 && write(h->reply, "d", 1) != 1)
         slog_warning(s, "cannot tell the adopting worker to go on: %s", strerror(errno));
-    session_close(s, "handed off to the new generation");
+    session_close(s, CONN_CLOSE_MOVED, "handed off to the new generation");
 }
 
 void handoff_output_drained(session_t *s) { handoff_finish(s); }
@@ -174,7 +173,7 @@ void handoff_marker(session_t *s, const char *channel, const char *id)
     } else if (h->pending == 0 && h->reply < 0) {
         handoff_free(h); /* resumed and every channel is ours: nothing left to filter */
         s->handoff = NULL;
-        if (s->draining) /* this worker retires too: the session may move on */
+        if (s->conn->draining) /* this worker retires too: the session may move on */
             session_drain(s);
     }
 }
@@ -204,7 +203,7 @@ static void handoff_old_reply_cb(evutil_socket_t fd, short what, void *arg)
     n = read(fd, buf, sizeof(buf));
     if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
         if (event_add(h->ev, NULL) < 0)
-            session_close(s, "cannot watch the adopting worker");
+            session_close(s, CONN_CLOSE_OTHER, "cannot watch the adopting worker");
         return;
     }
     if (n > 0) {
@@ -217,14 +216,12 @@ static void handoff_old_reply_cb(evutil_socket_t fd, short what, void *arg)
         handoff_finish(s);
         return;
     }
-    session_close(s, "the adopting worker went away");
+    session_close(s, CONN_CLOSE_OTHER, "the adopting worker went away");
 }
 
-int handoff_send(session_t *s)
+int handoff_send(handoff_chan_t *ch, conn_t *c, session_t *s)
 {
-    worker_t *w = s->worker;
-    handoff_chan_t *ch = w->handoff;
-    json_t *m = NULL, *remote = NULL, *subs = NULL;
+    json_t *m = NULL, *subs = NULL;
     union {
         struct cmsghdr h;
         char buf[CMSG_SPACE(2 * sizeof(int))];
@@ -238,61 +235,69 @@ int handoff_send(session_t *s)
     size_t len;
     uint64_t now = metrics_now_us();
 
-    if (ch == NULL || s->fd < 0 || s->bev == NULL)
+    if (ch == NULL || c->fd < 0 || c->bev == NULL)
         return -1;
-    if (s->handoff != NULL)
+    if (s != NULL && s->handoff != NULL)
         return 1; /* still arriving from an earlier move: its markers first */
-    if (!s->started) {
-        if (s->transport_state != NULL)
-            return -1; /* plain HTTP: closes when idle, as before */
-        kind = TRANSPORT_ADOPT_FRESH;
-    } else {
-        kind = s->framing == SESSION_FRAMING_WEBSOCKET ? TRANSPORT_ADOPT_WS : TRANSPORT_ADOPT_LINE;
+    switch (c->kind) {
+    case CONN_NEW:
+        kind = CONN_ADOPT_FRESH;
+        break;
+    case CONN_LINE:
+        kind = CONN_ADOPT_LINE;
+        break;
+    case CONN_WS:
+        kind = CONN_ADOPT_WS;
+        break;
+    default:
+        return -1; /* plain HTTP: closes when idle, as before */
     }
-    snprintf(id, sizeof(id), "%ld.%llu.%llu.%llu", (long)getpid(), (unsigned long long)s->id,
+    if (kind != CONN_ADOPT_FRESH && s == NULL)
+        return -1;
+    snprintf(id, sizeof(id), "%ld.%llu.%llu.%llu", (long)getpid(), (unsigned long long)c->id,
              (unsigned long long)++ch->seq, (unsigned long long)now);
     m = json_object();
-    if (m == NULL || json_object_set(m, "remote", json_array()) < 0 ||
-        json_object_set(m, "subs", json_array()) < 0)
+    if (m == NULL || json_object_set(m, "subs", json_array()) < 0)
         goto oom;
-    remote = json_object_get(m, "remote"); /* borrowed from m */
-    subs = json_object_get(m, "subs");
-    if (remote == NULL || subs == NULL)
+    subs = json_object_get(m, "subs"); /* borrowed from m */
+    if (subs == NULL)
         goto oom;
-    for (i = 0; i < SESSION_REMOTE_COUNT; i++)
-        if (json_array_append(remote, json_int(s->remote[i])) < 0)
+    if (s != NULL) {
+        if (session_export(s, m) < 0)
             goto oom;
-    if (s->nsubs > 0 && (h = handoff_new(HANDOFF_OLD, id)) == NULL)
-        goto oom;
-    for (i = 0; i < (int)s->nsubs; i++) {
-        const char *name = bus_channel_name(s->subs[i]);
-        if (json_array_append(subs, json_string(name)) < 0 || handoff_add_channel(h, name) < 0)
+        if (s->nsubs > 0 && (h = handoff_new(HANDOFF_OLD, id)) == NULL)
             goto oom;
+        for (i = 0; i < (int)s->nsubs; i++) {
+            const char *name = bus_channel_name(s->subs[i]);
+            if (json_array_append(subs, json_string(name)) < 0 ||
+                handoff_add_channel(h, name) < 0)
+                goto oom;
+        }
+    } else if (session_export(NULL, m) < 0) {
+        goto oom;
     }
     if (json_object_set(m, "v", json_int(HANDOFF_VERSION)) < 0 ||
         json_object_set(m, "kind", json_string(kind_names[kind])) < 0 ||
-        json_object_set(m, "peer", json_string(s->peer)) < 0 ||
+        json_object_set(m, "peer", json_string(c->peer)) < 0 ||
         json_object_set(
             m, "age_ms",
-            json_int((int64_t)(now > s->accepted_us ? now - s->accepted_us : 0) / 1000)) < 0 ||
-        json_object_set(m, "methods", json_bool(s->got_methods)) < 0 ||
-        json_object_set(m, "culled", json_int(s->culled)) < 0 ||
+            json_int((int64_t)(now > c->accepted_us ? now - c->accepted_us : 0) / 1000)) < 0 ||
         json_object_set(m, "marker", json_string(id)) < 0 ||
-        json_object_set(m, "from", json_string(bus_id(w->bus))) < 0 ||
-        json_object_set(m, "carrier", json_string(bus_carrier(w->bus))) < 0)
+        json_object_set(m, "from", json_string(bus_id(ch->d.bus))) < 0 ||
+        json_object_set(m, "carrier", json_string(bus_carrier(ch->d.bus))) < 0)
         goto oom;
     text = json_dump(m, &len);
     if (text == NULL)
         goto oom;
     if (len > HANDOFF_MAX_MESSAGE) {
-        slog_warning(s, "cannot hand off: its state (%zu bytes) is too large", len);
+        clog_warning(c, "cannot hand off: its state (%zu bytes) is too large", len);
         goto done;
     }
     if (h != NULL && socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, rp) < 0) {
-        slog_warning(s, "cannot hand off: socketpair() failed: %s", strerror(errno));
+        clog_warning(c, "cannot hand off: socketpair() failed: %s", strerror(errno));
         goto done;
     }
-    fds[0] = s->fd;
+    fds[0] = c->fd;
     if (rp[1] >= 0)
         fds[nfds++] = rp[1];
     memset(&mh, 0, sizeof(mh));
@@ -310,24 +315,25 @@ int handoff_send(session_t *s)
     memcpy(CMSG_DATA(cmsg), fds, (size_t)nfds * sizeof(int));
     /* From here on no byte is taken from the socket: what the client sends
      * waits there for the adopter. */
-    if (bufferevent_disable(s->bev, EV_READ) < 0)
+    if (bufferevent_disable(c->bev, EV_READ) < 0)
         goto done;
     if (sendmsg(ch->out, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS || errno == EINTR) {
             rc = 1;
         } else {
-            slog_warning(s, "cannot hand off: sendmsg() failed: %s", strerror(errno));
+            clog_warning(c, "cannot hand off: sendmsg() failed: %s", strerror(errno));
         }
-        if (bufferevent_enable(s->bev, EV_READ) < 0)
-            session_close(s, "cannot enable reading");
+        if (bufferevent_enable(c->bev, EV_READ) < 0)
+            conn_close(c, CONN_CLOSE_OTHER, "cannot enable reading");
         goto done;
     }
     rc = 0;
-    s->handed = 1;
-    bufferevent_set_timeouts(s->bev, NULL, NULL);
-    slog_debug(s, "handed off (%s, %u channels, marker %s)", kind_names[kind], s->nsubs, id);
+    conn_set_moved(c);
+    bufferevent_set_timeouts(c->bev, NULL, NULL);
+    clog_debug(c, "handed off (%s, %u channels, marker %s)", kind_names[kind],
+               s != NULL ? s->nsubs : 0, id);
     if (h == NULL) {
-        session_close(s, "handed off to the new generation");
+        conn_close(c, CONN_CLOSE_MOVED, "handed off to the new generation");
         goto done;
     }
     close(rp[1]);
@@ -335,10 +341,10 @@ int handoff_send(session_t *s)
     h->reply = rp[0];
     rp[0] = -1;
     s->handoff = h;
-    h->ev = event_new(w->base, h->reply, EV_READ, handoff_old_reply_cb, s);
+    h->ev = event_new(ch->d.base, h->reply, EV_READ, handoff_old_reply_cb, s);
     if (h->ev == NULL || event_add(h->ev, NULL) < 0)
         slog_warning(s, "cannot watch the adopting worker");
-    if (!bus_ready(w->bus)) {
+    if (!bus_ready(ch->d.bus)) {
         /* Redis is down here: no push reaches this worker, so none can be
          * repeated; the adopter goes on from its markers at once. */
         slog_info(s, "handed off while Redis is unavailable: pushes in flight may be lost");
@@ -351,7 +357,7 @@ int handoff_send(session_t *s)
     h = NULL;
     goto done;
 oom:
-    slog_warning(s, "cannot hand off: out of memory");
+    clog_warning(c, "cannot hand off: out of memory");
 done:
     if (rp[0] >= 0)
         close(rp[0]);
@@ -366,6 +372,16 @@ done:
 /* ------------------------------------------------------------------------
  * Adopting
  * ------------------------------------------------------------------------ */
+
+/* Start moving bytes on an adopted session. */
+static void handoff_resume(session_t *s)
+{
+    if (conn_resume(s->conn) < 0)
+        return;
+    slog_debug(s, "adopted from the previous generation");
+    if (s->conn->draining)
+        session_drain(s);
+}
 
 /* The old worker is done with the connection (its 'd'), gone (EOF), or
  * late: the session starts moving bytes here, pushes held first. */
@@ -382,7 +398,7 @@ static void handoff_reply_cb(evutil_socket_t fd, short what, void *arg)
         n = read(fd, &c, 1);
         if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
             if (event_add(h->ev, NULL) < 0)
-                session_close(s, "cannot watch the previous worker");
+                session_close(s, CONN_CLOSE_OTHER, "cannot watch the previous worker");
             return;
         }
         if (n == 1 && c == 'd')
@@ -406,7 +422,7 @@ static void handoff_reply_cb(evutil_socket_t fd, short what, void *arg)
         handoff_free(h);
         s->handoff = NULL;
     }
-    transport_resume(s);
+    handoff_resume(s);
 }
 
 /* Ask the old worker to stop its pushes now: a marker could not be put. */
@@ -432,8 +448,7 @@ static int handoff_all_strings(const json_t *arr)
  * reply (-1 when none came). Takes both descriptors. */
 static void handoff_adopt(handoff_chan_t *ch, const char *data, size_t len, int conn, int reply)
 {
-    worker_t *w = ch->w;
-    struct timeval wait = {w->cfg->shutdown_timeout + HANDOFF_WAIT_SLACK_SECONDS, 0};
+    struct timeval wait = {ch->d.cfg->shutdown_timeout + HANDOFF_WAIT_SLACK_SECONDS, 0};
     char err[128];
     json_t *m = json_parse(data, len, 8, err, sizeof(err));
     const json_t *v = json_object_get(m, "v"), *remote = json_object_get(m, "remote"),
@@ -444,6 +459,7 @@ static void handoff_adopt(handoff_chan_t *ch, const char *data, size_t len, int 
                *carrier = json_get_string(m, "carrier");
     session_t *s;
     handoff_t *h;
+    conn_t *c;
     int k, failed = 0, same;
     size_t i;
 
@@ -462,45 +478,44 @@ static void handoff_adopt(handoff_chan_t *ch, const char *data, size_t len, int 
         json_free(m);
         return;
     }
-    s = transport_adopt(w, conn, peer, k, age->u.num.d > 0 ? (uint64_t)age->u.num.d : 0);
-    if (s == NULL || k == TRANSPORT_ADOPT_FRESH || s->closing) {
+    c = conn_open_adopted(ch->d.conns, conn, peer, (conn_adopt_t)k,
+                          age->u.num.d > 0 ? (uint64_t)age->u.num.d : 0);
+    s = (c == NULL || k == CONN_ADOPT_FRESH || c->closing) ? NULL
+                                                           : session_new(ch->d.sessions, c);
+    if (s == NULL || session_import(s, m) < 0) {
+        if (c != NULL && k != CONN_ADOPT_FRESH)
+            conn_close(c, CONN_CLOSE_OTHER, "out of memory adopting a session");
         if (reply >= 0)
             close(reply);
         json_free(m);
         return;
     }
-    s->got_methods = json_is_true(json_object_get(m, "methods"));
-    s->culled = (uint8_t)culled->u.num.d;
-    for (k = 0; k < SESSION_REMOTE_COUNT; k++) {
-        const json_t *id = remote->u.arr.items[k];
-        s->remote[k] = id->type == JSON_NUMBER && id->u.num.is_int ? id->u.num.i : -1;
-    }
     if (subs->u.arr.len == 0 || reply < 0) {
         if (reply >= 0)
             close(reply);
         json_free(m);
-        transport_resume(s);
+        handoff_resume(s);
         return;
     }
     h = handoff_new(HANDOFF_ADOPTER, marker);
     if (h == NULL) {
         close(reply);
         json_free(m);
-        session_close(s, "out of memory adopting a session");
+        session_close(s, CONN_CLOSE_OTHER, "out of memory adopting a session");
         return;
     }
     s->handoff = h;
     h->reply = reply;
-    h->ev = event_new(w->base, reply, EV_READ, handoff_reply_cb, s);
+    h->ev = event_new(ch->d.base, reply, EV_READ, handoff_reply_cb, s);
     if (h->ev == NULL || event_add(h->ev, &wait) < 0) {
         json_free(m);
-        session_close(s, "cannot watch the previous worker");
+        session_close(s, CONN_CLOSE_OTHER, "cannot watch the previous worker");
         return;
     }
     /* A reload that changed redis_url: no marker of ours reaches the old
      * worker, nor its count. The session joins here as a newcomer would,
      * silently, and the old worker stops its pushes now. */
-    same = carrier != NULL && strcmp(carrier, bus_carrier(w->bus)) == 0;
+    same = carrier != NULL && strcmp(carrier, bus_carrier(ch->d.bus)) == 0;
     if (!same) {
         slog_info(s,
                   "moved from another carrier (%s): pushes in flight may repeat or be "
@@ -511,14 +526,14 @@ static void handoff_adopt(handoff_chan_t *ch, const char *data, size_t len, int 
     }
     for (i = 0; i < subs->u.arr.len; i++) {
         const char *name = subs->u.arr.items[i]->u.str.s;
-        if (handoff_add_channel(h, name) < 0 || bus_adopt(w->bus, s, name, from) < 0) {
+        if (handoff_add_channel(h, name) < 0 || bus_adopt(ch->d.bus, s, name, from) < 0) {
             slog_warning(s, "cannot rejoin channel '%s' after a handoff", name);
             if (h->nchan > 0 && strcmp(h->chan[h->nchan - 1], name) == 0)
                 handoff_mark(h, h->nchan - 1);
             failed = 1;
         } else if (!same) {
             handoff_mark(h, h->nchan - 1);
-        } else if (bus_marker(w->bus, name, marker) < 0) {
+        } else if (bus_marker(ch->d.bus, name, marker) < 0) {
             slog_warning(s,
                          "cannot mark channel '%s' for a handoff: pushes may repeat or "
                          "be missed there",
@@ -551,7 +566,7 @@ static void handoff_recv_cb(evutil_socket_t fd, short what, void *arg)
         int fds[4], nfds = 0, i;
         ssize_t n;
 
-        if (bus_ready(ch->w->bus)) {
+        if (bus_ready(ch->d.bus)) {
             ch->unready_since = 0;
         } else if (ch->unready_since == 0 ||
                    metrics_now_us() - ch->unready_since < HANDOFF_BUS_WAIT_US) {
@@ -622,22 +637,23 @@ int handoff_channel_new(int fds[2])
     return 0;
 }
 
-int handoff_start(worker_t *w, const int *fds)
+int handoff_start(handoff_chan_t **out, const handoff_deps_t *deps, const int *fds)
 {
     handoff_chan_t *ch;
 
+    *out = NULL;
     if (fds == NULL || fds[0] < 0 || fds[1] < 0)
         return 0;
     ch = calloc(1, sizeof(*ch));
     if (ch == NULL)
         return -1;
-    w->handoff = ch;
-    ch->w = w;
+    *out = ch;
+    ch->d = *deps;
     ch->in = fds[0];
     ch->out = fds[1];
     ch->buf = malloc(HANDOFF_MAX_MESSAGE);
-    ch->ev = event_new(w->base, ch->in, EV_READ | EV_PERSIST, handoff_recv_cb, ch);
-    ch->retry = evtimer_new(w->base, handoff_retry_cb, ch);
+    ch->ev = event_new(deps->base, ch->in, EV_READ | EV_PERSIST, handoff_recv_cb, ch);
+    ch->retry = evtimer_new(deps->base, handoff_retry_cb, ch);
     if (ch->buf == NULL || ch->ev == NULL || ch->retry == NULL || event_add(ch->ev, NULL) < 0) {
         log_error("handoff: cannot watch the channel");
         return -1;
@@ -646,10 +662,8 @@ int handoff_start(worker_t *w, const int *fds)
     return 0;
 }
 
-void handoff_stop_receiving(worker_t *w)
+void handoff_stop_receiving(handoff_chan_t *ch)
 {
-    handoff_chan_t *ch = w->handoff;
-
     if (ch == NULL)
         return;
     ch->receiving = 0;
@@ -659,10 +673,8 @@ void handoff_stop_receiving(worker_t *w)
         event_del(ch->retry);
 }
 
-void handoff_worker_free(worker_t *w)
+void handoff_chan_free(handoff_chan_t *ch)
 {
-    handoff_chan_t *ch = w->handoff;
-
     if (ch == NULL)
         return;
     if (ch->ev != NULL)
@@ -671,5 +683,4 @@ void handoff_worker_free(worker_t *w)
         event_free(ch->retry);
     free(ch->buf);
     free(ch); /* the descriptors are the master's, inherited: closed at exit */
-    w->handoff = NULL;
 }

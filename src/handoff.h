@@ -9,11 +9,21 @@
 #ifndef DNODED_HANDOFF_H
 #define DNODED_HANDOFF_H
 
+#include "bus.h"
+#include "conn.h"
 #include "session.h"
 
-struct worker;
 typedef struct handoff handoff_t;           /* one session's move in progress */
 typedef struct handoff_chan handoff_chan_t; /* a worker's end of the channel */
+
+/* What the channel works with (the worker's, all outliving the channel). */
+typedef struct handoff_deps {
+    struct event_base *base;
+    const config_t *cfg;
+    conn_env_t *conns;             /* adopted connections join these */
+    const session_env_t *sessions; /* adopted sessions get this environment */
+    bus_t *bus;                    /* carries the markers */
+} handoff_deps_t;
 
 /* Make the channel (the master, once, before the first fork): fds[0] is
  * the end workers adopt from, fds[1] the end retiring workers send on.
@@ -21,21 +31,22 @@ typedef struct handoff_chan handoff_chan_t; /* a worker's end of the channel */
 int handoff_channel_new(int fds[2]);
 
 /* Start adopting sessions sent on fds (worker_args_t.handoff_fds) once the
- * worker's bus can carry markers. 0, or -1 (logged); fds NULL is a worker
- * without a channel (w->handoff stays NULL, reload closes sessions). */
-int handoff_start(struct worker *w, const int *fds);
-/* Stop adopting (the worker is stopping or retiring). */
-void handoff_stop_receiving(struct worker *w);
+ * bus can carry markers; *out is the worker's end. 0, or -1 (logged); fds
+ * NULL is a worker without a channel (*out NULL: reload closes sessions). */
+int handoff_start(handoff_chan_t **out, const handoff_deps_t *deps, const int *fds);
+/* Stop adopting (the worker is stopping or retiring). NULL is fine. */
+void handoff_stop_receiving(handoff_chan_t *ch);
 /* Release the worker's end (at exit, after every session is torn down). */
-void handoff_worker_free(struct worker *w);
+void handoff_chan_free(handoff_chan_t *ch);
 
-/* Old side: send idle session s to the new generation. s must be idle (no
- * operation in flight, output written, input buffer empty, its transport at
- * a message boundary). Returns 0 when sent (s now only delivers pushes until
- * its markers, then closes without a word to the client), 1 when the
- * channel is full (try again later; nothing changed), -1 when s cannot be
- * moved (an HTTP connection, no channel, too large: close it as before). */
-int handoff_send(session_t *s);
+/* Old side: send idle connection c, with its session s (NULL for a
+ * connection that has said nothing yet), to the new generation. It must be
+ * idle (no operation in flight, conn_quiet). Returns 0 when sent (s now
+ * only delivers pushes until its markers, then closes without a word to
+ * the client), 1 when the channel is full (try again later; nothing
+ * changed), -1 when c cannot be moved (an HTTP connection, no channel, too
+ * large: close it as before). */
+int handoff_send(handoff_chan_t *ch, conn_t *c, session_t *s);
 
 /* The bus, for a push on channel to s: whether s takes it. The old side
  * delivers until it sees the session's marker on channel, the adopter only

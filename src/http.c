@@ -1,6 +1,6 @@
 /* http: HTTP requests on the DNode port (see http.h). One request is
  * answered at a time: the parser pauses at the end of each message, the
- * answer is queued on the session's output, and parsing resumes, so
+ * answer is queued on the connection's output, and parsing resumes, so
  * pipelined requests are answered in order. Static files are resolved with
  * realpath() and must stay under the docroot's own realpath. */
 #include "http.h"
@@ -18,11 +18,11 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <http_parser.h>
 
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
 #include "ws.h"
 
 /* An idle keep-alive connection is closed after this long. */
@@ -383,16 +383,16 @@ static void http_date(time_t t, char *buf, size_t len)
 /* Queue a whole answer. body is len bytes of memory, or fd (taken) with len
  * bytes; neither goes out for HEAD or 304. extra: more header lines, each
  * ending in CRLF, or NULL. 0 or -1. */
-static int http_answer(session_t *s, http_conn_t *c, int status, const char *type,
+static int http_answer(conn_t *s, http_conn_t *c, int status, const char *type,
                        const char *extra, const char *body, size_t len, int fd)
 {
     struct evbuffer *out = bufferevent_get_output(s->bev);
     int head = c->parser.method == HTTP_HEAD;
     char date[64];
 
-    metrics_http_request(s->worker->stats, status);
+    metrics_http_request(s->env->stats, status);
     if (status >= 400)
-        slog_debug(s, "HTTP %d for %s", status, c->url);
+        clog_debug(s, "HTTP %d for %s", status, c->url);
     http_date(time(NULL), date, sizeof(date));
     if (evbuffer_add_printf(out,
                             "HTTP/1.1 %d %s\r\n"
@@ -426,11 +426,11 @@ static int http_answer(session_t *s, http_conn_t *c, int status, const char *typ
 fail:
     if (fd >= 0)
         close(fd);
-    session_close(s, "out of memory answering HTTP");
+    conn_close(s, CONN_CLOSE_OTHER, "out of memory answering HTTP");
     return -1;
 }
 
-static int http_error(session_t *s, http_conn_t *c, int status, const char *extra)
+static int http_error(conn_t *s, http_conn_t *c, int status, const char *extra)
 {
     char body[96];
     int n = snprintf(body, sizeof(body), "%d %s\n", status, status_text(status));
@@ -454,9 +454,9 @@ static int has_token(const char *value, const char *token)
     return 0;
 }
 
-static int http_static(session_t *s, http_conn_t *c, const char *rel)
+static int http_static(conn_t *s, http_conn_t *c, const char *rel)
 {
-    const char *docroot = s->worker->cfg->docroot;
+    const char *docroot = s->env->cfg->docroot;
     char real[PATH_MAX], etag[64], modified[64], extra[256];
     struct stat st;
     int fd = -404, fresh;
@@ -493,13 +493,13 @@ static int http_static(session_t *s, http_conn_t *c, const char *rel)
     return http_answer(s, c, 200, http_mime_type(real), extra, NULL, (size_t)st.st_size, fd);
 }
 
-static int http_metrics(session_t *s, http_conn_t *c)
+static int http_metrics(conn_t *s, http_conn_t *c)
 {
     struct evbuffer *body = evbuffer_new();
     size_t len;
     int rc;
 
-    if (body == NULL || metrics_render(s->worker->metrics, body) < 0) {
+    if (body == NULL || metrics_render(s->env->metrics, body) < 0) {
         if (body != NULL)
             evbuffer_free(body);
         return http_error(s, c, 500, NULL);
@@ -512,10 +512,10 @@ static int http_metrics(session_t *s, http_conn_t *c)
     return rc;
 }
 
-/* An upgrade request at /dnode: check it, then hand the session to ws.
- * Returns 1 when s is now a WebSocket session (c is freed), else as
+/* An upgrade request at /dnode: check it, then hand the connection to ws.
+ * Returns 1 when s is now a WebSocket stream (c is freed), else as
  * http_answer. */
-static int http_upgrade(session_t *s, http_conn_t *c)
+static int http_upgrade(conn_t *s, http_conn_t *c)
 {
     char key[HTTP_MAX_HEADER + 1], accept[32];
 
@@ -527,21 +527,20 @@ static int http_upgrade(session_t *s, http_conn_t *c)
         return http_error(s, c, 426, "Sec-WebSocket-Version: 13\r\n");
     if (ws_accept_key(c->hdr[H_WS_KEY], accept, sizeof(accept)) < 0)
         return http_error(s, c, 400, NULL);
-    if (!ws_origin_allowed(s->worker->cfg, c->hdr[H_ORIGIN],
+    if (!ws_origin_allowed(s->env->cfg, c->hdr[H_ORIGIN],
                            c->hdrlen[H_HOST] ? c->hdr[H_HOST] : NULL)) {
-        slog_warning(s, "WebSocket from origin '%s' refused (allowed_origins)", c->hdr[H_ORIGIN]);
+        clog_warning(s, "WebSocket from origin '%s' refused (allowed_origins)", c->hdr[H_ORIGIN]);
         c->keep_alive = 0;
         return http_error(s, c, 403, NULL);
     }
-    metrics_http_request(s->worker->stats, 101);
+    metrics_http_request(s->env->stats, 101);
     memcpy(key, c->hdr[H_WS_KEY], c->hdrlen[H_WS_KEY] + 1);
-    http_session_free(s);
-    ws_begin(s, key);
+    ws_begin(s, key); /* releases c */
     return 1;
 }
 
-/* Answer the request in c. 1 when the session became a WebSocket one. */
-static int http_respond(session_t *s, http_conn_t *c)
+/* Answer the request in c. 1 when the connection became a WebSocket one. */
+static int http_respond(conn_t *s, http_conn_t *c)
 {
     struct http_parser_url u;
     char rel[HTTP_MAX_URL + 1];
@@ -575,7 +574,7 @@ static int http_respond(session_t *s, http_conn_t *c)
         return http_metrics(s, c);
     rc = http_decode_path(path, pathlen, rel, sizeof(rel));
     if (rc != 0) {
-        slog_info(s, "HTTP path refused (%d): %.200s", rc, c->url);
+        clog_info(s, "HTTP path refused (%d): %.200s", rc, c->url);
         return http_error(s, c, rc, NULL);
     }
     return http_static(s, c, rel);
@@ -585,13 +584,12 @@ static int http_respond(session_t *s, http_conn_t *c)
  * Connection
  * ------------------------------------------------------------------------ */
 
-static void http_read_cb(struct bufferevent *bev, void *arg)
+static void http_read(conn_t *s)
 {
-    session_t *s = arg;
-    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *in = bufferevent_get_input(s->bev);
 
-    while (!s->closing && s->transport_state != NULL && s->framing == SESSION_FRAMING_LINE) {
-        http_conn_t *c = s->transport_state;
+    while (!s->closing && s->kind == CONN_HTTP) {
+        http_conn_t *c = s->io_state;
         struct evbuffer_iovec v;
         size_t n;
         enum http_errno err;
@@ -611,41 +609,48 @@ static void http_read_cb(struct bufferevent *bev, void *arg)
         if (err != HPE_OK) {
             c->keep_alive = 0;
             if (http_error(s, c, c->too_large ? c->too_large : 400, NULL) == 0)
-                slog_info(s, "bad HTTP request: %s", http_errno_description(err));
+                clog_info(s, "bad HTTP request: %s", http_errno_description(err));
             return;
         }
         if (n < v.iov_len)
             break; /* cannot happen without an error; do not spin */
     }
-    if (s->draining && !s->closing && s->framing == SESSION_FRAMING_LINE)
-        session_drain(s); /* the worker is stopping: close once answered */
 }
 
-static void http_write_cb(struct bufferevent *bev, void *arg)
+/* Once the answer to a request that ends the connection is out, close. */
+static int http_written(conn_t *s)
 {
-    session_t *s = arg;
-    http_conn_t *c = s->transport_state;
+    http_conn_t *c = s->io_state;
 
-    if (c != NULL && c->closing && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        session_close(s, "HTTP connection done");
-    else
-        session_output_drained(s);
+    if (c == NULL || !c->closing || conn_pending_output(s) > 0)
+        return 0;
+    conn_close(s, CONN_CLOSE_CLIENT, "HTTP connection done");
+    return 1;
 }
 
-static void http_event_cb(struct bufferevent *bev, short what, void *arg)
+static int http_event(conn_t *s, short what)
 {
-    session_t *s = arg;
-
-    (void)bev;
-    if (what & BEV_EVENT_EOF)
-        session_close(s, "client closed the connection");
-    else if (what & BEV_EVENT_ERROR)
-        session_close(s, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    else if (what & BEV_EVENT_TIMEOUT)
-        session_close(s, "idle HTTP connection");
+    if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) || !(what & BEV_EVENT_TIMEOUT))
+        return 0;
+    conn_close(s, CONN_CLOSE_TIMEOUT, "idle HTTP connection");
+    return 1;
 }
 
-int http_begin(session_t *s)
+static void http_release(conn_t *s)
+{
+    free(s->io_state);
+    s->io_state = NULL;
+}
+
+static const conn_io_t http_io = {
+    .name = "http",
+    .read = http_read,
+    .written = http_written,
+    .event = http_event,
+    .release = http_release,
+};
+
+int http_begin(conn_t *s)
 {
     struct timeval idle = {HTTP_IDLE_SECONDS, 0};
     http_conn_t *c = calloc(1, sizeof(*c));
@@ -655,17 +660,8 @@ int http_begin(session_t *s)
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->cur = -1;
-    s->transport_state = c;
-    bufferevent_setcb(s->bev, http_read_cb, http_write_cb, http_event_cb, s);
+    conn_set_io(s, CONN_HTTP, &http_io, c);
     bufferevent_set_timeouts(s->bev, &idle, &idle);
-    http_read_cb(s->bev, s);
+    http_read(s);
     return 0;
-}
-
-void http_session_free(session_t *s)
-{
-    if (s->framing == SESSION_FRAMING_LINE) {
-        free(s->transport_state);
-        s->transport_state = NULL;
-    }
 }

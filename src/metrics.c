@@ -31,27 +31,6 @@ static const char *const disconnect_names[METRICS_DISC_COUNT] = {
 
 static const char *const transport_names[METRICS_TRANSPORT_COUNT] = {"tcp", "websocket"};
 
-/* session_close reasons (by prefix) and what they count as. Reasons not
- * listed (socket errors, allocation failures) count as "other". */
-static const struct {
-    const char *prefix;
-    int klass;
-} disconnect_reasons[] = {
-    {"client closed", METRICS_DISC_CLIENT},
-    {"Connection reset", METRICS_DISC_CLIENT},
-    {"WebSocket closed by the client", METRICS_DISC_CLIENT},
-    {"WebSocket protocol error", METRICS_DISC_PROTOCOL},
-    {"message too large", METRICS_DISC_OVERSIZED},
-    {"WebSocket message too large", METRICS_DISC_OVERSIZED},
-    {"output buffer over", METRICS_DISC_SLOW},
-    {"output over output_soft_limit", METRICS_DISC_SLOW_SOFT},
-    {"timed out", METRICS_DISC_TIMEOUT},
-    {"idle", METRICS_DISC_TIMEOUT},
-    {"server stopping", METRICS_DISC_SHUTDOWN},
-    {"drained", METRICS_DISC_SHUTDOWN},
-    {"worker exiting", METRICS_DISC_SHUTDOWN},
-};
-
 metrics_t *metrics_new(size_t max_workers)
 {
     size_t len = sizeof(metrics_t) + (max_workers ? max_workers : 1) * sizeof(metrics_slot_t);
@@ -162,22 +141,10 @@ void metrics_error(metrics_slot_t *s, int code)
         s->errors[code >= 0 && code < ERROR_TOP_COUNT ? code : METRICS_ERR_OTHER]++;
 }
 
-int metrics_disconnect_class(const char *reason)
+void metrics_disconnect(metrics_slot_t *s, int klass)
 {
-    size_t i;
-
-    for (i = 0; reason != NULL && i < sizeof(disconnect_reasons) / sizeof(disconnect_reasons[0]);
-         i++)
-        if (strncasecmp(reason, disconnect_reasons[i].prefix,
-                        strlen(disconnect_reasons[i].prefix)) == 0)
-            return disconnect_reasons[i].klass;
-    return METRICS_DISC_OTHER;
-}
-
-void metrics_disconnect(metrics_slot_t *s, const char *reason)
-{
-    if (s != NULL)
-        s->disconnects[metrics_disconnect_class(reason)]++;
+    if (s != NULL && klass >= 0 && klass < METRICS_DISC_COUNT)
+        s->disconnects[klass]++;
 }
 
 void metrics_session_opened(metrics_slot_t *s, int transport)

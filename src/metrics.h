@@ -17,7 +17,7 @@ struct evbuffer;
 #define METRICS_ERR_OTHER ERROR_TOP_COUNT
 #define METRICS_ERR_COUNT (ERROR_TOP_COUNT + 1)
 
-/* Why a DNode session ended (classified from session_close's reason). */
+/* Why a DNode session ended (conn.h's close reasons take these values). */
 enum {
     METRICS_DISC_CLIENT,    /* the client closed or reset the connection */
     METRICS_DISC_PROTOCOL,  /* framing violation (WebSocket protocol, bad UTF-8) */
@@ -97,9 +97,9 @@ uint64_t metrics_now_us(void);
 void metrics_observe(metrics_hist_t *h, uint64_t elapsed_us);
 /* Count an error by its code (error_code_of; -1 counts as "other"). */
 void metrics_error(metrics_slot_t *s, int code);
-/* Count a session's disconnect, classified from session_close's reason. */
-void metrics_disconnect(metrics_slot_t *s, const char *reason);
-int metrics_disconnect_class(const char *reason);
+/* Count a DNode session's disconnect by class (METRICS_DISC_*, which
+ * conn_close_t's values are); anything else is not counted. */
+void metrics_disconnect(metrics_slot_t *s, int klass);
 void metrics_session_opened(metrics_slot_t *s, int transport);
 void metrics_session_closed(metrics_slot_t *s, int transport);
 void metrics_http_request(metrics_slot_t *s, int status);

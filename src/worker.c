@@ -1,7 +1,8 @@
 /* worker: a worker process's event loop (see worker.h). Creates every
- * library handle after fork, runs until told to stop, and on a graceful
- * stop lets sessions finish what is in flight before closing them. The
- * master (or main, with one in-process worker) owns config and models. */
+ * library handle after fork, wires the layers together, runs until told to
+ * stop, and on a graceful stop lets sessions finish what is in flight
+ * before closing them. The master (or main, with one in-process worker)
+ * owns config and models. */
 #include "worker.h"
 
 #include <errno.h>
@@ -15,10 +16,12 @@
 
 #include "api.h"
 #include "bus.h"
+#include "conn.h"
 #include "dnode.h"
 #include "handoff.h"
 #include "log.h"
 #include "metrics.h"
+#include "session.h"
 #include "store.h"
 #include "transport.h"
 
@@ -26,70 +29,91 @@
 #define WORKER_FAST_STOP_SECONDS 2
 
 /* ------------------------------------------------------------------------
- * Deferred teardown
+ * What the lower layers leave to the worker
  * ------------------------------------------------------------------------ */
 
-void worker_schedule_teardown(worker_t *w, session_t *s)
+/* A draining connection's first idle moment: a retiring worker hands it to
+ * the new generation (what the client sends meanwhile waits in the socket
+ * for the adopter, so nothing is lost); otherwise it closes once no request
+ * is waiting to be read, neither in our input buffer nor in the socket, so
+ * a request the client sent before we closed is still answered. (One sent
+ * in the instant between this check and close(2) cannot be; the protocol
+ * has no way to announce the close first.) s is c's session, or NULL. */
+static void worker_idle(worker_t *w, conn_t *c, session_t *s)
 {
-    if (w->nclosing == w->capclosing) {
-        size_t cap = w->capclosing ? w->capclosing * 2 : 64;
-        session_t **q = realloc(w->closing, cap * sizeof(*q));
-        if (q == NULL) {
-            /* Tearing down here could free what our caller still uses.
-             * The session stays closed (no reading, no output) and is torn
-             * down with the others when the worker exits. */
-            log_error("out of memory queueing a session teardown");
-            return;
-        }
-        w->closing = q;
-        w->capclosing = cap;
+    if (!conn_quiet(c))
+        return; /* the connection reports progress again */
+    if (w->retiring && !c->unmovable) {
+        int rc;
+
+        /* Its own publishes must reach Redis before any it makes from the
+         * new worker, or subscribers could see them out of order. */
+        if (s != NULL && (s->callbacks_held > 0 || s->unconfirmed > 0))
+            return; /* session_op_done or session_publish_done calls us again */
+        if (s != NULL && s->handoff != NULL)
+            return; /* adopted, some markers still to come: handoff_marker calls us */
+        rc = handoff_send(w->handoff, c, s);
+        if (rc >= 0)
+            return; /* sent, or the channel is full: the stop tick retries */
+        c->unmovable = 1;
     }
-    w->closing[w->nclosing++] = session_ref(s);
-    event_active(w->reap, EV_TIMEOUT, 0);
+    if (conn_unread(c))
+        return;
+    conn_close(c, CONN_CLOSE_SHUTDOWN, "drained");
 }
 
-void worker_reap(worker_t *w)
+static void worker_session_idle(void *arg, session_t *s)
 {
-    size_t i;
-
-    /* Teardown can close more sessions (presence pushes that overflow an
-     * output buffer): loop until the queue is empty. */
-    for (i = 0; i < w->nclosing; i++) {
-        session_teardown(w->closing[i]);
-        session_unref(w->closing[i]);
-    }
-    w->nclosing = 0;
+    if (s->conn->moved) /* handed off: it ends once its last push is out */
+        handoff_output_drained(s);
+    else
+        worker_idle(arg, s->conn, s);
 }
 
-static void worker_reap_cb(evutil_socket_t fd, short what, void *arg)
+static void worker_conn_idle(void *arg, conn_t *c)
 {
-    (void)fd;
-    (void)what;
-    worker_reap(arg);
+    worker_idle(arg, c, NULL);
 }
 
-/* ------------------------------------------------------------------------
- * Slow consumers
- * ------------------------------------------------------------------------ */
-
-/* Once a second: sessions whose output went over output_soft_limit and has
- * not drained since are checked against output_soft_seconds (a session
- * that is sent nothing more is never checked on send). Walks the list only
- * while some session is marked. */
-static void worker_soft_cb(evutil_socket_t fd, short what, void *arg)
+/* A connection became a DNode stream: it gets a session, which greets. */
+static int worker_on_dnode(void *arg, conn_t *c)
 {
     worker_t *w = arg;
-    uint64_t now;
-    session_t *s;
+    session_t *s = session_new(&w->sessions, c);
 
-    (void)fd;
-    (void)what;
-    if (w->nover_soft == 0)
+    if (s == NULL)
+        return -1;
+    return session_start(s);
+}
+
+static void worker_dispatch(void *arg, session_t *s, int idx, json_t *args, size_t ncallbacks)
+{
+    worker_t *w = arg;
+
+    api_call(&w->api, s, idx, args, ncallbacks);
+}
+
+/* Teardown order: the channels first (presence pushes to the others), then
+ * a move in progress (the adopter is told to go on). */
+static void worker_session_teardown(void *arg, session_t *s)
+{
+    worker_t *w = arg;
+
+    if (w->bus != NULL)
+        bus_leave_all(w->bus, s);
+    handoff_session_free(s);
+}
+
+/* Start draining c (the worker stops or retires). */
+static void worker_drain(worker_t *w, conn_t *c)
+{
+    if (c->closing)
         return;
-    now = metrics_now_us();
-    for (s = w->sessions; s != NULL; s = s->next) /* closing does not unlink */
-        if (s->over_soft_us != 0)
-            session_check_soft(s, now);
+    c->draining = 1;
+    if (c->owner != NULL)
+        session_drain(c->owner);
+    else
+        worker_idle(w, c, NULL);
 }
 
 /* ------------------------------------------------------------------------
@@ -99,30 +123,30 @@ static void worker_soft_cb(evutil_socket_t fd, short what, void *arg)
 static void worker_stop_check_cb(evutil_socket_t fd, short what, void *arg)
 {
     worker_t *w = arg;
-    session_t *s;
+    conn_t *c;
 
     (void)fd;
     (void)what;
     /* A handoff refused for a full channel is tried again here. */
     if (w->retiring)
-        for (s = w->sessions; s != NULL; s = s->next)
-            if (!s->closing && !s->handed && !s->held && !s->no_handoff)
-                session_drain(s);
-    if (w->nsessions == 0 && (w->store == NULL || store_pending(w->store) == 0))
+        for (c = w->conns.conns; c != NULL; c = c->next)
+            if (!c->closing && !c->moved && !c->held && !c->unmovable)
+                worker_drain(w, c);
+    if (w->conns.nconns == 0 && (w->store == NULL || store_pending(w->store) == 0))
         event_base_loopexit(w->base, NULL);
 }
 
 static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     worker_t *w = arg;
-    session_t *s;
+    conn_t *c;
 
     (void)fd;
     (void)what;
-    if (w->nsessions > 0)
-        log_warning("stop deadline reached: closing %zu sessions", w->nsessions);
-    for (s = w->sessions; s != NULL; s = s->next)
-        session_close(s, "server stopping");
+    if (w->conns.nconns > 0)
+        log_warning("stop deadline reached: closing %zu sessions", w->conns.nconns);
+    for (c = w->conns.conns; c != NULL; c = c->next)
+        conn_close(c, CONN_CLOSE_SHUTDOWN, "server stopping");
     event_base_loopexit(w->base, NULL);
 }
 
@@ -131,32 +155,32 @@ void worker_stop(worker_t *w, int graceful)
     struct timeval deadline = {graceful ? w->cfg->shutdown_timeout : WORKER_FAST_STOP_SECONDS,
                                0};
     struct timeval tick = {0, 50 * 1000};
-    session_t *s;
+    conn_t *c;
 
     if (w->stopping && (graceful || w->stopping == 2)) {
         if (!graceful) { /* a second fast stop: exit at once */
             event_base_loopbreak(w->base);
         } else if (w->retiring) {
-            if (w->nsessions > 0)
+            if (w->conns.nconns > 0)
                 log_info("graceful stop: sessions not yet handed off close instead");
             w->retiring = 0;
-            for (s = w->sessions; s != NULL; s = s->next) /* some waited for a handoff */
-                session_drain(s);
+            for (c = w->conns.conns; c != NULL; c = c->next) /* some waited for a handoff */
+                worker_drain(w, c);
         }
         return;
     }
     if (w->stopping && w->retiring) {
-        if (w->nsessions > 0)
+        if (w->conns.nconns > 0)
             log_info("fast stop: sessions not yet handed off close instead");
         w->retiring = 0;
     }
     w->stopping = graceful ? 1 : 2;
     if (!w->retiring) /* worker_retire said what it does */
-        log_info("%s stop: %zu sessions", graceful ? "graceful" : "fast", w->nsessions);
-    handoff_stop_receiving(w);
-    transport_stop_accepting(w);
-    for (s = w->sessions; s != NULL; s = s->next)
-        session_drain(s);
+        log_info("%s stop: %zu sessions", graceful ? "graceful" : "fast", w->conns.nconns);
+    handoff_stop_receiving(w->handoff);
+    transport_stop_accepting(w->transport);
+    for (c = w->conns.conns; c != NULL; c = c->next)
+        worker_drain(w, c);
     event_add(w->stop_timer, &deadline);
     event_add(w->stop_check, &tick);
 }
@@ -169,7 +193,7 @@ void worker_retire(worker_t *w)
         worker_stop(w, 1);
         return;
     }
-    log_info("retiring: handing %zu sessions to the new generation", w->nsessions);
+    log_info("retiring: handing %zu sessions to the new generation", w->conns.nconns);
     w->retiring = 1;
     worker_stop(w, 1);
 }
@@ -209,41 +233,62 @@ static void worker_free(worker_t *w)
 {
     size_t i;
 
-    while (w->sessions != NULL) {
-        session_t *s = w->sessions;
-        session_close(s, "worker exiting");
-        session_teardown(s);
+    transport_free(w->transport);
+    if (w->conns.reap != NULL) {
+        conn_env_free(&w->conns);
+        if (w->store != NULL)
+            store_free(w->store); /* runs the remaining completions */
+        conn_env_reap(&w->conns);
+    } else if (w->store != NULL) {
+        store_free(w->store);
     }
-    if (w->reap != NULL)
-        worker_reap(w);
-    if (w->store != NULL)
-        store_free(w->store); /* runs the remaining completions */
-    if (w->reap != NULL)
-        worker_reap(w);
-    if (w->accept_pause != NULL)
-        event_free(w->accept_pause);
-    handoff_worker_free(w);
-    for (i = 0; i < w->nlisteners; i++)
-        evconnlistener_free(w->listeners[i]);
-    free(w->listeners);
+    handoff_chan_free(w->handoff);
     bus_free(w->bus);
     for (i = 0; i < sizeof(w->signals) / sizeof(w->signals[0]); i++)
         if (w->signals[i] != NULL)
             event_free(w->signals[i]);
-    if (w->reap != NULL)
-        event_free(w->reap);
     if (w->stop_timer != NULL)
         event_free(w->stop_timer);
     if (w->stop_check != NULL)
         event_free(w->stop_check);
-    if (w->soft_timer != NULL)
-        event_free(w->soft_timer);
-    free(w->closing);
-    session_msg_unref(w->methods_msg);
+    conn_msg_unref(w->sessions.greeting);
     if (w->base != NULL)
         event_base_free(w->base);
     metrics_release(w->metrics, (int)getpid());
     metrics_free(w->own_metrics);
+}
+
+int worker_wire(worker_t *w)
+{
+    size_t len;
+    char *line;
+
+    if (conn_env_init(&w->conns, w->base, w->cfg, w->stats, w->metrics) < 0)
+        return -1;
+    w->conns.on_dnode = worker_on_dnode;
+    w->conns.on_idle = worker_conn_idle;
+    w->conns.arg = w;
+    line = dnode_build_methods(api_method_names, api_method_count, &len);
+    if (line == NULL)
+        return -1;
+    w->sessions.greeting = conn_msg_new(line, len - 1);
+    free(line);
+    if (w->sessions.greeting == NULL)
+        return -1;
+    w->sessions.cfg = w->cfg;
+    w->sessions.stats = w->stats;
+    w->sessions.methods = api_method_names;
+    w->sessions.nmethods = api_method_count;
+    w->sessions.dispatch = worker_dispatch;
+    w->sessions.on_idle = worker_session_idle;
+    w->sessions.on_teardown = worker_session_teardown;
+    w->sessions.arg = w;
+    w->api.cfg = w->cfg;
+    w->api.stats = w->stats;
+    w->api.models = w->models;
+    w->api.store = w->store;
+    w->api.bus = w->bus;
+    return 0;
 }
 
 /* This worker's counters: a slot in the master's shared region, else (no
@@ -266,12 +311,11 @@ int worker_run(const worker_args_t *args)
     static const int sigs[] = {SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGHUP};
     const config_t *cfg = args->cfg;
     const model_set_t *models = args->models;
-    const struct timeval soft_period = {1, 0};
+    handoff_deps_t hd;
     sigset_t none;
     worker_t w;
     char err[256];
-    size_t len, i;
-    char *line;
+    size_t i;
     int status = 1;
 
     memset(&w, 0, sizeof(w));
@@ -292,12 +336,9 @@ int worker_run(const worker_args_t *args)
         log_error("cannot set up the metrics counters");
         goto done;
     }
-    w.reap = event_new(w.base, -1, 0, worker_reap_cb, &w);
     w.stop_timer = evtimer_new(w.base, worker_deadline_cb, &w);
     w.stop_check = event_new(w.base, -1, EV_PERSIST, worker_stop_check_cb, &w);
-    w.soft_timer = event_new(w.base, -1, EV_PERSIST, worker_soft_cb, &w);
-    if (w.reap == NULL || w.stop_timer == NULL || w.stop_check == NULL || w.soft_timer == NULL ||
-        event_add(w.soft_timer, &soft_period) < 0)
+    if (w.stop_timer == NULL || w.stop_check == NULL)
         goto done;
     for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         w.signals[i] = evsignal_new(w.base, sigs[i], worker_signal_cb, &w);
@@ -310,13 +351,6 @@ int worker_run(const worker_args_t *args)
         log_error("sigprocmask() failed: %s", strerror(errno));
         goto done;
     }
-    line = dnode_build_methods(api_method_names, api_method_count, &len);
-    if (line == NULL)
-        goto done;
-    w.methods_msg = session_msg_new(line, len - 1);
-    free(line);
-    if (w.methods_msg == NULL)
-        goto done;
     w.bus = bus_new(&w, args->bus_host, args->generation);
     if (w.bus == NULL)
         goto done;
@@ -340,8 +374,15 @@ int worker_run(const worker_args_t *args)
         if (models != NULL && store_ensure_indexes(w.store, models) < 0)
             log_warning("cannot queue index creation: indexes are not ensured");
     }
-    if (transport_start(&w, args->fds, args->nfds) < 0 ||
-        handoff_start(&w, args->handoff_fds) < 0)
+    if (worker_wire(&w) < 0)
+        goto done;
+    hd.base = w.base;
+    hd.cfg = cfg;
+    hd.conns = &w.conns;
+    hd.sessions = &w.sessions;
+    hd.bus = w.bus;
+    w.transport = transport_start(&w.conns, w.metrics, args->fds, args->nfds);
+    if (w.transport == NULL || handoff_start(&w.handoff, &hd, args->handoff_fds) < 0)
         goto done;
     log_info("worker %d (generation %u) serving", w.index, w.generation);
     if (args->on_ready != NULL)

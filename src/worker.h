@@ -1,7 +1,11 @@
-/* worker: one worker process's context and event loop. Owns the event
- * base, the listeners on the inherited sockets, the session list, the
- * store and the bus, and the worker's signal handling (via libevent, so
- * handlers may do real work). Everything is created after fork. */
+/* worker: one worker process's context and event loop, where the layers
+ * are wired together. Owns the event base, the connections' environment
+ * (conn) and the sessions' (session), the accepting (transport), the store,
+ * the bus, the API and the handoff channel, and decides what the lower
+ * layers leave open: what a new DNode stream becomes, what an idle session
+ * does while the worker stops or retires, and the teardown order. Handles
+ * the worker's signals (via libevent, so handlers may do real work).
+ * Everything is created after fork. */
 #ifndef DNODED_WORKER_H
 #define DNODED_WORKER_H
 
@@ -11,7 +15,9 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "api.h"
 #include "config.h"
+#include "conn.h"
 #include "model.h"
 #include "session.h"
 
@@ -19,6 +25,7 @@ struct store;
 struct bus;
 struct bus_host;
 struct handoff_chan;
+struct transport;
 
 struct metrics;
 struct metrics_slot;
@@ -31,29 +38,16 @@ typedef struct worker {
     const model_set_t *models;  /* owned by the caller of worker_run */
     struct store *store;        /* NULL when the database is not configured */
     struct bus *bus;
-    struct evconnlistener **listeners;
-    size_t nlisteners;
-    struct event *accept_pause; /* ends a pause taken to spread connections */
-    session_t *sessions;        /* doubly linked list of live sessions */
-    size_t nsessions;
-    uint64_t next_session_id;
-    session_t **closing;        /* sessions waiting for teardown */
-    size_t nclosing, capclosing;
-    struct event *reap;         /* runs the teardown pass */
+    api_t api;                  /* the methods' context */
+    conn_env_t conns;           /* every connection */
+    session_env_t sessions;     /* what sessions are given */
+    struct transport *transport; /* accepting */
     struct event *signals[6];
     struct event *stop_timer;   /* shutdown deadline */
-    struct event *stop_check;   /* polls for idle sessions while stopping */
-    struct event *soft_timer;   /* once a second: the slow-consumer soft rule */
-    size_t nover_soft;          /* sessions with over_soft_us set */
+    struct event *stop_check;   /* polls for idle connections while stopping */
     int stopping;               /* 0, or 1 graceful, 2 fast */
     int retiring;               /* stopping for a reload: idle sessions are handed off */
     struct handoff_chan *handoff; /* the channel between generations, or NULL */
-    time_t refused_logged_at;   /* last "connection refused" log line */
-    uint64_t refused_unlogged;  /* refusals since that line */
-    session_msg_t *methods_msg; /* our methods message, built once */
-    session_t *corked;          /* session_cork: whose messages cork holds */
-    session_msg_t *cork[SESSION_CORK_MAX];
-    unsigned ncork;
     struct metrics *metrics;    /* the host's shared counters, for /metrics */
     struct metrics_slot *stats; /* this worker's slot in them (metrics.h) */
     struct metrics *own_metrics; /* private counters when none were handed in */
@@ -87,11 +81,13 @@ typedef struct worker_args {
  * (the master does not respawn it), 1 otherwise. */
 int worker_run(const worker_args_t *args);
 
-/* Queue a closing session for teardown at the next safe point. */
-void worker_schedule_teardown(worker_t *w, session_t *s);
-/* Tear down every queued session now (the loop's reap event runs this;
- * call it only where no caller up the stack still uses those sessions). */
-void worker_reap(worker_t *w);
+/* Wire w's layers together: the connections' environment (with its
+ * upward hooks), the sessions' (greeting, dispatch to the API, idle and
+ * teardown policy) and the API's context, from w->base, cfg, models,
+ * stats, metrics, store and bus. worker_run calls it; the fuzz targets
+ * use it to run connections over socket pairs. 0 or -1. */
+int worker_wire(worker_t *w);
+
 /* Stop: graceful (finish in-flight work, then close) or fast. */
 void worker_stop(worker_t *w, int graceful);
 /* Stop for a reload (SIGUSR2 from the master): like a graceful stop, but

@@ -15,13 +15,13 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <wslay/wslay.h>
 
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 /* After our close frame is queued, the peer has this long to take what is
@@ -30,7 +30,7 @@
 
 typedef struct ws_conn {
     wslay_event_context_ptr ctx;
-    session_t *s;
+    conn_t *s;
     struct event *ping;     /* ws_ping_interval: see ws_ping_cb */
     unsigned finishing : 1; /* our close frame is queued: close once it is out */
     unsigned broken : 1;    /* a close could not be queued: drop the connection */
@@ -38,8 +38,11 @@ typedef struct ws_conn {
     unsigned pinged : 1;    /* a ping went out and nothing has arrived since */
     unsigned in_msg : 1;    /* a fragmented message has begun and not ended */
     size_t feed;            /* input bytes known to make whole frames, for wslay */
-    char reason[96];        /* for session_close once finished */
+    conn_close_t why;       /* for conn_close once finished */
+    char reason[96];
 } ws_conn_t;
+
+static const conn_io_t ws_io;
 
 /* ------------------------------------------------------------------------
  * Handshake
@@ -148,7 +151,7 @@ static size_t ws_whole_frames(const ws_conn_t *c, struct evbuffer *in)
             for (len = 0, i = 0; i < 8; i++)
                 len = (len << 8) | h[2 + i];
         }
-        if (len > c->s->worker->cfg->max_message_size)
+        if (len > c->s->env->cfg->max_message_size)
             return have;
         if (have - off - hl < len)
             break;
@@ -217,7 +220,7 @@ static void ws_frame_start_cb(wslay_event_context_ptr ctx,
 
     if ((arg->opcode & 0x8) == 0)
         c->in_msg = !arg->fin;
-    if ((arg->opcode & 0x8) == 0 && arg->payload_length > c->s->worker->cfg->max_message_size &&
+    if ((arg->opcode & 0x8) == 0 && arg->payload_length > c->s->env->cfg->max_message_size &&
         ws_queue_close(ctx, WSLAY_CODE_MESSAGE_TOO_BIG, NULL, 0) < 0)
         c->broken = 1;
 }
@@ -226,18 +229,19 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
                       void *user)
 {
     ws_conn_t *c = user;
-    session_t *s = c->s;
+    conn_t *s = c->s;
 
     if (s->closing)
         return;
     switch (arg->opcode) {
     case WSLAY_TEXT_FRAME:
-        session_handle_message(s, (const char *)arg->msg, arg->msg_length);
+        if (s->h != NULL && s->h->on_message != NULL)
+            s->h->on_message(s->owner, (const char *)arg->msg, arg->msg_length);
         break;
     case WSLAY_BINARY_FRAME:
-        slog_warning(s, "binary WebSocket message refused");
+        clog_warning(s, "binary WebSocket message refused");
         if (ws_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, "text frames only", 16) < 0)
-            session_close(s, "WebSocket protocol error: cannot queue close");
+            conn_close(s, CONN_CLOSE_PROTOCOL, "WebSocket protocol error: cannot queue close");
         break;
     default: /* ping (wslay answers it), pong, close (handled in ws_flush) */
         break;
@@ -255,12 +259,15 @@ static void ws_set_reason(ws_conn_t *c)
     const char *what;
 
     if (wslay_event_get_close_received(c->ctx)) {
+        c->why = CONN_CLOSE_CLIENT;
         snprintf(c->reason, sizeof(c->reason), "WebSocket closed by the client (%u)", got);
         return;
     }
+    c->why = CONN_CLOSE_PROTOCOL;
     switch (sent) {
     case WSLAY_CODE_MESSAGE_TOO_BIG:
-        c->s->worker->stats->oversized++;
+        c->s->env->stats->oversized++;
+        c->why = CONN_CLOSE_OVERSIZED;
         snprintf(c->reason, sizeof(c->reason), "WebSocket message too large (1009)");
         return;
     case WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA:
@@ -273,6 +280,7 @@ static void ws_set_reason(ws_conn_t *c)
         what = "policy violation";
         break;
     case WSLAY_CODE_GOING_AWAY:
+        c->why = CONN_CLOSE_SHUTDOWN;
         snprintf(c->reason, sizeof(c->reason), "server stopping (WebSocket 1001)");
         return;
     default:
@@ -284,9 +292,9 @@ static void ws_set_reason(ws_conn_t *c)
 
 /* We are closing: stop reading, and give the peer WS_CLOSE_SECONDS to read
  * what is buffered (ws_event_cb closes on the timeout). */
-static void ws_finishing(session_t *s)
+static void ws_finishing(conn_t *s)
 {
-    ws_conn_t *c = s->transport_state;
+    ws_conn_t *c = s->io_state;
     struct timeval limit = {WS_CLOSE_SECONDS, 0};
 
     c->finishing = 1;
@@ -296,101 +304,86 @@ static void ws_finishing(session_t *s)
 
 /* Write what wslay queued (pongs, close frames); once our close frame is
  * out, stop reading and close the session when the output has drained. */
-static void ws_flush(session_t *s)
+static void ws_flush(conn_t *s)
 {
-    ws_conn_t *c = s->transport_state;
+    ws_conn_t *c = s->io_state;
 
     if (s->closing || c == NULL)
         return;
     if (!c->finishing && wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0) {
-        session_close(s, "WebSocket write failed");
+        conn_close(s, CONN_CLOSE_OTHER, "WebSocket write failed");
         return;
     }
     if (!c->finishing && wslay_event_get_close_sent(c->ctx)) {
         ws_set_reason(c);
         ws_finishing(s);
     }
-    if (c->finishing && evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-        session_close(s, c->reason);
+    if (c->finishing && conn_pending_output(s) == 0)
+        conn_close(s, c->why, c->reason);
 }
 
 /* Close with code on our own, bypassing wslay's queue (it may hold a close
  * without a code, after a framing error it gave up on): the close frame
- * goes after the whole frames already buffered, then we finish. reason is
- * for session_close. */
-static void ws_close_with(session_t *s, int code, const char *reason)
+ * goes after the whole frames already buffered, then we finish. why and
+ * reason are for conn_close. */
+static void ws_close_with(conn_t *s, int code, conn_close_t why, const char *reason)
 {
-    ws_conn_t *c = s->transport_state;
+    ws_conn_t *c = s->io_state;
     unsigned char frame[4] = {0x88, 0x02, (unsigned char)(code >> 8), (unsigned char)code};
 
     if (wslay_event_get_close_sent(c->ctx) || c->finishing) {
         ws_flush(s);
         return;
     }
+    c->why = why;
     snprintf(c->reason, sizeof(c->reason), "%s (%d)", reason, code);
     ws_finishing(s);
     if (evbuffer_add(bufferevent_get_output(s->bev), frame, sizeof(frame)) < 0 ||
-        evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
-        session_close(s, c->reason);
+        conn_pending_output(s) == 0)
+        conn_close(s, c->why, c->reason);
 }
 
-void ws_read(session_t *s)
+static void ws_read(conn_t *s)
 {
-    ws_conn_t *c = s->transport_state;
+    ws_conn_t *c = s->io_state;
     int rc;
 
     if (s->closing || c == NULL || c->finishing)
         return;
-    session_cork(s);
+    conn_cork(s);
     rc = wslay_event_recv(c->ctx);
-    session_uncork(s); /* the replies to what was read go before any close */
+    conn_uncork(s); /* the replies to what was read go before any close */
     if (rc != 0) {
-        ws_close_with(s, WSLAY_CODE_PROTOCOL_ERROR, "WebSocket protocol error: bad frame");
+        ws_close_with(s, WSLAY_CODE_PROTOCOL_ERROR, CONN_CLOSE_PROTOCOL,
+                      "WebSocket protocol error: bad frame");
         return;
     }
     if (c->broken) {
-        session_close(s, "WebSocket protocol error: cannot queue a close frame");
+        conn_close(s, CONN_CLOSE_PROTOCOL, "WebSocket protocol error: cannot queue a close frame");
         return;
     }
     ws_flush(s);
 }
 
-static void ws_read_cb(struct bufferevent *bev, void *arg)
+static int ws_written(conn_t *s)
 {
-    session_t *s = arg;
+    ws_conn_t *c = s->io_state;
 
-    (void)bev;
-    ws_read(s);
-    if (s->draining && !s->closing) /* what was read may have needed no reply */
-        session_drain(s);
+    if (c == NULL || !c->finishing)
+        return 0;
+    ws_flush(s);
+    return 1;
 }
 
-static void ws_write_cb(struct bufferevent *bev, void *arg)
+static int ws_event(conn_t *s, short what)
 {
-    session_t *s = arg;
-    ws_conn_t *c = s->transport_state;
+    ws_conn_t *c = s->io_state;
 
-    (void)bev;
-    if (c != NULL && c->finishing)
-        ws_flush(s);
-    else
-        session_output_drained(s);
-}
-
-static void ws_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-    session_t *s = arg;
-    ws_conn_t *c = s->transport_state;
-
-    (void)bev;
-    if (c != NULL && c->finishing)
-        session_close(s, c->reason);
-    else if (what & BEV_EVENT_EOF)
-        session_close(s, "client closed the connection");
-    else if (what & BEV_EVENT_ERROR)
-        session_close(s, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-    else
-        session_close(s, "timed out");
+    (void)what;
+    if (c == NULL || !c->finishing)
+        return 0;
+    conn_close(s, c->why, c->reason);
+    return 1;
 }
 
 /* Keepalive. Proxies close WebSocket connections that stay silent (nginx
@@ -402,23 +395,23 @@ static void ws_event_cb(struct bufferevent *bev, short what, void *arg)
  * costs one small frame per quiet interval. */
 static void ws_ping_arm(ws_conn_t *c)
 {
-    struct timeval every = {c->s->worker->cfg->ws_ping_interval, 0};
+    struct timeval every = {c->s->env->cfg->ws_ping_interval, 0};
 
     if (every.tv_sec > 0 && evtimer_add(c->ping, &every) < 0)
-        slog_warning(c->s, "cannot arm the WebSocket ping timer");
+        clog_warning(c->s, "cannot arm the WebSocket ping timer");
 }
 
 static void ws_ping_cb(evutil_socket_t fd, short what, void *arg)
 {
     ws_conn_t *c = arg;
-    session_t *s = c->s;
+    conn_t *s = c->s;
     struct wslay_event_msg ping = {WSLAY_PING, (const uint8_t *)"dnoded", 6};
 
     (void)fd;
     (void)what;
     if (s->closing || c->finishing)
         return;
-    if (s->handed || s->held) {
+    if (s->moved || s->held) {
         /* Moving to another worker: reading is off on both sides, so
          * silence means nothing; the adopter's own timer takes over. */
         ws_ping_arm(c);
@@ -428,11 +421,11 @@ static void ws_ping_cb(evutil_socket_t fd, short what, void *arg)
         c->heard = 0;
         c->pinged = 0;
     } else if (c->pinged) {
-        session_close(s, "WebSocket peer silent: no pong to our ping");
+        conn_close(s, CONN_CLOSE_TIMEOUT, "WebSocket peer silent: no pong to our ping");
         return;
     } else {
         if (wslay_event_queue_msg(c->ctx, &ping) != 0) {
-            session_close(s, "WebSocket protocol error: cannot queue a ping");
+            conn_close(s, CONN_CLOSE_PROTOCOL, "WebSocket protocol error: cannot queue a ping");
             return;
         }
         c->pinged = 1;
@@ -448,7 +441,7 @@ static void ws_ping_cb(evutil_socket_t fd, short what, void *arg)
  * ------------------------------------------------------------------------ */
 
 /* A WebSocket state for s, at a frame boundary. NULL on allocation failure. */
-static ws_conn_t *ws_conn_new(session_t *s)
+static ws_conn_t *ws_conn_new(conn_t *s)
 {
     static const struct wslay_event_callbacks callbacks = {
         ws_recv_cb, ws_send_cb, NULL, ws_frame_start_cb, NULL, NULL, ws_msg_cb,
@@ -462,28 +455,35 @@ static ws_conn_t *ws_conn_new(session_t *s)
         return NULL;
     }
     c->s = s;
-    c->ping = evtimer_new(s->worker->base, ws_ping_cb, c);
+    c->ping = evtimer_new(s->env->base, ws_ping_cb, c);
     if (c->ping == NULL) {
         wslay_event_context_free(c->ctx);
         free(c);
         return NULL;
     }
-    wslay_event_config_set_max_recv_msg_length(c->ctx, s->worker->cfg->max_message_size);
+    wslay_event_config_set_max_recv_msg_length(c->ctx, s->env->cfg->max_message_size);
     return c;
 }
 
-int ws_begin(session_t *s, const char *key)
+static void ws_conn_free(ws_conn_t *c)
+{
+    event_free(c->ping);
+    wslay_event_context_free(c->ctx);
+    free(c);
+}
+
+int ws_begin(conn_t *s, const char *key)
 {
     char accept[32];
     ws_conn_t *c;
 
     if (ws_accept_key(key, accept, sizeof(accept)) < 0) {
-        session_close(s, "bad Sec-WebSocket-Key");
+        conn_close(s, CONN_CLOSE_PROTOCOL, "bad Sec-WebSocket-Key");
         return -1;
     }
     c = ws_conn_new(s);
     if (c == NULL) {
-        session_close(s, "out of memory starting a WebSocket");
+        conn_close(s, CONN_CLOSE_OTHER, "out of memory starting a WebSocket");
         return -1;
     }
     if (evbuffer_add_printf(bufferevent_get_output(s->bev),
@@ -492,46 +492,38 @@ int ws_begin(session_t *s, const char *key)
                             "Connection: Upgrade\r\n"
                             "Sec-WebSocket-Accept: %s\r\n\r\n",
                             accept) < 0) {
-        event_free(c->ping);
-        wslay_event_context_free(c->ctx);
-        free(c);
-        session_close(s, "out of memory answering a WebSocket handshake");
+        ws_conn_free(c);
+        conn_close(s, CONN_CLOSE_OTHER, "out of memory answering a WebSocket handshake");
         return -1;
     }
-    s->transport_state = c;
-    s->framing = SESSION_FRAMING_WEBSOCKET;
-    s->started = 1;
-    metrics_session_opened(s->worker->stats, METRICS_TRANSPORT_WEBSOCKET);
-    bufferevent_setcb(s->bev, ws_read_cb, ws_write_cb, ws_event_cb, s);
+    conn_set_io(s, CONN_WS, &ws_io, c);
     bufferevent_set_timeouts(s->bev, NULL, NULL);
-    slog_debug(s, "WebSocket session started");
+    clog_debug(s, "WebSocket session started");
     ws_ping_arm(c);
-    if (session_start(s) < 0)
+    if (conn_begin_dnode(s) < 0)
         return -1;
     if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
         ws_read(s);
     return 0;
 }
 
-int ws_adopt(session_t *s)
+int ws_adopt(conn_t *s)
 {
     ws_conn_t *c = ws_conn_new(s);
 
     if (c == NULL) {
-        session_close(s, "out of memory adopting a WebSocket");
+        conn_close(s, CONN_CLOSE_OTHER, "out of memory adopting a WebSocket");
         return -1;
     }
-    s->transport_state = c;
-    s->framing = SESSION_FRAMING_WEBSOCKET;
-    bufferevent_setcb(s->bev, ws_read_cb, ws_write_cb, ws_event_cb, s);
+    conn_set_io(s, CONN_WS, &ws_io, c);
     bufferevent_set_timeouts(s->bev, NULL, NULL);
     ws_ping_arm(c);
     return 0;
 }
 
-int ws_idle(session_t *s)
+static int ws_idle(const conn_t *s)
 {
-    ws_conn_t *c = s->transport_state;
+    const ws_conn_t *c = s->io_state;
 
     return c != NULL && !c->finishing && !c->broken && !c->in_msg && c->feed == 0 &&
            !wslay_event_want_write(c->ctx) && !wslay_event_get_close_sent(c->ctx) &&
@@ -559,28 +551,22 @@ size_t ws_frame_header(unsigned char *hdr, int opcode, size_t len)
     return 10;
 }
 
-static void ws_msg_release(const void *data, size_t len, void *arg)
+/* Each message as one text frame, with one write when nothing is queued;
+ * what the socket does not take is queued from the first byte it left
+ * (headers copied, messages referenced). */
+static int ws_send(conn_t *s, conn_msg_t *const *ms, unsigned n)
 {
-    (void)data;
-    (void)len;
-    session_msg_unref(arg);
-}
-
-int ws_write(session_t *s, session_msg_t *const *ms, unsigned n)
-{
-    ws_conn_t *c = s->transport_state;
-    struct evbuffer *out;
-    unsigned char hdr[SESSION_CORK_MAX][10];
-    size_t hlen[SESSION_CORK_MAX], total = 0;
-    struct iovec iov[2 * SESSION_CORK_MAX];
+    ws_conn_t *c = s->io_state;
+    unsigned char hdr[CONN_CORK_MAX][10];
+    size_t hlen[CONN_CORK_MAX], total = 0;
+    struct iovec iov[2 * CONN_CORK_MAX];
     ssize_t done;
     unsigned i;
 
-    if (c == NULL || s->bev == NULL || n > SESSION_CORK_MAX)
+    if (c == NULL || s->bev == NULL || n > CONN_CORK_MAX)
         return -1;
     if (c->finishing || wslay_event_get_close_sent(c->ctx))
         return 0; /* the connection is ending: nothing more goes out */
-    out = bufferevent_get_output(s->bev);
     for (i = 0; i < n; i++) {
         hlen[i] = ws_frame_header(hdr[i], WSLAY_TEXT_FRAME, ms[i]->len);
         total += hlen[i] + ms[i]->len;
@@ -589,72 +575,76 @@ int ws_write(session_t *s, session_msg_t *const *ms, unsigned n)
         iov[2 * i + 1].iov_base = ms[i]->data;
         iov[2 * i + 1].iov_len = ms[i]->len;
     }
-    if (evbuffer_get_length(out) + total > s->worker->cfg->max_output_buffer) {
+    if (conn_pending_output(s) + total > s->env->cfg->max_output_buffer) {
         /* A slow consumer: instead of these frames, a 1008 close after what
          * is buffered; the peer gets WS_CLOSE_SECONDS to read it all. */
-        s->worker->stats->slow_consumers++;
+        s->env->stats->slow_consumers++;
         s->slow = 1;
-        slog_warning(s, "WebSocket output over max_output_buffer: closing with 1008");
-        ws_close_with(s, WSLAY_CODE_POLICY_VIOLATION,
+        clog_warning(s, "WebSocket output over max_output_buffer: closing with 1008");
+        ws_close_with(s, WSLAY_CODE_POLICY_VIOLATION, CONN_CLOSE_SLOW,
                       "output buffer over max_output_buffer (client too slow)");
         return 0;
     }
-    done = session_write_direct(s, out, iov, (int)(2 * n));
+    done = conn_write_direct(s, iov, (int)(2 * n));
     if (done < 0)
         return -1;
-    /* Queue what the socket did not take, from the first byte it left. */
     for (i = 0; i < n; i++) {
-        session_msg_t *m = ms[i];
+        conn_msg_t *m = ms[i];
 
         if ((size_t)done >= hlen[i] + m->len) {
             done -= (ssize_t)(hlen[i] + m->len);
             continue;
         }
         if ((size_t)done < hlen[i]) {
-            if (evbuffer_add(out, hdr[i] + done, hlen[i] - (size_t)done) < 0)
+            if (evbuffer_add(bufferevent_get_output(s->bev), hdr[i] + done,
+                             hlen[i] - (size_t)done) < 0)
                 return -1;
             done = 0;
         } else {
             done -= (ssize_t)hlen[i];
         }
-        m->refs++;
-        if (evbuffer_add_reference(out, m->data + done, m->len - (size_t)done, ws_msg_release,
-                                   m) < 0) {
-            m->refs--;
-            return -1; /* the half-written frame goes with the session */
-        }
+        if (conn_queue_ref(s, m, (size_t)done, m->len - (size_t)done) < 0)
+            return -1; /* the half-written frame goes with the connection */
         done = 0;
     }
     return 0;
 }
 
-void ws_close_policy(session_t *s, const char *reason)
+static void ws_close_after(conn_t *s, conn_close_t why, const char *reason)
 {
-    if (s->transport_state == NULL || s->bev == NULL) {
-        session_close(s, reason);
+    if (s->io_state == NULL || s->bev == NULL) {
+        conn_close(s, why, reason);
         return;
     }
-    ws_close_with(s, WSLAY_CODE_POLICY_VIOLATION, reason);
+    ws_close_with(s, WSLAY_CODE_POLICY_VIOLATION, why, reason);
 }
 
-void ws_session_free(session_t *s)
+/* Say goodbye with 1001 when leaving without a closing handshake (a stop,
+ * a drain) and no frame is half-written: best effort, non-blocking. */
+static void ws_release(conn_t *s)
 {
-    ws_conn_t *c = s->transport_state;
+    ws_conn_t *c = s->io_state;
 
     if (c == NULL)
         return;
-    /* Say goodbye with 1001 when leaving without a closing handshake (a stop,
-     * a drain) and no frame is half-written: best effort, non-blocking. */
-    if (s->bev != NULL && !s->handed && !s->held && !c->finishing &&
-        !wslay_event_get_close_sent(c->ctx) &&
-        evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+    if (s->bev != NULL && !s->moved && !s->held && !c->finishing &&
+        !wslay_event_get_close_sent(c->ctx) && conn_pending_output(s) == 0) {
         static const unsigned char going_away[] = {0x88, 0x02, 0x03, 0xe9};
-        evutil_socket_t fd = bufferevent_getfd(s->bev);
-        if (fd >= 0 && send(fd, going_away, sizeof(going_away), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-            slog_debug(s, "close frame not sent: %s", strerror(errno));
+        if (s->fd >= 0 &&
+            send(s->fd, going_away, sizeof(going_away), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+            clog_debug(s, "close frame not sent: %s", strerror(errno));
     }
-    event_free(c->ping);
-    wslay_event_context_free(c->ctx);
-    free(c);
-    s->transport_state = NULL;
+    ws_conn_free(c);
+    s->io_state = NULL;
 }
+
+static const conn_io_t ws_io = {
+    .name = "ws",
+    .read = ws_read,
+    .written = ws_written,
+    .event = ws_event,
+    .send = ws_send,
+    .close_after = ws_close_after,
+    .idle = ws_idle,
+    .release = ws_release,
+};

@@ -1,9 +1,10 @@
 /* fuzz_conn: a worker without sockets for the connection-level fuzz targets
- * (fuzz_http, fuzz_ws). One session per input over a bufferevent pair: the
- * server half is a real dnoded session (transport, http, ws, session, api,
- * bus in single-host mode, no database), the client half is where the
- * fuzzer writes and where the answers are collected. Header only, one
- * target per translation unit; not part of dnoded. */
+ * (fuzz_http, fuzz_ws). One connection per input over a bufferevent pair:
+ * the server half is a real dnoded connection wired as the worker wires it
+ * (conn, http, ws, session, api, bus in single-host mode, no database), the
+ * client half is where the fuzzer writes and where the answers are
+ * collected. Header only, one target per translation unit; not part of
+ * dnoded. */
 #ifndef DNODED_FUZZ_CONN_H
 #define DNODED_FUZZ_CONN_H
 
@@ -18,26 +19,17 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
-#include "api.h"
 #include "bus.h"
 #include "config.h"
-#include "dnode.h"
+#include "conn.h"
+#include "http.h"
 #include "log.h"
 #include "metrics.h"
-#include "session.h"
-#include "transport.h"
 #include "worker.h"
 
 static worker_t fuzz_w;
 static config_t *fuzz_cfg;
 static char fuzz_docroot[64];
-
-static void fuzz_reap_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    worker_reap(arg);
-}
 
 static void fuzz_write_file(const char *rel, const char *text)
 {
@@ -69,8 +61,7 @@ static void fuzz_conn_cleanup(void)
 /* A docroot with a few files, a hidden one and a symlink out of it. */
 static void fuzz_conn_init(void)
 {
-    char path[128], *line;
-    size_t len;
+    char path[128];
 
     /* FUZZ_LOG set (debugging a target): every log line, else errors only. */
     log_set_level(getenv("FUZZ_LOG") != NULL ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR);
@@ -112,25 +103,21 @@ static void fuzz_conn_init(void)
     if (fuzz_w.base == NULL || fuzz_w.metrics == NULL)
         abort();
     fuzz_w.stats = metrics_claim(fuzz_w.metrics, (int)getpid());
-    fuzz_w.reap = event_new(fuzz_w.base, -1, 0, fuzz_reap_cb, &fuzz_w);
-    line = dnode_build_methods(api_method_names, api_method_count, &len);
-    if (fuzz_w.stats == NULL || fuzz_w.reap == NULL || line == NULL)
+    if (fuzz_w.stats == NULL)
         abort();
-    fuzz_w.methods_msg = session_msg_new(line, len - 1);
-    free(line);
     fuzz_w.bus = bus_new(&fuzz_w, NULL, 1);
-    if (fuzz_w.methods_msg == NULL || fuzz_w.bus == NULL)
+    if (fuzz_w.bus == NULL || worker_wire(&fuzz_w) < 0)
         abort();
 }
 
 typedef struct fuzz_conn {
-    session_t *s;              /* referenced until fuzz_conn_end */
+    conn_t *s;                 /* referenced until fuzz_conn_end */
     struct bufferevent *peer;  /* the client's half */
     struct evbuffer *received; /* everything the server sent */
     size_t slow; /* bytes the client lets wait, reading a sixteenth per pump; 0: all */
 } fuzz_conn_t;
 
-/* A new HTTP connection, as transport hands one over on a request line.
+/* A new HTTP connection, as conn_open makes one on a request line.
  * draining: the worker is stopping. slow: the client takes at most that
  * many bytes off the connection, and reads a sixteenth of them per pump
  * (0: everything at once), so output piles up on the server's side as it
@@ -143,12 +130,12 @@ static void fuzz_conn_begin(fuzz_conn_t *c, int draining, size_t slow)
         abort();
     c->peer = pair[1];
     c->received = evbuffer_new();
-    c->s = session_new(&fuzz_w, pair[0], "fuzz", SESSION_FRAMING_LINE);
+    c->s = conn_new(&fuzz_w.conns, pair[0], "fuzz");
     if (c->received == NULL || c->s == NULL)
         abort();
-    session_ref(c->s);
+    conn_ref(c->s);
     c->s->draining = draining ? 1 : 0;
-    if (transport_http_begin(c->s) < 0)
+    if (http_begin(c->s) < 0)
         abort();
     c->slow = slow;
     if (slow > 0)
@@ -227,21 +214,21 @@ static void fuzz_conn_dump(fuzz_conn_t *c)
     }
 }
 
-/* End the connection the way a client hanging up does, and check that the
- * session is gone from the worker. */
+/* End the connection the way a client hanging up does, and check that it
+ * is gone from the worker. */
 static void fuzz_conn_end(fuzz_conn_t *c)
 {
     if (!c->s->closing)
-        session_close(c->s, "fuzz: end of input");
+        conn_close(c->s, CONN_CLOSE_CLIENT, "fuzz: end of input");
     fuzz_conn_pump(c);
-    session_unref(c->s);
+    conn_unref(c->s);
     c->s = NULL;
     bufferevent_free(c->peer);
     c->peer = NULL;
     evbuffer_free(c->received);
     c->received = NULL;
-    if (fuzz_w.sessions != NULL || fuzz_w.nsessions != 0 || fuzz_w.nclosing != 0)
-        abort(); /* a session outlived its connection */
+    if (fuzz_w.conns.conns != NULL || fuzz_w.conns.nconns != 0 || fuzz_w.conns.nclosing != 0)
+        abort(); /* a connection outlived its end */
 }
 
 #endif

@@ -1,5 +1,5 @@
 /* fuzz_dnode: libFuzzer target for what a TCP client sends: the newline
- * framer (transport_frame_lines) fed in fragments, then the DNode codec on
+ * framer (conn_frame_lines) fed in fragments, then the DNode codec on
  * each message. Checks that fragmenting never changes the messages found,
  * and that whatever dnode_parse accepts, dnode_build writes back to a line
  * that parses to the same call.
@@ -17,7 +17,7 @@
 
 #include "dnode.h"
 #include "json.h"
-#include "transport.h"
+#include "conn_line.h"
 
 typedef struct lines {
     const uint8_t *stream; /* the whole stream, for the framer's reference */
@@ -184,7 +184,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint32_t scanned = 0, rnd;
     size_t off, oversize = 0, extra;
     const uint8_t *want;
-    int rc = TRANSPORT_FRAME_MORE;
+    int rc = CONN_FRAME_MORE;
 
     if (size < 4)
         return 0;
@@ -210,17 +210,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             abort();
         off += n;
         do {
-            rc = transport_frame_lines(in, &scanned, l.max, on_line, &l, &oversize);
-        } while (rc == TRANSPORT_FRAME_STOPPED); /* the session reads on later */
-        if (rc == TRANSPORT_FRAME_OVERSIZED || rc == TRANSPORT_FRAME_NOMEM)
+            rc = conn_frame_lines(in, &scanned, l.max, on_line, &l, &oversize);
+        } while (rc == CONN_FRAME_STOPPED); /* the session reads on later */
+        if (rc == CONN_FRAME_OVERSIZED || rc == CONN_FRAME_NOMEM)
             break;
     }
-    if (rc == TRANSPORT_FRAME_OVERSIZED) {
+    if (rc == CONN_FRAME_OVERSIZED) {
         /* Refused only past the limit; what is left is not framed. */
         if (oversize <= l.max)
             abort();
     } else {
-        if (rc != TRANSPORT_FRAME_MORE)
+        if (rc != CONN_FRAME_MORE)
             abort();
         /* Everything complete was handed over; only a partial line is left. */
         if (reference_next(&l, &want, &extra))

@@ -1,4 +1,4 @@
-/* fuzz_ws: libFuzzer target for WebSocket sessions: a real session
+/* fuzz_ws: libFuzzer target for WebSocket sessions: a real connection
  * (fuzz_conn.h) is upgraded with a valid handshake, then receives frames
  * built from the input: wslay's parsing as ws.c configures it (sizes,
  * masking, UTF-8, control frames, fragmentation, the max_message_size

@@ -114,14 +114,16 @@ START_TEST(test_sums_every_slot)
     metrics_error(b, ERROR_VALIDATION);
     metrics_error(b, error_code("SomethingElse"));
     metrics_error(b, -1);
-    metrics_disconnect(a, "client closed the connection");
-    metrics_disconnect(b, "output buffer over max_output_buffer (client too slow)");
-    metrics_disconnect(b, "output over output_soft_limit for 10 s (client too slow) (1008)");
-    metrics_disconnect(b, "WebSocket message too large (1009)");
-    metrics_disconnect(b, "WebSocket protocol error: invalid UTF-8 (1007)");
-    metrics_disconnect(b, "Connection reset by peer");
-    metrics_disconnect(b, "drained");
-    metrics_disconnect(b, "what is this");
+    metrics_disconnect(a, METRICS_DISC_CLIENT);
+    metrics_disconnect(b, METRICS_DISC_SLOW);
+    metrics_disconnect(b, METRICS_DISC_SLOW_SOFT);
+    metrics_disconnect(b, METRICS_DISC_OVERSIZED);
+    metrics_disconnect(b, METRICS_DISC_PROTOCOL);
+    metrics_disconnect(b, METRICS_DISC_CLIENT);
+    metrics_disconnect(b, METRICS_DISC_SHUTDOWN);
+    metrics_disconnect(b, METRICS_DISC_OTHER);
+    metrics_disconnect(b, METRICS_DISC_COUNT); /* not a disconnect (a moved session) */
+    metrics_disconnect(b, -1);
     metrics_http_request(a, 200);
     metrics_http_request(b, 404);
     metrics_http_request(b, 304);

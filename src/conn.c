@@ -1,0 +1,590 @@
+/* conn: one accepted socket and its output (see conn.h). Teardown is
+ * deferred to a pass of the env's reap event, so that nothing running on
+ * behalf of a connection (a fan-out, a database reply) sees it freed. */
+#include "conn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+/* ------------------------------------------------------------------------
+ * Shared messages
+ * ------------------------------------------------------------------------ */
+
+conn_msg_t *conn_msg_new(const char *data, size_t len)
+{
+    conn_msg_t *m = malloc(sizeof(*m) + len + 2);
+
+    if (m == NULL)
+        return NULL;
+    m->refs = 1;
+    m->len = len;
+    memcpy(m->data, data, len);
+    m->data[len] = '\n';
+    m->data[len + 1] = '\0';
+    return m;
+}
+
+conn_msg_t *conn_msg_from_buf(json_buf_t *b)
+{
+    conn_msg_t *m;
+
+    if (b->data == NULL || b->len < CONN_MSG_HEAD + 2 || b->data[b->len - 1] != '\0' ||
+        b->data[b->len - 2] != '\n') {
+        free(b->data);
+        b->data = NULL;
+        b->len = b->cap = 0;
+        return NULL;
+    }
+    /* A message can wait in many output buffers: give back the slack of a
+     * large one (shrinking in place never fails in practice; if it does,
+     * the larger block is kept). */
+    if (b->cap - b->len > 4096) {
+        char *fit = realloc(b->data, b->len);
+        if (fit != NULL)
+            b->data = fit;
+    }
+    m = (conn_msg_t *)(void *)b->data;
+    m->refs = 1;
+    m->len = b->len - CONN_MSG_HEAD - 2;
+    b->data = NULL;
+    b->len = b->cap = 0;
+    return m;
+}
+
+conn_msg_t *conn_msg_ref(conn_msg_t *m)
+{
+    m->refs++;
+    return m;
+}
+
+void conn_msg_unref(conn_msg_t *m)
+{
+    if (m != NULL && --m->refs == 0)
+        free(m);
+}
+
+static void conn_msg_release(const void *data, size_t len, void *arg)
+{
+    (void)data;
+    (void)len;
+    conn_msg_unref(arg);
+}
+
+/* ------------------------------------------------------------------------
+ * Events
+ * ------------------------------------------------------------------------ */
+
+/* After a read or a drained output: a draining connection may be idle. */
+static void conn_progress(conn_t *c)
+{
+    if (c->closing)
+        return;
+    if (c->h != NULL && c->h->on_progress != NULL)
+        c->h->on_progress(c->owner);
+    else if (c->owner == NULL && c->draining && c->env->on_idle != NULL)
+        c->env->on_idle(c->env->arg, c);
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    conn_t *c = arg;
+
+    (void)bev;
+    if (c->closing || c->io == NULL || c->io->read == NULL)
+        return;
+    c->io->read(c);
+    conn_progress(c);
+}
+
+static void conn_soft_clear(conn_t *c)
+{
+    if (c->over_soft_us != 0) {
+        c->over_soft_us = 0;
+        c->env->nover_soft--;
+    }
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    conn_t *c = arg;
+
+    (void)bev;
+    if (c->io != NULL && c->io->written != NULL && c->io->written(c))
+        return;
+    conn_soft_clear(c);
+    conn_progress(c);
+}
+
+void conn_close_event(conn_t *c, short what)
+{
+    if (what & BEV_EVENT_EOF) {
+        conn_close(c, CONN_CLOSE_CLIENT, "client closed the connection");
+    } else if (what & BEV_EVENT_ERROR) {
+        int err = EVUTIL_SOCKET_ERROR();
+        conn_close(c, err == ECONNRESET || err == EPIPE ? CONN_CLOSE_CLIENT : CONN_CLOSE_OTHER,
+                   evutil_socket_error_to_string(err));
+    } else if (what & BEV_EVENT_TIMEOUT) {
+        conn_close(c, CONN_CLOSE_TIMEOUT, "timed out");
+    }
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    conn_t *c = arg;
+
+    (void)bev;
+    if (c->io != NULL && c->io->event != NULL && c->io->event(c, what))
+        return;
+    conn_close_event(c, what);
+}
+
+/* ------------------------------------------------------------------------
+ * Slow consumers
+ * ------------------------------------------------------------------------ */
+
+void conn_drop_slow(conn_t *c, conn_close_t why, const char *detail)
+{
+    if (c->slow || c->closing)
+        return;
+    c->slow = 1;
+    conn_soft_clear(c);
+    c->env->stats->slow_consumers++;
+    clog_warning(c, "%s: disconnecting", detail);
+    /* A moved connection is the adopter's now: no goodbye from here. */
+    if (c->io != NULL && c->io->close_after != NULL && !c->moved)
+        c->io->close_after(c, why, detail);
+    else
+        conn_close(c, why, detail);
+}
+
+/* The soft rule at now_us for len bytes of output. 0, or -1 when c was
+ * dropped. */
+static int conn_soft_rule(conn_t *c, size_t len, uint64_t now_us)
+{
+    const config_t *cfg = c->env->cfg;
+    char detail[96];
+
+    if (len <= cfg->output_soft_limit) {
+        conn_soft_clear(c);
+        return 0;
+    }
+    if (c->over_soft_us == 0) {
+        c->over_soft_us = now_us > 0 ? now_us : 1;
+        c->env->nover_soft++;
+        return 0;
+    }
+    if (now_us - c->over_soft_us < (uint64_t)cfg->output_soft_seconds * 1000000)
+        return 0;
+    snprintf(detail, sizeof(detail), "output over output_soft_limit for %d s (client too slow)",
+             cfg->output_soft_seconds);
+    conn_drop_slow(c, CONN_CLOSE_SLOW_SOFT, detail);
+    return -1;
+}
+
+/* After queueing: the hard limit, then the soft rule. 0, or -1 when c was
+ * dropped. The clock is read only while the output is over the soft limit. */
+static int conn_check_output(conn_t *c)
+{
+    size_t len;
+
+    if (c->slow)
+        return -1;
+    len = conn_pending_output(c);
+    if (len > c->env->cfg->max_output_buffer) {
+        conn_drop_slow(c, CONN_CLOSE_SLOW,
+                       "output buffer over max_output_buffer (client too slow)");
+        return -1;
+    }
+    if (len <= c->env->cfg->output_soft_limit && c->over_soft_us == 0)
+        return 0;
+    return conn_soft_rule(c, len, metrics_now_us());
+}
+
+/* Once a second: connections whose output went over output_soft_limit and
+ * has not drained since (one that is sent nothing more is never checked on
+ * send). Walks the list only while some connection is marked. */
+static void conn_soft_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn_env_t *env = arg;
+    uint64_t now;
+    conn_t *c;
+
+    (void)fd;
+    (void)what;
+    if (env->nover_soft == 0)
+        return;
+    now = metrics_now_us();
+    for (c = env->conns; c != NULL; c = c->next) /* closing does not unlink */
+        if (c->over_soft_us != 0 && !c->closing && !c->slow && c->bev != NULL)
+            conn_soft_rule(c, conn_pending_output(c), now);
+}
+
+/* ------------------------------------------------------------------------
+ * The environment
+ * ------------------------------------------------------------------------ */
+
+static void conn_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_env_reap(arg);
+}
+
+int conn_env_init(conn_env_t *env, struct event_base *base, const config_t *cfg,
+                  metrics_slot_t *stats, struct metrics *metrics)
+{
+    const struct timeval period = {1, 0};
+
+    memset(env, 0, sizeof(*env));
+    env->base = base;
+    env->cfg = cfg;
+    env->stats = stats;
+    env->metrics = metrics;
+    env->reap = event_new(base, -1, 0, conn_reap_cb, env);
+    env->soft_timer = event_new(base, -1, EV_PERSIST, conn_soft_cb, env);
+    if (env->reap == NULL || env->soft_timer == NULL || event_add(env->soft_timer, &period) < 0)
+        return -1;
+    return 0;
+}
+
+static void conn_teardown(conn_t *c);
+
+void conn_env_reap(conn_env_t *env)
+{
+    size_t i;
+
+    /* Teardown can close more connections (presence pushes that overflow
+     * an output buffer): loop until the queue is empty. */
+    for (i = 0; i < env->nclosing; i++) {
+        conn_teardown(env->closing[i]);
+        conn_unref(env->closing[i]);
+    }
+    env->nclosing = 0;
+}
+
+void conn_env_free(conn_env_t *env)
+{
+    while (env->conns != NULL) {
+        conn_t *c = env->conns;
+        conn_close(c, CONN_CLOSE_SHUTDOWN, "worker exiting");
+        conn_teardown(c);
+    }
+    conn_env_reap(env);
+    if (env->reap != NULL)
+        event_free(env->reap);
+    if (env->soft_timer != NULL)
+        event_free(env->soft_timer);
+    free(env->closing);
+    env->reap = env->soft_timer = NULL;
+    env->closing = NULL;
+    env->capclosing = 0;
+}
+
+/* Queue c for the next teardown pass. */
+static void conn_schedule_teardown(conn_t *c)
+{
+    conn_env_t *env = c->env;
+
+    if (env->nclosing == env->capclosing) {
+        size_t cap = env->capclosing ? env->capclosing * 2 : 64;
+        conn_t **q = realloc(env->closing, cap * sizeof(*q));
+        if (q == NULL) {
+            /* Tearing down here could free what our caller still uses.
+             * The connection stays closed (no reading, no output) and is
+             * torn down with the others when the env is freed. */
+            log_error("out of memory queueing a connection teardown");
+            return;
+        }
+        env->closing = q;
+        env->capclosing = cap;
+    }
+    env->closing[env->nclosing++] = conn_ref(c);
+    if (env->reap != NULL)
+        event_active(env->reap, EV_TIMEOUT, 0);
+}
+
+/* ------------------------------------------------------------------------
+ * Lifetime
+ * ------------------------------------------------------------------------ */
+
+conn_t *conn_new(conn_env_t *env, struct bufferevent *bev, const char *peer)
+{
+    conn_t *c = calloc(1, sizeof(*c));
+
+    if (c == NULL) {
+        bufferevent_free(bev);
+        return NULL;
+    }
+    c->id = ++env->next_id;
+    c->env = env;
+    c->bev = bev;
+    /* Read once: bufferevent_getfd takes the bufferevent's lock, and the
+     * direct write of every fan-out delivery needs the fd. */
+    c->fd = bufferevent_getfd(bev);
+    c->refs = 1; /* env's list */
+    c->kind = CONN_NEW;
+    c->accepted_us = metrics_now_us();
+    snprintf(c->peer, sizeof(c->peer), "%s", peer);
+    c->next = env->conns;
+    if (env->conns != NULL)
+        env->conns->prev = c;
+    env->conns = c;
+    env->nconns++;
+    env->stats->connections_opened++;
+    bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    return c;
+}
+
+conn_t *conn_ref(conn_t *c)
+{
+    c->refs++;
+    return c;
+}
+
+void conn_unref(conn_t *c)
+{
+    if (c == NULL || --c->refs > 0)
+        return;
+    free(c);
+}
+
+const char *conn_ctx(const conn_t *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "session %llu %s", (unsigned long long)c->id, c->peer);
+    return buf;
+}
+
+void conn_set_io(conn_t *c, conn_kind_t kind, const conn_io_t *io, void *state)
+{
+    if (c->io != NULL && c->io->release != NULL)
+        c->io->release(c);
+    c->kind = kind;
+    c->io = io;
+    c->io_state = state;
+}
+
+void conn_attach(conn_t *c, const conn_handlers_t *h, void *owner)
+{
+    c->h = h;
+    c->owner = owner;
+}
+
+static int conn_is_dnode(const conn_t *c) { return c->kind == CONN_LINE || c->kind == CONN_WS; }
+
+static int conn_transport(const conn_t *c)
+{
+    return c->kind == CONN_WS ? METRICS_TRANSPORT_WEBSOCKET : METRICS_TRANSPORT_TCP;
+}
+
+int conn_begin_dnode(conn_t *c)
+{
+    metrics_session_opened(c->env->stats, conn_transport(c));
+    if (c->env->on_dnode != NULL && c->env->on_dnode(c->env->arg, c) < 0) {
+        conn_close(c, CONN_CLOSE_OTHER, "cannot start a session");
+        return -1;
+    }
+    return c->closing ? -1 : 0;
+}
+
+void conn_close(conn_t *c, conn_close_t why, const char *detail)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->moved || why == CONN_CLOSE_MOVED) {
+        /* The connection lives on in another worker. */
+        clog_debug(c, "released: %s", detail);
+    } else {
+        clog_info(c, "closed: %s", detail);
+        if (conn_is_dnode(c))
+            metrics_disconnect(c->env->stats, (int)why);
+    }
+    if (c->bev != NULL)
+        bufferevent_disable(c->bev, EV_READ);
+    conn_schedule_teardown(c);
+}
+
+void conn_set_moved(conn_t *c) { c->moved = 1; }
+
+int conn_resume(conn_t *c)
+{
+    c->held = 0;
+    if (c->closing || c->bev == NULL)
+        return -1;
+    if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) < 0) {
+        conn_close(c, CONN_CLOSE_OTHER, "cannot enable reading");
+        return -1;
+    }
+    return 0;
+}
+
+/* Release c (the teardown pass, or conn_env_free): its owner first, then
+ * the variant, then the socket. */
+static void conn_teardown(conn_t *c)
+{
+    conn_env_t *env = c->env;
+
+    if (c->torn_down)
+        return;
+    c->torn_down = 1;
+    if (env->corked == c)
+        conn_uncork(c); /* closing: releases what the cork held */
+    conn_soft_clear(c);
+    if (c->h != NULL && c->h->on_teardown != NULL)
+        c->h->on_teardown(c->owner);
+    c->h = NULL;
+    c->owner = NULL;
+    if (conn_is_dnode(c)) {
+        int64_t *g = &env->stats->sessions[conn_transport(c)];
+
+        if (!c->moved)
+            metrics_session_closed(env->stats, conn_transport(c));
+        else if (__atomic_load_n(g, __ATOMIC_RELAXED) > 0) /* it goes on elsewhere */
+            __atomic_sub_fetch(g, 1, __ATOMIC_RELAXED);
+    }
+    if (c->io != NULL && c->io->release != NULL)
+        c->io->release(c);
+    c->io = NULL;
+    c->io_state = NULL;
+    if (c->bev != NULL) {
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+    }
+    c->fd = -1;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        env->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    env->nconns--;
+    env->stats->connections_closed++;
+    conn_unref(c); /* env's list */
+}
+
+size_t conn_pending_output(const conn_t *c)
+{
+    return c->bev != NULL ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
+}
+
+int conn_quiet(const conn_t *c)
+{
+    if (c->closing || c->held || c->bev == NULL)
+        return 0;
+    if (c->env->corked == c && c->env->ncork > 0)
+        return 0; /* replies not yet written: uncorking is followed by progress */
+    if (conn_pending_output(c) > 0)
+        return 0; /* the write callback reports progress */
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        return 0; /* a partial message: the read callback reports progress */
+    return c->io == NULL || c->io->idle == NULL || c->io->idle(c);
+}
+
+int conn_unread(const conn_t *c)
+{
+    int unread = 0;
+
+    return c->fd >= 0 && ioctl(c->fd, FIONREAD, &unread) == 0 && unread > 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Output
+ * ------------------------------------------------------------------------ */
+
+ssize_t conn_write_direct(conn_t *c, struct iovec *iov, int iovcnt)
+{
+    ssize_t n;
+
+    /* Only an idle connection may skip the buffer: anything queued must go
+     * out first. Writing at once saves the two epoll_ctl() calls and the
+     * loop pass that arming the write event costs, which dominates fan-out
+     * to thousands of subscribers. */
+    if (c->fd < 0 || c->held || c->bev == NULL || conn_pending_output(c) > 0)
+        return 0;
+    do
+        n = writev(c->fd, iov, iovcnt);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+    return n;
+}
+
+int conn_queue_ref(conn_t *c, conn_msg_t *m, size_t offset, size_t len)
+{
+    conn_msg_ref(m);
+    if (evbuffer_add_reference(bufferevent_get_output(c->bev), m->data + offset, len,
+                               conn_msg_release, m) < 0) {
+        m->refs--;
+        return -1;
+    }
+    return 0;
+}
+
+/* Send ms[0..n-1] through the variant, then apply the limits. 0, or -1
+ * when c was closed. */
+static int conn_send_now(conn_t *c, conn_msg_t *const *ms, unsigned n)
+{
+    if (c->io == NULL || c->io->send == NULL || c->io->send(c, ms, n) < 0) {
+        if (!c->closing)
+            conn_close(c, CONN_CLOSE_OTHER, "cannot queue output");
+        return -1;
+    }
+    return c->closing ? -1 : conn_check_output(c);
+}
+
+/* Write out what the cork holds for c. 0, or -1 when c was closed. */
+static int conn_flush_cork(conn_t *c)
+{
+    conn_env_t *env = c->env;
+    unsigned i, n = env->ncork;
+    int rc;
+
+    env->ncork = 0;
+    if (n == 0)
+        return 0;
+    rc = (c->closing || c->bev == NULL) ? -1 : conn_send_now(c, env->cork, n);
+    for (i = 0; i < n; i++)
+        conn_msg_unref(env->cork[i]);
+    return rc;
+}
+
+void conn_cork(conn_t *c)
+{
+    conn_env_t *env = c->env;
+
+    if (env->corked != NULL && env->corked != c)
+        conn_uncork(env->corked);
+    env->corked = c;
+}
+
+void conn_uncork(conn_t *c)
+{
+    if (c->env->corked != c)
+        return;
+    c->env->corked = NULL;
+    conn_flush_cork(c);
+}
+
+int conn_send(conn_t *c, conn_msg_t *m)
+{
+    conn_env_t *env = c->env;
+
+    if (c->closing || c->bev == NULL || m == NULL)
+        return -1;
+    env->stats->messages_out++;
+    if (env->corked == c) {
+        if (env->ncork == CONN_CORK_MAX && conn_flush_cork(c) < 0)
+            return -1;
+        env->cork[env->ncork++] = conn_msg_ref(m);
+        return 0;
+    }
+    return conn_send_now(c, &m, 1);
+}

@@ -1,0 +1,260 @@
+/* conn: one accepted socket. Owns its bufferevent and fd, the peer's name,
+ * what is queued for it (shared messages, corking, direct writes), the
+ * output limits and the slow-consumer rules, the single mapping from socket
+ * events to a close reason, and deferred teardown. The bytes' framing is a
+ * variant behind an I/O table (conn_line, ws, http); whoever owns the
+ * connection (a DNode session) is reached only through a handler table.
+ * Knows nothing of DNode, sessions, channels or the worker. */
+#ifndef DNODED_CONN_H
+#define DNODED_CONN_H
+
+#include <event2/bufferevent.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "json.h"
+#include "log.h"
+#include "metrics.h"
+
+typedef struct conn conn_t;
+typedef struct conn_env conn_env_t;
+
+/* ------------------------------------------------------------------------
+ * Shared messages
+ * ------------------------------------------------------------------------ */
+
+/* A message many connections may send (fan-out): built once, referenced by
+ * each output buffer, freed when the last one has written it. data holds
+ * len bytes followed by '\n' (line framing writes len + 1) and a NUL. */
+typedef struct conn_msg {
+    unsigned refs;
+    size_t len;
+    char data[];
+} conn_msg_t;
+
+/* Bytes a builder reserves in front of the message (conn_msg_from_buf). */
+#define CONN_MSG_HEAD offsetof(conn_msg_t, data)
+
+conn_msg_t *conn_msg_new(const char *data, size_t len);
+/* Turn b into a message without copying: b->data starts with CONN_MSG_HEAD
+ * reserved bytes, then the message, then "\n" and a NUL. Takes b->data
+ * (b is emptied). NULL (b freed) on a malformed buffer. */
+conn_msg_t *conn_msg_from_buf(json_buf_t *b);
+conn_msg_t *conn_msg_ref(conn_msg_t *m);
+void conn_msg_unref(conn_msg_t *m);
+
+/* ------------------------------------------------------------------------
+ * Close reasons
+ * ------------------------------------------------------------------------ */
+
+/* Why a connection ended. The values are metrics' disconnect classes, so
+ * /metrics counts them as they are; CONN_CLOSE_MOVED (handed to another
+ * worker) is no disconnect and is not counted. */
+typedef enum {
+    CONN_CLOSE_CLIENT = METRICS_DISC_CLIENT,       /* the peer closed or reset it */
+    CONN_CLOSE_PROTOCOL = METRICS_DISC_PROTOCOL,   /* framing violation */
+    CONN_CLOSE_OVERSIZED = METRICS_DISC_OVERSIZED, /* a message over max_message_size */
+    CONN_CLOSE_SLOW = METRICS_DISC_SLOW,           /* output over max_output_buffer */
+    CONN_CLOSE_SLOW_SOFT = METRICS_DISC_SLOW_SOFT, /* over output_soft_limit too long */
+    CONN_CLOSE_TIMEOUT = METRICS_DISC_TIMEOUT,     /* silent or idle too long */
+    CONN_CLOSE_SHUTDOWN = METRICS_DISC_SHUTDOWN,   /* stop, drain, deadline */
+    CONN_CLOSE_OTHER = METRICS_DISC_OTHER,         /* socket errors, out of memory */
+    CONN_CLOSE_MOVED = METRICS_DISC_COUNT          /* handed to another worker */
+} conn_close_t;
+
+/* ------------------------------------------------------------------------
+ * Variants and owners
+ * ------------------------------------------------------------------------ */
+
+typedef enum {
+    CONN_NEW,  /* nothing decided yet (the first bytes tell) */
+    CONN_HTTP, /* plain HTTP requests: no owner, closes when idle */
+    CONN_LINE, /* DNode over TCP, one message per line */
+    CONN_WS    /* DNode over WebSocket, one message per text frame */
+} conn_kind_t;
+
+/* A framing variant. Every member but name may be NULL. */
+typedef struct conn_io {
+    const char *name;
+    /* Bytes arrived: frame them and hand each message to the owner. */
+    void (*read)(conn_t *c);
+    /* The output buffer drained. Non-zero when the variant took the event
+     * (e.g. a closing handshake finishing); else the owner is told. */
+    int (*written)(conn_t *c);
+    /* A bufferevent event (BEV_EVENT_*). Non-zero when the variant took it;
+     * else conn maps it to a close reason. */
+    int (*event)(conn_t *c, short what);
+    /* Frame and write (or queue) ms[0..n-1], n <= CONN_CORK_MAX; the
+     * caller keeps its references. 0, or -1 on failure (the caller closes). */
+    int (*send)(conn_t *c, conn_msg_t *const *ms, unsigned n);
+    /* End after what is queued with the protocol's goodbye (WebSocket:
+     * 1008). NULL: conn_close at once. */
+    void (*close_after)(conn_t *c, conn_close_t why, const char *detail);
+    /* Whether nothing of a message is half-parsed or half-written inside
+     * the variant (the buffers are conn_quiet's to check). NULL: always. */
+    int (*idle)(const conn_t *c);
+    /* Release the variant's state (teardown, or before switching). */
+    void (*release)(conn_t *c);
+} conn_io_t;
+
+/* How a connection reaches its owner. Every member may be NULL. */
+typedef struct conn_handlers {
+    /* One complete message (without its framing). */
+    void (*on_message)(void *owner, const char *data, size_t len);
+    /* A read was handled, or the output drained (a draining owner may be
+     * idle now). */
+    void (*on_progress)(void *owner);
+    /* The connection is being released (deferred, at a safe point): the
+     * owner drops its pointer to it. */
+    void (*on_teardown)(void *owner);
+} conn_handlers_t;
+
+/* The per-worker state all connections share. */
+struct conn_env {
+    struct event_base *base;
+    const config_t *cfg;
+    metrics_slot_t *stats;   /* this worker's counters */
+    struct metrics *metrics; /* everyone's, for /metrics */
+    conn_t *conns;           /* every live connection, newest first */
+    size_t nconns;
+    uint64_t next_id;
+    conn_t **closing; /* closed, waiting for teardown */
+    size_t nclosing, capclosing;
+    struct event *reap;       /* runs the teardown pass */
+    struct event *soft_timer; /* once a second while some output is over the soft limit */
+    size_t nover_soft;
+    conn_t *corked; /* conn_cork: whose messages the cork holds */
+    conn_msg_t *cork[32];
+    unsigned ncork;
+    /* Upward, to whoever runs the connections (the worker), or NULL:
+     * on_dnode: c just became a DNode stream (CONN_LINE or CONN_WS); attach
+     *   an owner (conn_attach) and greet. 0, or -1 to close c.
+     * on_idle: a draining connection without an owner may be idle now. */
+    int (*on_dnode)(void *arg, conn_t *c);
+    void (*on_idle)(void *arg, conn_t *c);
+    void *arg;
+};
+#define CONN_CORK_MAX 32
+
+struct conn {
+    uint64_t id;
+    conn_env_t *env;
+    struct bufferevent *bev; /* NULL once torn down */
+    evutil_socket_t fd;      /* bev's socket (-1: none) */
+    conn_t *prev, *next;     /* env->conns */
+    unsigned refs;
+    conn_kind_t kind;
+    const conn_io_t *io;
+    void *io_state;
+    const conn_handlers_t *h;
+    void *owner;
+    unsigned closing : 1;   /* conn_close was called */
+    unsigned torn_down : 1; /* released */
+    unsigned draining : 1;  /* the worker stops: end at the first idle moment */
+    unsigned slow : 1;      /* being dropped as a slow consumer */
+    unsigned held : 1;      /* adopted, the previous worker still writes: no byte in or out */
+    unsigned moved : 1;     /* handed to another worker: ends without a word to the peer */
+    unsigned unmovable : 1; /* a handoff failed: close it when idle instead */
+    uint32_t scanned;       /* line framing: input bytes already searched */
+    uint64_t over_soft_us;  /* when output went over output_soft_limit, or 0 */
+    uint64_t accepted_us;   /* metrics_now_us() at accept */
+    char peer[48];          /* "127.0.0.1:5000" */
+};
+
+/* ------------------------------------------------------------------------
+ * The environment
+ * ------------------------------------------------------------------------ */
+
+/* Set up env on base (events for teardown and the soft rule). 0 or -1. */
+int conn_env_init(conn_env_t *env, struct event_base *base, const config_t *cfg,
+                  metrics_slot_t *stats, struct metrics *metrics);
+/* Tear down every closed connection now (the reap event runs it; call it
+ * only where nothing up the stack still uses those connections). */
+void conn_env_reap(conn_env_t *env);
+/* Close and release every connection, then env's events. */
+void conn_env_free(conn_env_t *env);
+
+/* ------------------------------------------------------------------------
+ * Lifetime
+ * ------------------------------------------------------------------------ */
+
+/* A connection for bev (taken; freed on failure), kind CONN_NEW, no
+ * variant and no owner yet, nothing enabled. NULL on failure. */
+conn_t *conn_new(conn_env_t *env, struct bufferevent *bev, const char *peer);
+conn_t *conn_ref(conn_t *c);
+void conn_unref(conn_t *c);
+
+/* Switch the framing: releases the previous variant's state. */
+void conn_set_io(conn_t *c, conn_kind_t kind, const conn_io_t *io, void *state);
+/* Make owner the one messages and events go to. */
+void conn_attach(conn_t *c, const conn_handlers_t *h, void *owner);
+/* c became a DNode stream: counted as a session and handed to env's
+ * on_dnode. 0, or -1 when c was closed. */
+int conn_begin_dnode(conn_t *c);
+
+/* The one way a connection ends: logged (info, with detail; debug for a
+ * moved one), counted for a DNode stream, reading stopped, teardown
+ * scheduled. Idempotent. */
+void conn_close(conn_t *c, conn_close_t why, const char *detail);
+/* Close on a bufferevent event (EOF, error, timeout): the one mapping from
+ * socket events to close reasons. */
+void conn_close_event(conn_t *c, short what);
+/* The connection is about to be handed to another worker: it ends without
+ * a word to the peer (no close frame, no direct writes after its last). */
+void conn_set_moved(conn_t *c);
+/* Start moving bytes on a connection adopted with held set. 0 or -1
+ * (closed). */
+int conn_resume(conn_t *c);
+
+/* Whether c has nothing in flight at its level: not closing or held,
+ * nothing corked, no output queued, no input buffered, its variant idle. */
+int conn_quiet(const conn_t *c);
+/* Whether the socket has bytes we have not read (FIONREAD). */
+int conn_unread(const conn_t *c);
+/* Whether the output buffer holds anything. */
+size_t conn_pending_output(const conn_t *c);
+
+/* ------------------------------------------------------------------------
+ * Output
+ * ------------------------------------------------------------------------ */
+
+/* Send m (a new reference is taken) through the variant. 0, or -1 when c
+ * is closing or went over an output limit (closed as too slow then). A
+ * connection over output_soft_limit for output_soft_seconds is closed too:
+ * checked here and by the env's timer. */
+int conn_send(conn_t *c, conn_msg_t *m);
+/* Write iov straight to the socket when nothing is queued. Returns the
+ * bytes written (0: queue everything), or -1 on a write error. */
+struct iovec;
+ssize_t conn_write_direct(conn_t *c, struct iovec *iov, int iovcnt);
+/* Queue the bytes of m from offset on c's output, by reference. 0 or -1. */
+int conn_queue_ref(conn_t *c, conn_msg_t *m, size_t offset, size_t len);
+/* Hold what is sent to c until conn_uncork and write it with one writev:
+ * a client that pipelines costs one write per read, not one per reply.
+ * One connection per env at a time (a variant corks around the messages
+ * of one read); at most CONN_CORK_MAX are held, then written. Uncorking
+ * applies the output limits and may close c. */
+void conn_cork(conn_t *c);
+void conn_uncork(conn_t *c);
+/* Drop c as a slow consumer: counted, logged, and ended through the
+ * variant's close_after. */
+void conn_drop_slow(conn_t *c, conn_close_t why, const char *detail);
+
+/* Label for log lines: "session 12 127.0.0.1:5000". */
+const char *conn_ctx(const conn_t *c, char *buf, size_t len);
+
+#define conn_log(level, c, ...)                                                                    \
+    do {                                                                                           \
+        if (log_enabled(level)) {                                                                  \
+            char conn_ctx_[80];                                                                    \
+            log_write(level, conn_ctx((c), conn_ctx_, sizeof(conn_ctx_)), __VA_ARGS__);            \
+        }                                                                                          \
+    } while (0)
+#define clog_debug(c, ...) conn_log(LOG_LEVEL_DEBUG, c, __VA_ARGS__)
+#define clog_info(c, ...) conn_log(LOG_LEVEL_INFO, c, __VA_ARGS__)
+#define clog_warning(c, ...) conn_log(LOG_LEVEL_WARNING, c, __VA_ARGS__)
+#define clog_error(c, ...) conn_log(LOG_LEVEL_ERROR, c, __VA_ARGS__)
+
+#endif
