@@ -1,19 +1,23 @@
 /* bus: channels. Keeps each channel's local subscribers, carries published
- * changes between workers and hosts (Redis pub/sub with redis_url, else a
- * shared-memory log between the workers of one host) so that every
- * subscriber sees a channel in one order, and pushes presence
- * (subscribed/unsubscribed with the deployment-wide online count). Does
- * not know the wire protocol beyond building the pushed calls. */
+ * changes between workers and hosts through a carrier (bus_redis.c: Redis
+ * pub/sub with redis_url; bus_relay.c: a shared-memory log between the
+ * workers of one host) so that every subscriber sees a channel in one
+ * order, and pushes presence (subscribed/unsubscribed with the
+ * deployment-wide online count). Knows sessions only as subscribers, and
+ * nothing of the wire protocol beyond building the pushed calls, nor of
+ * the worker or the handoff (which reach it through bus_hooks_t). */
 #ifndef DNODED_BUS_H
 #define DNODED_BUS_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "json.h"
+#include "metrics.h"
 #include "session.h"
 
-struct worker;
+struct event_base;
 typedef struct bus bus_t;
 
 /* The single-host relay shared by the workers of one host (no redis_url):
@@ -29,12 +33,27 @@ typedef struct bus_host bus_host_t;
 bus_host_t *bus_host_new(unsigned nworkers);
 void bus_host_free(bus_host_t *h);
 
-/* Create the worker's bus after fork. host is the master's relay, or NULL
- * for a process serving alone (the bus then makes a private one); index is
- * w->index, generation the worker's reload generation. In Redis mode
- * (cfg->redis_url set) host is not used. NULL on failure. */
-bus_t *bus_new(struct worker *w, bus_host_t *host, unsigned generation);
+/* Create the worker's bus after fork, on base, with cfg (redis_url picks
+ * the carrier, redis_prefix, max_subscriptions) and the worker's metrics
+ * slot stats (or NULL). host is the master's relay, or NULL for a process
+ * serving alone (the bus then makes a private one); index is the worker's
+ * index, generation its reload generation. In Redis mode host is not
+ * used. NULL on failure. */
+bus_t *bus_new(struct event_base *base, const config_t *cfg, metrics_slot_t *stats, int index,
+               bus_host_t *host, unsigned generation);
 void bus_free(bus_t *b);
+
+/* What the bus asks of whoever moves sessions between workers (the
+ * worker wires these to the handoff). Either may be NULL.
+ * may_push: whether s takes a push on channel now (a moving session takes
+ *   a channel's pushes from one side of its marker only); 1 to push.
+ * on_marker: a marker id was seen on channel, to which s is subscribed. */
+typedef struct bus_hooks {
+    int (*may_push)(void *arg, const session_t *s, const char *channel);
+    void (*on_marker)(void *arg, session_t *s, const char *channel, const char *id);
+    void *arg;
+} bus_hooks_t;
+void bus_set_hooks(bus_t *b, const bus_hooks_t *hooks);
 
 /* Join/leave a channel. Return 0 on success, 1 when nothing changed
  * (already joined / not joined), -1 on error (limit, allocation). In Redis
@@ -61,12 +80,12 @@ const char *bus_id(const bus_t *b);
 const char *bus_carrier(const bus_t *b);
 /* Join s to channel as bus_subscribe does, without a presence push: the
  * session was subscribed on worker from (a bus_id, or "" when it was on
- * another carrier), and its count moves from there to here. max_subscriptions does not apply (the session keeps
- * what it had). Returns as bus_subscribe. */
+ * another carrier), and its count moves from there to here. max_subscriptions does not apply (the
+ * session keeps what it had). Returns as bus_subscribe. */
 int bus_adopt(bus_t *b, session_t *s, const char *channel, const char *from);
 /* Put marker id on channel, in the channel's single order: the workers
- * of both generations see it at the same place (handoff_marker), clients
- * never do. 0, or -1 when it could not be sent. */
+ * of both generations see it at the same place (bus_hooks_t.on_marker),
+ * clients never do. 0, or -1 when it could not be sent. */
 int bus_marker(bus_t *b, const char *channel, const char *id);
 
 /* Send method(doc, opt) to every subscriber of channel, each exactly once,

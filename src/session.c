@@ -145,6 +145,11 @@ void session_op_done(session_t *s, size_t ncallbacks)
     session_check_idle(s);
 }
 
+void session_publish_begin(session_t *s)
+{
+    s->unconfirmed++;
+}
+
 void session_publish_done(session_t *s)
 {
     if (s->unconfirmed > 0)
@@ -184,6 +189,23 @@ int session_call_remote(session_t *s, int which, const json_t *args)
     if (which < 0 || which >= SESSION_REMOTE_COUNT || s->remote[which] < 0)
         return 0;
     return session_call(s, s->remote[which], args) < 0 ? -1 : 1;
+}
+
+int session_takes(const session_t *s, int which)
+{
+    return which >= 0 && which < SESSION_REMOTE_COUNT && s->remote[which] >= 0;
+}
+
+int session_push(session_t *s, int which, conn_msg_t *m)
+{
+    if (!session_takes(s, which))
+        return 0;
+    return session_send_msg(s, m) < 0 ? -1 : 1;
+}
+
+int session_moved(const session_t *s)
+{
+    return s->conn->moved;
 }
 
 void session_report_error(session_t *s, int64_t error_cb, json_t *error)

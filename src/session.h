@@ -90,7 +90,9 @@ void session_drain(session_t *s);
  * request holds; done releases them and lets a draining session finish. */
 void session_op_begin(session_t *s, size_t ncallbacks);
 void session_op_done(session_t *s, size_t ncallbacks);
-/* Redis confirmed (or lost) a publish of s (lets a retiring worker move it). */
+/* A publish of s is on its way to Redis (begin), or Redis confirmed or
+ * lost it (done; lets a retiring worker move s). */
+void session_publish_begin(session_t *s);
 void session_publish_done(session_t *s);
 
 /* Output. All return 0, or -1 when s is closing or went over an output
@@ -104,6 +106,15 @@ int session_call(session_t *s, int64_t cb, const json_t *args);
 /* Call an exported client method (created, updated, ...) when the client
  * exported it; 0 when it did not (nothing sent), 1 when sent, -1 on error. */
 int session_call_remote(session_t *s, int which, const json_t *args);
+/* Whether the client exported method which (SESSION_REMOTE_*). */
+int session_takes(const session_t *s, int which);
+/* Push m (a call of method which, built once for many sessions) when the
+ * client exported which: 1 when sent, 0 when it did not export it, -1 on
+ * error (closed). */
+int session_push(session_t *s, int which, conn_msg_t *m);
+/* Whether s's connection was handed to another worker (its presence
+ * counts moved with it). */
+int session_moved(const session_t *s);
 /* Report an error object (taken) to the client: through its callback
  * error_cb when >= 0, else the client's exported error method, else the
  * log. Counted in the errors metric by name. */

@@ -104,6 +104,21 @@ static void worker_session_teardown(void *arg, session_t *s)
     handoff_session_free(s);
 }
 
+/* The bus' hooks: a session moving between generations takes a channel's
+ * pushes from one side of its marker only (handoff.c). */
+static int worker_may_push(void *arg, const session_t *s, const char *channel)
+{
+    (void)arg;
+    return s->handoff == NULL || handoff_may_push(s, channel);
+}
+
+static void worker_on_marker(void *arg, session_t *s, const char *channel, const char *id)
+{
+    (void)arg;
+    if (s->handoff != NULL)
+        handoff_marker(s, channel, id);
+}
+
 /* Start draining c (the worker stops or retires). */
 static void worker_drain(worker_t *w, conn_t *c)
 {
@@ -260,6 +275,7 @@ static void worker_free(worker_t *w)
 
 int worker_wire(worker_t *w)
 {
+    const bus_hooks_t hooks = {worker_may_push, worker_on_marker, w};
     size_t len;
     char *line;
 
@@ -288,6 +304,8 @@ int worker_wire(worker_t *w)
     w->api.models = w->models;
     w->api.store = w->store;
     w->api.bus = w->bus;
+    if (w->bus != NULL)
+        bus_set_hooks(w->bus, &hooks);
     return 0;
 }
 
@@ -351,7 +369,7 @@ int worker_run(const worker_args_t *args)
         log_error("sigprocmask() failed: %s", strerror(errno));
         goto done;
     }
-    w.bus = bus_new(&w, args->bus_host, args->generation);
+    w.bus = bus_new(w.base, cfg, w.stats, w.index, args->bus_host, args->generation);
     if (w.bus == NULL)
         goto done;
     if (cfg->mongodb_uri != NULL && cfg->mongodb_uri[0] != '\0') {

@@ -105,7 +105,7 @@ static void fuzz_conn_init(void)
     fuzz_w.stats = metrics_claim(fuzz_w.metrics, (int)getpid());
     if (fuzz_w.stats == NULL)
         abort();
-    fuzz_w.bus = bus_new(&fuzz_w, NULL, 1);
+    fuzz_w.bus = bus_new(fuzz_w.base, fuzz_cfg, fuzz_w.stats, 0, NULL, 1);
     if (fuzz_w.bus == NULL || worker_wire(&fuzz_w) < 0)
         abort();
 }

@@ -1,0 +1,114 @@
+/* bus_carrier: the interface between the bus' core (bus.c: channels, local
+ * subscribers, envelopes, delivery) and the carriers that move messages
+ * between workers and hosts (bus_relay.c: shared memory on one host;
+ * bus_redis.c: Redis pub/sub). Internal to the bus: nothing outside the
+ * bus_* files includes it. */
+#ifndef DNODED_BUS_CARRIER_H
+#define DNODED_BUS_CARRIER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "bus.h"
+#include "config.h"
+#include "metrics.h"
+
+struct bus_pending; /* bus_redis.c: a command held behind a channel's SUBSCRIBE */
+
+/* A channel this worker has local subscribers on (or is leaving). */
+struct bus_channel {
+    char *name;
+    session_t **subs; /* local subscribers, each once, in join order */
+    size_t nsubs, capsubs;
+    /* The carrier's per-channel state (Redis: where the subscription
+     * stands, and the commands held until it is confirmed). */
+    int cstate;
+    struct bus_pending *pending;
+    size_t npending, cappending;
+    struct bus_channel *next; /* hash chain */
+};
+typedef struct bus_channel bus_channel_t;
+
+/* What differs between carriers. The core calls these; a carrier reaches
+ * back only through the bus_core_* functions below. */
+typedef struct bus_carrier {
+    const char *kind; /* "relay" or "redis" */
+    /* Put payload (an envelope, len bytes) on channel name in the carrier's
+     * single order. c is the channel when this worker has it (NULL
+     * otherwise). from: the session that publishes (Redis counts it in
+     * from->unconfirmed until confirmed), or NULL. marker: a handoff
+     * marker rather than a change. 0, or -1 when it could not be sent. */
+    int (*publish)(bus_t *b, const char *name, bus_channel_t *c, const char *payload, size_t len,
+                   session_t *from, int marker);
+    /* A local session joined (delta +1) or left (-1) c: count it
+     * deployment-wide and push subscribed/unsubscribed with the total, at
+     * its place in c's order. */
+    void (*presence)(bus_t *b, bus_channel_t *c, int delta);
+    /* A session's count on c moves from worker from (a bus_id, "" for
+     * none) to this one, silently (handoff). */
+    void (*move)(bus_t *b, bus_channel_t *c, const char *from);
+    /* c has a local subscriber: make sure this worker receives it. */
+    void (*joined)(bus_t *b, bus_channel_t *c);
+    /* c has no local subscriber left. 1 when the core may drop c now, 0
+     * when the carrier drops it later (bus_core_drop). */
+    int (*emptied)(bus_t *b, bus_channel_t *c);
+    /* Release the carrier's per-channel state (c is being dropped). */
+    void (*channel_free)(bus_t *b, bus_channel_t *c);
+    /* Whether the carrier can carry messages now. */
+    int (*ready)(const bus_t *b);
+    /* Whether this is a networked carrier that is connected (stats). */
+    int (*connected)(const bus_t *b);
+    /* This worker's name in the carrier's presence counts. */
+    const char *(*id)(const bus_t *b);
+    /* Stop and release the carrier (the core then drops its channels). */
+    void (*free)(bus_t *b);
+} bus_carrier_t;
+
+struct bus {
+    struct event_base *base;
+    const config_t *cfg;
+    metrics_slot_t *stats; /* this worker's /metrics slot, or NULL */
+    bus_channel_t **table;
+    size_t nbuckets, nchannels;
+    char origin[96];   /* "<host>:<pid>", the worker's id in envelopes */
+    char carrier[320]; /* names the carrier: "relay", or Redis' address, db and prefix */
+    bus_stats_t st;
+    uint64_t failed_in_outage; /* publishes failed since the carrier was last up */
+    int freeing;
+    bus_hooks_t hooks;
+    const bus_carrier_t *ops;
+    void *cs; /* the carrier's state */
+};
+
+/* Bump a bus_stats_t field and its twin in the worker's /metrics slot. */
+#define BUS_COUNT(b, field)                                                                        \
+    do {                                                                                           \
+        (b)->st.field++;                                                                           \
+        if ((b)->stats != NULL)                                                                    \
+            (b)->stats->bus_##field++;                                                             \
+    } while (0)
+
+/* The core, for the carriers. */
+uint64_t bus_core_hash(const char *s);
+double bus_core_now(void);
+/* The channel named name (len bytes, not necessarily terminated), made
+ * when create is set. NULL when absent or out of memory. */
+bus_channel_t *bus_core_find(bus_t *b, const char *name, size_t len, int create);
+void bus_core_drop(bus_t *b, bus_channel_t *c);
+/* Deliver a message the carrier read on channel name to the local
+ * subscribers, in the order the carrier gives. */
+void bus_core_deliver(bus_t *b, const char *name, size_t namelen, const char *payload, size_t len);
+/* A presence envelope (subscribed/unsubscribed with online), malloc'd,
+ * its length in *len. NULL on allocation failure. */
+char *bus_core_presence_envelope(bus_t *b, const char *method, int64_t online, size_t *len);
+/* A publish made on behalf of s is settled (confirmed or lost). */
+void bus_core_publish_settled(session_t *s);
+
+/* The carriers' constructors: set b->ops and b->cs and b->carrier. 0 or
+ * -1 (logged). */
+int bus_relay_init(bus_t *b, bus_host_t *host, int index, unsigned generation);
+int bus_redis_init(bus_t *b);
+
+#endif

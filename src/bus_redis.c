@@ -1,0 +1,869 @@
+/* bus_redis: the Redis carrier (see bus.h and bus_carrier.h): two
+ * hiredis async connections per worker (a subscriber and a command one),
+ * presence kept in Redis by Lua scripts, heartbeats, liveness probes and
+ * reconnects with backoff. Redis delivers one channel's messages to every
+ * subscriber in the order it ran the PUBLISHes, which gives all hosts one
+ * order. Knows nothing of the single-host relay. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "bus_carrier.h"
+#include "log.h"
+
+/* A crashed worker's presence counts vanish within REDIS_HEARTBEAT_TTL +
+ * REDIS_REAP_EVERY seconds (12 s; documented as 15). */
+#define REDIS_TICK_MS 500
+#define REDIS_PROBE_EVERY 1.0   /* seconds between liveness probes */
+#define REDIS_PROBE_TIMEOUT 3.0 /* no echo for this long: drop and reconnect */
+#define REDIS_CONNECT_TIMEOUT 3.0
+#define REDIS_HEARTBEAT_EVERY 2.0
+#define REDIS_HEARTBEAT_TTL 10
+#define REDIS_REAP_EVERY 2.0
+#define REDIS_BACKOFF_MIN_MS 100
+#define REDIS_BACKOFF_MAX_MS 5000
+
+/* Where a channel's Redis subscription stands on this worker (cstate). */
+enum { R_NONE, R_SUBSCRIBING, R_SUBSCRIBED, R_UNSUBSCRIBING };
+
+/* What a command on the Redis command connection was for (reply privdata). */
+enum { K_PUBLISH = 1, K_PRESENCE, K_HEARTBEAT, K_REAP, K_SYNC, K_PROBE, K_SELECT, K_MARKER };
+
+/* A command held until the channel's SUBSCRIBE is confirmed, so that this
+ * worker's own subscribers get their echo. */
+typedef struct bus_pending {
+    char *cmd;
+    size_t len;
+    int kind;
+    session_t *from; /* a publish on behalf of this session (referenced), or NULL */
+} bus_pending_t;
+
+/* This worker's side of Redis. */
+typedef struct redis {
+    char *rhost;
+    int rport, rdb;
+    const char *prefix;
+    char *ctl; /* this worker's control channel (probes) */
+    size_t ctllen;
+    redisAsyncContext *sub, *cmd;
+    int sub_ok, cmd_ok, up;
+    struct event *tick, *retry;
+    unsigned backoff_ms;
+    unsigned seed;
+    double attempt_at, probe_at, heartbeat_at, reap_at, down_at, sub_seen, last_tick;
+    int probe_out, probe_cmd_ok, probe_sub_ok, ever_up, need_sync;
+    const char *broken; /* a failure seen inside a hiredis callback: the tick drops */
+} redis_t;
+
+#define RD(b) ((redis_t *)(b)->cs)
+
+static void bus_pending_clear(bus_t *b, bus_channel_t *c)
+{
+    size_t i;
+
+    for (i = 0; i < c->npending; i++) {
+        if (c->pending[i].kind == K_PUBLISH) {
+            BUS_COUNT(b, publish_failed);
+            b->failed_in_outage++;
+        }
+        free(c->pending[i].cmd);
+        bus_core_publish_settled(c->pending[i].from);
+    }
+    c->npending = 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Keys and scripts
+ *
+ * Under the prefix P:
+ *   P c:<url>     pub/sub channel of a url
+ *   P w:<wid>     a worker's control channel (its own liveness probes)
+ *   P p:<url>     hash: worker id -> subscribers of url on that worker
+ *   P wc:<wid>    set: urls the worker counts subscribers on
+ *   P workers     set: worker ids with presence entries
+ *   P hb:<wid>    heartbeat, expires REDIS_HEARTBEAT_TTL s after the last beat
+ * Scripts run atomically, so a presence message carries the count as of its
+ * place in the channel's order. Totals count only workers whose heartbeat
+ * is alive. (Keys are built inside scripts: single Redis, not Cluster.)
+ * ------------------------------------------------------------------------ */
+
+/* ARGV: prefix, wid, url, delta, method, origin. Returns the total. */
+static const char bus_lua_presence[] =
+    "local p, wid, url = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local h = p .. 'p:' .. url\n"
+    "local n = redis.call('HINCRBY', h, wid, ARGV[4])\n"
+    "if n <= 0 then\n"
+    "  redis.call('HDEL', h, wid)\n"
+    "  redis.call('SREM', p .. 'wc:' .. wid, url)\n"
+    "else\n"
+    "  redis.call('SADD', p .. 'wc:' .. wid, url)\n"
+    "end\n"
+    "redis.call('SADD', p .. 'workers', wid)\n"
+    "local total, all = 0, redis.call('HGETALL', h)\n"
+    "for i = 1, #all, 2 do\n"
+    "  if all[i] == wid or redis.call('EXISTS', p .. 'hb:' .. all[i]) == 1 then\n"
+    "    total = total + tonumber(all[i + 1])\n"
+    "  end\n"
+    "end\n"
+    "redis.call('PUBLISH', p .. 'c:' .. url,\n"
+    "  cjson.encode({v = 1, m = ARGV[5], n = total, origin = ARGV[6]}))\n"
+    "return total\n";
+
+/* Drop the presence entries of workers whose heartbeat expired (ARGV[2]
+ * empty), or of worker ARGV[2]. With ARGV[3] = '1' each affected channel is
+ * told unsubscribed(url, new total). ARGV: prefix, wid or '', publish. */
+static const char bus_lua_drop[] =
+    "local p, only, pub = ARGV[1], ARGV[2], ARGV[3] == '1'\n"
+    "local dead = {}\n"
+    "if only ~= '' then dead = {only} else\n"
+    "  for _, w in ipairs(redis.call('SMEMBERS', p .. 'workers')) do\n"
+    "    if redis.call('EXISTS', p .. 'hb:' .. w) == 0 then dead[#dead + 1] = w end\n"
+    "  end\n"
+    "end\n"
+    "for _, w in ipairs(dead) do\n"
+    "  for _, url in ipairs(redis.call('SMEMBERS', p .. 'wc:' .. w)) do\n"
+    "    local h = p .. 'p:' .. url\n"
+    "    redis.call('HDEL', h, w)\n"
+    "    if pub then\n"
+    "      local total, all = 0, redis.call('HGETALL', h)\n"
+    "      for i = 1, #all, 2 do\n"
+    "        if redis.call('EXISTS', p .. 'hb:' .. all[i]) == 1 then\n"
+    "          total = total + tonumber(all[i + 1])\n"
+    "        end\n"
+    "      end\n"
+    "      redis.call('PUBLISH', p .. 'c:' .. url,\n"
+    "        cjson.encode({v = 1, m = 'unsubscribed', n = total, origin = w}))\n"
+    "    end\n"
+    "  end\n"
+    "  redis.call('DEL', p .. 'wc:' .. w)\n"
+    "  redis.call('SREM', p .. 'workers', w)\n"
+    "end\n"
+    "return #dead\n";
+
+/* A session's count on url moves from worker ARGV[2] to ARGV[3], without a
+ * presence message (handoff). ARGV: prefix, from, wid, url. */
+static const char bus_lua_move[] = "local p, from, wid, url = ARGV[1], ARGV[2], ARGV[3], ARGV[4]\n"
+                                   "local h = p .. 'p:' .. url\n"
+                                   "if from ~= wid and redis.call('HEXISTS', h, from) == 1 then\n"
+                                   "  if redis.call('HINCRBY', h, from, -1) <= 0 then\n"
+                                   "    redis.call('HDEL', h, from)\n"
+                                   "    redis.call('SREM', p .. 'wc:' .. from, url)\n"
+                                   "  end\n"
+                                   "end\n"
+                                   "redis.call('HINCRBY', h, wid, 1)\n"
+                                   "redis.call('SADD', p .. 'wc:' .. wid, url)\n"
+                                   "redis.call('SADD', p .. 'workers', wid)\n"
+                                   "return 1\n";
+
+/* ARGV: prefix, wid, ttl. Returns 1 when the heartbeat was still there, 0
+ * when it had expired or Redis lost it (the caller then re-registers). */
+static const char bus_lua_heartbeat[] = "local k = ARGV[1] .. 'hb:' .. ARGV[2]\n"
+                                        "local had = redis.call('EXISTS', k)\n"
+                                        "redis.call('SET', k, '1', 'EX', ARGV[3])\n"
+                                        "redis.call('SADD', ARGV[1] .. 'workers', ARGV[2])\n"
+                                        "return had\n";
+
+/* "<prefix><kind><rest>" as a new string. */
+static char *bus_key(const bus_t *b, const char *kind, const char *rest, size_t *len)
+{
+    char *k;
+    int n = asprintf(&k, "%s%s%s", RD(b)->prefix, kind, rest);
+
+    if (n < 0)
+        return NULL;
+    if (len != NULL)
+        *len = (size_t)n;
+    return k;
+}
+
+/* ------------------------------------------------------------------------
+ * Redis: connections
+ * ------------------------------------------------------------------------ */
+
+static void bus_redis_down(bus_t *b, const redisAsyncContext *dying, const char *why);
+static void bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata);
+
+static void bus_cmd_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    bus_t *b = ac->data;
+    redisReply *reply = r;
+    int kind = (int)(intptr_t)privdata;
+
+    if (b == NULL || b->freeing)
+        return;
+    if (reply == NULL) { /* the connection went away before the answer */
+        if (kind == K_PUBLISH) {
+            BUS_COUNT(b, publish_failed);
+            b->failed_in_outage++;
+        }
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR) {
+        if (kind == K_PUBLISH)
+            BUS_COUNT(b, publish_failed);
+        log_warning("bus: Redis refused a command (kind %d): %s", kind, reply->str);
+        return;
+    }
+    if (kind == K_PROBE && ac == RD(b)->cmd)
+        RD(b)->probe_cmd_ok = 1;
+    if (kind == K_HEARTBEAT && reply->type == REDIS_REPLY_INTEGER && reply->integer == 0 &&
+        RD(b)->ever_up && !RD(b)->need_sync) {
+        /* Our heartbeat had gone (a long stall, or Redis lost its data):
+         * others may have dropped our counts, so register them again. */
+        log_warning("bus: Redis had lost this worker's heartbeat; re-registering presence");
+        RD(b)->need_sync = 1;
+    }
+}
+
+/* The reply to a PUBLISH made on behalf of a session (privdata, which the
+ * command referenced). */
+static void bus_publish_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    bus_cmd_cb(ac, r, (void *)(intptr_t)K_PUBLISH);
+    bus_core_publish_settled(privdata);
+}
+
+/* Send a command on the command connection; 0, or -1 when it is down. A
+ * publish on behalf of session from keeps a reference to it until Redis
+ * answers (from takes over the caller's reference only on success). */
+static int bus_command_from(bus_t *b, int kind, const char *cmd, size_t len, session_t *from)
+{
+    if (RD(b)->cmd == NULL || !RD(b)->up)
+        return -1;
+    if (from != NULL)
+        return redisAsyncFormattedCommand(RD(b)->cmd, bus_publish_cb, from, cmd, len) == REDIS_OK
+                   ? 0
+                   : -1;
+    if (redisAsyncFormattedCommand(RD(b)->cmd, bus_cmd_cb, (void *)(intptr_t)kind, cmd, len) !=
+        REDIS_OK)
+        return -1;
+    return 0;
+}
+
+static int bus_command(bus_t *b, int kind, const char *cmd, size_t len)
+{
+    return bus_command_from(b, kind, cmd, len, NULL);
+}
+
+/* Send, or hold while the channel's (UN)SUBSCRIBE is in flight, so that
+ * this worker's subscribers get the echo of their own presence and of this
+ * worker's publishes. Takes cmd, and the reference on from (a publishing
+ * session, or NULL) whatever happens. */
+static int bus_channel_command_from(bus_t *b, bus_channel_t *c, int kind, char *cmd, size_t len,
+                                    session_t *from)
+{
+    int rc;
+
+    if (c != NULL && (c->cstate == R_SUBSCRIBING || c->cstate == R_UNSUBSCRIBING)) {
+        if (c->npending == c->cappending) {
+            size_t cap = c->cappending ? c->cappending * 2 : 4;
+            bus_pending_t *p = realloc(c->pending, cap * sizeof(*p));
+            if (p == NULL) {
+                free(cmd);
+                bus_core_publish_settled(from);
+                return -1;
+            }
+            c->pending = p;
+            c->cappending = cap;
+        }
+        c->pending[c->npending].cmd = cmd;
+        c->pending[c->npending].len = len;
+        c->pending[c->npending].kind = kind;
+        c->pending[c->npending].from = from;
+        c->npending++;
+        return 0;
+    }
+    rc = bus_command_from(b, kind, cmd, len, from);
+    free(cmd);
+    if (rc < 0)
+        bus_core_publish_settled(from);
+    return rc;
+}
+
+static int bus_channel_command(bus_t *b, bus_channel_t *c, int kind, char *cmd, size_t len)
+{
+    return bus_channel_command_from(b, c, kind, cmd, len, NULL);
+}
+
+static void bus_flush_pending(bus_t *b, bus_channel_t *c)
+{
+    size_t i;
+
+    for (i = 0; i < c->npending; i++) {
+        bus_pending_t *p = &c->pending[i];
+        if (bus_command_from(b, p->kind, p->cmd, p->len, p->from) < 0) {
+            if (p->kind == K_PUBLISH)
+                BUS_COUNT(b, publish_failed);
+            bus_core_publish_settled(p->from);
+        }
+        free(p->cmd);
+    }
+    c->npending = 0;
+}
+
+static int bus_sub_command(bus_t *b, const char *verb, const char *key, size_t keylen)
+{
+    if (RD(b)->sub == NULL)
+        return -1;
+    return redisAsyncCommand(RD(b)->sub, bus_sub_cb, NULL, "%s %b", verb, key, keylen) == REDIS_OK
+               ? 0
+               : -1;
+}
+
+static int bus_channel_subscribe(bus_t *b, bus_channel_t *c, int on)
+{
+    size_t len;
+    char *key = bus_key(b, "c:", c->name, &len);
+    int rc;
+
+    if (key == NULL)
+        return -1;
+    rc = bus_sub_command(b, on ? "SUBSCRIBE" : "UNSUBSCRIBE", key, len);
+    free(key);
+    if (rc == 0)
+        c->cstate = on ? R_SUBSCRIBING : R_UNSUBSCRIBING;
+    return rc;
+}
+
+static void bus_presence_redis(bus_t *b, bus_channel_t *c, int delta, const char *method)
+{
+    char *cmd = NULL, d[8];
+    int len;
+
+    if (!RD(b)->up)
+        return; /* re-registered in bulk when Redis is back */
+    snprintf(d, sizeof(d), "%d", delta);
+    len = redisFormatCommand(&cmd, "EVAL %s 0 %s %s %s %s %s %s", bus_lua_presence, RD(b)->prefix,
+                             b->origin, c->name, d, method, b->origin);
+    if (len < 0 || bus_channel_command(b, c, K_PRESENCE, cmd, (size_t)len) < 0)
+        log_warning("bus: cannot send the presence change of '%s' to Redis", c->name);
+}
+
+static void bus_eval_simple(bus_t *b, int kind, const char *script, const char *a2, const char *a3)
+{
+    char *cmd = NULL;
+    int len = redisFormatCommand(&cmd, "EVAL %s 0 %s %s %s", script, RD(b)->prefix, a2, a3);
+
+    if (len < 0 || bus_command(b, kind, cmd, (size_t)len) < 0)
+        log_debug("bus: cannot send a maintenance script (kind %d)", kind);
+    free(cmd);
+}
+
+/* Register this worker's presence afresh: forget what Redis holds for it,
+ * then set the current count of every channel with local subscribers. */
+static void bus_sync_presence(bus_t *b)
+{
+    char ttl[16];
+    size_t i;
+
+    RD(b)->need_sync = 0;
+    snprintf(ttl, sizeof(ttl), "%d", REDIS_HEARTBEAT_TTL);
+    bus_eval_simple(b, K_SYNC, bus_lua_drop, b->origin, "0");
+    bus_eval_simple(b, K_SYNC, bus_lua_heartbeat, b->origin, ttl);
+    RD(b)->heartbeat_at = bus_core_now();
+    for (i = 0; i < b->nbuckets; i++) {
+        bus_channel_t *c;
+        for (c = b->table[i]; c != NULL; c = c->next) {
+            char *h, *set, *cmd = NULL, count[24];
+            int len;
+            if (c->nsubs == 0)
+                continue;
+            h = bus_key(b, "p:", c->name, NULL);
+            set = bus_key(b, "wc:", b->origin, NULL);
+            if (h != NULL && set != NULL) {
+                snprintf(count, sizeof(count), "%zu", c->nsubs);
+                len = redisFormatCommand(&cmd, "HSET %s %s %s", h, b->origin, count);
+                if (len >= 0)
+                    bus_command(b, K_SYNC, cmd, (size_t)len);
+                free(cmd);
+                cmd = NULL;
+                len = redisFormatCommand(&cmd, "SADD %s %s", set, c->name);
+                if (len >= 0)
+                    bus_command(b, K_SYNC, cmd, (size_t)len);
+                free(cmd);
+            }
+            free(h);
+            free(set);
+        }
+    }
+}
+
+/* Both connections work and the control channel is subscribed. */
+static void bus_redis_up(bus_t *b)
+{
+    size_t i;
+
+    RD(b)->up = 1;
+    RD(b)->backoff_ms = REDIS_BACKOFF_MIN_MS;
+    RD(b)->probe_out = 0;
+    RD(b)->probe_at = RD(b)->reap_at = bus_core_now();
+    if (RD(b)->ever_up) {
+        BUS_COUNT(b, reconnects);
+        log_info("bus: Redis is back after %.1f s (%" PRIu64
+                 " publishes failed meanwhile); resubscribing",
+                 bus_core_now() - RD(b)->down_at, b->failed_in_outage);
+    } else {
+        log_info("bus: connected to Redis at %s:%d", RD(b)->rhost, RD(b)->rport);
+    }
+    RD(b)->ever_up = 1;
+    b->failed_in_outage = 0;
+    bus_sync_presence(b);
+    for (i = 0; i < b->nbuckets; i++) {
+        bus_channel_t *c;
+        for (c = b->table[i]; c != NULL; c = c->next)
+            if (c->nsubs > 0 && c->cstate == R_NONE && bus_channel_subscribe(b, c, 1) < 0)
+                log_warning("bus: cannot resubscribe '%s'", c->name);
+    }
+}
+
+static void bus_connect_cb(const redisAsyncContext *ac, int status)
+{
+    bus_t *b = ac->data;
+
+    if (b == NULL || b->freeing || (ac != RD(b)->sub && ac != RD(b)->cmd))
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees ac after this returns. */
+        bus_redis_down(b, ac, ac->errstr);
+        return;
+    }
+    redisEnableKeepAlive((redisContext *)&ac->c);
+    if (ac == RD(b)->sub)
+        RD(b)->sub_ok = 1;
+    else
+        RD(b)->cmd_ok = 1;
+    if (!RD(b)->sub_ok || !RD(b)->cmd_ok)
+        return;
+    /* hiredis still uses ac after this callback: failures here are left
+     * to the tick, which drops the connections from outside. */
+    if (RD(b)->rdb != 0 && redisAsyncCommand(RD(b)->cmd, bus_cmd_cb, (void *)(intptr_t)K_SELECT,
+                                             "SELECT %d", RD(b)->rdb) != REDIS_OK) {
+        RD(b)->broken = "cannot send SELECT";
+        return;
+    }
+    if (bus_sub_command(b, "SUBSCRIBE", RD(b)->ctl, RD(b)->ctllen) < 0)
+        RD(b)->broken = "cannot send SUBSCRIBE";
+}
+
+static void bus_disconnect_cb(const redisAsyncContext *ac, int status)
+{
+    bus_t *b = ac->data;
+
+    (void)status;
+    if (b == NULL || b->freeing || (ac != RD(b)->sub && ac != RD(b)->cmd))
+        return;
+    bus_redis_down(b, ac, ac->errstr[0] ? ac->errstr : "connection closed");
+}
+
+static redisAsyncContext *bus_redis_open(bus_t *b)
+{
+    redisAsyncContext *ac = redisAsyncConnect(RD(b)->rhost, RD(b)->rport);
+
+    if (ac == NULL)
+        return NULL;
+    if (ac->err) {
+        log_debug("bus: Redis connect: %s", ac->errstr);
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    ac->data = b;
+    if (redisLibeventAttach(ac, b->base) != REDIS_OK ||
+        redisAsyncSetConnectCallback(ac, bus_connect_cb) != REDIS_OK ||
+        redisAsyncSetDisconnectCallback(ac, bus_disconnect_cb) != REDIS_OK) {
+        ac->data = NULL;
+        redisAsyncFree(ac);
+        return NULL;
+    }
+    return ac;
+}
+
+static void bus_redis_connect(bus_t *b)
+{
+    RD(b)->attempt_at = bus_core_now();
+    RD(b)->sub_ok = RD(b)->cmd_ok = 0;
+    RD(b)->sub = bus_redis_open(b);
+    RD(b)->cmd = RD(b)->sub != NULL ? bus_redis_open(b) : NULL;
+    if (RD(b)->sub == NULL || RD(b)->cmd == NULL)
+        bus_redis_down(b, NULL, "cannot start connecting");
+}
+
+static void bus_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    bus_redis_connect(arg);
+}
+
+/* Drop both connections (except `dying`, which hiredis is freeing) and
+ * schedule the next attempt: backoff doubling from 100 ms to 5 s, +-20 %
+ * jitter so that workers and hosts do not reconnect in step. */
+static void bus_redis_down(bus_t *b, const redisAsyncContext *dying, const char *why)
+{
+    redisAsyncContext *sub = RD(b)->sub, *cmd = RD(b)->cmd;
+    struct timeval tv;
+    unsigned ms;
+    size_t i;
+
+    if (b->freeing || evtimer_pending(RD(b)->retry, NULL))
+        return;
+    RD(b)->sub = RD(b)->cmd = NULL;
+    RD(b)->sub_ok = RD(b)->cmd_ok = 0;
+    RD(b)->broken = NULL;
+    if (RD(b)->up || RD(b)->down_at == 0) {
+        RD(b)->down_at = bus_core_now();
+        log_warning("bus: Redis at %s:%d unavailable (%s): publishes fail until it is back",
+                    RD(b)->rhost, RD(b)->rport, why != NULL ? why : "?");
+    } else {
+        log_debug("bus: Redis still unavailable (%s)", why != NULL ? why : "?");
+    }
+    RD(b)->up = 0;
+    for (i = 0; i < b->nbuckets; i++) {
+        bus_channel_t *c = b->table[i], *next;
+        for (; c != NULL; c = next) {
+            next = c->next;
+            bus_pending_clear(b, c);
+            c->cstate = R_NONE;
+            if (c->nsubs == 0)
+                bus_core_drop(b, c);
+        }
+    }
+    if (sub != NULL && sub != dying)
+        redisAsyncFree(sub);
+    if (cmd != NULL && cmd != dying)
+        redisAsyncFree(cmd);
+    ms = RD(b)->backoff_ms;
+    ms = (unsigned)(ms * (0.8 + 0.4 * ((double)rand_r(&RD(b)->seed) / RAND_MAX)));
+    RD(b)->backoff_ms =
+        RD(b)->backoff_ms * 2 > REDIS_BACKOFF_MAX_MS ? REDIS_BACKOFF_MAX_MS : RD(b)->backoff_ms * 2;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+    if (evtimer_add(RD(b)->retry, &tv) < 0)
+        log_error("bus: cannot schedule a Redis reconnect");
+}
+
+static void bus_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    bus_t *b = arg;
+    double now = bus_core_now();
+    int stalled = RD(b)->last_tick > 0 && now - RD(b)->last_tick > REDIS_PROBE_TIMEOUT / 2;
+    char ttl[16];
+
+    (void)fd;
+    (void)what;
+    RD(b)->last_tick = now;
+    if (RD(b)->broken != NULL) {
+        bus_redis_down(b, NULL, RD(b)->broken);
+        return;
+    }
+    if (!RD(b)->up) {
+        if ((RD(b)->sub != NULL || RD(b)->cmd != NULL) &&
+            now - RD(b)->attempt_at > REDIS_CONNECT_TIMEOUT)
+            bus_redis_down(b, NULL, "connect timed out");
+        return;
+    }
+    if (RD(b)->probe_out) {
+        /* A busy subscriber connection counts as alive even when the echo
+         * is still queued behind messages; the command connection must
+         * answer. A late tick means this loop stalled, not Redis. */
+        int sub_alive = RD(b)->probe_sub_ok || now - RD(b)->sub_seen < REDIS_PROBE_TIMEOUT;
+        if (RD(b)->probe_cmd_ok && RD(b)->probe_sub_ok) {
+            RD(b)->probe_out = 0;
+        } else if (stalled) {
+            RD(b)->probe_at = now;
+        } else if (now - RD(b)->probe_at > REDIS_PROBE_TIMEOUT &&
+                   (!RD(b)->probe_cmd_ok || !sub_alive)) {
+            bus_redis_down(b, NULL, "no answer to the liveness probe (half-open connection?)");
+            return;
+        }
+    }
+    if (!RD(b)->probe_out && now - RD(b)->probe_at >= REDIS_PROBE_EVERY) {
+        /* Goes out on the command connection and comes back on the
+         * subscriber one: proves both work end to end. */
+        if (redisAsyncCommand(RD(b)->cmd, bus_cmd_cb, (void *)(intptr_t)K_PROBE, "PUBLISH %b p",
+                              RD(b)->ctl, RD(b)->ctllen) == REDIS_OK) {
+            RD(b)->probe_out = 1;
+            RD(b)->probe_cmd_ok = RD(b)->probe_sub_ok = 0;
+            RD(b)->probe_at = now;
+        }
+    }
+    if (RD(b)->need_sync) {
+        bus_sync_presence(b);
+    } else if (now - RD(b)->heartbeat_at >= REDIS_HEARTBEAT_EVERY) {
+        snprintf(ttl, sizeof(ttl), "%d", REDIS_HEARTBEAT_TTL);
+        bus_eval_simple(b, K_HEARTBEAT, bus_lua_heartbeat, b->origin, ttl);
+        RD(b)->heartbeat_at = now;
+    }
+    if (now - RD(b)->reap_at >= REDIS_REAP_EVERY) {
+        bus_eval_simple(b, K_REAP, bus_lua_drop, "", "1");
+        RD(b)->reap_at = now;
+    }
+}
+
+/* Every reply of the subscriber connection lands here, whichever way
+ * hiredis routes it (per-channel callbacks or the reply queue). */
+static void bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    bus_t *b = ac->data;
+    redisReply *reply = r;
+    const char *type, *name;
+    size_t namelen, plen;
+    bus_channel_t *c;
+
+    (void)privdata;
+    if (b == NULL || b->freeing || reply == NULL || ac != RD(b)->sub)
+        return;
+    RD(b)->sub_seen = bus_core_now();
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING)
+        return;
+    type = reply->element[0]->str;
+    name = reply->element[1]->str;
+    namelen = reply->element[1]->len;
+    if (namelen == RD(b)->ctllen && memcmp(name, RD(b)->ctl, namelen) == 0) {
+        if (strcmp(type, "message") == 0)
+            RD(b)->probe_sub_ok = 1;
+        else if (strcmp(type, "subscribe") == 0 && !RD(b)->up)
+            bus_redis_up(b);
+        return;
+    }
+    plen = strlen(RD(b)->prefix) + 2;
+    if (namelen < plen || memcmp(name, RD(b)->prefix, plen - 2) != 0 ||
+        memcmp(name + plen - 2, "c:", 2) != 0)
+        return;
+    name += plen;
+    namelen -= plen;
+    if (strcmp(type, "message") == 0) {
+        if (reply->element[2]->type == REDIS_REPLY_STRING)
+            bus_core_deliver(b, name, namelen, reply->element[2]->str, reply->element[2]->len);
+        return;
+    }
+    c = bus_core_find(b, name, namelen, 0);
+    if (c == NULL)
+        return;
+    if (strcmp(type, "subscribe") == 0 && c->cstate == R_SUBSCRIBING) {
+        if (c->nsubs > 0) {
+            c->cstate = R_SUBSCRIBED;
+            bus_flush_pending(b, c);
+        } else {
+            bus_flush_pending(b, c);
+            if (bus_channel_subscribe(b, c, 0) < 0)
+                c->cstate = R_NONE;
+        }
+    } else if (strcmp(type, "unsubscribe") == 0 && c->cstate == R_UNSUBSCRIBING) {
+        /* Resubscribing only now keeps one SUBSCRIBE/UNSUBSCRIBE in flight
+         * per channel, which hiredis' per-channel callbacks need. */
+        if (c->nsubs > 0) {
+            if (bus_channel_subscribe(b, c, 1) < 0)
+                c->cstate = R_NONE;
+        } else {
+            bus_flush_pending(b, c);
+            c->cstate = R_NONE;
+            bus_core_drop(b, c);
+        }
+    }
+}
+
+/* Parse redis://host[:port][/db]. */
+static int bus_parse_url(bus_t *b, const char *url)
+{
+    const char *p = url + 8, *colon, *slash;
+    size_t hostlen;
+
+    if (strncmp(url, "redis://", 8) != 0)
+        return -1;
+    slash = strchr(p, '/');
+    colon = strchr(p, ':');
+    if (colon != NULL && slash != NULL && colon > slash)
+        colon = NULL;
+    hostlen = colon != NULL ? (size_t)(colon - p) : slash != NULL ? (size_t)(slash - p) : strlen(p);
+    RD(b)->rhost = strndup(hostlen > 0 ? p : "127.0.0.1", hostlen > 0 ? hostlen : 9);
+    RD(b)->rport = colon != NULL ? atoi(colon + 1) : 6379;
+    RD(b)->rdb = slash != NULL ? atoi(slash + 1) : 0;
+    return RD(b)->rhost != NULL && RD(b)->rport > 0 && RD(b)->rport < 65536 ? 0 : -1;
+}
+
+/* Best effort at a clean exit: tell the deployment this worker's
+ * subscribers are gone, with a short blocking connection (the event loop
+ * has stopped by now). Otherwise the heartbeat bound applies. */
+static void bus_redis_goodbye(bus_t *b)
+{
+    struct timeval tv = {0, 500 * 1000};
+    redisContext *c;
+    redisReply *r;
+    char *hb;
+
+    if (!RD(b)->ever_up)
+        return;
+    c = redisConnectWithTimeout(RD(b)->rhost, RD(b)->rport, tv);
+    if (c == NULL || c->err || redisSetTimeout(c, tv) != REDIS_OK)
+        goto done;
+    if (RD(b)->rdb != 0 && (r = redisCommand(c, "SELECT %d", RD(b)->rdb)) != NULL)
+        freeReplyObject(r);
+    r = redisCommand(c, "EVAL %s 0 %s %s %s", bus_lua_drop, RD(b)->prefix, b->origin, "1");
+    if (r != NULL)
+        freeReplyObject(r);
+    hb = bus_key(b, "hb:", b->origin, NULL);
+    if (hb != NULL && (r = redisCommand(c, "DEL %s", hb)) != NULL)
+        freeReplyObject(r);
+    free(hb);
+done:
+    if (c != NULL)
+        redisFree(c);
+}
+
+/* ------------------------------------------------------------------------
+ * The carrier
+ * ------------------------------------------------------------------------ */
+
+static void redis_presence(bus_t *b, bus_channel_t *c, int delta)
+{
+    bus_presence_redis(b, c, delta, delta > 0 ? "subscribed" : "unsubscribed");
+}
+
+static void redis_move(bus_t *b, bus_channel_t *c, const char *from)
+{
+    char *cmd = NULL;
+    int len;
+
+    if (!RD(b)->up)
+        return; /* registered in bulk when Redis is back */
+    len = redisFormatCommand(&cmd, "EVAL %s 0 %s %s %s %s", bus_lua_move, RD(b)->prefix, from,
+                             b->origin, c->name);
+    if (len < 0 || bus_channel_command(b, c, K_PRESENCE, cmd, (size_t)len) < 0)
+        log_warning("bus: cannot move a presence count of '%s' in Redis", c->name);
+}
+
+static void redis_joined(bus_t *b, bus_channel_t *c)
+{
+    if (RD(b)->up && c->cstate == R_NONE && bus_channel_subscribe(b, c, 1) < 0)
+        log_warning("bus: cannot subscribe '%s' in Redis", c->name);
+}
+
+static int redis_emptied(bus_t *b, bus_channel_t *c)
+{
+    switch (c->cstate) {
+    case R_SUBSCRIBED:
+        if (bus_channel_subscribe(b, c, 0) < 0) {
+            c->cstate = R_NONE;
+            return 1;
+        }
+        return 0;
+    case R_NONE:
+        return 1;
+    default:
+        /* SUBSCRIBING: the confirmation sends the UNSUBSCRIBE and the
+         * held presence messages; UNSUBSCRIBING: its reply drops c. */
+        return 0;
+    }
+}
+
+static void redis_channel_free(bus_t *b, bus_channel_t *c)
+{
+    bus_pending_clear(b, c);
+    free(c->pending);
+    c->pending = NULL;
+    c->cappending = 0;
+}
+
+static int redis_publish(bus_t *b, const char *name, bus_channel_t *c, const char *payload,
+                         size_t len, session_t *from, int marker)
+{
+    char *key, *cmd = NULL;
+    size_t keylen;
+    int n;
+
+    if (!RD(b)->up) {
+        if (!marker)
+            b->failed_in_outage++; /* the outage itself was logged once by bus_redis_down */
+        return -1;
+    }
+    key = bus_key(b, "c:", name, &keylen);
+    if (key == NULL)
+        return -1;
+    n = redisFormatCommand(&cmd, "PUBLISH %b %b", key, keylen, payload, len);
+    free(key);
+    if (n < 0)
+        return -1;
+    if (from != NULL) {
+        session_ref(from);
+        session_publish_begin(from);
+    }
+    return bus_channel_command_from(b, c, marker ? K_MARKER : K_PUBLISH, cmd, (size_t)n, from);
+}
+
+static int redis_ready(const bus_t *b) { return RD(b)->up; }
+
+static const char *redis_id(const bus_t *b) { return b->origin; }
+
+static void redis_free(bus_t *b)
+{
+    redis_t *r = b->cs;
+
+    if (r == NULL)
+        return;
+    bus_redis_goodbye(b);
+    if (r->sub != NULL)
+        redisAsyncFree(r->sub);
+    if (r->cmd != NULL)
+        redisAsyncFree(r->cmd);
+    if (r->tick != NULL)
+        event_free(r->tick);
+    if (r->retry != NULL)
+        event_free(r->retry);
+    free(r->rhost);
+    free(r->ctl);
+    free(r);
+    b->cs = NULL;
+}
+
+static const bus_carrier_t redis_ops = {
+    .kind = "redis",
+    .publish = redis_publish,
+    .presence = redis_presence,
+    .move = redis_move,
+    .joined = redis_joined,
+    .emptied = redis_emptied,
+    .channel_free = redis_channel_free,
+    .ready = redis_ready,
+    .connected = redis_ready,
+    .id = redis_id,
+    .free = redis_free,
+};
+
+int bus_redis_init(bus_t *b)
+{
+    struct timeval tick = {0, REDIS_TICK_MS * 1000};
+    redis_t *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return -1;
+    b->ops = &redis_ops;
+    b->cs = r;
+    r->seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+    r->prefix = b->cfg->redis_prefix != NULL ? b->cfg->redis_prefix : "dnoded:";
+    if (bus_parse_url(b, b->cfg->redis_url) < 0) {
+        log_error("bus: bad redis_url '%s'", b->cfg->redis_url);
+        return -1;
+    }
+    snprintf(b->carrier, sizeof(b->carrier), "redis %s:%d/%d %s", r->rhost, r->rport, r->rdb,
+             r->prefix);
+    r->ctl = bus_key(b, "w:", b->origin, &r->ctllen);
+    r->tick = event_new(b->base, -1, EV_PERSIST, bus_tick_cb, b);
+    r->retry = evtimer_new(b->base, bus_retry_cb, b);
+    if (r->ctl == NULL || r->tick == NULL || r->retry == NULL || event_add(r->tick, &tick) < 0)
+        return -1;
+    r->backoff_ms = REDIS_BACKOFF_MIN_MS;
+    bus_redis_connect(b); /* failures retry on the timer */
+    return 0;
+}

@@ -1,0 +1,528 @@
+/* bus_relay: the single-host carrier (see bus.h and bus_carrier.h). The
+ * workers of one host share a log of envelopes in a MAP_SHARED ring, a
+ * presence table in the same mapping, and one eventfd per worker slot; the
+ * master makes it before forking. Knows nothing of sessions beyond passing
+ * them through, nor of Redis. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "bus_carrier.h"
+#include "log.h"
+
+/* The log holds the last HOST_RING_BYTES of messages; a worker stalled for
+ * longer than that loses the oldest (counted). */
+#define HOST_RING_BYTES ((uint64_t)16 << 20)
+#define HOST_MAX_ENTRY (HOST_RING_BYTES / 4)
+#define HOST_SLOTS 65536 /* channels with presence counts on one host */
+#define HOST_MAX_WORKERS 1024
+
+/* One presence slot of the host relay: a channel (by 64-bit hash) and the
+ * number of its subscribers on each worker. */
+typedef struct host_slot {
+    uint64_t key; /* 0 = never used */
+    int32_t count[];
+} host_slot_t;
+
+/* Lives in a MAP_SHARED mapping made before fork; fields after `lock` are
+ * read and written by every worker. head and tail are absolute byte
+ * offsets into the log, accessed with __atomic builtins. */
+struct bus_host {
+    size_t map_len;
+    unsigned nworkers; /* per generation; there are 2 * nworkers slots */
+    unsigned nslots;
+    size_t slot_size;
+    unsigned char *slots; /* HOST_SLOTS * slot_size */
+    unsigned char *ring;  /* HOST_RING_BYTES */
+    int efd[HOST_MAX_WORKERS];
+    /* 1 once a worker slot was woken and has not yet begun to drain since:
+     * further appends need not write its eventfd again. A slot nobody
+     * serves stays at 1, so a dead or unused slot costs one write. */
+    uint32_t woken[HOST_MAX_WORKERS];
+    pthread_mutex_t lock; /* process-shared, robust: serializes appends */
+    uint64_t head, tail;
+    int slots_full_logged;
+};
+
+/* Header of a log entry; the channel name and the payload follow, and the
+ * entry is padded to 8 bytes. */
+typedef struct host_entry {
+    uint64_t start; /* its own absolute offset, to detect being overwritten */
+    uint32_t chanlen;
+    uint32_t len;
+} host_entry_t;
+
+/* This worker's side of the relay. */
+typedef struct relay {
+    bus_host_t *host;
+    int own_host;   /* a private relay (serving alone) */
+    unsigned index; /* this worker's slot */
+    struct event *host_ev;
+    uint64_t cursor; /* the next log offset to read */
+    char *rbuf;
+    size_t rcap;
+    char slot_id[16]; /* the slot, as this worker's id in presence counts */
+} relay_t;
+
+#define RL(b) ((relay_t *)(b)->cs)
+
+/* ------------------------------------------------------------------------
+ * The log
+ *
+ * Appends are serialized by a robust process-shared mutex (a worker dying
+ * inside leaves no half entry: head only moves once the entry is whole).
+ * Readers never lock: each keeps a cursor, copies an entry out, then checks
+ * that the writers' tail has not passed it meanwhile (seqlock style).
+ * ------------------------------------------------------------------------ */
+
+static void ring_put(bus_host_t *h, uint64_t off, const void *src, size_t n)
+{
+    size_t pos = (size_t)(off % HOST_RING_BYTES);
+    size_t first = n < HOST_RING_BYTES - pos ? n : (size_t)(HOST_RING_BYTES - pos);
+
+    memcpy(h->ring + pos, src, first);
+    if (n > first)
+        memcpy(h->ring, (const char *)src + first, n - first);
+}
+
+static void ring_get(const bus_host_t *h, uint64_t off, void *dst, size_t n)
+{
+    size_t pos = (size_t)(off % HOST_RING_BYTES);
+    size_t first = n < HOST_RING_BYTES - pos ? n : (size_t)(HOST_RING_BYTES - pos);
+
+    memcpy(dst, h->ring + pos, first);
+    if (n > first)
+        memcpy((char *)dst + first, h->ring, n - first);
+}
+
+static uint64_t entry_size(uint32_t chanlen, uint32_t len)
+{
+    return ((uint64_t)sizeof(host_entry_t) + chanlen + len + 7) & ~(uint64_t)7;
+}
+
+bus_host_t *bus_host_new(unsigned nworkers)
+{
+    pthread_mutexattr_t attr;
+    size_t slot_size, len;
+    bus_host_t *h;
+    unsigned i;
+    int rc;
+
+    if (nworkers == 0 || nworkers > HOST_MAX_WORKERS / 2) {
+        log_error("bus: %u workers is out of range for the single-host relay", nworkers);
+        return NULL;
+    }
+    slot_size = (sizeof(host_slot_t) + 2 * nworkers * sizeof(int32_t) + 7) & ~(size_t)7;
+    len = ((sizeof(*h) + 63) & ~(size_t)63) + HOST_SLOTS * slot_size + HOST_RING_BYTES;
+    h = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (h == MAP_FAILED) {
+        log_error("bus: mmap() of %zu bytes failed: %s", len, strerror(errno));
+        return NULL;
+    }
+    h->map_len = len;
+    h->nworkers = nworkers;
+    h->nslots = 2 * nworkers;
+    h->slot_size = slot_size;
+    h->slots = (unsigned char *)h + ((sizeof(*h) + 63) & ~(size_t)63);
+    h->ring = h->slots + HOST_SLOTS * slot_size;
+    for (i = 0; i < h->nslots; i++)
+        h->efd[i] = -1;
+    for (i = 0; i < h->nslots; i++) {
+        h->efd[i] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (h->efd[i] < 0) {
+            log_error("bus: eventfd() failed: %s", strerror(errno));
+            goto fail;
+        }
+    }
+    if ((rc = pthread_mutexattr_init(&attr)) != 0)
+        goto fail_mutex;
+    if ((rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED)) != 0 ||
+        (rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST)) != 0 ||
+        (rc = pthread_mutex_init(&h->lock, &attr)) != 0) {
+        pthread_mutexattr_destroy(&attr);
+        goto fail_mutex;
+    }
+    pthread_mutexattr_destroy(&attr);
+    return h;
+fail_mutex:
+    log_error("bus: cannot make a process-shared mutex: %s", strerror(rc));
+fail:
+    for (i = 0; i < h->nslots; i++)
+        if (h->efd[i] >= 0)
+            close(h->efd[i]);
+    munmap(h, len);
+    return NULL;
+}
+
+void bus_host_free(bus_host_t *h)
+{
+    unsigned i;
+
+    if (h == NULL)
+        return;
+    for (i = 0; i < h->nslots; i++)
+        if (h->efd[i] >= 0)
+            close(h->efd[i]);
+    munmap(h, h->map_len);
+}
+
+static int host_lock(bus_host_t *h)
+{
+    int rc = pthread_mutex_lock(&h->lock);
+
+    if (rc == EOWNERDEAD) {
+        /* A worker died while appending: its entry never became visible
+         * (head had not moved), so the log is consistent as it stands. */
+        log_warning("bus: a worker died holding the relay lock; recovered");
+        rc = pthread_mutex_consistent(&h->lock);
+    }
+    if (rc != 0) {
+        log_error("bus: relay lock failed: %s", strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+/* Append one entry; the caller holds the lock. */
+static int host_append_locked(bus_host_t *h, const char *chan, size_t chanlen, const char *payload,
+                              size_t len)
+{
+    host_entry_t e;
+    uint64_t head = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
+    uint64_t tail = __atomic_load_n(&h->tail, __ATOMIC_RELAXED);
+    uint64_t need;
+
+    if (len > HOST_MAX_ENTRY || chanlen > 4096)
+        return -1;
+    need = entry_size((uint32_t)chanlen, (uint32_t)len);
+    if (head + need - tail > HOST_RING_BYTES) {
+        while (head + need - tail > HOST_RING_BYTES) {
+            host_entry_t old;
+            ring_get(h, tail, &old, sizeof(old));
+            tail += entry_size(old.chanlen, old.len);
+        }
+        __atomic_store_n(&h->tail, tail, __ATOMIC_RELEASE);
+    }
+    /* Readers must see the new tail before any byte of it is overwritten. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    e.start = head;
+    e.chanlen = (uint32_t)chanlen;
+    e.len = (uint32_t)len;
+    ring_put(h, head, &e, sizeof(e));
+    ring_put(h, head + sizeof(e), chan, chanlen);
+    ring_put(h, head + sizeof(e) + chanlen, payload, len);
+    __atomic_store_n(&h->head, head + need, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* Wake every other worker of the host that is not already awake for the
+ * log: one eventfd write per drain, however many entries are appended
+ * meanwhile. The head was stored (release) before this is called; the
+ * exchange pairs with the reader's in host_event_cb, so a reader that
+ * cleared its flag after our exchange reads a head at least as new. */
+static void host_notify(bus_t *b)
+{
+    uint64_t one = 1;
+    unsigned i;
+
+    for (i = 0; i < RL(b)->host->nslots; i++) {
+        if (i == RL(b)->index || __atomic_exchange_n(&RL(b)->host->woken[i], 1, __ATOMIC_SEQ_CST))
+            continue;
+        if (write(RL(b)->host->efd[i], &one, sizeof(one)) < 0 && errno != EAGAIN)
+            log_debug("bus: cannot wake worker %u: %s", i, strerror(errno));
+    }
+}
+
+/* Read and deliver every entry up to the current head. */
+static void host_drain(bus_t *b)
+{
+    bus_host_t *h = RL(b)->host;
+
+    for (;;) {
+        uint64_t head = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+        uint64_t tail = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+        host_entry_t e;
+        size_t need;
+
+        if (RL(b)->cursor >= head)
+            return;
+        if (RL(b)->cursor < tail) {
+            log_warning("bus: this worker fell behind the relay log: messages lost");
+            BUS_COUNT(b, lost);
+            RL(b)->cursor = tail;
+            continue;
+        }
+        ring_get(h, RL(b)->cursor, &e, sizeof(e));
+        need = (size_t)e.chanlen + e.len;
+        if (e.start != RL(b)->cursor || e.len > HOST_MAX_ENTRY || e.chanlen > 4096) {
+            __atomic_thread_fence(__ATOMIC_SEQ_CST);
+            if (RL(b)->cursor >= __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE)) {
+                log_error("bus: corrupt relay entry at %" PRIu64 "; skipping to the head",
+                          RL(b)->cursor);
+                BUS_COUNT(b, lost);
+                RL(b)->cursor = head;
+            }
+            continue; /* else overwritten: the check above resyncs */
+        }
+        if (need > RL(b)->rcap) {
+            char *nb = realloc(RL(b)->rbuf, need);
+            if (nb == NULL) {
+                log_error("bus: out of memory reading the relay log");
+                BUS_COUNT(b, lost);
+                RL(b)->cursor += entry_size(e.chanlen, e.len);
+                continue;
+            }
+            RL(b)->rbuf = nb;
+            RL(b)->rcap = need;
+        }
+        ring_get(h, RL(b)->cursor + sizeof(e), RL(b)->rbuf, need);
+        __atomic_thread_fence(__ATOMIC_SEQ_CST);
+        if (RL(b)->cursor < __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE))
+            continue; /* overwritten while copying */
+        RL(b)->cursor += entry_size(e.chanlen, e.len);
+        bus_core_deliver(b, RL(b)->rbuf, e.chanlen, RL(b)->rbuf + e.chanlen, e.len);
+    }
+}
+
+static void host_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    bus_t *b = arg;
+    uint64_t n;
+
+    (void)what;
+    if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        log_debug("bus: eventfd read failed: %s", strerror(errno));
+    /* Clear before reading the head: an append after this wakes us again. */
+    __atomic_exchange_n(&RL(b)->host->woken[RL(b)->index], 0, __ATOMIC_SEQ_CST);
+    host_drain(b);
+}
+
+static int host_publish(bus_t *b, const char *chan, bus_channel_t *c, const char *payload,
+                        size_t len, session_t *from, int marker)
+{
+    int rc;
+
+    (void)c;
+    (void)from;
+    (void)marker;
+    if (host_lock(RL(b)->host) < 0)
+        return -1;
+    rc = host_append_locked(RL(b)->host, chan, strlen(chan), payload, len);
+    pthread_mutex_unlock(&RL(b)->host->lock);
+    if (rc < 0) {
+        log_warning("bus: message of %zu bytes on '%s' is too large for the relay", len, chan);
+        return -1;
+    }
+    host_notify(b);
+    host_drain(b);
+    return 0;
+}
+
+/* The presence slot of a channel, created when create is set; NULL when
+ * the table is full (then counts are this worker's only). */
+static host_slot_t *host_slot(bus_host_t *h, uint64_t key, int create)
+{
+    size_t i, idx;
+
+    if (key == 0)
+        key = 1;
+    for (i = 0; i < HOST_SLOTS; i++) {
+        host_slot_t *s;
+        idx = (size_t)((key + i) % HOST_SLOTS);
+        s = (host_slot_t *)(h->slots + idx * h->slot_size);
+        if (s->key == key)
+            return s;
+        if (s->key == 0) {
+            if (!create)
+                return NULL;
+            s->key = key;
+            return s;
+        }
+    }
+    return NULL;
+}
+
+/* Count a join (+1) or leave (-1) on the host and put the presence message
+ * in the log under the same lock, so the count matches its place in order. */
+static void host_presence(bus_t *b, bus_channel_t *c, int delta)
+{
+    const char *method = delta > 0 ? "subscribed" : "unsubscribed";
+    bus_host_t *h = RL(b)->host;
+    host_slot_t *slot;
+    int64_t total = 0;
+    unsigned i;
+    char *text;
+    size_t len;
+    int rc;
+
+    if (host_lock(h) < 0)
+        return;
+    slot = host_slot(h, bus_core_hash(c->name), delta > 0);
+    if (slot != NULL) {
+        slot->count[RL(b)->index] += delta;
+        if (slot->count[RL(b)->index] < 0)
+            slot->count[RL(b)->index] = 0;
+        for (i = 0; i < h->nslots; i++)
+            total += slot->count[i];
+    } else {
+        if (!h->slots_full_logged)
+            log_warning("bus: presence table full: online counts are per worker");
+        h->slots_full_logged = 1;
+        total = (int64_t)c->nsubs;
+    }
+    text = bus_core_presence_envelope(b, method, total, &len);
+    rc = text != NULL ? host_append_locked(h, c->name, strlen(c->name), text, len) : -1;
+    pthread_mutex_unlock(&h->lock);
+    free(text);
+    if (rc < 0)
+        return;
+    host_notify(b);
+    host_drain(b);
+}
+
+/* A session's count on c moves from slot `from` (a relay slot number, see
+ * bus_id; "" for none) to this worker, without a presence message: nobody
+ * joined. */
+static void host_move(bus_t *b, bus_channel_t *c, const char *from)
+{
+    bus_host_t *h = RL(b)->host;
+    unsigned long idx = from[0] != '\0' ? strtoul(from, NULL, 10) : ULONG_MAX;
+    host_slot_t *slot;
+
+    if (host_lock(h) < 0)
+        return;
+    slot = host_slot(h, bus_core_hash(c->name), 1);
+    if (slot != NULL) {
+        if (idx < h->nslots && idx != RL(b)->index && slot->count[idx] > 0)
+            slot->count[idx]--;
+        slot->count[RL(b)->index]++;
+    }
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* A (re)started worker forgets what its predecessor at this index counted. */
+static void host_forget_worker(bus_t *b)
+{
+    bus_host_t *h = RL(b)->host;
+    size_t i;
+
+    if (host_lock(h) < 0)
+        return;
+    for (i = 0; i < HOST_SLOTS; i++)
+        ((host_slot_t *)(h->slots + i * h->slot_size))->count[RL(b)->index] = 0;
+    /* A predecessor that died leaves its flag set: wake-ups resume now. */
+    __atomic_store_n(&h->woken[RL(b)->index], 0, __ATOMIC_SEQ_CST);
+    RL(b)->cursor = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+    pthread_mutex_unlock(&h->lock);
+}
+
+/* ------------------------------------------------------------------------
+ * The carrier
+ * ------------------------------------------------------------------------ */
+
+static void relay_joined(bus_t *b, bus_channel_t *c)
+{
+    (void)b;
+    (void)c;
+}
+
+static int relay_emptied(bus_t *b, bus_channel_t *c)
+{
+    (void)b;
+    (void)c;
+    return 1;
+}
+
+static void relay_channel_free(bus_t *b, bus_channel_t *c)
+{
+    (void)b;
+    (void)c;
+}
+
+static int relay_ready(const bus_t *b)
+{
+    (void)b;
+    return 1;
+}
+
+static int relay_connected(const bus_t *b)
+{
+    (void)b;
+    return 0;
+}
+
+static const char *relay_id(const bus_t *b) { return RL(b)->slot_id; }
+
+static void relay_free(bus_t *b)
+{
+    relay_t *r = b->cs;
+
+    if (r == NULL)
+        return;
+    if (r->host_ev != NULL)
+        event_free(r->host_ev);
+    if (r->own_host)
+        bus_host_free(r->host);
+    free(r->rbuf);
+    free(r);
+    b->cs = NULL;
+}
+
+static const bus_carrier_t relay_ops = {
+    .kind = "relay",
+    .publish = host_publish,
+    .presence = host_presence,
+    .move = host_move,
+    .joined = relay_joined,
+    .emptied = relay_emptied,
+    .channel_free = relay_channel_free,
+    .ready = relay_ready,
+    .connected = relay_connected,
+    .id = relay_id,
+    .free = relay_free,
+};
+
+int bus_relay_init(bus_t *b, bus_host_t *host, int index, unsigned generation)
+{
+    relay_t *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return -1;
+    b->ops = &relay_ops;
+    b->cs = r;
+    snprintf(b->carrier, sizeof(b->carrier), "relay");
+    r->host = host;
+    if (host == NULL) {
+        /* Serving alone, or a master that does not share a relay: a
+         * private one keeps the delivery path the same. */
+        r->host = bus_host_new(1);
+        if (r->host == NULL)
+            return -1;
+        r->own_host = 1;
+        r->index = 0;
+    } else if (index < 0 || (unsigned)index >= host->nworkers) {
+        log_error("bus: worker index %d outside the relay's %u workers", index, host->nworkers);
+        return -1;
+    } else {
+        r->index = (unsigned)index + (generation % 2) * host->nworkers;
+    }
+    snprintf(r->slot_id, sizeof(r->slot_id), "%u", r->index);
+    host_forget_worker(b);
+    if (r->host->nslots > 1) {
+        r->host_ev =
+            event_new(b->base, r->host->efd[r->index], EV_READ | EV_PERSIST, host_event_cb, b);
+        if (r->host_ev == NULL || event_add(r->host_ev, NULL) < 0)
+            return -1;
+    }
+    return 0;
+}
