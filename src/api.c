@@ -1,5 +1,5 @@
-/* api: the backbone-dnode methods (see api.h and ARCHITECTURE.md's wire
- * API). Each handler checks its arguments, starts the work (store, bus)
+/* api: the backbone-dnode methods (see api.h, and README.md's
+ * "The wire API"). Each handler checks its arguments, starts the work (store, bus)
  * and answers through the caller's callbacks. An operation waiting for the
  * database holds a session reference, so its completion may arrive after
  * the client has gone: it is then dropped quietly. */

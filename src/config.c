@@ -80,8 +80,8 @@ static int check_origin(const char *v);
     .info = {name_, doc_, ((flags_) & KF_RELOAD) != 0, ((flags_) & KF_REPEAT) != 0},   \
     .type = type_, .flags = flags_, .off = OFF(field_)
 
-/* Every key of dnoded.conf. ARCHITECTURE.md's contract first, in its order;
- * etc/dnoded.conf documents each one (tests/unit/check_config.c checks). */
+/* Every key of dnoded.conf. etc/dnoded.conf and dnoded.conf(5) document
+ * each one (tests/unit/check_config.c and check_docs.c check). */
 static const struct ckey config_keys[] = {
     {KEY("listen", KT_LIST, KF_REPEAT | KF_UNIQUE, listen, "127.0.0.1:8080"),
      .count_off = OFF(nlisten), .check = check_listen,

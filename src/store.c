@@ -232,7 +232,7 @@ static int is_duplicate(const bson_error_t *e)
            (e->code == 1 && strstr(e->message, "UNIQUE constraint failed"));
 }
 
-/* Map a libmongoc failure to an error object of ARCHITECTURE.md:
+/* Map a libmongoc failure to an error object (error.h):
  * no server / connection trouble -> Unavailable, duplicate key -> Conflict
  * (with errors.<path> when the path is known), anything else ->
  * DatabaseError. reply may be NULL. */

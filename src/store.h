@@ -52,7 +52,7 @@ int store_ensure_indexes(store_t *st, const model_set_t *models);
 /* Operations. Each copies what it needs from its arguments (the caller may
  * free them right after the call), runs on a DB thread, and then calls done
  * ON THE LOOP THREAD exactly once with either a result or an error object
- * (ARCHITECTURE.md error shape; names DatabaseError, Unavailable, NotFound,
+ * (an error.h object; names DatabaseError, Unavailable, NotFound,
  * Conflict, ValidationError, InvalidRequest). Ownership of result and error
  * passes to done (both are NULL only when memory ran out building the
  * error: treat that as an error). A server that cannot be reached within

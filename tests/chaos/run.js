@@ -7,7 +7,7 @@
 // restarts Redis, stops and restarts FerretDB and reloads dnoded (SIGHUP).
 // Clients reconnect and resubscribe whenever their connection drops.
 //
-// Afterwards it asserts what ARCHITECTURE.md promises:
+// Afterwards it asserts what README.md ("The wire API") promises:
 //  - every write acknowledged to a client (fn(doc) called) is in the
 //    database with at least that content (read back over the wire);
 //  - every subscriber received every change made while it and Redis were

@@ -1,7 +1,7 @@
 'use strict';
 // CRUD through the real dnoded over TCP with the raw DNode client, against a
 // MongoDB-compatible server (FerretDB from services.js, a database of this
-// file's own): create/read/update/delete as ARCHITECTURE.md's wire API states
+// file's own): create/read/update/delete as README.md's wire API states
 // them, the error objects, publishing after the commit, optimistic
 // concurrency on a versioned model, the query allowlist, a database that
 // goes away and comes back, and a client that leaves mid-operation.

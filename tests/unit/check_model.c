@@ -3,7 +3,7 @@
  * as Mongoose names them. */
 #include "model_fixture.h"
 
-START_TEST(test_load_architecture_example)
+START_TEST(test_load_documented_example)
 {
     model_set_t *s = load("{\"blog\": {\"collection\": \"blogs\", \"fields\": {"
                           "\"title\": {\"type\": \"String\", \"required\": true, "
@@ -213,7 +213,7 @@ END_TEST
 int main(void)
 {
     const TTest *tests[] = {
-        test_load_architecture_example,
+        test_load_documented_example,
         test_load_collection_versioned_and_type_case,
         test_load_unknown_type_names_model_and_field,
         test_load_unknown_option,
