@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "check_run.h"
 
 #define CONF "/srv/app/dnoded.conf"
 
@@ -578,8 +579,6 @@ int main(void)
 {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("config");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, test_defaults);
     tcase_add_test(tc, test_empty_file_gives_defaults_beside_it);
@@ -603,9 +602,5 @@ int main(void)
     tcase_add_test(tc, test_log_level_parse);
     suite_add_tcase(s, tc);
 
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(s);
 }

@@ -350,5 +350,6 @@ int main(void)
         test_frame_lines_oversized_without_newline,
     };
 
-    return pair_run("conn", pair_setup, pair_teardown, tests, sizeof(tests) / sizeof(tests[0]));
+    return check_run_tests("conn", pair_setup, pair_teardown, tests,
+                           sizeof(tests) / sizeof(tests[0]));
 }

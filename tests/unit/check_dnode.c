@@ -10,6 +10,7 @@
 
 #include "dnode.h"
 #include "json.h"
+#include "check_run.h"
 
 /* ------------------------------------------------------------------------
  * Helpers
@@ -609,7 +610,6 @@ int main(void)
     Suite *s = suite_create("dnode");
     TCase *build_tc = tcase_create("build");
     TCase *parse_tc = tcase_create("parse");
-    int failed;
 
     tcase_add_test(build_tc, test_build_scrubs_nested_callbacks);
     tcase_add_test(build_tc, test_build_without_callbacks);
@@ -639,9 +639,5 @@ int main(void)
     tcase_add_test(parse_tc, test_msg_clear_twice);
     suite_add_tcase(s, parse_tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(s);
 }

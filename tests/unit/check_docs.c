@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "check_run.h"
 
 static char *read_source_file(const char *rel)
 {
@@ -126,16 +127,10 @@ int main(void)
 {
     Suite *s = suite_create("docs");
     TCase *tc = tcase_create("docs");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, test_man_page_documents_every_key);
     tcase_add_test(tc, test_example_config_lists_every_key);
     tcase_add_test(tc, test_daemon_page_lists_signals);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(s);
 }

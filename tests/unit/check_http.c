@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "check_run.h"
 
 static int decode(const char *path, char *out, size_t outlen)
 {
@@ -82,17 +83,11 @@ int main(void)
 {
     Suite *s = suite_create("http");
     TCase *tc = tcase_create("http");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, test_decode_plain_and_encoded);
     tcase_add_test(tc, test_decode_refuses_escapes);
     tcase_add_test(tc, test_decode_bad_and_hidden);
     tcase_add_test(tc, test_mime_types);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(s);
 }

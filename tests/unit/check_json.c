@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "check_run.h"
 
 /* ------------------------------------------------------------------------
  * Helpers
@@ -776,7 +777,6 @@ int main(void)
 {
     Suite *s = suite_create("json");
     TCase *tc = tcase_create("json");
-    int failed;
 
     tcase_add_test(tc, test_parse_dump_round_trip);
     tcase_add_test(tc, test_whitespace_and_scalars_at_top);
@@ -811,9 +811,5 @@ int main(void)
     tcase_add_test(tc, test_object_members);
     suite_add_tcase(s, tc);
 
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(s);
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "check_run.h"
 
 static char dir[64];
 static char file[128];
@@ -285,8 +286,6 @@ int main(void)
 {
     Suite *s = suite_create("log");
     TCase *tc = tcase_create("log");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, test_line_format);
@@ -300,9 +299,5 @@ int main(void)
     tcase_add_test(tc, test_concurrent_writers_keep_lines_whole);
     suite_add_tcase(s, tc);
 
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(s);
 }

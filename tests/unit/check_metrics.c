@@ -10,6 +10,7 @@
 #include <event2/buffer.h>
 
 #include "metrics.h"
+#include "check_run.h"
 
 /* The rendering as a NUL-terminated string (caller frees). */
 static char *render(metrics_t *m)
@@ -162,16 +163,10 @@ int main(void)
 {
     Suite *s = suite_create("metrics");
     TCase *tc = tcase_create("metrics");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, test_claim_and_release);
     tcase_add_test(tc, test_dead_owner_slot_is_reused);
     tcase_add_test(tc, test_sums_every_slot);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(s);
 }

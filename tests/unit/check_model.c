@@ -226,5 +226,5 @@ int main(void)
         test_pluralize,
     };
 
-    return model_run("model", tests, sizeof(tests) / sizeof(tests[0]));
+    return check_run_tests("model", setup, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

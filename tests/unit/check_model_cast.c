@@ -196,5 +196,5 @@ int main(void)
         test_cast_strings, test_cast_arrays,   test_to_json,
     };
 
-    return model_run("model_cast", tests, sizeof(tests) / sizeof(tests[0]));
+    return check_run_tests("model_cast", setup, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

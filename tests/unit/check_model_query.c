@@ -204,5 +204,5 @@ int main(void)
         test_limit_and_skip,
     };
 
-    return model_run("model_query", tests, sizeof(tests) / sizeof(tests[0]));
+    return check_run_tests("model_query", setup, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

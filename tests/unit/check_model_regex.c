@@ -102,5 +102,5 @@ int main(void)
         test_filter_regex,
     };
 
-    return model_run("model_regex", tests, sizeof(tests) / sizeof(tests[0]));
+    return check_run_tests("model_regex", setup, teardown, tests, sizeof(tests) / sizeof(tests[0]));
 }

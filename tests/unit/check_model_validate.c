@@ -311,5 +311,6 @@ int main(void)
         test_cast_id,
     };
 
-    return model_run("model_validate", tests, sizeof(tests) / sizeof(tests[0]));
+    return check_run_tests("model_validate", setup, teardown, tests,
+                           sizeof(tests) / sizeof(tests[0]));
 }

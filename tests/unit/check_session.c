@@ -237,6 +237,6 @@ int main(void)
         test_export_import_round_trip,
     };
 
-    return pair_run("session", session_setup, session_teardown_fixture, tests,
-                    sizeof(tests) / sizeof(tests[0]));
+    return check_run_tests("session", session_setup, session_teardown_fixture, tests,
+                           sizeof(tests) / sizeof(tests[0]));
 }

@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "ws.h"
+#include "check_run.h"
 
 START_TEST(test_accept_key_rfc_example)
 {
@@ -122,8 +123,6 @@ int main(void)
 {
     Suite *s = suite_create("ws");
     TCase *tc = tcase_create("ws");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, test_accept_key_rfc_example);
     tcase_add_test(tc, test_accept_key_refuses_bad_keys);
@@ -131,9 +130,5 @@ int main(void)
     tcase_add_test(tc, test_origin_list);
     tcase_add_test(tc, test_frame_headers);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return check_run(s);
 }

@@ -15,6 +15,7 @@
 
 #include "json.h"
 #include "model.h"
+#include "check_run.h"
 
 /* ------------------------------------------------------------------------
  * Helpers
@@ -298,27 +299,6 @@ static inline int64_t realtime_ms(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Run the tests fns[0..n-1] as suite name with the blog fixture; the exit
- * status. */
-static inline int model_run(const char *name, const TTest *const *fns, size_t n)
-{
-    Suite *s = suite_create(name);
-    TCase *tc = tcase_create(name);
-    SRunner *sr;
-    size_t i;
-    int failed;
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    for (i = 0; i < n; i++)
-        tcase_add_test(tc, fns[i]);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 #endif

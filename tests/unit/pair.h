@@ -19,6 +19,7 @@
 #include "conn.h"
 #include "log.h"
 #include "metrics.h"
+#include "check_run.h"
 
 typedef struct pair_env {
     struct event_base *base;
@@ -108,29 +109,6 @@ static void pair_send(struct bufferevent *client, const char *text)
 {
     ck_assert_int_eq(bufferevent_write(client, text, strlen(text)), 0);
     pair_pump();
-}
-
-/* Run the tests fns[0..n-1] with the pair fixture (setup/teardown may
- * wrap it) as suite name, Check's output chosen by CK_ENV: the exit
- * status. */
-static int pair_run(const char *name, void (*setup)(void), void (*teardown)(void),
-                    const TTest *const *fns, size_t n)
-{
-    Suite *s = suite_create(name);
-    TCase *tc = tcase_create(name);
-    SRunner *sr;
-    size_t i;
-    int failed;
-
-    tcase_add_checked_fixture(tc, setup, teardown);
-    for (i = 0; i < n; i++)
-        tcase_add_test(tc, fns[i]);
-    suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_ENV);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
 #endif
