@@ -11,7 +11,7 @@
 
 #include "config.h"
 #include "log.h"
-#include "check_run.h"
+#include "run_suite.h"
 
 #define CONF "/srv/app/dnoded.conf"
 

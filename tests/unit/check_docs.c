@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "check_run.h"
+#include "run_suite.h"
 
 static char *read_source_file(const char *rel)
 {

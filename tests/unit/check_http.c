@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "http.h"
-#include "check_run.h"
+#include "run_suite.h"
 
 static int decode(const char *path, char *out, size_t outlen)
 {

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "json.h"
-#include "check_run.h"
+#include "run_suite.h"
 
 /* ------------------------------------------------------------------------
  * Helpers

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
-#include "check_run.h"
+#include "run_suite.h"
 
 static char dir[64];
 static char file[128];

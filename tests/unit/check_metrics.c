@@ -10,7 +10,7 @@
 #include <event2/buffer.h>
 
 #include "metrics.h"
-#include "check_run.h"
+#include "run_suite.h"
 
 /* The rendering as a NUL-terminated string (caller frees). */
 static char *render(metrics_t *m)

@@ -8,7 +8,7 @@
 
 #include "config.h"
 #include "ws.h"
-#include "check_run.h"
+#include "run_suite.h"
 
 START_TEST(test_accept_key_rfc_example)
 {

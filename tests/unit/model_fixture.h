@@ -15,7 +15,7 @@
 
 #include "json.h"
 #include "model.h"
-#include "check_run.h"
+#include "run_suite.h"
 
 /* ------------------------------------------------------------------------
  * Helpers

@@ -19,7 +19,7 @@
 #include "conn.h"
 #include "log.h"
 #include "metrics.h"
-#include "check_run.h"
+#include "run_suite.h"
 
 typedef struct pair_env {
     struct event_base *base;
