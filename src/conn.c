@@ -190,7 +190,7 @@ static int conn_soft_rule(conn_t *c, size_t len, uint64_t now_us)
 
 /* After queueing: the hard limit, then the soft rule. 0, or -1 when c was
  * dropped. The clock is read only while the output is over the soft limit. */
-static int conn_check_output(conn_t *c)
+int conn_apply_limits(conn_t *c)
 {
     size_t len;
 
@@ -537,7 +537,7 @@ static int conn_send_now(conn_t *c, conn_msg_t *const *ms, unsigned n)
             conn_close(c, CONN_CLOSE_OTHER, "cannot queue output");
         return -1;
     }
-    return c->closing ? -1 : conn_check_output(c);
+    return c->closing ? -1 : conn_apply_limits(c);
 }
 
 /* Write out what the cork holds for c. 0, or -1 when c was closed. */

@@ -238,6 +238,10 @@ int conn_queue_ref(conn_t *c, conn_msg_t *m, size_t offset, size_t len);
  * applies the output limits and may close c. */
 void conn_cork(conn_t *c);
 void conn_uncork(conn_t *c);
+/* Apply the output limits to what is queued on c now (a variant that
+ * queues bytes of its own, such as WebSocket control frames, calls it). 0,
+ * or -1 when c was dropped as too slow. */
+int conn_apply_limits(conn_t *c);
 /* Drop c as a slow consumer: counted, logged, and ended through the
  * variant's close_after. */
 void conn_drop_slow(conn_t *c, conn_close_t why, const char *detail);

@@ -37,6 +37,7 @@ typedef struct ws_conn {
     unsigned heard : 1;     /* bytes arrived since the ping timer last fired */
     unsigned pinged : 1;    /* a ping went out and nothing has arrived since */
     unsigned in_msg : 1;    /* a fragmented message has begun and not ended */
+    unsigned oversized : 1; /* the next frame announces more than max_message_size */
     size_t feed;            /* input bytes known to make whole frames, for wslay */
     conn_close_t why;       /* for conn_close once finished */
     char reason[96];
@@ -125,9 +126,12 @@ int ws_origin_allowed(const config_t *cfg, const char *origin, const char *host)
 /* How many bytes at the start of in make whole frames. wslay is fed only
  * those, so that whenever the input buffer is empty wslay holds no part of
  * a frame either, and the connection can move to another worker (handoff)
- * at that moment. A frame over max_message_size is fed as it comes: wslay
- * refuses it at its header, and the connection ends anyway. */
-static size_t ws_whole_frames(const ws_conn_t *c, struct evbuffer *in)
+ * at that moment. A data frame whose header announces more than
+ * max_message_size stops the count there and sets c->oversized: it is
+ * refused at its header (ws_read closes with 1009), without waiting for a
+ * payload that may never come (2^63 bytes, say). A control frame over its
+ * 125 bytes is fed as it comes, for wslay to refuse. */
+static size_t ws_whole_frames(ws_conn_t *c, struct evbuffer *in)
 {
     size_t have = evbuffer_get_length(in), off = 0;
 
@@ -151,8 +155,12 @@ static size_t ws_whole_frames(const ws_conn_t *c, struct evbuffer *in)
             for (len = 0, i = 0; i < 8; i++)
                 len = (len << 8) | h[2 + i];
         }
-        if (len > c->s->env->cfg->max_message_size)
-            return have;
+        if (len > c->s->env->cfg->max_message_size) {
+            if (h[0] & 0x8)
+                return have;
+            c->oversized = 1;
+            return off;
+        }
         if (have - off - hl < len)
             break;
         off += hl + (size_t)len;
@@ -310,9 +318,15 @@ static void ws_flush(conn_t *s)
 
     if (s->closing || c == NULL)
         return;
-    if (!c->finishing && wslay_event_want_write(c->ctx) && wslay_event_send(c->ctx) != 0) {
-        conn_close(s, CONN_CLOSE_OTHER, "WebSocket write failed");
-        return;
+    if (!c->finishing && wslay_event_want_write(c->ctx)) {
+        if (wslay_event_send(c->ctx) != 0) {
+            conn_close(s, CONN_CLOSE_OTHER, "WebSocket write failed");
+            return;
+        }
+        /* Control frames (pongs, most of all) count like any other output:
+         * a ping flood from a peer that never reads is a slow consumer. */
+        if (conn_apply_limits(s) < 0)
+            return;
     }
     if (!c->finishing && wslay_event_get_close_sent(c->ctx)) {
         ws_set_reason(c);
@@ -353,6 +367,12 @@ static void ws_read(conn_t *s)
     conn_cork(s);
     rc = wslay_event_recv(c->ctx);
     conn_uncork(s); /* the replies to what was read go before any close */
+    if (rc == 0 && c->oversized) {
+        s->env->stats->oversized++;
+        ws_close_with(s, WSLAY_CODE_MESSAGE_TOO_BIG, CONN_CLOSE_OVERSIZED,
+                      "WebSocket message too large");
+        return;
+    }
     if (rc != 0) {
         ws_close_with(s, WSLAY_CODE_PROTOCOL_ERROR, CONN_CLOSE_PROTOCOL,
                       "WebSocket protocol error: bad frame");
