@@ -83,6 +83,7 @@ typedef struct http_conn {
     unsigned complete : 1; /* a whole request is waiting for its answer */
     unsigned keep_alive : 1;
     unsigned closing : 1; /* close once the output has drained */
+    unsigned waiting : 1; /* an answer is being written: reading is off until it is out */
 } http_conn_t;
 
 /* ------------------------------------------------------------------------
@@ -594,7 +595,8 @@ static void http_read(conn_t *s)
         size_t n;
         enum http_errno err;
 
-        if (c->closing || evbuffer_peek(in, -1, NULL, &v, 1) < 1 || v.iov_len == 0)
+        if (c->closing || c->waiting || evbuffer_peek(in, -1, NULL, &v, 1) < 1 ||
+            v.iov_len == 0)
             break;
         n = http_parser_execute(&c->parser, &parser_settings, v.iov_base, v.iov_len);
         evbuffer_drain(in, n);
@@ -604,6 +606,15 @@ static void http_read(conn_t *s)
             http_parser_pause(&c->parser, 0);
             if (http_respond(s, c) != 0)
                 return; /* upgraded, or closed */
+            /* One answer at a time: pipelined requests wait, unread, until
+             * this one is out, so a client that never reads holds one
+             * answer (and at most one open file), not one per request. */
+            if (!c->closing && conn_pending_output(s) > 0) {
+                c->waiting = 1;
+                if (bufferevent_disable(s->bev, EV_READ) < 0)
+                    conn_close(s, CONN_CLOSE_OTHER, "cannot pause reading");
+                return;
+            }
             continue;
         }
         if (err != HPE_OK) {
@@ -617,15 +628,29 @@ static void http_read(conn_t *s)
     }
 }
 
-/* Once the answer to a request that ends the connection is out, close. */
+/* An answer is out: close when it ended the connection, else go on with
+ * the requests that waited behind it. */
 static int http_written(conn_t *s)
 {
     http_conn_t *c = s->io_state;
 
-    if (c == NULL || !c->closing || conn_pending_output(s) > 0)
+    if (c == NULL || conn_pending_output(s) > 0)
         return 0;
-    conn_close(s, CONN_CLOSE_CLIENT, "HTTP connection done");
-    return 1;
+    if (c->closing) {
+        conn_close(s, CONN_CLOSE_CLIENT, "HTTP connection done");
+        return 1;
+    }
+    if (c->waiting) {
+        c->waiting = 0;
+        if (bufferevent_enable(s->bev, EV_READ) < 0) {
+            conn_close(s, CONN_CLOSE_OTHER, "cannot enable reading");
+            return 1;
+        }
+        http_read(s);
+        if (s->closing || s->kind != CONN_HTTP)
+            return 1; /* closed, or upgraded: nothing more of HTTP's */
+    }
+    return 0;
 }
 
 static int http_event(conn_t *s, short what)
