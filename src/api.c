@@ -87,7 +87,7 @@ static void api_subscribe(api_t *api, session_t *s, json_t *args, int join)
         char msg[128];
         snprintf(msg, sizeof(msg), "too many subscriptions (max_subscriptions is %zu)",
                  api->cfg->max_subscriptions);
-        slog_warning(s, "subscribe refused: %s", msg);
+        slog_client(LOG_LEVEL_WARNING, s, "subscribe refused: %s", msg);
         api_reply_string(s, fn, msg);
         return;
     }
@@ -128,7 +128,7 @@ static int api_broadcast(api_t *api, session_t *s, const json_t *opt, const char
     metrics_observe(&api->stats->bus, metrics_now_us() - started);
     json_free(pushed);
     if (rc < 0)
-        slog_warning(s, "publish on '%s' failed", url);
+        slog_client(LOG_LEVEL_WARNING, s, "publish on '%s' failed", url);
     return rc;
 }
 

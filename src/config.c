@@ -129,6 +129,8 @@ static const struct ckey config_keys[] = {
      .min = 1, .max = 1000000, .expect = "a number from 1 to 1000000"},
     {KEY("max_callbacks", KT_COUNT, KF_RELOAD, max_callbacks, "1024"),
      .min = 1, .max = 1000000, .expect = "a number from 1 to 1000000"},
+    {KEY("max_invalid_messages", KT_COUNT, KF_RELOAD, max_invalid_messages, "100"),
+     .min = 0, .max = 1000000, .expect = "a number from 0 (no limit) to 1000000"},
     {KEY("max_json_depth", KT_COUNT, KF_RELOAD, max_json_depth, "32"),
      .min = 4, .max = 256, .expect = "a number from 4 to 256"},
     {KEY("output_soft_limit", KT_SIZE, KF_RELOAD, output_soft_limit, "1048576"),

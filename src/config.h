@@ -32,6 +32,7 @@ typedef struct config {
     int ws_ping_interval;          /* seconds of WebSocket silence before a ping; 0 = off */
     size_t max_subscriptions;      /* per session */
     size_t max_callbacks;          /* per session, remote callbacks held */
+    size_t max_invalid_messages;   /* per session and minute; 0 = no limit */
     size_t max_json_depth;
     int shutdown_timeout;          /* seconds */
     int db_threads;

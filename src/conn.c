@@ -156,7 +156,7 @@ void conn_drop_slow(conn_t *c, conn_close_t why, const char *detail)
     c->slow = 1;
     conn_soft_clear(c);
     c->env->stats->slow_consumers++;
-    clog_warning(c, "%s: disconnecting", detail);
+    conn_log_client(LOG_LEVEL_WARNING, c, "%s: disconnecting", detail);
     /* A moved connection is the adopter's now: no goodbye from here. */
     if (c->io != NULL && c->io->close_after != NULL && !c->moved)
         c->io->close_after(c, why, detail);
@@ -207,9 +207,19 @@ int conn_apply_limits(conn_t *c)
     return conn_soft_rule(c, len, metrics_now_us());
 }
 
-/* Once a second: connections whose output went over output_soft_limit and
- * has not drained since (one that is sent nothing more is never checked on
- * send). Walks the list only while some connection is marked. */
+int conn_log_allowed(conn_t *c)
+{
+    if (!log_limit_take(&c->log_limit, CONN_LOG_PER_SECOND)) {
+        c->env->log_limit.suppressed++; /* one sum for the summary line */
+        return 0;
+    }
+    return log_limit_take(&c->env->log_limit, ENV_LOG_PER_SECOND);
+}
+
+/* Once a second: the summary of what the log limits held back, and the
+ * connections whose output went over output_soft_limit and has not drained
+ * since (one that is sent nothing more is never checked on send), walking
+ * the list only while some connection is marked. */
 static void conn_soft_cb(evutil_socket_t fd, short what, void *arg)
 {
     conn_env_t *env = arg;
@@ -218,6 +228,13 @@ static void conn_soft_cb(evutil_socket_t fd, short what, void *arg)
 
     (void)fd;
     (void)what;
+    if (env->log_limit.suppressed > 0) {
+        log_warning("%llu log lines about clients held back in the last second "
+                    "(at most %d a second per connection, %d per worker)",
+                    (unsigned long long)env->log_limit.suppressed, CONN_LOG_PER_SECOND,
+                    ENV_LOG_PER_SECOND);
+        env->log_limit.suppressed = 0;
+    }
     if (env->nover_soft == 0)
         return;
     now = metrics_now_us();
@@ -402,7 +419,11 @@ void conn_close(conn_t *c, conn_close_t why, const char *detail)
         /* The connection lives on in another worker. */
         clog_debug(c, "released: %s", detail);
     } else {
-        clog_info(c, "closed: %s", detail);
+        /* Charged to the worker's budget only: a connection's last line
+         * says why it ended, whatever it logged before. */
+        if (log_enabled(LOG_LEVEL_INFO) &&
+            log_limit_take(&c->env->log_limit, ENV_LOG_PER_SECOND))
+            clog_info(c, "closed: %s", detail);
         if (conn_is_dnode(c))
             metrics_disconnect(c->env->stats, (int)why);
     }

@@ -125,6 +125,7 @@ struct conn_env {
     struct event *reap;       /* runs the teardown pass */
     struct event *soft_timer; /* once a second while some output is over the soft limit */
     size_t nover_soft;
+    log_limit_t log_limit; /* lines about clients, all connections together */
     conn_t *corked; /* conn_cork: whose messages the cork holds */
     conn_msg_t *cork[32];
     unsigned ncork;
@@ -158,6 +159,7 @@ struct conn {
     unsigned moved : 1;     /* handed to another worker: ends without a word to the peer */
     unsigned unmovable : 1; /* a handoff failed: close it when idle instead */
     uint32_t scanned;       /* line framing: input bytes already searched */
+    log_limit_t log_limit;  /* lines about this connection */
     uint64_t over_soft_us;  /* when output went over output_soft_limit, or 0 */
     uint64_t accepted_us;   /* metrics_now_us() at accept */
     char peer[48];          /* "127.0.0.1:5000" */
@@ -256,6 +258,19 @@ const char *conn_ctx(const conn_t *c, char *buf, size_t len);
             log_write(level, conn_ctx((c), conn_ctx_, sizeof(conn_ctx_)), __VA_ARGS__);            \
         }                                                                                          \
     } while (0)
+/* Lines a client can cause, however many it sends: at most
+ * CONN_LOG_PER_SECOND a second about one connection and ENV_LOG_PER_SECOND
+ * about all of a worker's together. What they hold back is summed in one
+ * line a second (the env's timer). */
+#define CONN_LOG_PER_SECOND 10
+#define ENV_LOG_PER_SECOND 100
+int conn_log_allowed(conn_t *c);
+#define conn_log_client(level, c, ...)                                        \
+    do {                                                                      \
+        if (log_enabled(level) && conn_log_allowed(c))                        \
+            conn_log(level, c, __VA_ARGS__);                                  \
+    } while (0)
+
 #define clog_debug(c, ...) conn_log(LOG_LEVEL_DEBUG, c, __VA_ARGS__)
 #define clog_info(c, ...) conn_log(LOG_LEVEL_INFO, c, __VA_ARGS__)
 #define clog_warning(c, ...) conn_log(LOG_LEVEL_WARNING, c, __VA_ARGS__)

@@ -76,7 +76,7 @@ static void line_read(conn_t *c)
     switch (rc) {
     case CONN_FRAME_OVERSIZED:
         c->env->stats->oversized++;
-        clog_warning(c, "message of %zu+ bytes is over max_message_size (%zu)", oversize,
+        conn_log_client(LOG_LEVEL_WARNING, c, "message of %zu+ bytes is over max_message_size (%zu)", oversize,
                      c->env->cfg->max_message_size);
         conn_close(c, CONN_CLOSE_OVERSIZED, "message too large");
         break;

@@ -530,7 +530,7 @@ static int http_upgrade(conn_t *s, http_conn_t *c)
         return http_error(s, c, 400, NULL);
     if (!ws_origin_allowed(s->env->cfg, c->hdr[H_ORIGIN],
                            c->hdrlen[H_HOST] ? c->hdr[H_HOST] : NULL)) {
-        clog_warning(s, "WebSocket from origin '%s' refused (allowed_origins)", c->hdr[H_ORIGIN]);
+        conn_log_client(LOG_LEVEL_WARNING, s, "WebSocket from origin '%s' refused (allowed_origins)", c->hdr[H_ORIGIN]);
         c->keep_alive = 0;
         return http_error(s, c, 403, NULL);
     }
@@ -575,7 +575,7 @@ static int http_respond(conn_t *s, http_conn_t *c)
         return http_metrics(s, c);
     rc = http_decode_path(path, pathlen, rel, sizeof(rel));
     if (rc != 0) {
-        clog_info(s, "HTTP path refused (%d): %.200s", rc, c->url);
+        conn_log_client(LOG_LEVEL_INFO, s, "HTTP path refused (%d): %.200s", rc, c->url);
         return http_error(s, c, rc, NULL);
     }
     return http_static(s, c, rel);
@@ -620,7 +620,7 @@ static void http_read(conn_t *s)
         if (err != HPE_OK) {
             c->keep_alive = 0;
             if (http_error(s, c, c->too_large ? c->too_large : 400, NULL) == 0)
-                clog_info(s, "bad HTTP request: %s", http_errno_description(err));
+                conn_log_client(LOG_LEVEL_INFO, s, "bad HTTP request: %s", http_errno_description(err));
             return;
         }
         if (n < v.iov_len)

@@ -107,6 +107,23 @@ void log_set_level(int level)
         atomic_store(&log_min_level, level);
 }
 
+int log_limit_take(log_limit_t *l, unsigned per_second)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    if (ts.tv_sec != l->second) {
+        l->second = ts.tv_sec;
+        l->used = 0;
+    }
+    if (l->used < per_second) {
+        l->used++;
+        return 1;
+    }
+    l->suppressed++;
+    return 0;
+}
+
 int log_enabled(int level)
 {
     return level >= atomic_load_explicit(&log_min_level, memory_order_relaxed);

@@ -4,6 +4,8 @@
 #ifndef DNODED_LOG_H
 #define DNODED_LOG_H
 
+#include <stdint.h>
+
 enum { LOG_LEVEL_DEBUG = 0, LOG_LEVEL_INFO, LOG_LEVEL_WARNING, LOG_LEVEL_ERROR };
 
 /* Parse "debug"/"info"/"warning"/"error"; -1 when unknown. */
@@ -33,10 +35,21 @@ void log_close(void);
 void log_write(int level, const char *ctx, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define log_debug(...)                                    \
-    do {                                                  \
-        if (log_enabled(LOG_LEVEL_DEBUG))                 \
-            log_write(LOG_LEVEL_DEBUG, NULL, __VA_ARGS__); \
+/* A budget for log lines a client can cause: at most per_second of them
+ * in any one second of the clock, the rest counted in suppressed (the
+ * owner reports and resets that count). Zeroed is ready to use. */
+typedef struct log_limit {
+    int64_t second; /* the second being counted */
+    unsigned used;  /* lines taken in it */
+    uint64_t suppressed;
+} log_limit_t;
+/* 1 when one more line fits l's budget (and takes it), else 0 (counted). */
+int log_limit_take(log_limit_t *l, unsigned per_second);
+
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_enabled(LOG_LEVEL_DEBUG))                                                          \
+            log_write(LOG_LEVEL_DEBUG, NULL, __VA_ARGS__);                                         \
     } while (0)
 #define log_info(...) log_write(LOG_LEVEL_INFO, NULL, __VA_ARGS__)
 #define log_warning(...) log_write(LOG_LEVEL_WARNING, NULL, __VA_ARGS__)

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "dnode.h"
 #include "error.h"
@@ -227,7 +228,7 @@ void session_report_error(session_t *s, int64_t error_cb, json_t *error)
         rc = 0;
     if (rc < 0 && !session_closing(s)) {
         char *text = json_dump(error, NULL);
-        slog_info(s, "error not delivered (no error callback): %s", text ? text : "?");
+        slog_client(LOG_LEVEL_INFO, s, "error not delivered (no error callback): %s", text ? text : "?");
         free(text);
     }
     json_free(args);
@@ -244,6 +245,32 @@ static void session_report(session_t *s, const char *fmt, ...)
 {
     va_list ap;
 
+    va_start(ap, fmt);
+    session_report_error(s, -1, error_newv(ERROR_INVALID_REQUEST, NULL, fmt, ap));
+    va_end(ap);
+}
+
+/* A refused message, reported to the client as InvalidRequest (detail is
+ * printf-formatted). Past max_invalid_messages in one minute the session
+ * is told so and closed: a client that sends junk costs a bounded amount
+ * of work, output and log. */
+static void session_refuse(session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void session_refuse(session_t *s, const char *fmt, ...)
+{
+    size_t max = s->env->cfg->max_invalid_messages;
+    int64_t minute = (int64_t)time(NULL) / 60;
+    va_list ap;
+
+    if (minute != s->invalid_minute) {
+        s->invalid_minute = minute;
+        s->invalid = 0;
+    }
+    if (max > 0 && ++s->invalid > max) {
+        session_report(s, "too many invalid messages (max_invalid_messages is %zu a minute)", max);
+        session_close(s, CONN_CLOSE_PROTOCOL, "too many invalid messages");
+        return;
+    }
     va_start(ap, fmt);
     session_report_error(s, -1, error_newv(ERROR_INVALID_REQUEST, NULL, fmt, ap));
     va_end(ap);
@@ -305,16 +332,16 @@ void session_handle_message(session_t *s, const char *data, size_t len)
                            budget > DNODE_MAX_CALLBACKS ? budget : DNODE_MAX_CALLBACKS, &msg, err,
                            sizeof(err)) < 0) {
         s->env->stats->malformed++;
-        slog_warning(s, "message skipped: %s", err);
-        session_report(s, "message skipped: %s", err);
+        slog_client(LOG_LEVEL_WARNING, s, "message skipped: %s", err);
+        session_refuse(s, "message skipped: %s", err);
         return;
     }
     if (msg.ncallbacks > budget && (msg.method == NULL || strcmp(msg.method, "methods") != 0)) {
         s->env->stats->malformed++;
         snprintf(err, sizeof(err), "too many callbacks (%zu, at most %zu)", msg.ncallbacks, budget);
-        slog_warning(s, "message skipped: %s (max_callbacks is %zu, %u held by requests in flight)",
+        slog_client(LOG_LEVEL_WARNING, s, "message skipped: %s (max_callbacks is %zu, %u held by requests in flight)",
                      err, cfg->max_callbacks, s->callbacks_held);
-        session_report(s, "message skipped: %s", err);
+        session_refuse(s, "message skipped: %s", err);
         dnode_msg_clear(&msg);
         return;
     }
@@ -337,8 +364,8 @@ void session_handle_message(session_t *s, const char *data, size_t len)
             else
                 snprintf(name, sizeof(name), "%lld", (long long)msg.method_id);
             s->env->stats->unknown_methods++;
-            slog_warning(s, "unknown method '%s' skipped", name);
-            session_report(s, "unknown method '%s'", name);
+            slog_client(LOG_LEVEL_WARNING, s, "unknown method '%s' skipped", name);
+            session_refuse(s, "unknown method '%s'", name);
         } else {
             s->env->dispatch(s->env->arg, s, idx, msg.args, msg.ncallbacks);
             msg.args = NULL; /* the dispatcher owns them now */

@@ -63,6 +63,8 @@ struct session {
     uint32_t inflight;                    /* operations waiting for the database */
     uint32_t callbacks_held;              /* the client's callbacks those operations hold */
     uint32_t unconfirmed;                 /* its publishes Redis has not confirmed yet (bus) */
+    uint32_t invalid;          /* refused messages in the minute of invalid_minute */
+    int64_t invalid_minute;
     struct bus_channel **subs;            /* channels joined (the bus keeps this list) */
     uint32_t nsubs, capsubs;
     struct handoff *handoff; /* a move between generations in progress, or NULL */
@@ -132,6 +134,8 @@ int session_export(const session_t *s, json_t *into);
 int session_import(session_t *s, const json_t *desc);
 
 #define slog(level, s, ...) conn_log(level, (s)->conn, __VA_ARGS__)
+/* A line the client can cause (rate-limited: conn_log_client). */
+#define slog_client(level, s, ...) conn_log_client(level, (s)->conn, __VA_ARGS__)
 #define slog_debug(s, ...) slog(LOG_LEVEL_DEBUG, s, __VA_ARGS__)
 #define slog_info(s, ...) slog(LOG_LEVEL_INFO, s, __VA_ARGS__)
 #define slog_warning(s, ...) slog(LOG_LEVEL_WARNING, s, __VA_ARGS__)

@@ -247,7 +247,7 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
             s->h->on_message(s->owner, (const char *)arg->msg, arg->msg_length);
         break;
     case WSLAY_BINARY_FRAME:
-        clog_warning(s, "binary WebSocket message refused");
+        conn_log_client(LOG_LEVEL_WARNING, s, "binary WebSocket message refused");
         if (ws_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, "text frames only", 16) < 0)
             conn_close(s, CONN_CLOSE_PROTOCOL, "WebSocket protocol error: cannot queue close");
         break;
@@ -600,7 +600,7 @@ static int ws_send(conn_t *s, conn_msg_t *const *ms, unsigned n)
          * is buffered; the peer gets WS_CLOSE_SECONDS to read it all. */
         s->env->stats->slow_consumers++;
         s->slow = 1;
-        clog_warning(s, "WebSocket output over max_output_buffer: closing with 1008");
+        conn_log_client(LOG_LEVEL_WARNING, s, "WebSocket output over max_output_buffer: closing with 1008");
         ws_close_with(s, WSLAY_CODE_POLICY_VIOLATION, CONN_CLOSE_SLOW,
                       "output buffer over max_output_buffer (client too slow)");
         return 0;

@@ -93,6 +93,7 @@ START_TEST(test_defaults)
     ck_assert_int_eq(cfg->ws_ping_interval, 30);
     ck_assert_uint_eq(cfg->max_subscriptions, 256);
     ck_assert_uint_eq(cfg->max_callbacks, 1024);
+    ck_assert_uint_eq(cfg->max_invalid_messages, 100);
     ck_assert_uint_eq(cfg->max_json_depth, 32);
     ck_assert_uint_eq(cfg->output_soft_limit, 1048576);
     ck_assert_int_eq(cfg->output_soft_seconds, 10);
@@ -139,6 +140,7 @@ START_TEST(test_every_key)
                              "ws_ping_interval = 7\n"
                              "max_subscriptions = 13\n"
                              "max_callbacks = 14\n"
+                             "max_invalid_messages = 0\n"
                              "max_json_depth = 15\n"
                              "output_soft_limit = 32k\n"
                              "output_soft_seconds = 20\n"
@@ -170,6 +172,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->ws_ping_interval, 7);
     ck_assert_uint_eq(cfg->max_subscriptions, 13);
     ck_assert_uint_eq(cfg->max_callbacks, 14);
+    ck_assert_uint_eq(cfg->max_invalid_messages, 0);
     ck_assert_uint_eq(cfg->max_json_depth, 15);
     ck_assert_uint_eq(cfg->output_soft_limit, 32768);
     ck_assert_int_eq(cfg->output_soft_seconds, 20);
@@ -178,7 +181,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 28);
+    ck_assert_uint_eq(config_key_count(), 29);
     config_free(cfg);
 }
 END_TEST

@@ -282,6 +282,26 @@ START_TEST(test_concurrent_writers_keep_lines_whole)
 }
 END_TEST
 
+START_TEST(test_limit_budget_per_second)
+{
+    log_limit_t l;
+    int i, took = 0;
+
+    memset(&l, 0, sizeof(l));
+    for (i = 0; i < 25; i++)
+        took += log_limit_take(&l, 10);
+    /* 25 lines within a second or two of the clock: at most twice the
+     * budget when the second turned meanwhile, and what was refused is
+     * counted. */
+    ck_assert_int_ge(took, 10);
+    ck_assert_int_le(took, 20);
+    ck_assert_uint_eq(l.suppressed, (uint64_t)(25 - took));
+    l.second -= 5; /* a later second: the budget is whole again */
+    ck_assert_int_eq(log_limit_take(&l, 10), 1);
+    ck_assert_uint_eq(l.used, 1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("log");
@@ -294,6 +314,7 @@ int main(void)
     tcase_add_test(tc, test_truncates_long_lines);
     tcase_add_test(tc, test_reopen_after_rename);
     tcase_add_test(tc, test_failed_open_keeps_destination);
+    tcase_add_test(tc, test_limit_budget_per_second);
     tcase_add_test(tc, test_appends_to_existing_file);
     tcase_add_test(tc, test_preserves_errno);
     tcase_add_test(tc, test_concurrent_writers_keep_lines_whole);

@@ -225,6 +225,34 @@ START_TEST(test_export_import_round_trip)
 }
 END_TEST
 
+START_TEST(test_invalid_messages_budget)
+{
+    struct bufferevent *client;
+    session_t *s;
+    char *got;
+    int i;
+
+    P.cfg->max_invalid_messages = 3;
+    s = new_session(&client);
+    pair_send(client, "{\"method\":\"methods\",\"arguments\":[{\"error\":\"[Function]\"}],"
+                      "\"callbacks\":{\"3\":[\"0\",\"error\"]},\"links\":[]}\n");
+    for (i = 0; i < 3; i++)
+        pair_send(client, "not json\n");
+    ck_assert(!session_closing(s)); /* three are allowed, each answered */
+    got = pair_received(client);
+    for (i = 0; i < 3; i++) {
+        char *at = strstr(got, "message skipped");
+        ck_assert_ptr_nonnull(at);
+        memset(at, '-', 7);
+    }
+    free(got);
+    pair_send(client, "still not json\n");
+    ck_assert(session_closing(s));
+    ck_assert_uint_eq(P.stats->disconnects[CONN_CLOSE_PROTOCOL], 1);
+    bufferevent_free(client);
+}
+END_TEST
+
 int main(void)
 {
     const TTest *tests[] = {
@@ -235,6 +263,7 @@ int main(void)
         test_idle_waits_for_operations,
         test_teardown_once_and_session_outlives_it,
         test_export_import_round_trip,
+        test_invalid_messages_budget,
     };
 
     return check_run_tests("session", session_setup, session_teardown_fixture, tests,
