@@ -143,7 +143,11 @@ static void api_publish(api_t *api, session_t *s, json_t *args)
 
     if (model == NULL || opt == NULL || opt->type != JSON_OBJECT || event == NULL || url == NULL ||
         url[0] == '\0') {
-        api_reply_string(s, fn, "missing parameters");
+        /* As backbone-dnode does: opt.error('missing parameters') when the
+         * caller gave one; else its final callback, for DNode clients that
+         * pass no options callbacks. */
+        int64_t error_cb = api_error_cb(opt);
+        api_reply_string(s, error_cb >= 0 ? error_cb : fn, "missing parameters");
         return;
     }
     doc = json_copy(model);

@@ -328,6 +328,16 @@ test('update and delete are pushed as updated and deleted', { skip }, async (t) 
         callsOf(b, 'deleted').length, 2);
 });
 
+test('publish without url calls opt.error with missing parameters, as backbone-dnode does',
+    { skip }, async (t) => {
+        const a = await client(t);
+        const error = a.callback(undefined, 'opt.error');
+        const done = a.callback(1000, 'the final callback');
+        a.call('publish', { _id: 1 }, { method: 'create', error: error.fn }, done.fn);
+        assert.deepStrictEqual(await error.args, ['missing parameters']);
+        await assert.rejects(done.args, /not called/, 'the final callback stays unused');
+    });
+
 test('unsubscribe stops delivery', { skip }, async (t) => {
     const url = '/pub/unsub';
     const a = await client(t);
