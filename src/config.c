@@ -19,6 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "addr.h"
+
 #include "log.h"
 
 #ifdef DNODED_DATADIR
@@ -73,6 +75,7 @@ static int check_mongodb_uri(const char *v);
 static int check_redis_url(const char *v);
 static int check_word(const char *v);
 static int check_origin(const char *v);
+static int check_range(const char *v);
 
 #define OFF(field) offsetof(config_t, field)
 /* The fields every key has; the public info mirrors two of the flags. */
@@ -116,6 +119,10 @@ static const struct ckey config_keys[] = {
      .expect = "empty or a user name or id"},
     {KEY("group", KT_STRING, KF_EMPTY, group, ""), .check = check_word,
      .expect = "empty or a group name or id"},
+    {KEY("metrics_allow", KT_LIST, KF_RELOAD | KF_REPEAT | KF_EMPTY, metrics_allow,
+         "127.0.0.0/8 ::1"),
+     .count_off = OFF(nmetrics_allow), .check = check_range,
+     .expect = "IP addresses or ranges such as 10.0.0.0/8 or fd00::/8"},
     {KEY("allowed_origins", KT_LIST, KF_RELOAD | KF_REPEAT | KF_EMPTY, allowed_origins, ""),
      .count_off = OFF(nallowed_origins), .check = check_origin,
      .expect = "origins such as https://example.com (lowercase, no path)"},
@@ -378,6 +385,13 @@ static int check_word(const char *v)
 
 /* Browsers send Origin as scheme://host[:port], lowercase, without a path;
  * anything else would never match, so it is refused here. */
+static int check_range(const char *v)
+{
+    addr_range_t r;
+
+    return addr_range_parse(v, &r);
+}
+
 static int check_origin(const char *v)
 {
     const char *p;

@@ -22,6 +22,8 @@ typedef struct config {
     char *user, *group; /* "" = keep */
     char **allowed_origins; /* WebSocket Origin allowlist; empty = same host only */
     size_t nallowed_origins;
+    char **metrics_allow;   /* who may read /metrics: addresses and ranges */
+    size_t nmetrics_allow;
     size_t max_message_size;
     size_t max_output_buffer;
     size_t output_soft_limit;      /* output over this for output_soft_seconds */

@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <http_parser.h>
 
+#include "addr.h"
 #include "log.h"
 #include "metrics.h"
 #include "ws.h"
@@ -571,8 +572,14 @@ static int http_respond(conn_t *s, http_conn_t *c)
     if (pathlen == 8 && memcmp(path, "/healthz", 8) == 0)
         return http_answer(s, c, 200, "text/plain; charset=utf-8", "Cache-Control: no-store\r\n",
                            "ok\n", 3, -1);
-    if (pathlen == 8 && memcmp(path, "/metrics", 8) == 0)
+    if (pathlen == 8 && memcmp(path, "/metrics", 8) == 0) {
+        /* Counters say a lot about a deployment: only where they are
+         * allowed (metrics_allow, loopback by default). */
+        if (!addr_peer_allowed(s->peer, s->env->cfg->metrics_allow,
+                               s->env->cfg->nmetrics_allow))
+            return http_error(s, c, 403, NULL);
         return http_metrics(s, c);
+    }
     rc = http_decode_path(path, pathlen, rel, sizeof(rel));
     if (rc != 0) {
         conn_log_client(LOG_LEVEL_INFO, s, "HTTP path refused (%d): %.200s", rc, c->url);

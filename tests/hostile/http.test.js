@@ -66,3 +66,11 @@ test('pipelined static GETs never read hold at most one open file', async (t) =>
     assert.strictEqual(res.status, 200);
     await assertAnswered(d, 2000, 'a client beside the pipelining one');
 });
+
+test('/metrics is served only to metrics_allow (loopback by default)', async (t) => {
+    const d = await startDnoded({ config: { workers: 1 } }, t);
+    assert.strictEqual((await httpGet(d.port, '/metrics')).status, 200);
+    const e = await startDnoded({ config: { workers: 1, metrics_allow: '10.0.0.0/8 fd00::/8' } }, t);
+    assert.strictEqual((await httpGet(e.port, '/metrics')).status, 403);
+    assert.strictEqual((await httpGet(e.port, '/healthz')).status, 200);
+});

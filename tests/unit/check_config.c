@@ -85,6 +85,9 @@ START_TEST(test_defaults)
     ck_assert_str_eq(cfg->user, "");
     ck_assert_str_eq(cfg->group, "");
     ck_assert_uint_eq(cfg->nallowed_origins, 0);
+    ck_assert_uint_eq(cfg->nmetrics_allow, 2);
+    ck_assert_str_eq(cfg->metrics_allow[0], "127.0.0.0/8");
+    ck_assert_str_eq(cfg->metrics_allow[1], "::1");
     ck_assert_uint_eq(cfg->max_message_size, 1048576);
     ck_assert_uint_eq(cfg->max_output_buffer, 8388608);
     ck_assert_uint_eq(cfg->max_read_limit, 1000);
@@ -140,6 +143,7 @@ START_TEST(test_every_key)
                              "ws_ping_interval = 7\n"
                              "max_subscriptions = 13\n"
                              "max_callbacks = 14\n"
+                             "metrics_allow = 10.0.0.0/8\n"
                              "max_invalid_messages = 0\n"
                              "max_json_depth = 15\n"
                              "output_soft_limit = 32k\n"
@@ -164,6 +168,8 @@ START_TEST(test_every_key)
     ck_assert_str_eq(cfg->group, "33");
     ck_assert_uint_eq(cfg->nallowed_origins, 1);
     ck_assert_str_eq(cfg->allowed_origins[0], "https://a.example.com");
+    ck_assert_uint_eq(cfg->nmetrics_allow, 1);
+    ck_assert_str_eq(cfg->metrics_allow[0], "10.0.0.0/8");
     ck_assert_uint_eq(cfg->max_message_size, 2048);
     ck_assert_uint_eq(cfg->max_output_buffer, 65536);
     ck_assert_uint_eq(cfg->max_read_limit, 50);
@@ -181,7 +187,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 29);
+    ck_assert_uint_eq(config_key_count(), 30);
     config_free(cfg);
 }
 END_TEST
