@@ -64,6 +64,12 @@ struct store {
      * succeed there; the lock makes that safe at least within one worker. */
     pthread_mutex_t doc_locks[STORE_DOC_LOCKS];
 
+    /* Failures whose details stay in the log: each gets an id the client
+     * is given instead (error_hidden). */
+    uint32_t error_salt;
+    uint32_t error_seq; /* __atomic */
+    log_limit_t error_log; /* guarded by mu */
+
     /* Everything below up to the loop-only fields is guarded by mu. */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -232,17 +238,45 @@ static int is_duplicate(const bson_error_t *e)
            (e->code == 1 && strstr(e->message, "UNIQUE constraint failed"));
 }
 
+/* A failure whose details are for the operator, not the client: the
+ * driver's text can name hosts, source lines and document contents. The
+ * log gets it under an id (at most 10 such lines a second per store, the
+ * rest counted in the next one), the client the id. */
+static json_t *error_hidden(store_t *st, error_code_t code, const char *what,
+                            const bson_error_t *e)
+{
+    uint32_t seq = __atomic_add_fetch(&st->error_seq, 1, __ATOMIC_RELAXED);
+    uint64_t held = 0;
+    char id[24];
+    int log_it;
+
+    snprintf(id, sizeof id, "%08x%04x", st->error_salt, seq & 0xffff);
+    pthread_mutex_lock(&st->mu);
+    log_it = log_limit_take(&st->error_log, 10);
+    if (log_it) {
+        held = st->error_log.suppressed;
+        st->error_log.suppressed = 0;
+    }
+    pthread_mutex_unlock(&st->mu);
+    if (log_it)
+        log_warning("%s (id %s): %s (domain %u, code %u)%s%llu%s", what, id, e->message,
+                    e->domain, e->code, held ? "; " : "", (unsigned long long)held,
+                    held ? " more not logged" : "");
+    return error_new(code, NULL, "%s (id %s)", what, id);
+}
+
 /* Map a libmongoc failure to an error object (error.h):
  * no server / connection trouble -> Unavailable, duplicate key -> Conflict
  * (with errors.<path> when the path is known), anything else ->
  * DatabaseError. reply may be NULL. */
-static json_t *error_from_mongoc(const model_t *m, const bson_error_t *e, const bson_t *reply)
+static json_t *error_from_mongoc(store_t *st, const model_t *m, const bson_error_t *e,
+                                 const bson_t *reply)
 {
     if (e->domain == MONGOC_ERROR_SERVER_SELECTION || e->domain == MONGOC_ERROR_STREAM ||
         (e->domain == MONGOC_ERROR_SERVER && server_code_unavailable(e->code)))
-        return error_new(ERROR_UNAVAILABLE, NULL, "database unavailable: %s", e->message);
+        return error_hidden(st, ERROR_UNAVAILABLE, "database unavailable", e);
     if (!is_duplicate(e))
-        return error_new(ERROR_DATABASE, NULL, "database error: %s", e->message);
+        return error_hidden(st, ERROR_DATABASE, "database error", e);
     char path[128];
     if (!duplicate_path(m, reply, e->message, path, sizeof path))
         return error_new(ERROR_CONFLICT, NULL, "duplicate key");
@@ -363,7 +397,7 @@ static json_t *doc_to_json(const bson_t *doc, json_t **error)
 
 /* Read the document with this _id into *out (initialised by this function
  * when found). Returns 1 found, 0 absent, -1 with *error. */
-static int find_by_id(const store_t *st, const model_t *m, mongoc_collection_t *coll,
+static int find_by_id(store_t *st, const model_t *m, mongoc_collection_t *coll,
                       const bson_oid_t *oid, bson_t *out, json_t **error)
 {
     bson_t filter, opts = BSON_INITIALIZER;
@@ -380,7 +414,7 @@ static int find_by_id(const store_t *st, const model_t *m, mongoc_collection_t *
         bson_copy_to(doc, out);
         rc = 1;
     } else if (mongoc_cursor_error_document(cur, &e, &reply)) {
-        *error = error_from_mongoc(m, &e, reply);
+        *error = error_from_mongoc(st, m, &e, reply);
         rc = -1;
     }
     mongoc_cursor_destroy(cur);
@@ -433,7 +467,7 @@ static void run_create(store_t *st, mongoc_client_t *client, job_t *job)
     if (mongoc_collection_insert_one(coll, doc, &opts, &reply, &e))
         job->result = doc_to_json(doc, &job->error);
     else
-        job->error = error_from_mongoc(job->model, &e, &reply);
+        job->error = error_from_mongoc(st, job->model, &e, &reply);
     bson_destroy(&opts);
     bson_destroy(&reply);
     mongoc_collection_destroy(coll);
@@ -511,7 +545,7 @@ static void run_read(store_t *st, mongoc_client_t *client, job_t *job)
         if (mongoc_cursor_next(cur, &doc)) {
             job->result = doc_to_json(doc, &job->error);
         } else if (mongoc_cursor_error_document(cur, &e, &reply)) {
-            job->error = error_from_mongoc(m, &e, reply);
+            job->error = error_from_mongoc(st, m, &e, reply);
         } else {
             job->error = not_found(m, &oid);
         }
@@ -530,7 +564,7 @@ static void run_read(store_t *st, mongoc_client_t *client, job_t *job)
         }
     }
     if (mongoc_cursor_error_document(cur, &e, &reply)) {
-        job->error = error_from_mongoc(m, &e, reply);
+        job->error = error_from_mongoc(st, m, &e, reply);
         goto done;
     }
     job->result = arr;
@@ -574,7 +608,7 @@ static int find_and_modify(store_t *st, mongoc_collection_t *coll, job_t *job,
     if (!mongoc_find_and_modify_opts_set_max_time_ms(fam, (uint32_t)st->max_time_ms))
         goto nomem;
     if (!mongoc_collection_find_and_modify_with_opts(coll, filter, fam, &reply, &e)) {
-        job->error = error_from_mongoc(job->model, &e, &reply);
+        job->error = error_from_mongoc(st, job->model, &e, &reply);
     } else if (bson_iter_init_find(&it, &reply, "value") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
         uint32_t len;
         const uint8_t *data;
@@ -963,6 +997,11 @@ static void store_locks_destroy(store_t *st, int n)
 
 static int store_locks_init(store_t *st)
 {
+    struct timespec ts;
+
+    /* Ids of hidden errors differ across workers and restarts. */
+    clock_gettime(CLOCK_REALTIME, &ts);
+    st->error_salt = (uint32_t)getpid() * 2654435761u ^ (uint32_t)ts.tv_nsec;
     if (pthread_mutex_init(&st->mu, NULL) != 0)
         return -1;
     if (pthread_cond_init(&st->cv, NULL) != 0) {
