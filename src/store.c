@@ -651,7 +651,15 @@ static int update_once(store_t *st, mongoc_collection_t *coll, job_t *job, const
         return -1;
     }
     int64_t stored = doc_version(&current, &present);
-    if (model_versioned(m) && data_version(job->input, &theirs) && theirs < stored) {
+    if (model_versioned(m) && !data_version(job->input, &theirs)) {
+        /* Without the version it was read at, an update of a versioned
+         * model would overwrite whatever was saved meanwhile. */
+        job->error = error_new(ERROR_CONFLICT, NULL,
+                               "%s is versioned: an update must carry __v (stored __v is %lld)",
+                               model_name(m), (long long)stored);
+        goto out;
+    }
+    if (model_versioned(m) && theirs < stored) {
         job->error = stale(stored, theirs);
         goto out;
     }

@@ -399,6 +399,10 @@ test('a versioned model refuses a stale __v on update and delete with Conflict',
 
         // A second browser still holding __v 0.
         failed(await crud(c, 'update', { _id: doc._id, __v: 0, text: 'stale' }, opt), 'Conflict');
+        // One that does not say which version it read cannot overwrite it either.
+        const bare = failed(await crud(c, 'update', { _id: doc._id, text: 'blind' }, opt),
+            'Conflict');
+        assert.match(bare.message, /must carry __v/);
         failed(await crud(c, 'delete', { _id: doc._id, __v: 0 }, opt), 'Conflict');
         const rows = await stored('notes', { _id: new ObjectId(doc._id) });
         assert.strictEqual(rows.length, 1);
