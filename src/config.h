@@ -32,6 +32,8 @@ typedef struct config {
     size_t max_connections;        /* per worker */
     int tcp_keepalive;             /* idle seconds before keepalive probes; 0 = off */
     int ws_ping_interval;          /* seconds of WebSocket silence before a ping; 0 = off */
+    int http_header_timeout;       /* seconds for an HTTP request to arrive whole */
+    int line_timeout;              /* seconds for a started DNode message to end */
     size_t max_subscriptions;      /* per session */
     size_t max_callbacks;          /* per session, remote callbacks held */
     size_t max_invalid_messages;   /* per session and minute; 0 = no limit */

@@ -378,10 +378,40 @@ const char *conn_ctx(const conn_t *c, char *buf, size_t len)
     return buf;
 }
 
+static void conn_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn_t *c = arg;
+
+    (void)fd;
+    (void)what;
+    conn_close(c, CONN_CLOSE_TIMEOUT, c->deadline_detail);
+}
+
+int conn_deadline_set(conn_t *c, int seconds, const char *detail)
+{
+    struct timeval tv = {seconds, 0};
+
+    if (seconds <= 0 || c->closing)
+        return 0;
+    if (c->deadline == NULL && (c->deadline = evtimer_new(c->env->base, conn_deadline_cb, c)) == NULL)
+        return -1;
+    if (evtimer_pending(c->deadline, NULL))
+        return 0;
+    c->deadline_detail = detail;
+    return evtimer_add(c->deadline, &tv);
+}
+
+void conn_deadline_clear(conn_t *c)
+{
+    if (c->deadline != NULL)
+        evtimer_del(c->deadline);
+}
+
 void conn_set_io(conn_t *c, conn_kind_t kind, const conn_io_t *io, void *state)
 {
     if (c->io != NULL && c->io->release != NULL)
         c->io->release(c);
+    conn_deadline_clear(c); /* a deadline is the previous framing's */
     c->kind = kind;
     c->io = io;
     c->io_state = state;
@@ -474,6 +504,10 @@ static void conn_teardown(conn_t *c)
         c->io->release(c);
     c->io = NULL;
     c->io_state = NULL;
+    if (c->deadline != NULL) {
+        event_free(c->deadline);
+        c->deadline = NULL;
+    }
     if (c->bev != NULL) {
         bufferevent_free(c->bev);
         c->bev = NULL;

@@ -159,6 +159,8 @@ struct conn {
     unsigned moved : 1;     /* handed to another worker: ends without a word to the peer */
     unsigned unmovable : 1; /* a handoff failed: close it when idle instead */
     uint32_t scanned;       /* line framing: input bytes already searched */
+    struct event *deadline; /* conn_deadline_set, made on first use */
+    const char *deadline_detail;
     log_limit_t log_limit;  /* lines about this connection */
     uint64_t over_soft_us;  /* when output went over output_soft_limit, or 0 */
     uint64_t accepted_us;   /* metrics_now_us() at accept */
@@ -209,6 +211,13 @@ void conn_set_moved(conn_t *c);
 /* Start moving bytes on a connection adopted with held set. 0 or -1
  * (closed). */
 int conn_resume(conn_t *c);
+
+/* Close c as timed out (detail says what was too slow) seconds from now,
+ * unless conn_deadline_clear comes first. A deadline already running is
+ * kept (it counts from when it was first set); seconds <= 0: none. 0 or
+ * -1. */
+int conn_deadline_set(conn_t *c, int seconds, const char *detail);
+void conn_deadline_clear(conn_t *c);
 
 /* Whether c has nothing in flight at its level: not closing or held,
  * nothing corked, no output queued, no input buffered, its variant idle. */

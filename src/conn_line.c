@@ -73,6 +73,18 @@ static void line_read(conn_t *c)
     rc = conn_frame_lines(bufferevent_get_input(c->bev), &c->scanned, c->env->cfg->max_message_size,
                           line_on_line, c, &oversize);
     conn_uncork(c);
+    /* Part of a message waits for the rest: it must come within
+     * line_timeout of the part's first byte (a line trickled byte by byte,
+     * or never ended, would hold its memory and the connection forever). */
+    if (rc == CONN_FRAME_MORE && !c->closing) {
+        if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
+            if (conn_deadline_set(c, c->env->cfg->line_timeout,
+                                  "a message not finished within line_timeout") < 0)
+                conn_close(c, CONN_CLOSE_OTHER, "cannot arm a timer");
+        } else {
+            conn_deadline_clear(c);
+        }
+    }
     switch (rc) {
     case CONN_FRAME_OVERSIZED:
         c->env->stats->oversized++;

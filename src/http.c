@@ -71,6 +71,7 @@ static const char *const header_names[H_COUNT] = {
 
 typedef struct http_conn {
     http_parser parser;
+    conn_t *conn;
     char url[HTTP_MAX_URL + 1];
     size_t urllen;
     char field[32];
@@ -100,6 +101,12 @@ static int on_message_begin(http_parser *p)
     c->cur = -1;
     c->too_large = 0;
     memset(c->hdrlen, 0, sizeof(c->hdrlen));
+    /* A request must arrive whole within http_header_timeout of its first
+     * byte: one trickled a byte at a time would hold the connection
+     * forever (the idle timeout restarts with every byte). */
+    if (conn_deadline_set(c->conn, c->conn->env->cfg->http_header_timeout,
+                          "HTTP request not complete within http_header_timeout") < 0)
+        return -1;
     return 0;
 }
 
@@ -185,6 +192,8 @@ static int on_message_complete(http_parser *p)
 {
     http_conn_t *c = p->data;
     int i;
+
+    conn_deadline_clear(c->conn);
 
     for (i = 0; i < H_COUNT; i++)
         c->hdr[i][c->hdrlen[i]] = '\0';
@@ -691,6 +700,7 @@ int http_begin(conn_t *s)
         return -1;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
+    c->conn = s;
     c->cur = -1;
     conn_set_io(s, CONN_HTTP, &http_io, c);
     bufferevent_set_timeouts(s->bev, &idle, &idle);

@@ -94,6 +94,8 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(cfg->max_connections, 10000);
     ck_assert_int_eq(cfg->tcp_keepalive, 60);
     ck_assert_int_eq(cfg->ws_ping_interval, 30);
+    ck_assert_int_eq(cfg->http_header_timeout, 10);
+    ck_assert_int_eq(cfg->line_timeout, 30);
     ck_assert_uint_eq(cfg->max_subscriptions, 256);
     ck_assert_uint_eq(cfg->max_callbacks, 1024);
     ck_assert_uint_eq(cfg->max_invalid_messages, 100);
@@ -141,6 +143,8 @@ START_TEST(test_every_key)
                              "max_connections = 12\n"
                              "tcp_keepalive = 0\n"
                              "ws_ping_interval = 7\n"
+                             "http_header_timeout = 5\n"
+                             "line_timeout = 6\n"
                              "max_subscriptions = 13\n"
                              "max_callbacks = 14\n"
                              "metrics_allow = 10.0.0.0/8\n"
@@ -176,6 +180,8 @@ START_TEST(test_every_key)
     ck_assert_uint_eq(cfg->max_connections, 12);
     ck_assert_int_eq(cfg->tcp_keepalive, 0);
     ck_assert_int_eq(cfg->ws_ping_interval, 7);
+    ck_assert_int_eq(cfg->http_header_timeout, 5);
+    ck_assert_int_eq(cfg->line_timeout, 6);
     ck_assert_uint_eq(cfg->max_subscriptions, 13);
     ck_assert_uint_eq(cfg->max_callbacks, 14);
     ck_assert_uint_eq(cfg->max_invalid_messages, 0);
@@ -187,7 +193,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 30);
+    ck_assert_uint_eq(config_key_count(), 32);
     config_free(cfg);
 }
 END_TEST
