@@ -76,6 +76,7 @@ static int check_redis_url(const char *v);
 static int check_word(const char *v);
 static int check_origin(const char *v);
 static int check_range(const char *v);
+static int check_server_name(const char *v);
 
 #define OFF(field) offsetof(config_t, field)
 /* The fields every key has; the public info mirrors two of the flags. */
@@ -123,6 +124,9 @@ static const struct ckey config_keys[] = {
          "127.0.0.0/8 ::1"),
      .count_off = OFF(nmetrics_allow), .check = check_range,
      .expect = "IP addresses or ranges such as 10.0.0.0/8 or fd00::/8"},
+    {KEY("server_names", KT_LIST, KF_RELOAD | KF_REPEAT | KF_EMPTY, server_names, ""),
+     .count_off = OFF(nserver_names), .check = check_server_name,
+     .expect = "host names or addresses, without port"},
     {KEY("allowed_origins", KT_LIST, KF_RELOAD | KF_REPEAT | KF_EMPTY, allowed_origins, ""),
      .count_off = OFF(nallowed_origins), .check = check_origin,
      .expect = "origins such as https://example.com (lowercase, no path)"},
@@ -389,6 +393,24 @@ static int check_word(const char *v)
 
 /* Browsers send Origin as scheme://host[:port], lowercase, without a path;
  * anything else would never match, so it is refused here. */
+/* A host name, an IPv4 address or a bracketed IPv6 one, as a Host header
+ * names it without its port. */
+static int check_server_name(const char *v)
+{
+    struct in6_addr a6;
+    char host[64];
+    size_t n = strlen(v);
+
+    if (v[0] == '[') {
+        if (n < 3 || n - 2 >= sizeof(host) || v[n - 1] != ']')
+            return -1;
+        memcpy(host, v + 1, n - 2);
+        host[n - 2] = '\0';
+        return inet_pton(AF_INET6, host, &a6) == 1 ? 0 : -1;
+    }
+    return check_hostname(v);
+}
+
 static int check_range(const char *v)
 {
     addr_range_t r;

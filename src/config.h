@@ -22,6 +22,8 @@ typedef struct config {
     char *user, *group; /* "" = keep */
     char **allowed_origins; /* WebSocket Origin allowlist; empty = same host only */
     size_t nallowed_origins;
+    char **server_names;    /* hosts the server answers to (same-origin WebSockets) */
+    size_t nserver_names;
     char **metrics_allow;   /* who may read /metrics: addresses and ranges */
     size_t nmetrics_allow;
     size_t max_message_size;

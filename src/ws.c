@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -89,9 +90,64 @@ static void authority(const char *value, int https, char *out, size_t outlen)
         out[n - 4] = '\0';
 }
 
+/* The host part of an authority ("host", "host:port", "[v6]:port"),
+ * lowercased into out. */
+static void authority_host(const char *a, char *out, size_t outlen)
+{
+    size_t n;
+
+    if (a[0] == '[') {
+        const char *end = strchr(a, ']');
+        n = end != NULL ? (size_t)(end - a + 1) : strlen(a);
+    } else {
+        const char *colon = strrchr(a, ':');
+        n = colon != NULL ? (size_t)(colon - a) : strlen(a);
+    }
+    if (n >= outlen)
+        n = outlen - 1;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (char)((a[i] >= 'A' && a[i] <= 'Z') ? a[i] + 32 : a[i]);
+    out[n] = '\0';
+}
+
+/* Whether host (no port, lowercase) is one this server answers to:
+ * server_names, or when none are configured, localhost, the loopback
+ * addresses, this machine's name and the hosts of the listen addresses
+ * (wildcards excepted). */
+static int ws_server_name(const config_t *cfg, const char *host)
+{
+    static const char *const loopback[] = {"localhost", "127.0.0.1", "[::1]"};
+    char name[256];
+    size_t i;
+
+    if (host[0] == '\0')
+        return 0;
+    if (cfg->nserver_names > 0) {
+        for (i = 0; i < cfg->nserver_names; i++)
+            if (strcasecmp(cfg->server_names[i], host) == 0)
+                return 1;
+        return 0;
+    }
+    for (i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++)
+        if (strcmp(loopback[i], host) == 0)
+            return 1;
+    for (i = 0; i < cfg->nlisten; i++) {
+        authority_host(cfg->listen[i], name, sizeof(name));
+        if (strcmp(name, "0.0.0.0") != 0 && strcmp(name, "[::]") != 0 &&
+            strcmp(name, host) == 0)
+            return 1;
+    }
+    if (gethostname(name, sizeof(name)) == 0) {
+        name[sizeof(name) - 1] = '\0';
+        if (strcasecmp(name, host) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 int ws_origin_allowed(const config_t *cfg, const char *origin, const char *host)
 {
-    char a[256], b[256];
+    char a[256], b[256], h[256];
     size_t i, n;
     int https;
 
@@ -100,23 +156,25 @@ int ws_origin_allowed(const config_t *cfg, const char *origin, const char *host)
     n = strlen(origin);
     if (n > 0 && origin[n - 1] == '/')
         n--;
-    if (cfg->nallowed_origins > 0) {
-        for (i = 0; i < cfg->nallowed_origins; i++) {
-            const char *allowed = cfg->allowed_origins[i];
-            size_t m = strlen(allowed);
-            if (m > 0 && allowed[m - 1] == '/')
-                m--;
-            if (m == n && strncasecmp(allowed, origin, n) == 0)
-                return 1;
-        }
-        return 0;
+    for (i = 0; i < cfg->nallowed_origins; i++) {
+        const char *allowed = cfg->allowed_origins[i];
+        size_t m = strlen(allowed);
+        if (m > 0 && allowed[m - 1] == '/')
+            m--;
+        if (m == n && strncasecmp(allowed, origin, n) == 0)
+            return 1;
     }
     if (host == NULL || strncasecmp(origin, "http", 4) != 0)
         return 0; /* "null", file:, extensions: never the same host */
     https = strncasecmp(origin, "https://", 8) == 0;
     authority(origin, https, a, sizeof(a));
     authority(host, https, b, sizeof(b));
-    return a[0] != '\0' && strcasecmp(a, b) == 0;
+    /* Same origin as the request, and a name the server answers to: a
+     * page of evil.example that made its name resolve to us (DNS
+     * rebinding) sends Host: evil.example and Origin: http://evil.example,
+     * which match each other but not our names. */
+    authority_host(a, h, sizeof(h));
+    return a[0] != '\0' && strcasecmp(a, b) == 0 && ws_server_name(cfg, h);
 }
 
 /* ------------------------------------------------------------------------

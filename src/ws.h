@@ -16,9 +16,11 @@
  * >= 29). 0, or -1 when key is not the base64 of 16 bytes. */
 int ws_accept_key(const char *key, char *out, size_t outlen);
 
-/* Whether a browser page from origin may open the socket: origin must be one
- * of cfg->allowed_origins (case-insensitive), or, with none configured, name
- * the same host and port as the request's Host header. A request without
+/* Whether a browser page from origin may open the socket: origin is one of
+ * cfg->allowed_origins (case-insensitive), or it is the request's own
+ * origin (the same host and port as its Host header) and names a host the
+ * server answers to (server_names; by default localhost, the loopback
+ * addresses, this machine's name and the listen hosts). A request without
  * Origin (not from a browser) is allowed. 1 or 0. */
 int ws_origin_allowed(const config_t *cfg, const char *origin, const char *host);
 

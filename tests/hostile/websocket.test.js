@@ -60,3 +60,13 @@ test('a frame announcing 2^63 bytes is refused at its header', async (t) => {
     assert.strictEqual(code, 1009, 'closed as too large without waiting for a payload');
     await assertAnswered(d, 2000);
 });
+
+test('DNS rebinding: Host and Origin of a name not the server\'s are refused', async (t) => {
+    const d = await startDnoded({ config: { workers: 1 } }, t); // no allowed_origins
+    await assert.rejects(WsConn.open(d.port, {
+        headers: { Host: `evil.example:${d.port}`, Origin: `http://evil.example:${d.port}` },
+    }), (err) => err.status === 403);
+    // The server's own pages still connect.
+    const own = await WsConn.open(d.port, { headers: { Origin: `http://127.0.0.1:${d.port}` } });
+    own.close();
+});

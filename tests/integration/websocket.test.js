@@ -301,10 +301,15 @@ test('Origin: allowed_origins lists the sites that may connect', async (t) => {
     ok.close();
     await assert.rejects(WsConn.open(d2.port, { headers: { Origin: 'http://evil.example' } }),
         (err) => err.status === 403);
-    // With a list, even the server's own host must be listed.
-    await assert.rejects(
-        WsConn.open(d2.port, { headers: { Origin: `http://127.0.0.1:${d2.port}` } }),
-        (err) => err.status === 403);
+    // The list is in addition to the server's own origin (README).
+    const own = await WsConn.open(d2.port, { headers: { Origin: `http://127.0.0.1:${d2.port}` } });
+    own.close();
+    // DNS rebinding: a page of evil.example whose name now resolves to the
+    // server sends Host and Origin that match each other, not a server name.
+    await assert.rejects(WsConn.open(d2.port, {
+        host: '127.0.0.1',
+        headers: { Host: 'evil.example', Origin: 'http://evil.example' },
+    }), (err) => err.status === 403);
     // Clients that are not browsers send no Origin.
     const bare = await WsConn.open(d2.port);
     bare.close();

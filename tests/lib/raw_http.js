@@ -232,7 +232,9 @@ class WsConn {
         const sock = await connectSocket(port, host);
         const c = new WsConn(sock);
         const key = crypto.randomBytes(16).toString('base64');
-        const lines = [`GET ${path} HTTP/1.1`, `Host: ${host}:${port}`, 'Upgrade: websocket',
+        const ownHost = Object.keys(headers).some((k) => k.toLowerCase() === 'host');
+        const lines = [`GET ${path} HTTP/1.1`, ...(ownHost ? [] : [`Host: ${host}:${port}`]),
+            'Upgrade: websocket',
             'Connection: Upgrade', `Sec-WebSocket-Key: ${key}`, 'Sec-WebSocket-Version: 13'];
         for (const [k, v] of Object.entries(headers)) {
             lines.push(`${k}: ${v}`);

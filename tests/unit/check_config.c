@@ -85,6 +85,7 @@ START_TEST(test_defaults)
     ck_assert_str_eq(cfg->user, "");
     ck_assert_str_eq(cfg->group, "");
     ck_assert_uint_eq(cfg->nallowed_origins, 0);
+    ck_assert_uint_eq(cfg->nserver_names, 0);
     ck_assert_uint_eq(cfg->nmetrics_allow, 2);
     ck_assert_str_eq(cfg->metrics_allow[0], "127.0.0.0/8");
     ck_assert_str_eq(cfg->metrics_allow[1], "::1");
@@ -148,6 +149,7 @@ START_TEST(test_every_key)
                              "max_subscriptions = 13\n"
                              "max_callbacks = 14\n"
                              "metrics_allow = 10.0.0.0/8\n"
+                             "server_names = app.example.com [::1]\n"
                              "max_invalid_messages = 0\n"
                              "max_json_depth = 15\n"
                              "output_soft_limit = 32k\n"
@@ -174,6 +176,8 @@ START_TEST(test_every_key)
     ck_assert_str_eq(cfg->allowed_origins[0], "https://a.example.com");
     ck_assert_uint_eq(cfg->nmetrics_allow, 1);
     ck_assert_str_eq(cfg->metrics_allow[0], "10.0.0.0/8");
+    ck_assert_uint_eq(cfg->nserver_names, 2);
+    ck_assert_str_eq(cfg->server_names[1], "[::1]");
     ck_assert_uint_eq(cfg->max_message_size, 2048);
     ck_assert_uint_eq(cfg->max_output_buffer, 65536);
     ck_assert_uint_eq(cfg->max_read_limit, 50);
@@ -193,7 +197,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 32);
+    ck_assert_uint_eq(config_key_count(), 33);
     config_free(cfg);
 }
 END_TEST

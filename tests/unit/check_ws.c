@@ -54,12 +54,32 @@ START_TEST(test_origin_same_host_without_list)
     nsaved = cfg->nallowed_origins;
 
     cfg->nallowed_origins = 0;
+    /* Without server_names: localhost, the loopback addresses, this
+     * machine's name and the listen hosts. */
     ck_assert_int_eq(ws_origin_allowed(cfg, NULL, "127.0.0.1:8080"), 1);
+    ck_assert_int_eq(ws_origin_allowed(cfg, "http://localhost:8080", "localhost:8080"), 1);
+    ck_assert_int_eq(ws_origin_allowed(cfg, "http://[::1]:8080", "[::1]:8080"), 1);
+    /* DNS rebinding: a page of evil.example whose name now resolves to us. */
+    ck_assert_int_eq(ws_origin_allowed(cfg, "http://evil.example", "evil.example"), 0);
+    ck_assert_int_eq(ws_origin_allowed(cfg, "http://example.com", "example.com:80"), 0);
+    {
+        char *names[] = {"example.com"};
+        char **saved_names = cfg->server_names;
+        size_t nsaved_names = cfg->nserver_names;
+
+        cfg->server_names = names;
+        cfg->nserver_names = 1;
+        ck_assert_int_eq(ws_origin_allowed(cfg, "http://Example.COM", "example.com:80"), 1);
+        ck_assert_int_eq(ws_origin_allowed(cfg, "https://example.com", "example.com:443"), 1);
+        ck_assert_int_eq(ws_origin_allowed(cfg, "https://example.com/", "example.com"), 1);
+        ck_assert_int_eq(ws_origin_allowed(cfg, "http://evil.example", "evil.example"), 0);
+        /* With names configured, only they count. */
+        ck_assert_int_eq(ws_origin_allowed(cfg, "http://localhost:8080", "localhost:8080"), 0);
+        cfg->server_names = saved_names;
+        cfg->nserver_names = nsaved_names;
+    }
     ck_assert_int_eq(ws_origin_allowed(cfg, "", "127.0.0.1:8080"), 1);
     ck_assert_int_eq(ws_origin_allowed(cfg, "http://127.0.0.1:8080", "127.0.0.1:8080"), 1);
-    ck_assert_int_eq(ws_origin_allowed(cfg, "http://Example.COM", "example.com:80"), 1);
-    ck_assert_int_eq(ws_origin_allowed(cfg, "https://example.com", "example.com:443"), 1);
-    ck_assert_int_eq(ws_origin_allowed(cfg, "https://example.com/", "example.com"), 1);
     ck_assert_int_eq(ws_origin_allowed(cfg, "http://evil.example", "127.0.0.1:8080"), 0);
     ck_assert_int_eq(ws_origin_allowed(cfg, "http://127.0.0.1:8081", "127.0.0.1:8080"), 0);
     ck_assert_int_eq(ws_origin_allowed(cfg, "http://127.0.0.1:8080.evil", "127.0.0.1:8080"), 0);
@@ -88,8 +108,8 @@ START_TEST(test_origin_list)
     ck_assert_int_eq(ws_origin_allowed(cfg, "https://also.example:8443", "x"), 1);
     ck_assert_int_eq(ws_origin_allowed(cfg, "https://good.example", "x"), 0);
     ck_assert_int_eq(ws_origin_allowed(cfg, "http://good.example.evil", "x"), 0);
-    /* With a list, the own host is not implied. */
-    ck_assert_int_eq(ws_origin_allowed(cfg, "http://127.0.0.1:8080", "127.0.0.1:8080"), 0);
+    /* The list is in addition to the server's own origin. */
+    ck_assert_int_eq(ws_origin_allowed(cfg, "http://127.0.0.1:8080", "127.0.0.1:8080"), 1);
     ck_assert_int_eq(ws_origin_allowed(cfg, NULL, "x"), 1);
     config_done(cfg, saved, nsaved);
 }
