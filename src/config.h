@@ -32,6 +32,9 @@ typedef struct config {
     int output_soft_seconds;       /* disconnects a session as too slow */
     size_t max_read_limit;
     size_t max_connections;        /* per worker */
+    size_t max_connections_per_ip; /* per worker and peer address; 0 = no limit */
+    char **connection_limit_exempt; /* addresses max_connections_per_ip spares */
+    size_t nconnection_limit_exempt;
     int tcp_keepalive;             /* idle seconds before keepalive probes; 0 = off */
     int ws_ping_interval;          /* seconds of WebSocket silence before a ping; 0 = off */
     int http_header_timeout;       /* seconds for an HTTP request to arrive whole */

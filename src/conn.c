@@ -13,6 +13,8 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "hash.h"
+
 /* ------------------------------------------------------------------------
  * Shared messages
  * ------------------------------------------------------------------------ */
@@ -247,6 +249,83 @@ static void conn_soft_cb(evutil_socket_t fd, short what, void *arg)
  * The environment
  * ------------------------------------------------------------------------ */
 
+/* ------------------------------------------------------------------------
+ * Connections per address
+ * ------------------------------------------------------------------------ */
+
+/* One peer address and how many of the env's connections come from it.
+ * Buckets are chained and hashed with hash_keyed: clients choose their
+ * addresses (an IPv6 /64 holds many), so they must not choose the chains. */
+struct conn_addr {
+    struct conn_addr *next;
+    size_t count;
+    char ip[48];
+};
+
+#define CONN_ADDR_BUCKETS 4096
+
+/* The address part of a peer name ("1.2.3.4:5000" -> "1.2.3.4",
+ * "[::1]:5000" -> "[::1]"). */
+static void conn_peer_ip(const char *peer, char *out, size_t outlen)
+{
+    const char *colon = strrchr(peer, ':');
+    size_t n = colon != NULL && colon != peer ? (size_t)(colon - peer) : strlen(peer);
+
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, peer, n);
+    out[n] = '\0';
+}
+
+static struct conn_addr **conn_addr_slot(const conn_env_t *env, const char *ip)
+{
+    struct conn_addr **pp = &env->addrs[hash_keyed(ip, strlen(ip)) % env->naddr_buckets];
+
+    while (*pp != NULL && strcmp((*pp)->ip, ip) != 0)
+        pp = &(*pp)->next;
+    return pp;
+}
+
+size_t conn_env_count_from(const conn_env_t *env, const char *peer)
+{
+    struct conn_addr **pp;
+    char ip[48];
+
+    if (env->addrs == NULL)
+        return 0;
+    conn_peer_ip(peer, ip, sizeof(ip));
+    pp = conn_addr_slot(env, ip);
+    return *pp != NULL ? (*pp)->count : 0;
+}
+
+/* Count c in (delta 1) or out (-1). Best effort: without memory for an
+ * entry the address goes uncounted. */
+static void conn_addr_count(conn_env_t *env, const char *peer, int delta)
+{
+    struct conn_addr **pp, *a;
+    char ip[48];
+
+    if (env->addrs == NULL)
+        return;
+    conn_peer_ip(peer, ip, sizeof(ip));
+    pp = conn_addr_slot(env, ip);
+    if (*pp == NULL) {
+        if (delta < 0 || (a = calloc(1, sizeof(*a))) == NULL)
+            return;
+        snprintf(a->ip, sizeof(a->ip), "%s", ip);
+        *pp = a;
+    }
+    a = *pp;
+    if (delta > 0) {
+        a->count++;
+    } else if (a->count <= 1) {
+        *pp = a->next;
+        free(a);
+    } else {
+        a->count--;
+    }
+}
+
 static void conn_reap_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -264,9 +343,12 @@ int conn_env_init(conn_env_t *env, struct event_base *base, const config_t *cfg,
     env->cfg = cfg;
     env->stats = stats;
     env->metrics = metrics;
+    env->naddr_buckets = CONN_ADDR_BUCKETS;
+    env->addrs = calloc(env->naddr_buckets, sizeof(*env->addrs));
     env->reap = event_new(base, -1, 0, conn_reap_cb, env);
     env->soft_timer = event_new(base, -1, EV_PERSIST, conn_soft_cb, env);
-    if (env->reap == NULL || env->soft_timer == NULL || event_add(env->soft_timer, &period) < 0)
+    if (env->addrs == NULL || env->reap == NULL || env->soft_timer == NULL ||
+        event_add(env->soft_timer, &period) < 0)
         return -1;
     return 0;
 }
@@ -299,6 +381,8 @@ void conn_env_free(conn_env_t *env)
     if (env->soft_timer != NULL)
         event_free(env->soft_timer);
     free(env->closing);
+    free(env->addrs); /* every entry went with its connections */
+    env->addrs = NULL;
     env->reap = env->soft_timer = NULL;
     env->closing = NULL;
     env->capclosing = 0;
@@ -354,6 +438,7 @@ conn_t *conn_new(conn_env_t *env, struct bufferevent *bev, const char *peer)
         env->conns->prev = c;
     env->conns = c;
     env->nconns++;
+    conn_addr_count(env, c->peer, 1);
     env->stats->connections_opened++;
     bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     return c;
@@ -521,6 +606,7 @@ static void conn_teardown(conn_t *c)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
     env->nconns--;
+    conn_addr_count(env, c->peer, -1);
     env->stats->connections_closed++;
     conn_unref(c); /* env's list */
 }

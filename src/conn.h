@@ -126,6 +126,8 @@ struct conn_env {
     struct event *soft_timer; /* once a second while some output is over the soft limit */
     size_t nover_soft;
     log_limit_t log_limit; /* lines about clients, all connections together */
+    struct conn_addr **addrs; /* connections per peer address (chained by hash) */
+    size_t naddr_buckets;
     conn_t *corked; /* conn_cork: whose messages the cork holds */
     conn_msg_t *cork[32];
     unsigned ncork;
@@ -218,6 +220,10 @@ int conn_resume(conn_t *c);
  * -1. */
 int conn_deadline_set(conn_t *c, int seconds, const char *detail);
 void conn_deadline_clear(conn_t *c);
+
+/* How many of env's connections come from the address of peer ("ip:port"
+ * as conn names it; the port is ignored). */
+size_t conn_env_count_from(const conn_env_t *env, const char *peer);
 
 /* Whether c has nothing in flight at its level: not closing or held,
  * nothing corked, no output queued, no input buffered, its variant idle. */

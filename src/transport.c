@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "addr.h"
 #include "conn_open.h"
 #include "log.h"
 
@@ -29,7 +30,7 @@ struct transport {
     size_t nlisteners;
     struct event *pause; /* ends a pause taken to spread connections */
     int stopped;
-    time_t refused_logged_at; /* last "connection refused" log line */
+    time_t refused_logged_at;  /* last "connection refused" log line */
     uint64_t refused_unlogged; /* refusals since that line */
 };
 
@@ -38,8 +39,7 @@ struct transport {
  * ------------------------------------------------------------------------ */
 
 /* Split "host:port" / "[v6]:port" into host and port. */
-static int split_addr(const char *addr, char *host, size_t hostlen, char *port,
-                      size_t portlen)
+static int split_addr(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
 {
     const char *colon;
     size_t n;
@@ -85,8 +85,7 @@ int transport_listen(const char *addr, char *err, size_t errlen)
         return -1;
     }
     for (ai = res; ai != NULL; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0)
             continue;
         if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == 0 &&
@@ -189,8 +188,20 @@ static void transport_keepalive(evutil_socket_t fd, int idle)
         log_debug("cannot set TCP keepalive: %s", strerror(errno));
 }
 
-static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
-                                struct sockaddr *sa, int salen, void *arg)
+/* Whether peer's address already holds max_connections_per_ip of this
+ * worker's connections (addresses in connection_limit_exempt, such as a
+ * reverse proxy's, never do). */
+static int transport_over_ip_limit(const transport_t *t, const char *peer)
+{
+    const config_t *cfg = t->env->cfg;
+
+    return cfg->max_connections_per_ip > 0 &&
+           conn_env_count_from(t->env, peer) >= cfg->max_connections_per_ip &&
+           !addr_peer_allowed(peer, cfg->connection_limit_exempt, cfg->nconnection_limit_exempt);
+}
+
+static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                                int salen, void *arg)
 {
     transport_t *t = arg;
     const config_t *cfg = t->env->cfg;
@@ -201,7 +212,7 @@ static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     (void)l;
     (void)salen;
     peer_name(sa, peer, sizeof(peer));
-    if (t->stopped || t->env->nconns >= cfg->max_connections) {
+    if (t->stopped || t->env->nconns >= cfg->max_connections || transport_over_ip_limit(t, peer)) {
         time_t now = time(NULL);
 
         t->env->stats->refused++;
@@ -209,7 +220,10 @@ static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
         if (now != t->refused_logged_at) {
             log_warning("connection from %s refused: %s (%llu refused since the last "
                         "such line)",
-                        peer, t->stopped ? "worker is stopping" : "max_connections reached",
+                        peer,
+                        t->stopped                               ? "worker is stopping"
+                        : t->env->nconns >= cfg->max_connections ? "max_connections reached"
+                                                                 : "max_connections_per_ip reached",
                         (unsigned long long)t->refused_unlogged + 1);
             t->refused_logged_at = now;
             t->refused_unlogged = 0;
@@ -240,8 +254,7 @@ static void transport_accept_error_cb(struct evconnlistener *l, void *arg)
     log_error("accept() failed: %s", evutil_socket_error_to_string(err));
 }
 
-transport_t *transport_start(conn_env_t *env, struct metrics *metrics, const int *fds,
-                             size_t nfds)
+transport_t *transport_start(conn_env_t *env, struct metrics *metrics, const int *fds, size_t nfds)
 {
     transport_t *t = calloc(1, sizeof(*t));
     size_t i;

@@ -93,6 +93,8 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(cfg->max_output_buffer, 8388608);
     ck_assert_uint_eq(cfg->max_read_limit, 1000);
     ck_assert_uint_eq(cfg->max_connections, 10000);
+    ck_assert_uint_eq(cfg->max_connections_per_ip, 256);
+    ck_assert_uint_eq(cfg->nconnection_limit_exempt, 2);
     ck_assert_int_eq(cfg->tcp_keepalive, 60);
     ck_assert_int_eq(cfg->ws_ping_interval, 30);
     ck_assert_int_eq(cfg->http_header_timeout, 10);
@@ -142,6 +144,8 @@ START_TEST(test_every_key)
                              "max_output_buffer = 65536\n"
                              "max_read_limit = 50\n"
                              "max_connections = 12\n"
+                             "max_connections_per_ip = 3\n"
+                             "connection_limit_exempt = 10.1.2.3\n"
                              "tcp_keepalive = 0\n"
                              "ws_ping_interval = 7\n"
                              "http_header_timeout = 5\n"
@@ -182,6 +186,8 @@ START_TEST(test_every_key)
     ck_assert_uint_eq(cfg->max_output_buffer, 65536);
     ck_assert_uint_eq(cfg->max_read_limit, 50);
     ck_assert_uint_eq(cfg->max_connections, 12);
+    ck_assert_uint_eq(cfg->max_connections_per_ip, 3);
+    ck_assert_uint_eq(cfg->nconnection_limit_exempt, 1);
     ck_assert_int_eq(cfg->tcp_keepalive, 0);
     ck_assert_int_eq(cfg->ws_ping_interval, 7);
     ck_assert_int_eq(cfg->http_header_timeout, 5);
@@ -197,7 +203,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 33);
+    ck_assert_uint_eq(config_key_count(), 35);
     config_free(cfg);
 }
 END_TEST

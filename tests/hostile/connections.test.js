@@ -1,0 +1,54 @@
+'use strict';
+// One address opening connections until the worker has none left for
+// anyone else: max_connections_per_ip caps what one address holds (on
+// loopback only when connection_limit_exempt does not spare it).
+
+const test = require('node:test');
+const assert = require('node:assert');
+const net = require('node:net');
+
+const { startDnoded } = require('../lib/harness');
+const { assertAnswered } = require('../lib/hostile');
+
+function connect(port) {
+    return new Promise((resolve, reject) => {
+        const sock = net.connect(port, '127.0.0.1');
+        sock.once('connect', () => resolve(sock));
+        sock.once('error', reject);
+    });
+}
+
+// Resolves true when the server closes sock within ms, else false.
+function closedWithin(sock, ms) {
+    return new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(false), ms);
+        sock.once('close', () => {
+            clearTimeout(timer);
+            resolve(true);
+        });
+    });
+}
+
+test('max_connections_per_ip: one address cannot take every connection', async (t) => {
+    const d = await startDnoded({
+        config: { workers: 1, max_connections_per_ip: 5, connection_limit_exempt: '' },
+    }, t);
+    const socks = [];
+    t.after(() => socks.forEach((s) => s.destroy()));
+    for (let i = 0; i < 5; i++) {
+        const s = await connect(d.port);
+        s.on('error', () => {});
+        s.on('data', () => {});
+        socks.push(s);
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300)); // all accepted
+    const extra = await connect(d.port);
+    extra.on('error', () => {});
+    socks.push(extra);
+    assert.ok(await closedWithin(extra, 3000), 'the sixth connection is closed at once');
+    await d.waitForLog(/max_connections_per_ip reached/);
+    // Once one of them goes, the address may connect again.
+    socks[0].destroy();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await assertAnswered(d, 2000, 'a client of the same address after one left');
+});
