@@ -20,6 +20,7 @@
 #include "log.h"
 
 /* Fallbacks when the caller leaves a setting at 0. */
+#define STORE_DEFAULT_MAX_REPLY ((size_t)8 << 20)
 #define STORE_DEFAULT_THREADS 4
 #define STORE_DEFAULT_TIMEOUT_MS 5000
 #define STORE_DEFAULT_MAX_TIME_MS 10000
@@ -66,6 +67,7 @@ struct store {
 
     /* Failures whose details stay in the log: each gets an id the client
      * is given instead (error_hidden). */
+    size_t max_reply_bytes; /* a read's documents, summed as stored */
     uint32_t error_salt;
     uint32_t error_seq; /* __atomic */
     log_limit_t error_log; /* guarded by mu */
@@ -556,7 +558,18 @@ static void run_read(store_t *st, mongoc_client_t *client, job_t *job)
         job->error = error_nomem();
         goto done;
     }
+    size_t total = 0;
     while (mongoc_cursor_next(cur, &doc)) {
+        /* The answer is built here and queued whole for the client: past
+         * max_reply_bytes, refuse it rather than build it. */
+        total += doc->len;
+        if (total > st->max_reply_bytes) {
+            job->error = error_new(ERROR_INVALID_REQUEST, NULL,
+                                   "%s: the answer would be over max_reply_bytes (%zu bytes): "
+                                   "ask for fewer documents (sorting.limit) or fields",
+                                   model_name(m), st->max_reply_bytes);
+            goto done;
+        }
         json_t *j = model_to_json(doc);
         if (!j || json_array_append(arr, j) < 0) {
             job->error = error_nomem();
@@ -1090,6 +1103,7 @@ store_t *store_new(struct event_base *base, const store_config_t *cfg, char *err
     st->base = base;
     st->limits = cfg->limits;
     st->max_time_ms = cfg->max_time_ms > 0 ? cfg->max_time_ms : STORE_DEFAULT_MAX_TIME_MS;
+    st->max_reply_bytes = cfg->max_reply_bytes > 0 ? cfg->max_reply_bytes : STORE_DEFAULT_MAX_REPLY;
     timeout = cfg->timeout_ms > 0 ? cfg->timeout_ms : STORE_DEFAULT_TIMEOUT_MS;
     st->probe_ms = timeout < 500 ? timeout : 500;
     st->timeout_ms = timeout;

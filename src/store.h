@@ -29,6 +29,7 @@ typedef struct store_config {
                             * socketTimeoutMS = timeout_ms + max_time_ms */
     int max_time_ms;       /* maxTimeMS put on every operation; 0 = 10000 */
     model_limits_t limits; /* query caps */
+    size_t max_reply_bytes; /* a read's documents, as stored; 0 = 8 MiB */
 } store_config_t;
 
 /* Create the pool and start the DB threads. Returns NULL with a reason in
