@@ -257,19 +257,13 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
     op->error_cb = error_cb;
     op->callbacks = (uint32_t)ncallbacks; /* at most max_callbacks */
     session_op_begin(s, op->callbacks);
-    switch (method) {
-    case API_CREATE:
-        rc = store_create(api->store, m, data, api_crud_done, op);
-        break;
-    case API_READ:
-        rc = store_read(api->store, m, opt, api_crud_done, op);
-        break;
-    case API_UPDATE:
-        rc = store_update(api->store, m, data, api_crud_done, op);
-        break;
-    default:
-        rc = store_delete(api->store, m, data, api_crud_done, op);
-        break;
+    {
+        static const store_op_t ops[] = {[API_CREATE] = STORE_CREATE, [API_READ] = STORE_READ,
+                                         [API_UPDATE] = STORE_UPDATE,
+                                         [API_DELETE] = STORE_DELETE};
+        /* The session is the store's owner: sessions take turns. */
+        rc = store_submit(api->store, s, ops[method], m, with_data ? data : opt, api_crud_done,
+                          op);
     }
     if (rc < 0) {
         session_report_error(s, error_cb,

@@ -132,6 +132,8 @@ static const struct ckey config_keys[] = {
      .expect = "origins such as https://example.com (lowercase, no path)"},
     {KEY("max_connections", KT_COUNT, KF_RELOAD, max_connections, "10000"),
      .min = 1, .max = 1000000, .expect = "a number from 1 to 1000000"},
+    {KEY("max_inflight_per_session", KT_COUNT, KF_RELOAD, max_inflight_per_session, "16"),
+     .min = 0, .max = 1000000, .expect = "a number from 0 (no limit) to 1000000"},
     {KEY("max_reply_bytes", KT_SIZE, KF_RELOAD, max_reply_bytes, "8388608"),
      .min = 4 * KIB, .max = 4 * GIB, .expect = "a size such as 8m, from 4k to 4g"},
     {KEY("max_connections_per_ip", KT_COUNT, KF_RELOAD, max_connections_per_ip, "256"),

@@ -32,6 +32,7 @@ typedef struct config {
     int output_soft_seconds;       /* disconnects a session as too slow */
     size_t max_read_limit;
     size_t max_reply_bytes;        /* a read's answer, as stored */
+    size_t max_inflight_per_session; /* database operations; 0 = no limit */
     size_t max_connections;        /* per worker */
     size_t max_connections_per_ip; /* per worker and peer address; 0 = no limit */
     char **connection_limit_exempt; /* addresses max_connections_per_ip spares */

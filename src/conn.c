@@ -101,7 +101,9 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     (void)bev;
     if (c->closing || c->io == NULL || c->io->read == NULL)
         return;
+    c->reading = 1;
     c->io->read(c);
+    c->reading = 0;
     conn_progress(c);
 }
 
@@ -548,6 +550,36 @@ void conn_close(conn_t *c, conn_close_t why, const char *detail)
 }
 
 void conn_set_moved(conn_t *c) { c->moved = 1; }
+
+void conn_pause(conn_t *c)
+{
+    if (c->paused || c->closing || c->bev == NULL)
+        return;
+    c->paused = 1;
+    bufferevent_disable(c->bev, EV_READ);
+}
+
+void conn_unpause(conn_t *c)
+{
+    if (!c->paused)
+        return;
+    c->paused = 0;
+    if (c->closing || c->bev == NULL || c->held || c->moved)
+        return;
+    if (bufferevent_enable(c->bev, EV_READ) < 0) {
+        conn_close(c, CONN_CLOSE_OTHER, "cannot enable reading");
+        return;
+    }
+    /* Inside a read of c (an operation refused at once), that read goes on
+     * by itself; else what waited in the buffer is taken now. */
+    if (!c->reading && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 &&
+        c->io != NULL && c->io->read != NULL) {
+        c->reading = 1;
+        c->io->read(c);
+        c->reading = 0;
+        conn_progress(c);
+    }
+}
 
 int conn_resume(conn_t *c)
 {

@@ -160,6 +160,8 @@ struct conn {
     unsigned held : 1;      /* adopted, the previous worker still writes: no byte in or out */
     unsigned moved : 1;     /* handed to another worker: ends without a word to the peer */
     unsigned unmovable : 1; /* a handoff failed: close it when idle instead */
+    unsigned paused : 1;    /* conn_pause: no message is taken until conn_unpause */
+    unsigned reading : 1;   /* inside the variant's read */
     uint32_t scanned;       /* line framing: input bytes already searched */
     struct event *deadline; /* conn_deadline_set, made on first use */
     const char *deadline_detail;
@@ -224,6 +226,12 @@ void conn_deadline_clear(conn_t *c);
 /* How many of env's connections come from the address of peer ("ip:port"
  * as conn names it; the port is ignored). */
 size_t conn_env_count_from(const conn_env_t *env, const char *peer);
+
+/* Take no more messages from c (the owner has enough in hand): reading
+ * stops, and a variant stops handing over what is already buffered. */
+void conn_pause(conn_t *c);
+/* Take messages again, starting with those already buffered. */
+void conn_unpause(conn_t *c);
 
 /* Whether c has nothing in flight at its level: not closing or held,
  * nothing corked, no output queued, no input buffered, its variant idle. */

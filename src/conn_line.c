@@ -61,7 +61,7 @@ static int line_on_line(void *arg, const char *line, size_t len)
 
     if (c->h != NULL && c->h->on_message != NULL)
         c->h->on_message(c->owner, line, len);
-    return c->closing;
+    return c->closing || c->paused;
 }
 
 static void line_read(conn_t *c)
@@ -76,7 +76,7 @@ static void line_read(conn_t *c)
     /* Part of a message waits for the rest: it must come within
      * line_timeout of the part's first byte (a line trickled byte by byte,
      * or never ended, would hold its memory and the connection forever). */
-    if (rc == CONN_FRAME_MORE && !c->closing) {
+    if (rc == CONN_FRAME_MORE && !c->closing && !c->paused) {
         if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
             if (conn_deadline_set(c, c->env->cfg->line_timeout,
                                   "a message not finished within line_timeout") < 0)

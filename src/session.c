@@ -134,15 +134,25 @@ void session_drain(session_t *s)
 
 void session_op_begin(session_t *s, size_t ncallbacks)
 {
+    size_t max = s->env->cfg->max_inflight_per_session;
+
     s->inflight++;
     s->callbacks_held += (uint32_t)ncallbacks;
+    /* Enough in hand: the client's next requests wait in its socket (a
+     * pipelining client is slowed, not refused) until one completes. */
+    if (max > 0 && s->inflight >= max && !s->torn_down)
+        conn_pause(s->conn);
 }
 
 void session_op_done(session_t *s, size_t ncallbacks)
 {
+    size_t max = s->env->cfg->max_inflight_per_session;
+
     s->callbacks_held -= ncallbacks < s->callbacks_held ? (uint32_t)ncallbacks : s->callbacks_held;
     if (s->inflight > 0)
         s->inflight--;
+    if (!s->torn_down && s->conn->paused && (max == 0 || s->inflight < max))
+        conn_unpause(s->conn);
     session_check_idle(s);
 }
 

@@ -20,6 +20,7 @@
 #include "log.h"
 
 /* Fallbacks when the caller leaves a setting at 0. */
+#define STORE_OWNER_BUCKETS 1024
 #define STORE_DEFAULT_MAX_REPLY ((size_t)8 << 20)
 #define STORE_DEFAULT_THREADS 4
 #define STORE_DEFAULT_TIMEOUT_MS 5000
@@ -37,6 +38,7 @@ typedef enum { JOB_CREATE, JOB_READ, JOB_UPDATE, JOB_DELETE, JOB_INDEXES } job_k
 
 typedef struct job {
     struct job *next;
+    const void *owner; /* whose queue it waits in (store_submit) */
     job_kind_t kind;
     const model_t *model;       /* JOB_INDEXES: NULL */
     const model_set_t *models;  /* JOB_INDEXES only */
@@ -75,7 +77,12 @@ struct store {
     /* Everything below up to the loop-only fields is guarded by mu. */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    job_t *queue_head, *queue_tail; /* waiting for a DB thread */
+    /* Waiting for a DB thread: one queue per owner (a client session), and
+     * the owners with work in a ring the threads serve in turn, so one
+     * owner's backlog delays another's next operation by at most one
+     * operation per thread. */
+    struct owner_q *owners[STORE_OWNER_BUCKETS]; /* by owner, chained */
+    struct owner_q *ring_head, *ring_tail;
     job_t *done_head, *done_tail;   /* finished, waiting for the loop */
     size_t queued, running, undelivered;
     int stopping;    /* store_free began: threads exit, new work refused */
@@ -921,6 +928,85 @@ static void job_free(job_t *job)
 }
 
 /* ------------------------------------------------------------------------ */
+/* The queue: one FIFO per owner, served round-robin (all under mu)         */
+
+typedef struct owner_q {
+    const void *owner;
+    job_t *head, *tail;
+    struct owner_q *hnext; /* hash chain */
+    struct owner_q *rnext; /* the ring of owners with work */
+} owner_q_t;
+
+static owner_q_t **owner_slot(store_t *st, const void *owner)
+{
+    uintptr_t h = (uintptr_t)owner;
+    owner_q_t **pp;
+
+    h ^= h >> 17;
+    h *= 0x9e3779b97f4a7c15ULL;
+    pp = &st->owners[(h >> 32) % STORE_OWNER_BUCKETS];
+    while (*pp != NULL && (*pp)->owner != owner)
+        pp = &(*pp)->hnext;
+    return pp;
+}
+
+/* Queue job behind its owner's others. 0, or -1 out of memory. */
+static int queue_add(store_t *st, job_t *job)
+{
+    owner_q_t **pp = owner_slot(st, job->owner), *q = *pp;
+
+    if (q == NULL) {
+        q = calloc(1, sizeof(*q));
+        if (q == NULL)
+            return -1;
+        q->owner = job->owner;
+        *pp = q;
+        if (st->ring_tail != NULL)
+            st->ring_tail->rnext = q;
+        else
+            st->ring_head = q;
+        st->ring_tail = q;
+    }
+    if (q->tail != NULL)
+        q->tail->next = job;
+    else
+        q->head = job;
+    q->tail = job;
+    st->queued++;
+    return 0;
+}
+
+/* The next job in turn: the first of the owner at the head of the ring,
+ * which then goes to the ring's tail (or leaves it, with nothing left). */
+static job_t *queue_take(store_t *st)
+{
+    owner_q_t *q = st->ring_head;
+    job_t *job;
+
+    if (q == NULL)
+        return NULL;
+    job = q->head;
+    q->head = job->next;
+    job->next = NULL;
+    st->queued--;
+    st->ring_head = q->rnext;
+    if (st->ring_head == NULL)
+        st->ring_tail = NULL;
+    q->rnext = NULL;
+    if (q->head != NULL) {
+        if (st->ring_tail != NULL)
+            st->ring_tail->rnext = q;
+        else
+            st->ring_head = q;
+        st->ring_tail = q;
+    } else {
+        *owner_slot(st, q->owner) = q->hnext;
+        free(q);
+    }
+    return job;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Threads and hand-off                                                       */
 
 static void *db_thread_main(void *p)
@@ -928,16 +1014,11 @@ static void *db_thread_main(void *p)
     store_t *st = p;
     pthread_mutex_lock(&st->mu);
     for (;;) {
-        while (!st->stopping && !st->queue_head)
+        while (!st->stopping && !st->ring_head)
             pthread_cond_wait(&st->cv, &st->mu);
         if (st->stopping)
             break; /* what is still queued is answered by store_free */
-        job_t *job = st->queue_head;
-        st->queue_head = job->next;
-        if (!st->queue_head)
-            st->queue_tail = NULL;
-        job->next = NULL;
-        st->queued--;
+        job_t *job = queue_take(st);
         st->running++;
         int run = job_may_run(st, job);
         pthread_mutex_unlock(&st->mu);
@@ -1196,11 +1277,13 @@ void store_free(store_t *st)
 
     pthread_mutex_lock(&st->mu);
     st->stopping = 1;
-    job_t *dropped = st->queue_head;
-    st->queue_head = st->queue_tail = NULL;
     /* Dropped jobs stay counted until their done has run. */
     st->undelivered += st->queued;
-    st->queued = 0;
+    job_t *dropped = NULL, **tail = &dropped, *j;
+    while ((j = queue_take(st)) != NULL) {
+        *tail = j;
+        tail = &j->next;
+    }
     pthread_cond_broadcast(&st->cv);
     pthread_mutex_unlock(&st->mu);
 
@@ -1236,21 +1319,20 @@ void store_free(store_t *st)
         store_destroy(st);
 }
 
-static void queue_push(store_t *st, job_t *job)
+static int queue_push(store_t *st, job_t *job)
 {
+    int rc;
+
     pthread_mutex_lock(&st->mu);
-    if (st->queue_tail)
-        st->queue_tail->next = job;
-    else
-        st->queue_head = job;
-    st->queue_tail = job;
-    st->queued++;
-    pthread_cond_signal(&st->cv);
+    rc = queue_add(st, job);
+    if (rc == 0)
+        pthread_cond_signal(&st->cv);
     pthread_mutex_unlock(&st->mu);
+    return rc;
 }
 
-static int enqueue(store_t *st, job_kind_t kind, const model_t *m, const json_t *input,
-                   store_done_fn done, void *arg)
+static int enqueue(store_t *st, const void *owner, job_kind_t kind, const model_t *m,
+                   const json_t *input, store_done_fn done, void *arg)
 {
     if (!st || st->closing || !m || !done)
         return -1;
@@ -1258,6 +1340,7 @@ static int enqueue(store_t *st, job_kind_t kind, const model_t *m, const json_t 
     if (!job)
         return -1;
     job->kind = kind;
+    job->owner = owner;
     job->model = m;
     job->done = done;
     job->arg = arg;
@@ -1268,31 +1351,46 @@ static int enqueue(store_t *st, job_kind_t kind, const model_t *m, const json_t 
             return -1;
         }
     }
-    queue_push(st, job);
+    if (queue_push(st, job) < 0) {
+        json_free(job->input);
+        free(job);
+        return -1;
+    }
     return 0;
+}
+
+int store_submit(store_t *st, const void *owner, store_op_t op, const model_t *m,
+                 const json_t *input, store_done_fn done, void *arg)
+{
+    static const job_kind_t kinds[] = {[STORE_CREATE] = JOB_CREATE, [STORE_READ] = JOB_READ,
+                                       [STORE_UPDATE] = JOB_UPDATE, [STORE_DELETE] = JOB_DELETE};
+
+    if ((unsigned)op > STORE_DELETE)
+        return -1;
+    return enqueue(st, owner, kinds[op], m, input, done, arg);
 }
 
 int store_create(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
                  void *arg)
 {
-    return enqueue(st, JOB_CREATE, m, data, done, arg);
+    return enqueue(st, NULL, JOB_CREATE, m, data, done, arg);
 }
 
 int store_read(store_t *st, const model_t *m, const json_t *opt, store_done_fn done, void *arg)
 {
-    return enqueue(st, JOB_READ, m, opt, done, arg);
+    return enqueue(st, NULL, JOB_READ, m, opt, done, arg);
 }
 
 int store_update(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
                  void *arg)
 {
-    return enqueue(st, JOB_UPDATE, m, data, done, arg);
+    return enqueue(st, NULL, JOB_UPDATE, m, data, done, arg);
 }
 
 int store_delete(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
                  void *arg)
 {
-    return enqueue(st, JOB_DELETE, m, data, done, arg);
+    return enqueue(st, NULL, JOB_DELETE, m, data, done, arg);
 }
 
 int store_ensure_indexes(store_t *st, const model_set_t *models)
@@ -1304,7 +1402,10 @@ int store_ensure_indexes(store_t *st, const model_set_t *models)
         return -1;
     job->kind = JOB_INDEXES;
     job->models = models;
-    queue_push(st, job);
+    if (queue_push(st, job) < 0) {
+        free(job);
+        return -1;
+    }
     return 0;
 }
 

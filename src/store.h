@@ -85,6 +85,15 @@ int store_update(store_t *st, const model_t *m, const json_t *data, store_done_f
 int store_delete(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
                  void *arg);
 
+/* The four operations above on behalf of owner (a client session, or any
+ * key; NULL is one owner too): each owner's operations run in the order
+ * they came, and the DB threads serve owners in turn, so one owner's
+ * backlog delays another's next operation by at most one operation per
+ * thread. 0 or -1 as above. */
+typedef enum { STORE_CREATE, STORE_READ, STORE_UPDATE, STORE_DELETE } store_op_t;
+int store_submit(store_t *st, const void *owner, store_op_t op, const model_t *m,
+                 const json_t *input, store_done_fn done, void *arg);
+
 /* Operations queued or running right now (for graceful shutdown). */
 size_t store_pending(const store_t *st);
 

@@ -234,7 +234,7 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
     int n;
 
     (void)flags;
-    if (c->s->bev == NULL || c->s->closing) {
+    if (c->s->bev == NULL || c->s->closing || c->s->paused) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }

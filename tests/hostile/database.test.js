@@ -58,3 +58,44 @@ test('a read past max_reply_bytes is refused, naming the limit',
         assert.strictEqual(few.doc.length, 5);
         await assertAnswered(d, 2000);
     });
+
+test('one session\'s backlog of slow reads does not hold up another\'s', { skip }, async (t) => {
+    const { MongoConnection } = require('../lib/mongo');
+    const services = await getServices({ redis: false });
+    t.after(() => services.close());
+    const d = await startDnoded({
+        services, models: MODELS, config: { workers: 1, db_threads: 2 },
+    }, t);
+    const db = await MongoConnection.connect(services.mongodbUri);
+    t.after(() => db.close());
+    const batch = `slow${process.pid}${Date.now()}`;
+    const body = 'y'.repeat(2000);
+    for (let i = 0; i < 6; i++) {
+        await db.insert('blobs', Array.from({ length: 500 }, () => ({ body, batch })));
+    }
+    const probe = await d.connect();
+    t.after(() => probe.close());
+    const mine = ok(await call(probe, 'create', { body: 'mine', batch: 'probe' }, { type: 'blob' }));
+
+    // 100 reads that scan every document (an unanchored regex), pipelined.
+    const attacker = await d.connect();
+    t.after(() => attacker.close());
+    const slow = [];
+    for (let i = 0; i < 100; i++) {
+        slow.push(call(attacker, 'read', { type: 'blob', query: { body: { $regex: 'z' } } })
+            .catch(() => {}));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const started = Date.now();
+    const r = await call(probe, 'read', { type: 'blob', query: { _id: mine._id } });
+    const waited = Date.now() - started;
+    assert.ok(r.doc, JSON.stringify(r.error));
+    assert.ok(waited < 2000, `the other session's read waited ${waited} ms`);
+    attacker.close();
+    await Promise.race([Promise.all(slow), new Promise((resolve) => setTimeout(resolve, 1000))]);
+});
+
+function ok(r) {
+    assert.ok(r.doc, JSON.stringify(r.error));
+    return r.doc;
+}

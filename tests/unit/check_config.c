@@ -93,6 +93,7 @@ START_TEST(test_defaults)
     ck_assert_uint_eq(cfg->max_output_buffer, 8388608);
     ck_assert_uint_eq(cfg->max_read_limit, 1000);
     ck_assert_uint_eq(cfg->max_reply_bytes, 8388608);
+    ck_assert_uint_eq(cfg->max_inflight_per_session, 16);
     ck_assert_uint_eq(cfg->max_connections, 10000);
     ck_assert_uint_eq(cfg->max_connections_per_ip, 256);
     ck_assert_uint_eq(cfg->nconnection_limit_exempt, 2);
@@ -145,6 +146,7 @@ START_TEST(test_every_key)
                              "max_output_buffer = 65536\n"
                              "max_read_limit = 50\n"
                              "max_reply_bytes = 64k\n"
+                             "max_inflight_per_session = 4\n"
                              "max_connections = 12\n"
                              "max_connections_per_ip = 3\n"
                              "connection_limit_exempt = 10.1.2.3\n"
@@ -188,6 +190,7 @@ START_TEST(test_every_key)
     ck_assert_uint_eq(cfg->max_output_buffer, 65536);
     ck_assert_uint_eq(cfg->max_read_limit, 50);
     ck_assert_uint_eq(cfg->max_reply_bytes, 65536);
+    ck_assert_uint_eq(cfg->max_inflight_per_session, 4);
     ck_assert_uint_eq(cfg->max_connections, 12);
     ck_assert_uint_eq(cfg->max_connections_per_ip, 3);
     ck_assert_uint_eq(cfg->nconnection_limit_exempt, 1);
@@ -206,7 +209,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 36);
+    ck_assert_uint_eq(config_key_count(), 37);
     config_free(cfg);
 }
 END_TEST
