@@ -247,14 +247,31 @@ static int apply_links(dnode_msg_t *msg, const json_t *links, char *err, size_t 
     return 0;
 }
 
+static int dnode_parse_opts(const char *line, size_t len, size_t max_depth, size_t max_callbacks,
+                            int lenient, dnode_msg_t *msg, char *err, size_t errlen);
+
+int dnode_parse_capped(const char *line, size_t len, size_t max_depth, size_t max_callbacks,
+                       dnode_msg_t *msg, char *err, size_t errlen)
+{
+    return dnode_parse_opts(line, len, max_depth, max_callbacks, 0, msg, err, errlen);
+}
+
+int dnode_parse_salvage(const char *line, size_t len, size_t max_depth, size_t max_callbacks,
+                        dnode_msg_t *msg)
+{
+    char err[128];
+
+    return dnode_parse_opts(line, len, max_depth, max_callbacks, 1, msg, err, sizeof(err));
+}
+
 int dnode_parse(const char *line, size_t len, size_t max_depth, dnode_msg_t *msg, char *err,
                 size_t errlen)
 {
     return dnode_parse_capped(line, len, max_depth, DNODE_MAX_CALLBACKS, msg, err, errlen);
 }
 
-int dnode_parse_capped(const char *line, size_t len, size_t max_depth, size_t max_callbacks,
-                       dnode_msg_t *msg, char *err, size_t errlen)
+static int dnode_parse_opts(const char *line, size_t len, size_t max_depth, size_t max_callbacks,
+                            int lenient, dnode_msg_t *msg, char *err, size_t errlen)
 {
     char jerr[128];
     json_t *root = NULL;
@@ -262,7 +279,8 @@ int dnode_parse_capped(const char *line, size_t len, size_t max_depth, size_t ma
 
     memset(msg, 0, sizeof(*msg));
     msg->method_id = -1;
-    root = json_parse(line, len, max_depth, jerr, sizeof(jerr));
+    root = lenient ? json_parse_lenient(line, len, max_depth, jerr, sizeof(jerr))
+                   : json_parse(line, len, max_depth, jerr, sizeof(jerr));
     if (root == NULL) {
         snprintf(err, errlen, "malformed JSON: %s", jerr);
         return -1;

@@ -39,6 +39,11 @@ int dnode_parse(const char *line, size_t len, size_t max_depth, dnode_msg_t *msg
 /* dnode_parse with the callbacks map capped at max_callbacks entries
  * (dnode_parse uses DNODE_MAX_CALLBACKS): a larger map is refused, with
  * "too many callbacks" in err, before any entry is applied. */
+/* A message dnode_parse refused for a key holding a NUL byte, parsed
+ * without the members such keys name, so that its callbacks can be told
+ * it was refused. 0 with msg, or -1. */
+int dnode_parse_salvage(const char *line, size_t len, size_t max_depth, size_t max_callbacks,
+                        dnode_msg_t *msg);
 int dnode_parse_capped(const char *line, size_t len, size_t max_depth, size_t max_callbacks,
                        dnode_msg_t *msg, char *err, size_t errlen);
 void dnode_msg_clear(dnode_msg_t *msg);

@@ -440,6 +440,7 @@ typedef struct parse_state {
     size_t depth, cap, max_depth;
     json_t *root;
     const char *error; /* set by callbacks that stop the parse */
+    int drop_nul_keys; /* json_parse_lenient: members whose key holds a NUL are left out */
     parse_frame_t inline_stack[PARSE_STACK_INLINE];
 } parse_state_t;
 
@@ -485,15 +486,20 @@ static int index_grow(parse_frame_t *f)
 
 /* Set the pending key of the object frame f to v (last duplicate wins, in
  * the first one's place, as in JavaScript). Takes v; 0 or -1. */
-static int parse_object_put(parse_frame_t *f, json_t *v)
+static int parse_object_put(parse_frame_t *f, json_t *v, int drop_nul_keys)
 {
     json_t *obj = f->container;
     char *k = f->key;
     size_t slot;
 
     f->key = NULL;
-    if (memchr(k, '\0', f->keylen) != NULL)
-        goto fail;
+    if (memchr(k, '\0', f->keylen) != NULL) {
+        if (!drop_nul_keys)
+            goto fail;
+        free(k);
+        json_free(v);
+        return 0;
+    }
     if (obj->u.obj.len < PARSE_INDEX_FROM) {
         ssize_t at = json_object_index(obj, k);
         if (at >= 0) {
@@ -541,7 +547,7 @@ static int parse_add(parse_state_t *ps, json_t *v)
     if (top->container->type == JSON_ARRAY) {
         rc = json_array_append(top->container, v);
     } else {
-        rc = parse_object_put(top, v);
+        rc = parse_object_put(top, v, ps->drop_nul_keys);
     }
     if (rc < 0) {
         ps->error = "object key contains a NUL byte or out of memory";
@@ -837,7 +843,8 @@ static const yajl_callbacks parse_callbacks = {
     cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
 };
 
-json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err, size_t errlen)
+static json_t *json_parse_opts(const char *buf, size_t len, size_t max_depth, int drop_nul_keys,
+                               char *err, size_t errlen)
 {
     parse_state_t ps;
     parse_arena_t arena;
@@ -854,6 +861,7 @@ json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err, siz
     ps.max_depth = max_depth ? max_depth : JSON_DEFAULT_MAX_DEPTH;
     ps.root = NULL;
     ps.error = NULL;
+    ps.drop_nul_keys = drop_nul_keys;
     arena.used = 0;
     h = yajl_alloc(&parse_callbacks, &funcs, &ps);
     if (h == NULL) {
@@ -1105,4 +1113,15 @@ char *json_dump(const json_t *v, size_t *len)
     if (len != NULL)
         *len = b.len - 1;
     return b.data;
+}
+
+json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err, size_t errlen)
+{
+    return json_parse_opts(buf, len, max_depth, 0, err, errlen);
+}
+
+json_t *json_parse_lenient(const char *buf, size_t len, size_t max_depth, char *err,
+                           size_t errlen)
+{
+    return json_parse_opts(buf, len, max_depth, 1, err, errlen);
 }

@@ -57,6 +57,11 @@ struct json {
 json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err,
                    size_t errlen);
 
+/* json_parse, but members whose key holds a NUL byte are left out instead
+ * of failing the parse (to find a refused message's callbacks). */
+json_t *json_parse_lenient(const char *buf, size_t len, size_t max_depth, char *err,
+                           size_t errlen);
+
 /* Serialize to a new malloc'd, NUL-terminated string (no trailing newline);
  * *len gets its length when len is not NULL. Compact form, members in
  * their order. JSON_CALLBACK nodes are written as the string "[Function]".

@@ -260,13 +260,33 @@ static void session_report(session_t *s, const char *fmt, ...)
     va_end(ap);
 }
 
+/* The callback a refused request's error goes to: an opt.error among its
+ * arguments, else its last callback argument; -1 for none. */
+static int64_t session_request_error_cb(const json_t *args)
+{
+    int64_t last = -1;
+    size_t i;
+
+    for (i = 0; args != NULL && args->type == JSON_ARRAY && i < args->u.arr.len; i++) {
+        const json_t *a = args->u.arr.items[i];
+        const json_t *e = a->type == JSON_OBJECT ? json_object_get(a, "error") : NULL;
+
+        if (e != NULL && e->type == JSON_CALLBACK)
+            return e->u.callback;
+        if (a->type == JSON_CALLBACK)
+            last = a->u.callback;
+    }
+    return last;
+}
+
 /* A refused message, reported to the client as InvalidRequest (detail is
  * printf-formatted). Past max_invalid_messages in one minute the session
  * is told so and closed: a client that sends junk costs a bounded amount
  * of work, output and log. */
-static void session_refuse(session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void session_refuse(session_t *s, int64_t error_cb, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
-static void session_refuse(session_t *s, const char *fmt, ...)
+static void session_refuse(session_t *s, int64_t error_cb, const char *fmt, ...)
 {
     size_t max = s->env->cfg->max_invalid_messages;
     int64_t minute = (int64_t)time(NULL) / 60;
@@ -282,7 +302,7 @@ static void session_refuse(session_t *s, const char *fmt, ...)
         return;
     }
     va_start(ap, fmt);
-    session_report_error(s, -1, error_newv(ERROR_INVALID_REQUEST, NULL, fmt, ap));
+    session_report_error(s, error_cb, error_newv(ERROR_INVALID_REQUEST, NULL, fmt, ap));
     va_end(ap);
 }
 
@@ -343,7 +363,15 @@ void session_handle_message(session_t *s, const char *data, size_t len)
                            sizeof(err)) < 0) {
         s->env->stats->malformed++;
         slog_client(LOG_LEVEL_WARNING, s, "message skipped: %s", err);
-        session_refuse(s, "message skipped: %s", err);
+        /* A key holding a NUL byte fails the parse, but the rest of the
+         * request can still be read: its own callback is told. */
+        if (strstr(err, "NUL byte") != NULL &&
+            dnode_parse_salvage(data, len, cfg->max_json_depth, budget, &msg) == 0) {
+            session_refuse(s, session_request_error_cb(msg.args), "message skipped: %s", err);
+            dnode_msg_clear(&msg);
+            return;
+        }
+        session_refuse(s, -1, "message skipped: %s", err);
         return;
     }
     if (msg.ncallbacks > budget && (msg.method == NULL || strcmp(msg.method, "methods") != 0)) {
@@ -351,7 +379,7 @@ void session_handle_message(session_t *s, const char *data, size_t len)
         snprintf(err, sizeof(err), "too many callbacks (%zu, at most %zu)", msg.ncallbacks, budget);
         slog_client(LOG_LEVEL_WARNING, s, "message skipped: %s (max_callbacks is %zu, %u held by requests in flight)",
                      err, cfg->max_callbacks, s->callbacks_held);
-        session_refuse(s, "message skipped: %s", err);
+        session_refuse(s, -1, "message skipped: %s", err);
         dnode_msg_clear(&msg);
         return;
     }
@@ -375,7 +403,7 @@ void session_handle_message(session_t *s, const char *data, size_t len)
                 snprintf(name, sizeof(name), "%lld", (long long)msg.method_id);
             s->env->stats->unknown_methods++;
             slog_client(LOG_LEVEL_WARNING, s, "unknown method '%s' skipped", name);
-            session_refuse(s, "unknown method '%s'", name);
+            session_refuse(s, -1, "unknown method '%s'", name);
         } else {
             s->env->dispatch(s->env->arg, s, idx, msg.args, msg.ncallbacks);
             msg.args = NULL; /* the dispatcher owns them now */

@@ -338,6 +338,21 @@ test('publish without url calls opt.error with missing parameters, as backbone-d
         await assert.rejects(done.args, /not called/, 'the final callback stays unused');
     });
 
+test('a request with a NUL byte in a key is refused through its own callback', { skip },
+    async (t) => {
+        const c = await client(t);
+        await c.ready;
+        // subscribe(url, fn) whose arguments hold a key "a\u0000b": the
+        // message cannot be taken, but its callback is told why.
+        const { line, reply } = rawCall(c, 'subscribe', [{ 'a\u0000b': 1 }]);
+        c.sendRaw(line + '\n');
+        const [err] = await reply;
+        assert.strictEqual(err.name, 'InvalidRequest');
+        assert.match(err.message, /NUL byte/);
+        // And the session goes on.
+        assert.deepStrictEqual(await c.invoke('subscribe', '/after-nul'), [null]);
+    });
+
 test('unsubscribe stops delivery', { skip }, async (t) => {
     const url = '/pub/unsub';
     const a = await client(t);

@@ -605,6 +605,25 @@ START_TEST(test_msg_clear_twice)
 }
 END_TEST
 
+START_TEST(test_salvage_nul_key)
+{
+    static const char line[] = "{\"method\":\"read\",\"arguments\":[{\"a\\u0000b\":1,\"type\":\"x\"},"
+                               "\"[Function]\"],\"callbacks\":{\"7\":[\"1\"]},\"links\":[]}";
+    dnode_msg_t msg;
+    char err[128];
+
+    ck_assert_int_eq(dnode_parse(line, sizeof(line) - 1, 32, &msg, err, sizeof(err)), -1);
+    ck_assert_ptr_nonnull(strstr(err, "NUL byte"));
+    ck_assert_int_eq(dnode_parse_salvage(line, sizeof(line) - 1, 32, 16, &msg), 0);
+    ck_assert_str_eq(msg.method, "read");
+    ck_assert_uint_eq(msg.ncallbacks, 1);
+    ck_assert_int_eq(json_array_get(msg.args, 1)->type, JSON_CALLBACK);
+    ck_assert_ptr_null(json_object_get(json_array_get(msg.args, 0), "a"));
+    ck_assert_str_eq(json_get_string(json_array_get(msg.args, 0), "type"), "x");
+    dnode_msg_clear(&msg);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("dnode");
@@ -635,6 +654,7 @@ int main(void)
     tcase_add_test(parse_tc, test_arguments_missing_or_null);
     tcase_add_test(parse_tc, test_malformed_json);
     tcase_add_test(parse_tc, test_not_an_object);
+    tcase_add_test(parse_tc, test_salvage_nul_key);
     tcase_add_test(parse_tc, test_bad_method_field);
     tcase_add_test(parse_tc, test_msg_clear_twice);
     suite_add_tcase(s, parse_tc);
