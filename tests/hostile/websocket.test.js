@@ -43,6 +43,7 @@ test('a ping flood that never reads its pongs is cut off at max_output_buffer', 
         }
     }
     const grown = rssKb(worker) - before;
+    t.diagnostic(`the worker grew by ${grown} KiB; ${sent} bytes of pings sent`);
     assert.ok(grown < 32 * 1024, `the worker grew by ${grown} KiB under the ping flood`);
     await assertAnswered(d, 2000, 'a client beside the ping flood');
     await d.waitForLog(/over max_output_buffer/);
