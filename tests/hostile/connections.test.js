@@ -41,11 +41,12 @@ test('max_connections_per_ip: one address cannot take every connection', async (
         s.on('data', () => {});
         socks.push(s);
     }
-    await new Promise((resolve) => setTimeout(resolve, 300)); // all accepted
+    await new Promise((resolve) => setTimeout(resolve, 1000)); // all accepted
     const extra = await connect(d.port);
     extra.on('error', () => {});
     socks.push(extra);
-    assert.ok(await closedWithin(extra, 3000), 'the sixth connection is closed at once');
+    // Closed at accept; the bound only allows for a loaded machine.
+    assert.ok(await closedWithin(extra, 10000), 'the sixth connection is closed at once');
     await d.waitForLog(/max_connections_per_ip reached/);
     // Once one of them goes, the address may connect again.
     socks[0].destroy();

@@ -246,9 +246,11 @@ START_TEST(test_invalid_messages_budget)
         memset(at, '-', 7);
     }
     free(got);
+    session_ref(s); /* the teardown would free it */
     pair_send(client, "still not json\n");
     ck_assert(session_closing(s));
     ck_assert_uint_eq(P.stats->disconnects[CONN_CLOSE_PROTOCOL], 1);
+    session_unref(s);
     bufferevent_free(client);
 }
 END_TEST
