@@ -532,6 +532,8 @@ void conn_close(conn_t *c, conn_close_t why, const char *detail)
     if (c->closing)
         return;
     c->closing = 1;
+    /* The address may connect again as soon as this one is closing. */
+    conn_addr_count(c->env, c->peer, -1);
     if (c->moved || why == CONN_CLOSE_MOVED) {
         /* The connection lives on in another worker. */
         clog_debug(c, "released: %s", detail);
@@ -638,7 +640,6 @@ static void conn_teardown(conn_t *c)
         c->next->prev = c->prev;
     c->prev = c->next = NULL;
     env->nconns--;
-    conn_addr_count(env, c->peer, -1);
     env->stats->connections_closed++;
     conn_unref(c); /* env's list */
 }
