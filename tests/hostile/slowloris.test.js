@@ -48,6 +48,10 @@ test('HTTP requests trickled a byte at a time are cut at http_header_timeout', a
         timers.push(setInterval(() => { if (!s.destroyed) s.write('a'); }, 500));
         socks.push(s);
     }
+    // The worker takes them from its accept queue as it gets to them.
+    for (const until = Date.now() + 10000; fdCount(worker) - before < 90 && Date.now() < until;) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     assert.ok(fdCount(worker) - before >= 90, 'the trickling connections are open');
     await allClosed(socks, 8000);
     const open = socks.filter((s) => !s.destroyed).length;
