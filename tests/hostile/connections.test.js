@@ -5,18 +5,9 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const net = require('node:net');
 
 const { startDnoded } = require('../lib/harness');
-const { assertAnswered } = require('../lib/hostile');
-
-function connect(port) {
-    return new Promise((resolve, reject) => {
-        const sock = net.connect(port, '127.0.0.1');
-        sock.once('connect', () => resolve(sock));
-        sock.once('error', reject);
-    });
-}
+const { assertAnswered, rawConnect } = require('../lib/hostile');
 
 // Resolves true when the server closes sock within ms, else false.
 function closedWithin(sock, ms) {
@@ -36,13 +27,13 @@ test('max_connections_per_ip: one address cannot take every connection', async (
     const socks = [];
     t.after(() => socks.forEach((s) => s.destroy()));
     for (let i = 0; i < 5; i++) {
-        const s = await connect(d.port);
+        const s = await rawConnect(d.port);
         s.on('error', () => {});
         s.on('data', () => {});
         socks.push(s);
     }
     await new Promise((resolve) => setTimeout(resolve, 1000)); // all accepted
-    const extra = await connect(d.port);
+    const extra = await rawConnect(d.port);
     extra.on('error', () => {});
     socks.push(extra);
     // Closed at accept; the bound only allows for a loaded machine.

@@ -8,24 +8,15 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const net = require('node:net');
 
 const { startDnoded } = require('../lib/harness');
-const { logBytes, assertAnswered } = require('../lib/hostile');
-
-function connect(port) {
-    return new Promise((resolve, reject) => {
-        const sock = net.connect(port, '127.0.0.1');
-        sock.once('connect', () => resolve(sock));
-        sock.once('error', reject);
-    });
-}
+const { logBytes, assertAnswered, rawConnect } = require('../lib/hostile');
 
 test('1 MB of junk lines from one client: disconnected, the log stays small', async (t) => {
     const d = await startDnoded({ config: { workers: 1 } }, t);
     await d.waitForLog(/serving/);
     const before = logBytes(d);
-    const sock = await connect(d.port);
+    const sock = await rawConnect(d.port);
     t.after(() => sock.destroy());
     sock.on('error', () => {});
     sock.on('data', () => {});
@@ -47,7 +38,7 @@ test('junk from 300 clients at once: the worker logs a bounded number of lines',
     const socks = [];
     t.after(() => socks.forEach((s) => s.destroy()));
     for (let i = 0; i < 300; i++) {
-        const s = await connect(d.port);
+        const s = await rawConnect(d.port);
         s.on('error', () => {});
         s.on('data', () => {});
         socks.push(s);

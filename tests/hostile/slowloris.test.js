@@ -6,18 +6,9 @@
 
 const test = require('node:test');
 const assert = require('node:assert');
-const net = require('node:net');
 
 const { startDnoded } = require('../lib/harness');
-const { fdCount, rssKb, assertAnswered } = require('../lib/hostile');
-
-function connect(port) {
-    return new Promise((resolve, reject) => {
-        const sock = net.connect(port, '127.0.0.1');
-        sock.once('connect', () => resolve(sock));
-        sock.once('error', reject);
-    });
-}
+const { fdCount, rssKb, assertAnswered, rawConnect } = require('../lib/hostile');
 
 // Resolves once every socket was closed by the server, or after ms.
 function allClosed(socks, ms) {
@@ -41,7 +32,7 @@ test('HTTP requests trickled a byte at a time are cut at http_header_timeout', a
         socks.forEach((s) => s.destroy());
     });
     for (let i = 0; i < 100; i++) {
-        const s = await connect(d.port);
+        const s = await rawConnect(d.port);
         s.on('error', () => {});
         s.write('GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ');
         // One byte every half second: each restarts an idle timeout.
@@ -66,7 +57,7 @@ test('DNode lines that never end are cut at line_timeout', async (t) => {
     t.after(() => socks.forEach((s) => s.destroy()));
     const part = '{"method":"read","arguments":["' + 'x'.repeat(500000);
     for (let i = 0; i < 100; i++) {
-        const s = await connect(d.port);
+        const s = await rawConnect(d.port);
         s.on('error', () => {});
         s.on('data', () => {});
         s.write(part); // and never the rest

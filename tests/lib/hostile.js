@@ -6,6 +6,7 @@
 
 const assert = require('node:assert');
 const fs = require('node:fs');
+const net = require('node:net');
 
 // How much more memory a bound allows in a sanitizer build, where ASan's
 // redzones and its quarantine of freed blocks (256 MB by default) hold on
@@ -40,6 +41,16 @@ function logBytes(d) {
     }
 }
 
+// A plain TCP connection to port on 127.0.0.1, resolved once connected:
+// what an attacker writes raw bytes on.
+function rawConnect(port) {
+    return new Promise((resolve, reject) => {
+        const sock = net.connect(port, '127.0.0.1');
+        sock.once('connect', () => resolve(sock));
+        sock.once('error', reject);
+    });
+}
+
 // A well-behaved client is answered: a fresh connection's subscribe
 // round trip completes within boundMs. Resolves with the time it took.
 async function assertAnswered(d, boundMs, what = 'a well-behaved client') {
@@ -60,4 +71,4 @@ async function assertAnswered(d, boundMs, what = 'a well-behaved client') {
     return took;
 }
 
-module.exports = { RSS_SCALE, rssKb, fdCount, logBytes, assertAnswered };
+module.exports = { RSS_SCALE, rssKb, fdCount, logBytes, rawConnect, assertAnswered };
