@@ -22,6 +22,11 @@
 /* Fallbacks when the caller leaves a setting at 0. */
 #define STORE_OWNER_BUCKETS 1024
 #define STORE_DEFAULT_MAX_REPLY ((size_t)8 << 20)
+/* What a read asks the server for at once: about this many bytes of
+ * documents, and at most this many documents. */
+#define STORE_BATCH_BYTES ((size_t)1 << 20)
+#define STORE_BATCH_MAX_DOCS 1000
+#define STORE_DEFAULT_DOC_BYTES ((size_t)1 << 20)
 #define STORE_DEFAULT_THREADS 4
 #define STORE_DEFAULT_TIMEOUT_MS 5000
 #define STORE_DEFAULT_MAX_TIME_MS 10000
@@ -67,9 +72,17 @@ struct store {
      * succeed there; the lock makes that safe at least within one worker. */
     pthread_mutex_t doc_locks[STORE_DOC_LOCKS];
 
+    size_t max_reply_bytes; /* a read's documents, summed as stored */
+    /* The size of the documents recent reads met (__atomic, relaxed): it
+     * sizes a read's first batch (read_batch). It starts at the largest
+     * document a client can write, rises at once to a bigger average and
+     * falls by half the difference per read, so big documents are asked
+     * for a few at a time from the first read on, and small ones soon in
+     * one batch. */
+    size_t doc_size_est;
+
     /* Failures whose details stay in the log: each gets an id the client
      * is given instead (error_hidden). */
-    size_t max_reply_bytes; /* a read's documents, summed as stored */
     uint32_t error_salt;
     uint32_t error_seq; /* __atomic */
     log_limit_t error_log; /* guarded by mu */
@@ -497,6 +510,25 @@ static const json_t *single_id(const json_t *opt)
     return NULL;
 }
 
+/* How many documents a read's next batch asks for: as many as fit in
+ * STORE_BATCH_BYTES and in what is left of max_reply_bytes, given the
+ * documents' expected size, at least one and at most `left` (the
+ * documents the limit still allows; 0 when there is no limit). The
+ * server's reply to a batch is held whole in the worker, so this is what
+ * keeps a read of big documents small in memory, not only the answer's
+ * cap. (A batch is never over 16 MiB whatever is asked: the protocol's
+ * bound, met only by documents far bigger than the ones before them.) */
+static uint32_t read_batch(size_t budget, size_t avg, int64_t left)
+{
+    size_t bytes = budget < STORE_BATCH_BYTES ? budget : STORE_BATCH_BYTES;
+    size_t n = bytes / (avg ? avg : 1) + 1;
+    if (n > STORE_BATCH_MAX_DOCS)
+        n = STORE_BATCH_MAX_DOCS;
+    if (left > 0 && (size_t)left < n)
+        n = (size_t)left;
+    return (uint32_t)n;
+}
+
 static void run_read(store_t *st, mongoc_client_t *client, job_t *job)
 {
     const model_t *m = job->model;
@@ -508,6 +540,7 @@ static void run_read(store_t *st, mongoc_client_t *client, job_t *job)
     mongoc_cursor_t *cur = NULL;
     json_t *arr = NULL;
     bson_oid_t oid;
+    size_t total = 0, count = 0; /* the documents' bytes as stored, and how many */
 
     memset(&oid, 0, sizeof oid);
     if (id) {
@@ -543,6 +576,9 @@ static void run_read(store_t *st, mongoc_client_t *client, job_t *job)
             BSON_APPEND_INT64(&opts, "limit", limit);
         if (sorting.skip > 0)
             BSON_APPEND_INT64(&opts, "skip", sorting.skip);
+        size_t est = __atomic_load_n(&st->doc_size_est, __ATOMIC_RELAXED);
+        BSON_APPEND_INT64(&opts, "batchSize", read_batch(st->max_reply_bytes, est, limit));
+        sorting.limit = limit;
     }
     BSON_APPEND_INT64(&opts, "maxTimeMS", st->max_time_ms);
 
@@ -565,11 +601,15 @@ static void run_read(store_t *st, mongoc_client_t *client, job_t *job)
         job->error = error_nomem();
         goto done;
     }
-    size_t total = 0;
     while (mongoc_cursor_next(cur, &doc)) {
         /* The answer is built here and queued whole for the client: past
          * max_reply_bytes, refuse it rather than build it. */
         total += doc->len;
+        count++;
+        if (total <= st->max_reply_bytes)
+            mongoc_cursor_set_batch_size(
+                cur, read_batch(st->max_reply_bytes - total, total / count,
+                                sorting.limit > 0 ? sorting.limit - (int64_t)count : 0));
         if (total > st->max_reply_bytes) {
             job->error = error_new(ERROR_INVALID_REQUEST, NULL,
                                    "%s: the answer would be over max_reply_bytes (%zu bytes): "
@@ -590,6 +630,13 @@ static void run_read(store_t *st, mongoc_client_t *client, job_t *job)
     job->result = arr;
     arr = NULL;
 done:
+    if (count) {
+        /* Drift toward what this read met, refused or not: the next read's
+         * first batch is sized by it. Races between threads only blur it. */
+        size_t est = __atomic_load_n(&st->doc_size_est, __ATOMIC_RELAXED), avg = total / count;
+        __atomic_store_n(&st->doc_size_est, avg >= est ? avg : avg + (est - avg) / 2,
+                         __ATOMIC_RELAXED);
+    }
     json_free(arr);
     if (cur)
         mongoc_cursor_destroy(cur);
@@ -1185,6 +1232,7 @@ store_t *store_new(struct event_base *base, const store_config_t *cfg, char *err
     st->limits = cfg->limits;
     st->max_time_ms = cfg->max_time_ms > 0 ? cfg->max_time_ms : STORE_DEFAULT_MAX_TIME_MS;
     st->max_reply_bytes = cfg->max_reply_bytes > 0 ? cfg->max_reply_bytes : STORE_DEFAULT_MAX_REPLY;
+    st->doc_size_est = cfg->max_doc_bytes > 0 ? cfg->max_doc_bytes : STORE_DEFAULT_DOC_BYTES;
     timeout = cfg->timeout_ms > 0 ? cfg->timeout_ms : STORE_DEFAULT_TIMEOUT_MS;
     st->probe_ms = timeout < 500 ? timeout : 500;
     st->timeout_ms = timeout;

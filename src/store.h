@@ -30,6 +30,9 @@ typedef struct store_config {
     int max_time_ms;       /* maxTimeMS put on every operation; 0 = 10000 */
     model_limits_t limits; /* query caps */
     size_t max_reply_bytes; /* a read's documents, as stored; 0 = 8 MiB */
+    size_t max_doc_bytes;   /* the largest document a client can write (the
+                             * message cap): sizes reads until they have
+                             * seen real documents; 0 = 1 MiB */
 } store_config_t;
 
 /* Create the pool and start the DB threads. Returns NULL with a reason in

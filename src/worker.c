@@ -381,6 +381,7 @@ int worker_run(const worker_args_t *args)
         sc.max_time_ms = cfg->db_max_time_ms;
         sc.limits.max_read_limit = cfg->max_read_limit;
         sc.max_reply_bytes = cfg->max_reply_bytes;
+        sc.max_doc_bytes = cfg->max_message_size;
         sc.limits.max_query_depth = 8;
         sc.limits.max_query_terms = 256;
         sc.limits.max_regex_length = 256;

@@ -9,7 +9,7 @@ const assert = require('node:assert');
 const { startDnoded } = require('../lib/harness');
 const { getServices } = require('../lib/services');
 const { findProgram } = require('../lib/proc');
-const { assertAnswered } = require('../lib/hostile');
+const { RSS_SCALE, rssKb, peakRssKb, assertAnswered } = require('../lib/hostile');
 
 const skip = process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB')
     ? false : 'needs ferretdb (scripts/setup) or DNODED_TEST_MONGODB_URI';
@@ -29,21 +29,26 @@ function call(c, method, ...args) {
     });
 }
 
-test('a read past max_reply_bytes is refused, naming the limit',
+test('a read past max_reply_bytes is refused, naming the limit, and never held whole',
     { skip }, async (t) => {
+        const { MongoConnection } = require('../lib/mongo');
         const services = await getServices({ redis: false });
         t.after(() => services.close());
         const d = await startDnoded({
-            services, models: MODELS, config: { workers: 1, max_reply_bytes: '2m' },
+            services, models: MODELS, config: { workers: 1, db_threads: 4, max_reply_bytes: '2m' },
         }, t);
-        const c = await d.connect();
-        t.after(() => c.close());
+        const db = await MongoConnection.connect(services.mongodbUri);
+        t.after(() => db.close());
         const batch = `b${process.pid}${Date.now()}`;
         const body = 'x'.repeat(100000);
-        for (let i = 0; i < 40; i++) { // 4 MB stored
-            const r = await call(c, 'create', { body, batch }, { type: 'blob' });
-            assert.ok(r.doc, JSON.stringify(r.error));
+        for (let i = 0; i < 8; i++) { // 400 documents, 40 MB stored
+            await db.insert('blobs', Array.from({ length: 50 }, () => ({ body, batch })));
         }
+        const c = await d.connect();
+        t.after(() => c.close());
+        const [worker] = d.workerPids();
+        const before = rssKb(worker);
+        // Four at once, each asking for all 400 (within max_read_limit).
         const reads = [];
         for (let i = 0; i < 4; i++) {
             reads.push(call(c, 'read', { type: 'blob', query: { batch } }));
@@ -51,8 +56,13 @@ test('a read past max_reply_bytes is refused, naming the limit',
         for (const r of await Promise.all(reads)) {
             assert.ok(r.error, 'the read is refused');
             assert.strictEqual(r.error.name, 'InvalidRequest');
-            assert.match(r.error.message, /max_reply_bytes/);
+            assert.match(r.error.message, /max_reply_bytes \(2097152 bytes\)/);
         }
+        // The worker's peak: four answers of 40 MB were never built, and
+        // what the database sent was read a bounded batch at a time.
+        const grown = peakRssKb(worker) - before;
+        t.diagnostic(`worker peak RSS grew ${grown} KiB`);
+        assert.ok(grown < 48 * 1024 * RSS_SCALE, `worker peak RSS grew ${grown} KiB`);
         // Fewer documents fit.
         const few = await call(c, 'read', { type: 'blob', query: { batch }, sorting: { limit: 5 } });
         assert.strictEqual(few.doc.length, 5);

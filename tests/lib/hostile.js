@@ -13,14 +13,24 @@ const net = require('node:net');
 // to memory the plain build gives back.
 const RSS_SCALE = process.env.DNODED_SANITIZED ? 3 : 1;
 
-// Resident memory of pid in KiB (VmRSS), or 0 when it is gone.
-function rssKb(pid) {
+function statusKb(pid, field) {
     try {
-        const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+        const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
         return m ? Number(m[1]) : 0;
     } catch {
         return 0;
     }
+}
+
+// Resident memory of pid in KiB (VmRSS), or 0 when it is gone.
+function rssKb(pid) {
+    return statusKb(pid, 'VmRSS');
+}
+
+// The most resident memory pid has had since it started, in KiB (VmHWM):
+// catches a peak that was given back before the test looked.
+function peakRssKb(pid) {
+    return statusKb(pid, 'VmHWM');
 }
 
 // Open file descriptors of pid, or 0 when it is gone.
@@ -71,4 +81,4 @@ async function assertAnswered(d, boundMs, what = 'a well-behaved client') {
     return took;
 }
 
-module.exports = { RSS_SCALE, rssKb, fdCount, logBytes, rawConnect, assertAnswered };
+module.exports = { RSS_SCALE, rssKb, peakRssKb, fdCount, logBytes, rawConnect, assertAnswered };
