@@ -1257,6 +1257,16 @@ store_t *store_new(struct event_base *base, const store_config_t *cfg, char *err
         snprintf(err, errlen, "bad mongodb_uri: cannot set timeouts");
         goto fail;
     }
+    /* The driver would retry a read once after a network error, so a
+     * frozen server would hold a read for twice the socket timeout; the
+     * client is told Unavailable instead and may retry itself. A URI's own
+     * retryReads=true keeps the driver's retry (useful across a replica
+     * set election). */
+    if (!mongoc_uri_has_option(st->uri, MONGOC_URI_RETRYREADS) &&
+        !mongoc_uri_set_option_as_bool(st->uri, MONGOC_URI_RETRYREADS, false)) {
+        snprintf(err, errlen, "bad mongodb_uri: cannot set retryReads");
+        goto fail;
+    }
     if (!mongoc_uri_get_appname(st->uri) && !mongoc_uri_set_appname(st->uri, STORE_APPNAME)) {
         snprintf(err, errlen, "bad mongodb_uri: cannot set appname");
         goto fail;

@@ -106,7 +106,76 @@ test('one session\'s backlog of slow reads does not hold up another\'s', { skip 
     await Promise.race([Promise.all(slow), new Promise((resolve) => setTimeout(resolve, 1000))]);
 });
 
+// Resolves once every thread of pid is stopped: a signal reaches a busy
+// thread only when the kernel next schedules it.
+async function stopped(pid) {
+    const fs = require('node:fs');
+    for (let i = 0; i < 500; i++) {
+        const states = fs.readdirSync(`/proc/${pid}/task`).map((tid) => {
+            const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+            return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+        });
+        if (states.every((s) => s === 'T')) {
+            return;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    throw new Error(`process ${pid} did not stop`);
+}
+
 function ok(r) {
     assert.ok(r.doc, JSON.stringify(r.error));
     return r.doc;
 }
+
+// A database that stops answering mid-operation (frozen, or cut off without
+// a reset) is the case the server cannot see at once: the operation fails
+// as Unavailable after db_max_time_ms + db_timeout_ms, as documented, and
+// the operations queued behind it fail at once rather than each waiting
+// that long in turn; what does not touch the database is answered as usual.
+test('a frozen database fails operations within the documented time', {
+    skip: process.env.DNODED_TEST_MONGODB_URI ? 'needs a private FerretDB to freeze' : skip,
+}, async (t) => {
+    const { startFerretDB } = require('../lib/services');
+    const ferret = await startFerretDB();
+    t.after(() => ferret.close());
+    const d = await startDnoded({
+        mongodbUri: `${ferret.uri}/hostile_frozen`, models: MODELS,
+        config: { workers: 1, db_timeout_ms: 1000, db_max_time_ms: 1000 },
+    }, t);
+    const c = await d.connect();
+    t.after(() => c.close());
+    const mine = ok(await call(c, 'create', { body: 'before', batch: 'frozen' }, { type: 'blob' }));
+
+    process.kill(ferret.proc.pid, 'SIGSTOP');
+    await stopped(ferret.proc.pid);
+    t.after(() => {
+        try {
+            process.kill(ferret.proc.pid, 'SIGCONT');
+        } catch { /* gone */ }
+    });
+    const started = Date.now();
+    const reads = [];
+    for (let i = 0; i < 10; i++) {
+        reads.push(call(c, 'read', { type: 'blob', query: { _id: mine._id } })
+            .then((r) => ({ r, ms: Date.now() - started })));
+    }
+    await assertAnswered(d, 1000, 'a subscribe while the database is frozen');
+    // db_max_time_ms + db_timeout_ms = 2 s, then the rest at once.
+    for (const { r, ms } of await Promise.all(reads)) {
+        assert.strictEqual(r.error && r.error.name, 'Unavailable', JSON.stringify(r));
+        assert.ok(ms < 2000 + 1500, `a read answered after ${ms} ms`);
+    }
+    t.diagnostic(`the last read failed after ${Date.now() - started} ms`);
+
+    process.kill(ferret.proc.pid, 'SIGCONT');
+    let r;
+    for (let i = 0; i < 50; i++) {
+        r = await call(c, 'read', { type: 'blob', query: { _id: mine._id } });
+        if (r.doc) {
+            break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    assert.strictEqual(ok(r).body, 'before');
+});
