@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "bus_carrier.h"
+#include "hash.h"
 #include "log.h"
 
 #define BUS_BUCKETS 1024
@@ -25,12 +26,13 @@
  * Helpers
  * ------------------------------------------------------------------------ */
 
+/* Keyed (hash.c): clients name channels, and with a public hash they could
+ * pick names that all share one bucket of the table, or one presence slot
+ * of the host relay. The same in every worker of a host, which the
+ * relay's shared slots need. */
 uint64_t bus_core_hash(const char *s)
 {
-    uint64_t h = 1469598103934665603ULL;
-    while (*s)
-        h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-    return h;
+    return hash_keyed(s, strlen(s));
 }
 
 double bus_core_now(void)

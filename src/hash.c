@@ -87,6 +87,11 @@ static uint64_t sip_hash(const unsigned char *p, size_t n)
     return v0 ^ v1 ^ v2 ^ v3;
 }
 
+void hash_init(void)
+{
+    pthread_once(&sip_once, sip_seed);
+}
+
 uint64_t hash_keyed(const void *p, size_t n)
 {
     pthread_once(&sip_once, sip_seed);

@@ -1,7 +1,9 @@
 /* hash: a keyed hash for tables whose keys clients choose. SipHash-1-3
- * under a secret drawn once per process (getrandom(2), else /dev/urandom,
- * else the clock and pid): values differ between processes, so it is not
- * for anything shared across workers. Thread-safe. */
+ * under a secret drawn once (getrandom(2), else /dev/urandom, else the
+ * clock and pid). The master draws it (hash_init) before it forks, so
+ * every worker of one master computes the same values and may use them in
+ * memory the workers share; another master (another host, a restart) has
+ * another secret, so values never leave the host. Thread-safe. */
 #ifndef DNODED_HASH_H
 #define DNODED_HASH_H
 
@@ -9,5 +11,6 @@
 #include <stdint.h>
 
 uint64_t hash_keyed(const void *p, size_t n);
+void hash_init(void); /* draw the secret now (before fork), if not yet drawn */
 
 #endif

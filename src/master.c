@@ -27,6 +27,7 @@
 
 #include "bus.h"
 #include "handoff.h"
+#include "hash.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
@@ -1006,6 +1007,7 @@ int master_run(config_t *cfg, model_set_t *models, int *fds, size_t nfds)
     if (cfg->log_file != NULL && cfg->log_file[0] != '\0' && m.uid != (uid_t)-1 && geteuid() == 0 &&
         chown(cfg->log_file, m.uid, m.gid) < 0)
         log_warning("cannot give %s to the workers' user: %s", cfg->log_file, strerror(errno));
+    hash_init(); /* one secret for every worker: the relay's shared slots use it */
     m.metrics = metrics_new((size_t)m.nworkers * MASTER_METRICS_SLOTS_PER_WORKER);
     if (m.metrics == NULL) {
         log_error("cannot map the shared metrics area: %s", strerror(errno));
