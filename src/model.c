@@ -5,6 +5,7 @@
  * no state beyond the loaded (then immutable) model set. */
 #include "model.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 
@@ -27,6 +28,8 @@ static void field_clear(field_t *f)
     json_free(f->enumv);
     if (f->has_re)
         regfree(&f->re);
+    rule_free(f->hide_if);
+    free(f->set_from);
     memset(f, 0, sizeof *f);
 }
 
@@ -40,6 +43,11 @@ static void model_free(model_t *m)
     for (size_t i = 0; i < m->nidx; i++)
         free(m->idx[i].path);
     free(m->idx);
+    for (size_t i = 0; i < MODEL_OPS; i++)
+        rule_free(m->rules[i]);
+    for (size_t i = 0; i < m->npush_options; i++)
+        free(m->push_options[i]);
+    free(m->push_options);
     free(m);
 }
 
@@ -50,6 +58,14 @@ void model_set_free(model_set_t *set)
     for (size_t i = 0; i < set->n; i++)
         model_free(set->models[i]);
     free(set->models);
+    for (size_t i = 0; i < set->nchannels; i++) {
+        model_channel_t *c = &set->channels[i];
+        free(c->pattern);
+        rule_free(c->subscribe);
+        rule_free(c->publish);
+        rule_free(c->presence);
+    }
+    free(set->channels);
     free(set);
 }
 
@@ -89,6 +105,7 @@ int model_index_at(const model_t *m, size_t i, const char **path, int *unique)
 typedef struct loader {
     const char *model;
     strbuf_t path; /* the field being read, for messages */
+    int top;       /* reading a field of the document itself, not of a subdocument */
     char *err;
     size_t errlen;
 } loader_t;
@@ -163,7 +180,11 @@ static int parse_nested(loader_t *L, const json_t *obj, field_t *f, int root)
         kid->name = strdup(key);
         if (kid->name == NULL)
             return load_fail(L, "out of memory");
-        if (parse_spec(L, obj->u.obj.vals[i], kid) < 0)
+        int was_top = L->top;
+        L->top = root;
+        int rc = parse_spec(L, obj->u.obj.vals[i], kid);
+        L->top = was_top;
+        if (rc < 0)
             return -1;
         sb_setlen(&L->path, old);
     }
@@ -190,11 +211,16 @@ static int parse_array(loader_t *L, const json_t *arr, field_t *f)
         const json_t *t = json_object_get(e, "type");
         nested = e->u.obj.len > 0 && (t == NULL || t->type == JSON_OBJECT);
     }
+    int was_top = L->top, rc;
+    L->top = 0; /* permissions go on the array field, not its elements */
     if (nested) {
         f->elem->has_id = 1;
-        return parse_nested(L, e, f->elem, 0);
+        rc = parse_nested(L, e, f->elem, 0);
+    } else {
+        rc = parse_spec(L, e, f->elem);
     }
-    return parse_spec(L, e, f->elem);
+    L->top = was_top;
+    return rc;
 }
 
 /* A value a default (or an enum entry) must cast to; 0 or -1. */
@@ -332,6 +358,54 @@ static int parse_enum(loader_t *L, const json_t *v, field_t *f)
 /* {"type": T, options...}. Which options apply to which type follows
  * Mongoose: enum on String and Number, min/max on Number and Date,
  * minlength/maxlength/match on String, ref (ignored) on ObjectId. */
+/* A rule as the models file writes it: an expression, or true / false.
+ * roots: the names it may use. NULL with the reason in L. */
+static rule_t *parse_rule(loader_t *L, const char *what, const json_t *v, unsigned roots)
+{
+    char err[200];
+    const char *text;
+    rule_t *r;
+
+    if (v->type == JSON_BOOL)
+        text = v->u.boolean ? "true" : "false";
+    else if (v->type == JSON_STRING && strlen(v->u.str.s) == v->u.str.len)
+        text = v->u.str.s;
+    else {
+        load_fail(L, "%s must be an expression (a string) or true/false", what);
+        return NULL;
+    }
+    r = rule_compile(text, roots, err, sizeof err);
+    if (r == NULL)
+        load_fail(L, "%s: %s", what, err);
+    return r;
+}
+
+/* readonly, hidden, set_from. */
+static int parse_access_opt(loader_t *L, const char *k, const json_t *v, field_t *f)
+{
+    if (strcmp(k, "readonly") == 0)
+        return parse_bool_opt(L, k, v, &f->readonly);
+    if (strcmp(k, "hidden") == 0) {
+        if (v->type == JSON_BOOL) {
+            f->hidden = v->u.boolean;
+            return 0;
+        }
+        f->hide_if = parse_rule(L, "hidden", v, RULE_AUTH | RULE_DOC);
+        return f->hide_if != NULL ? 0 : -1;
+    }
+    /* set_from: "auth.<claim>" */
+    if (v->type != JSON_STRING || strncmp(v->u.str.s, "auth.", 5) != 0 || v->u.str.s[5] == '\0' ||
+        strlen(v->u.str.s) != v->u.str.len || strlen(v->u.str.s) > 200)
+        return load_fail(L, "set_from must name a claim of the token, as in \"auth.sub\"");
+    for (const char *c = v->u.str.s + 5; *c; c++)
+        if (!(isalnum((unsigned char)*c) || *c == '_' || (*c == '.' && c[1] != '.' && c[1])))
+            return load_fail(L, "set_from must name a claim of the token, as in \"auth.sub\"");
+    if (f->type != FT_STRING && f->type != FT_NUMBER && f->type != FT_MIXED && f->type != FT_ARRAY)
+        return load_fail(L, "set_from applies to a String, Number, Mixed or array field");
+    f->set_from = strdup(v->u.str.s + 5);
+    return f->set_from != NULL ? 0 : load_fail(L, "out of memory");
+}
+
 static int parse_options(loader_t *L, const json_t *obj, field_t *f)
 {
     const json_t *t = json_object_get(obj, "type");
@@ -361,6 +435,16 @@ static int parse_options(loader_t *L, const json_t *obj, field_t *f)
         }
         if (strcmp(k, "default") == 0) {
             def = v;
+            continue;
+        }
+        if (strcmp(k, "readonly") == 0 || strcmp(k, "hidden") == 0 || strcmp(k, "set_from") == 0) {
+            if (!L->top)
+                return load_fail(L,
+                                 "\"%s\" applies to the fields of the document itself, "
+                                 "not to those of a subdocument or array element",
+                                 k);
+            if (parse_access_opt(L, k, v, f) < 0)
+                return -1;
             continue;
         }
         if (strcmp(k, "enum") == 0)
@@ -481,6 +565,82 @@ static int check_collection(const char *c)
            strlen(c) <= 200;
 }
 
+/* Every field a rule reads must be one of the model's. */
+static int check_rule_paths(loader_t *L, const model_t *m, const char *what, const rule_t *r)
+{
+    static const unsigned roots[] = {RULE_DOC, RULE_OLD, RULE_NEW};
+    for (size_t k = 0; k < sizeof roots / sizeof roots[0]; k++)
+        for (size_t i = 0; i < rule_path_count(r, roots[k]); i++) {
+            const char *p = rule_path_at(r, roots[k], i);
+            if (!model_path_known(m, p))
+                return load_fail(L, "%s: \"%.100s\" is not a field of the model", what, p);
+        }
+    return 0;
+}
+
+static int check_field_rules(loader_t *L, const model_t *m)
+{
+    for (size_t i = 0; i < m->root.nkids; i++) {
+        const field_t *f = &m->root.kids[i];
+        if (f->hide_if != NULL) {
+            char what[160];
+            snprintf(what, sizeof what, "field \"%.100s\": hidden", f->name);
+            if (check_rule_paths(L, m, what, f->hide_if) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* "rules": {"read": rule, "create": ..., "update": ..., "delete": ...};
+ * an operation left out is refused. */
+static int parse_rules(loader_t *L, const json_t *v, model_t *m)
+{
+    static const char *const names[MODEL_OPS] = {"create", "read", "update", "delete"};
+    static const unsigned roots[MODEL_OPS] = {RULE_AUTH | RULE_DOC, RULE_AUTH | RULE_DOC,
+                                              RULE_AUTH | RULE_OLD | RULE_NEW,
+                                              RULE_AUTH | RULE_DOC};
+    if (v->type != JSON_OBJECT)
+        return load_fail(L, "\"rules\" must be an object: read, create, update, delete");
+    m->has_rules = 1;
+    for (size_t i = 0; i < v->u.obj.len; i++) {
+        const char *k = v->u.obj.keys[i];
+        size_t op;
+        for (op = 0; op < MODEL_OPS && strcmp(k, names[op]) != 0; op++)
+            ;
+        if (op == MODEL_OPS)
+            return load_fail(L, "rules: unknown operation \"%.60s\" (read, create, update, delete)",
+                             k);
+        char what[40];
+        snprintf(what, sizeof what, "rules.%s", names[op]);
+        m->rules[op] = parse_rule(L, what, v->u.obj.vals[i], roots[op]);
+        if (m->rules[op] == NULL || check_rule_paths(L, m, what, m->rules[op]) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int parse_push_options(loader_t *L, const json_t *v, model_t *m)
+{
+    if (v->type != JSON_ARRAY || v->u.arr.len > 32)
+        return load_fail(L, "\"push_options\" must be an array of at most 32 option names");
+    m->push_options = calloc(v->u.arr.len ? v->u.arr.len : 1, sizeof *m->push_options);
+    if (m->push_options == NULL)
+        return load_fail(L, "out of memory");
+    for (size_t i = 0; i < v->u.arr.len; i++) {
+        const json_t *s = v->u.arr.items[i];
+        if (s->type != JSON_STRING || s->u.str.len == 0 || strlen(s->u.str.s) != s->u.str.len ||
+            s->u.str.len > 100 || s->u.str.s[0] == '$')
+            return load_fail(L, "\"push_options\" must be an array of option names");
+        if (strcmp(s->u.str.s, "error") == 0 || strcmp(s->u.str.s, "success") == 0)
+            return load_fail(L, "push_options: \"%s\" is a callback, never pushed", s->u.str.s);
+        if ((m->push_options[m->npush_options] = strdup(s->u.str.s)) == NULL)
+            return load_fail(L, "out of memory");
+        m->npush_options++;
+    }
+    return 0;
+}
+
 static model_t *parse_model(loader_t *L, const char *name, const json_t *spec)
 {
     model_t *m = calloc(1, sizeof *m);
@@ -499,7 +659,7 @@ static model_t *parse_model(loader_t *L, const char *name, const json_t *spec)
         load_fail(L, "a model is an object with \"fields\"");
         goto fail;
     }
-    const json_t *fields = NULL;
+    const json_t *fields = NULL, *rules = NULL;
     for (size_t i = 0; i < spec->u.obj.len; i++) {
         const char *k = spec->u.obj.keys[i];
         const json_t *v = spec->u.obj.vals[i];
@@ -516,8 +676,19 @@ static model_t *parse_model(loader_t *L, const char *name, const json_t *spec)
                 goto fail;
         } else if (strcmp(k, "fields") == 0) {
             fields = v;
+        } else if (strcmp(k, "rules") == 0) {
+            rules = v;
+        } else if (strcmp(k, "silent") == 0) {
+            if (parse_bool_opt(L, "\"silent\"", v, &m->allow_silent) < 0)
+                goto fail;
+        } else if (strcmp(k, "push_options") == 0) {
+            if (parse_push_options(L, v, m) < 0)
+                goto fail;
         } else {
-            load_fail(L, "unknown key \"%.60s\" (expected collection, versioned, fields)", k);
+            load_fail(L,
+                      "unknown key \"%.60s\" (expected collection, versioned, fields, rules, "
+                      "silent, push_options)",
+                      k);
             goto fail;
         }
     }
@@ -540,6 +711,10 @@ static model_t *parse_model(loader_t *L, const char *name, const json_t *spec)
     }
     if (collect_indexes(m, &m->root, &path) < 0)
         goto nomem;
+    if (rules != NULL && parse_rules(L, rules, m) < 0)
+        goto fail;
+    if (check_field_rules(L, m) < 0)
+        goto fail;
     free(path.s);
     return m;
 nomem:
@@ -548,6 +723,80 @@ fail:
     free(path.s);
     model_free(m);
     return NULL;
+}
+
+/* A channel pattern: literal text, '*' (any run of characters but '/'),
+ * "**" (anything, at the end only), and {auth.claim} (exactly the claim's
+ * value, which must be a string or number without '/'). */
+static int check_pattern(loader_t *L, const char *p)
+{
+    size_t n = strlen(p);
+    if (n == 0 || n > 1024)
+        return load_fail(L, "$channels: \"match\" must be a channel pattern of 1 to 1024 bytes");
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] == '*' && p[i + 1] == '*' && p[i + 2] != '\0')
+            return load_fail(L, "$channels: \"%.100s\": ** may only end a pattern", p);
+        if (p[i] == '}')
+            return load_fail(L, "$channels: \"%.100s\": unbalanced }", p);
+        if (p[i] != '{')
+            continue;
+        size_t j = i + 1;
+        if (strncmp(p + j, "auth.", 5) != 0)
+            return load_fail(L,
+                             "$channels: \"%.100s\": a placeholder names a claim, as in "
+                             "{auth.sub}",
+                             p);
+        for (j += 5; p[j] && p[j] != '}'; j++)
+            if (!(isalnum((unsigned char)p[j]) || p[j] == '_' || p[j] == '.'))
+                return load_fail(L, "$channels: \"%.100s\": bad placeholder", p);
+        if (p[j] != '}' || j == i + 6)
+            return load_fail(L, "$channels: \"%.100s\": bad placeholder", p);
+        i = j;
+    }
+    return 0;
+}
+
+/* "$channels": [{"match": pattern, "subscribe": rule, "publish": rule,
+ * "presence": rule}, ...]: the first entry whose pattern matches a
+ * channel decides for it. */
+static int parse_channels(loader_t *L, const json_t *v, model_set_t *set)
+{
+    if (v->type != JSON_ARRAY || v->u.arr.len > 256 || set->channels != NULL)
+        return load_fail(L, "\"$channels\" must be an array of at most 256 channel rules");
+    set->has_rules = 1;
+    set->channels = calloc(v->u.arr.len ? v->u.arr.len : 1, sizeof *set->channels);
+    if (set->channels == NULL)
+        return load_fail(L, "out of memory");
+    for (size_t i = 0; i < v->u.arr.len; i++) {
+        const json_t *e = v->u.arr.items[i];
+        model_channel_t *c = &set->channels[set->nchannels++];
+        const char *match = json_get_string(e, "match");
+        if (e->type != JSON_OBJECT || match == NULL)
+            return load_fail(L, "$channels: each entry is an object with \"match\"");
+        if (check_pattern(L, match) < 0)
+            return -1;
+        if ((c->pattern = strdup(match)) == NULL)
+            return load_fail(L, "out of memory");
+        for (size_t k = 0; k < e->u.obj.len; k++) {
+            const char *key = e->u.obj.keys[k];
+            rule_t **slot = strcmp(key, "subscribe") == 0  ? &c->subscribe
+                            : strcmp(key, "publish") == 0  ? &c->publish
+                            : strcmp(key, "presence") == 0 ? &c->presence
+                                                           : NULL;
+            char what[160];
+            if (strcmp(key, "match") == 0)
+                continue;
+            if (slot == NULL)
+                return load_fail(L,
+                                 "$channels \"%.100s\": unknown key \"%.40s\" (subscribe, "
+                                 "publish, presence)",
+                                 match, key);
+            snprintf(what, sizeof what, "$channels \"%.100s\": %s", match, key);
+            if ((*slot = parse_rule(L, what, e->u.obj.vals[k], RULE_AUTH)) == NULL)
+                return -1;
+        }
+    }
+    return 0;
 }
 
 model_set_t *model_set_parse(const char *text, size_t len, char *err, size_t errlen)
@@ -574,12 +823,25 @@ model_set_t *model_set_parse(const char *text, size_t len, char *err, size_t err
         goto fail;
     }
     for (size_t i = 0; i < root->u.obj.len; i++) {
-        L.model = root->u.obj.keys[i];
         sb_setlen(&L.path, 0);
+        if (strcmp(root->u.obj.keys[i], "$channels") == 0) {
+            L.model = NULL;
+            if (parse_channels(&L, root->u.obj.vals[i], set) < 0)
+                goto fail;
+            continue;
+        }
+        L.model = root->u.obj.keys[i];
+        if (L.model[0] == '$') {
+            load_fail(&L,
+                      "model names may not start with '$' (\"$channels\" is the only such key)");
+            goto fail;
+        }
         model_t *m = parse_model(&L, root->u.obj.keys[i], root->u.obj.vals[i]);
         if (m == NULL)
             goto fail;
         set->models[set->n++] = m;
+        if (m->has_rules)
+            set->has_rules = 1;
     }
     free(L.path.s);
     json_free(root);

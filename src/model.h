@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 #include "json.h"
+#include "model_access.h"
 #include "model_cast.h"
 #include "model_query.h"
 #include "model_types.h"

@@ -712,3 +712,8 @@ fail:
     *error = q.error;
     return NULL;
 }
+
+int model_path_known(const model_t *m, const char *path)
+{
+    return resolve_path(&m->root, path) != NULL;
+}

@@ -34,4 +34,7 @@ void model_sorting_clear(model_sorting_t *s);
  * paths only. Returns a new projection (possibly empty = everything). */
 bson_t *model_sanitize_fields(const model_t *m, const json_t *fields, json_t **error);
 
+/* Whether a dotted path names a field of m (or _id), as a filter may. */
+int model_path_known(const model_t *m, const char *path);
+
 #endif

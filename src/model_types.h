@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "json.h"
+#include "rule.h"
 
 typedef struct model_set model_set_t; /* every model of one models file */
 typedef struct model model_t;         /* one model type */
@@ -57,6 +58,11 @@ struct field {
     size_t minlen, maxlen; /* in UTF-16 code units, as JavaScript counts */
     int has_re;
     regex_t re;
+    /* Permissions (top-level fields only; see model_access.h). */
+    int readonly;    /* set on create, never changed by an update */
+    int hidden;      /* never sent to a client */
+    rule_t *hide_if; /* removed from a document sent to a client this holds for */
+    char *set_from;  /* an auth path ("sub"): the value on create, then readonly */
 };
 
 typedef struct index_spec {
@@ -64,18 +70,37 @@ typedef struct index_spec {
     int unique;
 } index_spec_t;
 
+/* What a model's "rules" govern, in the order of model_t.rules. */
+typedef enum { MODEL_CREATE, MODEL_READ, MODEL_UPDATE, MODEL_DELETE, MODEL_OPS } model_op_t;
+
 struct model {
     char *name;
     char *collection;
     int versioned;
+    /* "rules": when has_rules, an operation whose rule is NULL is refused. */
+    int has_rules;
+    rule_t *rules[MODEL_OPS];
+    int allow_silent;    /* "silent": true lets a write skip its push */
+    char **push_options; /* "push_options": option keys pushed besides url, type, method */
+    size_t npush_options;
     field_t root; /* FT_NESTED, has_id */
     index_spec_t *idx;
     size_t nidx;
 };
 
+/* One entry of "$channels": channels whose name matches pattern, and who
+ * may subscribe to them, publish on them, and see their presence. */
+typedef struct model_channel {
+    char *pattern;
+    rule_t *subscribe, *publish, *presence; /* NULL: the default for each */
+} model_channel_t;
+
 struct model_set {
     model_t **models;
     size_t n;
+    int has_rules; /* a model has "rules", or the file has "$channels" */
+    model_channel_t *channels;
+    size_t nchannels;
 };
 
 /* The kid of nested spec nf named name, or NULL. */

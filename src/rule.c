@@ -724,8 +724,15 @@ static int eval_node(const rule_t *r, int id, const rule_env_t *env)
 
     switch (nd->kind) {
     case N_LIT:
-    case N_PATH:
+        return rule_truthy(nd->lit);
+    case N_PATH: {
+        static const json_t yes = {.type = JSON_BOOL, .u.boolean = 1};
+        /* a claim alone is read as JavaScript would; a field alone is
+         * field == true, which the database can match the same way */
+        if (is_doc_path(nd))
+            return field_any(OP_EQ, node_value(r, nd, env), &yes, 1);
         return rule_truthy(node_value(r, nd, env));
+    }
     case N_NOT:
         return !eval_node(r, nd->a, env);
     case N_AND:
@@ -893,17 +900,8 @@ static pe_t pe_node(const rule_t *r, int id, unsigned root, const rule_env_t *en
         if (nd->root != root)
             return pe_const(rule_truthy(node_value(r, nd, env)));
         {
-            /* a field alone: set, and not false, 0 or "" */
-            json_t *no = json_array();
-            if (no == NULL || json_array_append(no, json_null()) < 0 ||
-                json_array_append(no, json_bool(0)) < 0 || json_array_append(no, json_int(0)) < 0 ||
-                json_array_append(no, json_string("")) < 0) {
-                json_free(no);
-                return pe_const(0);
-            }
-            json_t *f = field_filter(nd->path, "$nin", no);
-            json_free(no);
-            return pe_some(f);
+            static const json_t yes = {.type = JSON_BOOL, .u.boolean = 1};
+            return pe_some(field_filter(nd->path, "$eq", &yes)); /* a field alone: == true */
         }
     case N_CMP:
         return pe_cmp(r, nd, root, env);

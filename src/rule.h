@@ -62,7 +62,9 @@ const char *rule_path_at(const rule_t *r, unsigned root, size_t i);
 
 /* 1 when the expression holds over env, else 0. Comparisons with a field
  * follow MongoDB's matching: an array field compares element by element,
- * a missing field is null, values of different types are never ordered. */
+ * a missing field is null, values of different types are never ordered.
+ * A field alone is field == true; a claim alone is truthy as in
+ * JavaScript. */
 int rule_eval(const rule_t *r, const rule_env_t *env);
 
 typedef enum {
