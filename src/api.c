@@ -82,6 +82,12 @@ static void api_subscribe(api_t *api, session_t *s, json_t *args, int join)
         api_reply_string(s, fn, "missing parameters");
         return;
     }
+    if (join && !model_access_channel(api->models, url, s->auth, MODEL_SUBSCRIBE)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "Forbidden: subscribing to %.100s is not allowed", url);
+        api_reply_string(s, fn, msg);
+        return;
+    }
     rc = join ? bus_subscribe(bus, s, url) : bus_unsubscribe(bus, s, url);
     if (rc < 0) {
         char msg[128];
@@ -108,9 +114,36 @@ static const char *api_past_tense(const char *method)
     return NULL;
 }
 
-/* Publish doc on opt.url as `event` with opt's callbacks removed. */
-static int api_broadcast(api_t *api, session_t *s, const json_t *opt, const char *event,
-                         const json_t *doc)
+/* The options pushed with a change: url, type, method and the model's
+ * push_options (m NULL: the three), never the writer's other keys (a
+ * token, say). NULL out of memory. */
+static json_t *api_pushed_options(const model_t *m, const json_t *opt)
+{
+    json_t *pushed = json_object();
+    size_t i;
+
+    for (i = 0; pushed != NULL && opt != NULL && opt->type == JSON_OBJECT && i < opt->u.obj.len;
+         i++) {
+        json_t *v;
+        if (opt->u.obj.vals[i]->type == JSON_CALLBACK ||
+            !model_access_push_option(m, opt->u.obj.keys[i]))
+            continue;
+        v = json_copy(opt->u.obj.vals[i]);
+        if (v == NULL || json_object_set(pushed, opt->u.obj.keys[i], v) < 0) {
+            json_free(pushed);
+            return NULL;
+        }
+    }
+    if (pushed != NULL)
+        json_strip_callbacks(pushed);
+    return pushed;
+}
+
+/* Publish doc on opt.url as `event`, with the options a push may carry.
+ * m is the model of a change (NULL: a client's publish); old the document
+ * before an update. */
+static int api_broadcast(api_t *api, session_t *s, const model_t *m, const json_t *opt,
+                         const char *event, const json_t *doc, const json_t *old)
 {
     const char *url = json_get_string(opt, "url");
     json_t *pushed;
@@ -119,12 +152,12 @@ static int api_broadcast(api_t *api, session_t *s, const json_t *opt, const char
 
     if (url == NULL || url[0] == '\0')
         return 0;
-    pushed = json_copy(opt);
+    pushed = api_pushed_options(m, opt);
     if (pushed == NULL)
         return -1;
-    json_strip_callbacks(pushed);
     started = metrics_now_us();
-    rc = bus_publish_from(api->bus, s, url, event, doc, pushed);
+    rc = bus_publish_change(api->bus, s, url, event, doc, pushed, m != NULL ? model_name(m) : NULL,
+                            old);
     metrics_observe(&api->stats->bus, metrics_now_us() - started);
     json_free(pushed);
     if (rc < 0)
@@ -150,11 +183,23 @@ static void api_publish(api_t *api, session_t *s, json_t *args)
         api_reply_string(s, error_cb >= 0 ? error_cb : fn, "missing parameters");
         return;
     }
+    /* A client's publish is a claim nobody checked: the channel's publish
+     * rule decides (refused by default once the models file has rules). */
+    if (!model_access_channel(api->models, url, s->auth, MODEL_PUBLISH)) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "publishing on %.100s is not allowed", url);
+        if (api_error_cb(opt) >= 0)
+            session_report_error(s, api_error_cb(opt),
+                                 error_new(ERROR_FORBIDDEN, NULL, "%s", msg));
+        else
+            api_reply_string(s, fn, "Forbidden: publishing is not allowed");
+        return;
+    }
     doc = json_copy(model);
     if (doc == NULL)
         return;
     json_strip_callbacks(doc);
-    if (api_broadcast(api, s, opt, event, doc) < 0)
+    if (api_broadcast(api, s, NULL, opt, event, doc, NULL) < 0)
         api_reply_string(s, fn, "publish failed");
     else
         api_reply(s, fn, NULL);
@@ -168,6 +213,7 @@ static void api_publish(api_t *api, session_t *s, json_t *args)
 typedef struct api_op {
     api_t *api;
     session_t *session; /* a reference */
+    const model_t *model;
     int method;
     int64_t fn, error_cb;
     json_t *opt;         /* the caller's options, for publishing */
@@ -181,7 +227,22 @@ static void api_op_free(api_op_t *op)
     free(op);
 }
 
-static void api_crud_done(void *arg, json_t *result, json_t *error)
+/* Removes from a result (a document, or an array of them) what s may not
+ * see. */
+static void api_hide(const model_t *m, const session_t *s, json_t *result)
+{
+    size_t i;
+
+    if (result == NULL || !model_access_hides(m))
+        return;
+    if (result->type == JSON_ARRAY)
+        for (i = 0; i < result->u.arr.len; i++)
+            model_access_hide(m, s->auth, result->u.arr.items[i]);
+    else
+        model_access_hide(m, s->auth, result);
+}
+
+static void api_crud_done(void *arg, json_t *result, json_t *error, json_t *old)
 {
     api_op_t *op = arg;
     session_t *s = op->session;
@@ -200,12 +261,14 @@ static void api_crud_done(void *arg, json_t *result, json_t *error)
             json_free(error);
     } else {
         if (events[op->method] != NULL && !json_is_true(json_object_get(op->opt, "silent")))
-            api_broadcast(op->api, s, op->opt, events[op->method], result);
+            api_broadcast(op->api, s, op->model, op->opt, events[op->method], result, old);
+        api_hide(op->model, s, result);
         if (!session_closing(s))
             api_reply(s, op->fn, result);
         else
             json_free(result);
     }
+    json_free(old);
     session_op_done(s, op->callbacks);
     session_unref(s);
     api_op_free(op);
@@ -221,6 +284,7 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
     const char *type = json_get_string(opt, "type");
     const model_t *m;
     api_op_t *op;
+    json_t *input = NULL; /* data as the store is given it */
     char msg[200];
     int rc;
 
@@ -243,13 +307,43 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
         session_report_error(s, error_cb, error_new(ERROR_UNAVAILABLE, NULL, "no database configured"));
         return;
     }
+    {
+        /* What the permissions say before the database is asked. */
+        json_t *refusal = NULL;
+        if (json_is_true(json_object_get(opt, "silent")) && !model_access_silent(m))
+            refusal = error_new(ERROR_FORBIDDEN, NULL, "%s: silent writes are not allowed",
+                                model_name(m));
+        else if (method == API_READ)
+            model_access_query(m, s->auth, opt, &refusal);
+        if (refusal != NULL) {
+            session_report_error(s, error_cb, refusal);
+            return;
+        }
+        if (with_data) {
+            input = json_copy(data);
+            if (input == NULL) {
+                session_report_error(s, error_cb, error_new(ERROR_UNAVAILABLE, NULL, "out of memory"));
+                return;
+            }
+            if (method == API_CREATE &&
+                model_access_prepare_create(m, s->auth, input, &refusal) < 0) {
+                session_report_error(s, error_cb, refusal);
+                json_free(input);
+                return;
+            }
+            if (method == API_UPDATE)
+                model_access_prepare_update(m, input);
+        }
+    }
     op = calloc(1, sizeof(*op));
     if (op == NULL || (op->opt = json_copy(opt)) == NULL) {
         free(op);
+        json_free(input);
         session_report_error(s, error_cb, error_new(ERROR_UNAVAILABLE, NULL, "out of memory"));
         return;
     }
     op->api = api;
+    op->model = m;
     op->session = session_ref(s);
     op->method = method;
     op->started_us = metrics_now_us();
@@ -262,8 +356,9 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
                                          [API_UPDATE] = STORE_UPDATE,
                                          [API_DELETE] = STORE_DELETE};
         /* The session is the store's owner: sessions take turns. */
-        rc = store_submit(api->store, s, ops[method], m, with_data ? data : opt, api_crud_done,
-                          op);
+        rc = store_submit(api->store, s, ops[method], m, with_data ? input : opt, s->auth,
+                          api_crud_done, op);
+        json_free(input);
     }
     if (rc < 0) {
         session_report_error(s, error_cb,
@@ -296,4 +391,43 @@ void api_call(api_t *api, session_t *s, int idx, json_t *args, size_t ncallbacks
         break;
     }
     json_free(args);
+}
+
+/* ------------------------------------------------------------------------
+ * What each subscriber may see of a push
+ * ------------------------------------------------------------------------ */
+
+int api_push_filter(void *arg, const session_t *s, const char *channel, int *which,
+                    const char *type, const json_t *doc, const json_t *old, json_t **custom)
+{
+    api_t *api = arg;
+    const model_t *m;
+    const json_t *shown = doc;
+    int now, before;
+
+    if (!model_set_has_rules(api->models))
+        return BUS_AS_IS;
+    if (*which == SESSION_REMOTE_SUBSCRIBED || *which == SESSION_REMOTE_UNSUBSCRIBED)
+        return model_access_channel(api->models, channel, s->auth, MODEL_PRESENCE) ? BUS_AS_IS
+                                                                                   : BUS_SKIP;
+    m = type != NULL ? model_set_find(api->models, type) : NULL;
+    if (m == NULL || (!model_has_rules(m) && !model_access_hides(m)))
+        return BUS_AS_IS;
+    /* The read rule, in memory: the change's documents are at hand. */
+    now = model_access_check(m, MODEL_READ, s->auth, doc, NULL, NULL);
+    before = old != NULL && model_access_check(m, MODEL_READ, s->auth, old, NULL, NULL);
+    if (*which == SESSION_REMOTE_UPDATED && old != NULL && now != before) {
+        /* it left this subscriber's view, or came into it */
+        *which = now ? SESSION_REMOTE_CREATED : SESSION_REMOTE_DELETED;
+        shown = now ? doc : old;
+    } else if (!now) {
+        return BUS_SKIP;
+    }
+    if (shown == doc && !model_access_hides(m))
+        return BUS_AS_IS;
+    *custom = json_copy(shown);
+    if (*custom == NULL)
+        return BUS_SKIP;
+    model_access_hide(m, s->auth, *custom);
+    return BUS_CUSTOM;
 }

@@ -35,4 +35,9 @@ extern const size_t api_method_count;
  * completes. */
 void api_call(api_t *api, session_t *s, int idx, json_t *args, size_t ncallbacks);
 
+/* The bus' filter hook (bus_hooks_t.filter, arg an api_t): what a
+ * subscriber may see of a push under the models file's permissions. */
+int api_push_filter(void *arg, const session_t *s, const char *channel, int *which,
+                    const char *type, const json_t *doc, const json_t *old, json_t **custom);
+
 #endif

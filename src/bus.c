@@ -123,7 +123,7 @@ void bus_core_drop(bus_t *b, bus_channel_t *c)
  * Envelopes and local delivery
  *
  * Every message on either carrier is one JSON object:
- *   {"v":1,"m":"created","d":doc,"o":opt,"origin":"host:pid"}
+ *   {"v":1,"m":"created","d":doc,"o":opt[,"t":type[,"p":old]],"origin":"host:pid"}
  *   {"v":1,"m":"subscribed","n":online,"origin":"host:pid"}
  *   {"v":1,"m":"marker","k":id,"origin":"host:pid"}   (handoff; never pushed)
  * A reader ignores versions it does not know (logged at debug), and
@@ -131,7 +131,8 @@ void bus_core_drop(bus_t *b, bus_channel_t *c)
  * ------------------------------------------------------------------------ */
 
 static char *bus_envelope(bus_t *b, const char *method, int change, const json_t *doc,
-                          const json_t *opt, int64_t online, size_t *len)
+                          const json_t *opt, const char *type, const json_t *old,
+                          int64_t online, size_t *len)
 {
     static const char head[] = "{\"v\":1,\"m\":";
     json_buf_t jb = {NULL, 0, 0};
@@ -148,6 +149,14 @@ static char *bus_envelope(bus_t *b, const char *method, int change, const json_t
         rc = rc < 0 ? rc : json_dump_append(&jb, doc != NULL ? doc : &null_doc);
         rc = rc < 0 ? rc : json_buf_append(&jb, ",\"o\":", 5);
         rc = rc < 0 ? rc : json_dump_append(&jb, opt != NULL ? opt : &empty_opt);
+        if (type != NULL) {
+            rc = rc < 0 ? rc : json_buf_append(&jb, ",\"t\":", 5);
+            rc = rc < 0 ? rc : json_dump_string(&jb, type, strlen(type));
+        }
+        if (type != NULL && old != NULL) {
+            rc = rc < 0 ? rc : json_buf_append(&jb, ",\"p\":", 5);
+            rc = rc < 0 ? rc : json_dump_append(&jb, old);
+        }
     } else {
         int n = snprintf(num, sizeof(num), ",\"n\":%lld", (long long)online);
         rc = rc < 0 ? rc : json_buf_append(&jb, num, (size_t)n);
@@ -165,7 +174,7 @@ static char *bus_envelope(bus_t *b, const char *method, int change, const json_t
 
 char *bus_core_presence_envelope(bus_t *b, const char *method, int64_t online, size_t *len)
 {
-    return bus_envelope(b, method, 0, NULL, NULL, online, len);
+    return bus_envelope(b, method, 0, NULL, NULL, NULL, NULL, online, len);
 }
 
 /* The method of an envelope we wrote ourselves, read from its fixed
@@ -214,6 +223,51 @@ static int bus_push(bus_t *b, bus_channel_t *c, session_t *s, int which, conn_ms
     if (b->hooks.may_push != NULL && !b->hooks.may_push(b->hooks.arg, s, c->name))
         return 0;
     return session_push(s, which, m) > 0;
+}
+
+/* Delivery through the filter hook: each subscriber gets the shared msg,
+ * nothing, or a call of its own (a document with fields it may not see
+ * removed, or deleted for a document that left its view). args holds the
+ * shared call's [doc, opt]. */
+static void bus_deliver_filtered(bus_t *b, bus_channel_t *c, int which, const char *type,
+                                 const json_t *old, const json_t *args, conn_msg_t *msg)
+{
+    static const char *const names[] = {"created", "updated", "deleted", "subscribed",
+                                        "unsubscribed"};
+    const json_t *doc = json_array_get(args, 0), *opt = json_array_get(args, 1);
+    int presence = which == SESSION_REMOTE_SUBSCRIBED || which == SESSION_REMOTE_UNSUBSCRIBED;
+    size_t i;
+
+    for (i = 0; i < c->nsubs; i++) {
+        session_t *s = c->subs[i];
+        json_t *custom = NULL, *own = NULL;
+        int w = which, r;
+        conn_msg_t *m;
+        r = b->hooks.filter(b->hooks.filter_arg, s, c->name, &w, type, presence ? NULL : doc,
+                            old, &custom);
+        if (r == BUS_AS_IS) {
+            if (bus_push(b, c, s, which, msg))
+                b->st.pushed++;
+            continue;
+        }
+        if (r != BUS_CUSTOM || custom == NULL || w < 0 || w > SESSION_REMOTE_DELETED) {
+            json_free(custom);
+            continue;
+        }
+        own = json_array();
+        if (own == NULL || json_array_append(own, custom) < 0 ||
+            json_array_append(own, opt != NULL ? json_copy(opt) : json_object()) < 0) {
+            json_free(own);
+            continue;
+        }
+        m = session_msg_call(names[w], own);
+        json_free(own);
+        if (m == NULL)
+            continue;
+        if (bus_push(b, c, s, w, m))
+            b->st.pushed++;
+        conn_msg_unref(m);
+    }
 }
 
 /* Push one carrier message to the local subscribers of channel name: the
@@ -277,9 +331,13 @@ void bus_core_deliver(bus_t *b, const char *name, size_t namelen, const char *pa
         goto done;
     /* Sending may close a session, but closing is deferred, so c->subs
      * does not change under this loop. */
-    for (i = 0; i < c->nsubs; i++)
-        if (bus_push(b, c, c->subs[i], which, msg))
-            b->st.pushed++;
+    if (b->hooks.filter != NULL)
+        bus_deliver_filtered(b, c, which, json_get_string(e, "t"), json_object_get(e, "p"), args,
+                             msg);
+    else
+        for (i = 0; i < c->nsubs; i++)
+            if (bus_push(b, c, c->subs[i], which, msg))
+                b->st.pushed++;
     conn_msg_unref(msg);
 done:
     json_free(args);
@@ -456,13 +514,19 @@ int bus_publish(bus_t *b, const char *channel, const char *method, const json_t 
 int bus_publish_from(bus_t *b, session_t *from, const char *channel, const char *method,
                      const json_t *doc, const json_t *opt)
 {
+    return bus_publish_change(b, from, channel, method, doc, opt, NULL, NULL);
+}
+
+int bus_publish_change(bus_t *b, session_t *from, const char *channel, const char *method,
+                       const json_t *doc, const json_t *opt, const char *type, const json_t *old)
+{
     char *payload;
     size_t len;
     int rc = -1;
 
     if (bus_which(method) < 0 || bus_which(method) > SESSION_REMOTE_DELETED)
         return -1;
-    payload = bus_envelope(b, method, 1, doc, opt, 0, &len);
+    payload = bus_envelope(b, method, 1, doc, opt, type, old, 0, &len);
     if (payload != NULL)
         rc = b->ops->publish(b, channel, bus_core_find(b, channel, strlen(channel), 0), payload,
                              len, from, 0);

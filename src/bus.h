@@ -52,7 +52,17 @@ typedef struct bus_hooks {
     int (*may_push)(void *arg, const session_t *s, const char *channel);
     void (*on_marker)(void *arg, session_t *s, const char *channel, const char *id);
     void *arg;
+    /* What s may see of a push (the api's permissions), in a separate
+     * slot: NULL pushes everything as it is. which is the pushed method
+     * (a SESSION_REMOTE_* index); for a change, type is the model the
+     * publisher named (NULL for a client's publish), doc the document and
+     * old the one before (an update). Returns BUS_SKIP, BUS_AS_IS, or
+     * BUS_CUSTOM with *custom (taken) pushed as method *which instead. */
+    int (*filter)(void *arg, const session_t *s, const char *channel, int *which,
+                  const char *type, const json_t *doc, const json_t *old, json_t **custom);
+    void *filter_arg;
 } bus_hooks_t;
+enum { BUS_SKIP, BUS_AS_IS, BUS_CUSTOM };
 void bus_set_hooks(bus_t *b, const bus_hooks_t *hooks);
 
 /* Join/leave a channel. Return 0 on success, 1 when nothing changed
@@ -106,6 +116,13 @@ int bus_publish(bus_t *b, const char *channel, const char *method, const json_t 
  * still be overtaken by the ones it makes there. */
 int bus_publish_from(bus_t *b, session_t *from, const char *channel, const char *method,
                      const json_t *doc, const json_t *opt);
+
+/* bus_publish_from for a change of a model's document: type (the model)
+ * and old (the document before an update; NULL otherwise) travel with it,
+ * so that every worker can decide per subscriber what it may see
+ * (bus_hooks_t.filter). */
+int bus_publish_change(bus_t *b, session_t *from, const char *channel, const char *method,
+                       const json_t *doc, const json_t *opt, const char *type, const json_t *old);
 
 /* Sessions subscribed to channel on this worker. */
 size_t bus_online(bus_t *b, const char *channel);

@@ -114,6 +114,7 @@ void session_unref(session_t *s)
         return;
     conn_unref(s->conn);
     free(s->subs);
+    json_free(s->auth);
     free(s);
 }
 
@@ -432,7 +433,21 @@ int session_export(const session_t *s, json_t *into)
         json_object_set(into, "methods", json_bool(s != NULL && s->got_methods)) < 0 ||
         json_object_set(into, "culled", json_int(s != NULL ? s->culled : 0)) < 0)
         return -1;
+    /* who it is moves with it: the new worker does not see the token */
+    if (s != NULL && s->auth != NULL) {
+        json_t *claims = json_copy(s->auth);
+        if (claims == NULL || json_object_set(into, "auth", claims) < 0 ||
+            json_object_set(into, "auth_exp", json_int(s->auth_exp)) < 0)
+            return -1;
+    }
     return 0;
+}
+
+void session_set_auth(session_t *s, json_t *claims, int64_t exp)
+{
+    json_free(s->auth);
+    s->auth = claims;
+    s->auth_exp = claims != NULL ? exp : 0;
 }
 
 int session_import(session_t *s, const json_t *desc)
@@ -449,6 +464,16 @@ int session_import(session_t *s, const json_t *desc)
     for (i = 0; i < SESSION_REMOTE_COUNT; i++) {
         const json_t *id = json_array_get(remote, i);
         s->remote[i] = id != NULL && id->type == JSON_NUMBER && id->u.num.is_int ? id->u.num.i : -1;
+    }
+    {
+        const json_t *claims = json_object_get(desc, "auth"), *exp = json_object_get(desc, "auth_exp");
+        if (claims != NULL && claims->type == JSON_OBJECT) {
+            json_t *copy = json_copy(claims);
+            if (copy == NULL)
+                return -1;
+            session_set_auth(s, copy,
+                             exp != NULL && exp->type == JSON_NUMBER ? (int64_t)exp->u.num.d : 0);
+        }
     }
     return 0;
 }

@@ -68,6 +68,8 @@ struct session {
     struct bus_channel **subs;            /* channels joined (the bus keeps this list) */
     uint32_t nsubs, capsubs;
     struct handoff *handoff; /* a move between generations in progress, or NULL */
+    json_t *auth;            /* the claims of the token it authenticated with, or NULL */
+    int64_t auth_exp;        /* that token's exp (seconds since the epoch); 0: none */
 };
 
 /* A session on c, which it owns from now on (c's handlers are the
@@ -130,6 +132,8 @@ void session_handle_message(session_t *s, const char *data, size_t len);
  * another worker (handoff): "methods", "culled", "remote". s NULL writes
  * the state of a connection that has not become a session yet. 0 or -1. */
 int session_export(const session_t *s, json_t *into);
+/* Who s is: the claims of its token (taken; NULL: anonymous) and exp. */
+void session_set_auth(session_t *s, json_t *claims, int64_t exp);
 /* Restore what session_export wrote. 0, or -1 when desc is malformed. */
 int session_import(session_t *s, const json_t *desc);
 

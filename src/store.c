@@ -52,6 +52,8 @@ typedef struct job {
     void *arg;
     json_t *result;             /* built on the DB thread, handed to done */
     json_t *error;
+    json_t *auth;               /* the session's claims (a copy), NULL: anonymous */
+    json_t *old;                /* update: the document before, handed to done */
 } job_t;
 
 struct store {
@@ -375,6 +377,18 @@ static void filter_by_id(bson_t *f, const bson_oid_t *oid, int with_version, int
     }
 }
 
+/* {$and: [a, b]} into out (initialised here). */
+static void filter_and(bson_t *out, const bson_t *a, const bson_t *b)
+{
+    bson_t arr;
+
+    bson_init(out);
+    BSON_APPEND_ARRAY_BEGIN(out, "$and", &arr);
+    BSON_APPEND_DOCUMENT(&arr, "0", a);
+    BSON_APPEND_DOCUMENT(&arr, "1", b);
+    bson_append_array_end(out, &arr);
+}
+
 /* A copy of doc with __v set to v (in place if present, else appended).
  * Stored as int32 when it fits, as Mongoose does. */
 static bson_t *with_version(const bson_t *doc, int64_t v)
@@ -479,6 +493,18 @@ static void run_create(store_t *st, mongoc_client_t *client, job_t *job)
     bson_t *doc = model_prepare_create(job->model, job->input, &job->error);
     if (!doc)
         return;
+    if (model_has_rules(job->model)) {
+        /* the rule sees the document as it would be stored */
+        json_t *j = doc_to_json(doc, &job->error);
+        int ok = j && model_access_check(job->model, MODEL_CREATE, job->auth, j, NULL, NULL);
+        json_free(j);
+        if (!ok) {
+            if (!job->error)
+                job->error = model_access_forbidden(job->model, MODEL_CREATE);
+            bson_destroy(doc);
+            return;
+        }
+    }
     mongoc_collection_t *coll =
         mongoc_client_get_collection(client, st->dbname, model_collection(job->model));
     bson_t reply, opts = BSON_INITIALIZER;
@@ -553,6 +579,27 @@ static void run_read(store_t *st, mongoc_client_t *client, job_t *job)
                                        &st->limits, &job->error);
         if (!filter)
             goto done;
+    }
+    if (model_has_rules(m)) {
+        /* the read rule joins the filter: exactly the readable documents */
+        bson_t *rf = NULL, both;
+        rule_match_t rm = model_access_filter(m, MODEL_READ, job->auth, NULL, &rf, &job->error);
+        if (job->error)
+            goto done;
+        if (rm == RULE_NONE) {
+            if (id)
+                job->error = not_found(m, &oid);
+            else if (!(job->result = json_array()))
+                job->error = error_nomem();
+            goto done;
+        }
+        if (rm == RULE_SOME) {
+            filter_and(&both, filter, rf);
+            bson_destroy(rf);
+            bson_destroy(filter);
+            filter = bson_copy(&both);
+            bson_destroy(&both);
+        }
     }
     if (model_sanitize_sorting(m, opt ? json_object_get(opt, "sorting") : NULL, &st->limits,
                                &sorting, &job->error) < 0)
@@ -699,6 +746,58 @@ nomem:
     return -1;
 }
 
+/* The rules of m for a write of the stored document current (and next,
+ * the document an update would save; NULL for a delete): NotFound when
+ * the session may not read it, Forbidden when the write's rule refuses.
+ * Otherwise the rule's filter on the stored document goes into *filter
+ * (which already selects it by _id and __v), so that the check and the
+ * write are one database step even against writers outside dnoded; *old
+ * gets current as JSON. 0, or -1 with job->error. */
+static int write_rules(job_t *job, const bson_oid_t *oid, const bson_t *current,
+                       const bson_t *next, bson_t *filter, json_t **old)
+{
+    const model_t *m = job->model;
+    model_op_t op = next ? MODEL_UPDATE : MODEL_DELETE;
+    json_t *cur = NULL, *nj = NULL;
+    bson_t *rf = NULL, both;
+    int rc = -1;
+
+    if (!model_has_rules(m))
+        return 0;
+    if (!(cur = doc_to_json(current, &job->error)) || (next && !(nj = doc_to_json(next, &job->error))))
+        goto out;
+    if (!model_access_check(m, MODEL_READ, job->auth, cur, NULL, NULL)) {
+        job->error = not_found(m, oid);
+        goto out;
+    }
+    if (!model_access_check(m, op, job->auth, cur, cur, nj)) {
+        job->error = model_access_forbidden(m, op);
+        goto out;
+    }
+    switch (model_access_filter(m, op, job->auth, nj, &rf, &job->error)) {
+    case RULE_ALL:
+        break;
+    case RULE_NONE:
+        if (!job->error)
+            job->error = model_access_forbidden(m, op);
+        goto out;
+    case RULE_SOME:
+        filter_and(&both, filter, rf);
+        bson_destroy(filter);
+        bson_copy_to(&both, filter);
+        bson_destroy(&both);
+        bson_destroy(rf);
+        break;
+    }
+    *old = cur;
+    cur = NULL;
+    rc = 0;
+out:
+    json_free(cur);
+    json_free(nj);
+    return rc;
+}
+
 /* One read-merge-write attempt. Returns 1 when written, 0 when the document
  * changed between the read and the write (nothing written, no error), -1
  * with job->error. */
@@ -743,6 +842,12 @@ static int update_once(store_t *st, mongoc_collection_t *coll, job_t *job, const
         goto out;
     }
     filter_by_id(&filter, oid, 1, present, stored);
+    json_free(job->old);
+    job->old = NULL;
+    if (write_rules(job, oid, &current, next, &filter, &job->old) < 0) {
+        bson_destroy(&filter);
+        goto out;
+    }
     rc = find_and_modify(st, coll, job, &filter, next);
     bson_destroy(&filter);
 out:
@@ -801,13 +906,19 @@ static int delete_once(store_t *st, mongoc_collection_t *coll, job_t *job, const
         return -1;
     }
     int64_t stored = doc_version(&current, &present);
-    bson_destroy(&current);
     if (versioned && data_version(job->input, &theirs) && theirs < stored) {
+        bson_destroy(&current);
         job->error = stale(stored, theirs);
         return -1;
     }
-    filter_by_id(&filter, oid, versioned, present, stored);
-    int rc = find_and_modify(st, coll, job, &filter, NULL);
+    /* with rules, the version too: the rule was checked on this version */
+    filter_by_id(&filter, oid, versioned || model_has_rules(m), present, stored);
+    json_t *old = NULL;
+    int rc = write_rules(job, oid, &current, NULL, &filter, &old);
+    bson_destroy(&current);
+    json_free(old);
+    if (rc == 0)
+        rc = find_and_modify(st, coll, job, &filter, NULL);
     bson_destroy(&filter);
     return rc;
 }
@@ -971,6 +1082,8 @@ static void job_free(job_t *job)
     json_free(job->input);
     json_free(job->result);
     json_free(job->error);
+    json_free(job->auth);
+    json_free(job->old);
     free(job);
 }
 
@@ -1129,9 +1242,11 @@ static job_t *done_pop(store_t *st)
  * so a done callback that asks store_pending() does not see itself. */
 static void job_deliver(job_t *job)
 {
-    json_t *result = job->result, *error = job->error;
+    json_t *result = job->result, *error = job->error, *old = error ? NULL : job->old;
     job->result = job->error = NULL;
-    job->done(job->arg, result, error);
+    if (old != NULL)
+        job->old = NULL;
+    job->done(job->arg, result, error, old);
     job_free(job);
 }
 
@@ -1390,7 +1505,7 @@ static int queue_push(store_t *st, job_t *job)
 }
 
 static int enqueue(store_t *st, const void *owner, job_kind_t kind, const model_t *m,
-                   const json_t *input, store_done_fn done, void *arg)
+                   const json_t *input, const json_t *auth, store_done_fn done, void *arg)
 {
     if (!st || st->closing || !m || !done)
         return -1;
@@ -1402,15 +1517,10 @@ static int enqueue(store_t *st, const void *owner, job_kind_t kind, const model_
     job->model = m;
     job->done = done;
     job->arg = arg;
-    if (input) {
-        job->input = json_copy(input);
-        if (!job->input) {
-            free(job);
-            return -1;
-        }
-    }
-    if (queue_push(st, job) < 0) {
+    if ((input && !(job->input = json_copy(input))) || (auth && !(job->auth = json_copy(auth))) ||
+        queue_push(st, job) < 0) {
         json_free(job->input);
+        json_free(job->auth);
         free(job);
         return -1;
     }
@@ -1418,37 +1528,37 @@ static int enqueue(store_t *st, const void *owner, job_kind_t kind, const model_
 }
 
 int store_submit(store_t *st, const void *owner, store_op_t op, const model_t *m,
-                 const json_t *input, store_done_fn done, void *arg)
+                 const json_t *input, const json_t *auth, store_done_fn done, void *arg)
 {
     static const job_kind_t kinds[] = {[STORE_CREATE] = JOB_CREATE, [STORE_READ] = JOB_READ,
                                        [STORE_UPDATE] = JOB_UPDATE, [STORE_DELETE] = JOB_DELETE};
 
     if ((unsigned)op > STORE_DELETE)
         return -1;
-    return enqueue(st, owner, kinds[op], m, input, done, arg);
+    return enqueue(st, owner, kinds[op], m, input, auth, done, arg);
 }
 
 int store_create(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
                  void *arg)
 {
-    return enqueue(st, NULL, JOB_CREATE, m, data, done, arg);
+    return enqueue(st, NULL, JOB_CREATE, m, data, NULL, done, arg);
 }
 
 int store_read(store_t *st, const model_t *m, const json_t *opt, store_done_fn done, void *arg)
 {
-    return enqueue(st, NULL, JOB_READ, m, opt, done, arg);
+    return enqueue(st, NULL, JOB_READ, m, opt, NULL, done, arg);
 }
 
 int store_update(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
                  void *arg)
 {
-    return enqueue(st, NULL, JOB_UPDATE, m, data, done, arg);
+    return enqueue(st, NULL, JOB_UPDATE, m, data, NULL, done, arg);
 }
 
 int store_delete(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
                  void *arg)
 {
-    return enqueue(st, NULL, JOB_DELETE, m, data, done, arg);
+    return enqueue(st, NULL, JOB_DELETE, m, data, NULL, done, arg);
 }
 
 int store_ensure_indexes(store_t *st, const model_set_t *models)

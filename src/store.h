@@ -57,15 +57,15 @@ int store_ensure_indexes(store_t *st, const model_set_t *models);
  * free them right after the call), runs on a DB thread, and then calls done
  * ON THE LOOP THREAD exactly once with either a result or an error object
  * (an error.h object; names DatabaseError, Unavailable, NotFound,
- * Conflict, ValidationError, InvalidRequest). Ownership of result and error
- * passes to done (both are NULL only when memory ran out building the
+ * Conflict, ValidationError, InvalidRequest, Forbidden). Ownership of
+ * result, error and old (NULL but after a successful update) passes to done (both are NULL only when memory ran out building the
  * error: treat that as an error). A server that cannot be reached within
  * timeout_ms answers Unavailable; a duplicate value of a unique path answers
  * Conflict with errors.<path> when the path is known. The model_t must
  * outlive the operation (models are freed only after every store using them
  * is freed). Return 0, or -1 when the operation could not be queued (then
  * done is never called). */
-typedef void (*store_done_fn)(void *arg, json_t *result, json_t *error);
+typedef void (*store_done_fn)(void *arg, json_t *result, json_t *error, json_t *old);
 
 /* create(data): validate/cast via model_prepare_create, insert; result is
  * the stored document as JSON (model_to_json). */
@@ -92,10 +92,18 @@ int store_delete(store_t *st, const model_t *m, const json_t *data, store_done_f
  * key; NULL is one owner too): each owner's operations run in the order
  * they came, and the DB threads serve owners in turn, so one owner's
  * backlog delays another's next operation by at most one operation per
- * thread. 0 or -1 as above. */
+ * thread. 0 or -1 as above.
+ * auth (copied; NULL: anonymous) is whom the model's rules are checked for
+ * (model_access.h), in the same database step as the operation: a read
+ * returns only the documents the read rule allows (an _id it does not
+ * allow is NotFound), a create is checked after validation, and an
+ * update or delete is written only while the stored document still
+ * passes its rule (Forbidden otherwise; NotFound when the session may not
+ * even read it). An update hands done the document as it was before
+ * (old), for pushes filtered per subscriber. */
 typedef enum { STORE_CREATE, STORE_READ, STORE_UPDATE, STORE_DELETE } store_op_t;
 int store_submit(store_t *st, const void *owner, store_op_t op, const model_t *m,
-                 const json_t *input, store_done_fn done, void *arg);
+                 const json_t *input, const json_t *auth, store_done_fn done, void *arg);
 
 /* Operations queued or running right now (for graceful shutdown). */
 size_t store_pending(const store_t *st);

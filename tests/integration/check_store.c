@@ -49,13 +49,14 @@ typedef struct outcome {
     json_t *error;
 } outcome_t;
 
-static void on_done(void *arg, json_t *result, json_t *error)
+static void on_done(void *arg, json_t *result, json_t *error, json_t *old)
 {
     outcome_t *o = arg;
     o->done++;
     o->on_loop_thread = pthread_equal(pthread_self(), loop_thread);
     o->result = result;
     o->error = error;
+    json_free(old); /* the plain store_* calls hand none */
 }
 
 static void outcome_clear(outcome_t *o)

@@ -22,6 +22,7 @@ const HEX_ID = /^[0-9a-f]{24}$/;
 const MODELS = {
     article: {
         collection: 'articles',
+        push_options: ['extra'],
         fields: {
             title: { type: 'String', required: true, maxlength: 40, unique: true },
             batch: { type: 'String', index: true },
@@ -488,7 +489,8 @@ test('created, updated and deleted reach subscribers of opt.url after the commit
             deleted: readBack('deleted') });
         await subscribe(sub, url);
         const pub = await client(t);
-        const opt = { type: 'article', url, extra: { n: 1, hook: () => {} }, done: () => {} };
+        const opt = { type: 'article', url, extra: { n: 1, hook: () => {} }, done: () => {},
+            authToken: 'secret' };
 
         // Each change waits until the previous push has been read back, so
         // that a read-back sees the change it was pushed for, not a later one.
@@ -508,7 +510,9 @@ test('created, updated and deleted reach subscribers of opt.url after the commit
         assert.deepStrictEqual(seen.map((s) => s.event), ['created', 'updated', 'deleted']);
         assert.deepStrictEqual(seen.map((s) => s.doc), [doc, up, del]);
         for (const s of seen) {
-            // The publisher's options, every callback (error, done, extra.hook) removed.
+            // The options a push may carry (url, type, method, and the
+            // model's push_options), every callback (error, done, extra.hook)
+            // removed; never the writer's other keys (authToken).
             assert.deepStrictEqual(s.opt, { type: 'article', url, extra: { n: 1 } });
         }
         // Each change was committed before it was pushed.
