@@ -6,6 +6,7 @@
 #include "api.h"
 
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,10 +18,19 @@
 #include "model.h"
 #include "store.h"
 
-enum { API_CREATE, API_READ, API_UPDATE, API_DELETE, API_SUBSCRIBE, API_UNSUBSCRIBE, API_PUBLISH };
+enum {
+    API_CREATE,
+    API_READ,
+    API_UPDATE,
+    API_DELETE,
+    API_SUBSCRIBE,
+    API_UNSUBSCRIBE,
+    API_PUBLISH,
+    API_AUTH
+};
 
 const char *const api_method_names[] = {
-    "create", "read", "update", "delete", "subscribe", "unsubscribe", "publish",
+    "create", "read", "update", "delete", "subscribe", "unsubscribe", "publish", "auth",
 };
 const size_t api_method_count = sizeof(api_method_names) / sizeof(api_method_names[0]);
 
@@ -189,8 +199,7 @@ static void api_publish(api_t *api, session_t *s, json_t *args)
         char msg[160];
         snprintf(msg, sizeof(msg), "publishing on %.100s is not allowed", url);
         if (api_error_cb(opt) >= 0)
-            session_report_error(s, api_error_cb(opt),
-                                 error_new(ERROR_FORBIDDEN, NULL, "%s", msg));
+            session_report_error(s, api_error_cb(opt), error_new(ERROR_FORBIDDEN, NULL, "%s", msg));
         else
             api_reply_string(s, fn, "Forbidden: publishing is not allowed");
         return;
@@ -304,7 +313,8 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
         return;
     }
     if (api->store == NULL) {
-        session_report_error(s, error_cb, error_new(ERROR_UNAVAILABLE, NULL, "no database configured"));
+        session_report_error(s, error_cb,
+                             error_new(ERROR_UNAVAILABLE, NULL, "no database configured"));
         return;
     }
     {
@@ -322,7 +332,8 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
         if (with_data) {
             input = json_copy(data);
             if (input == NULL) {
-                session_report_error(s, error_cb, error_new(ERROR_UNAVAILABLE, NULL, "out of memory"));
+                session_report_error(s, error_cb,
+                                     error_new(ERROR_UNAVAILABLE, NULL, "out of memory"));
                 return;
             }
             if (method == API_CREATE &&
@@ -352,7 +363,8 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
     op->callbacks = (uint32_t)ncallbacks; /* at most max_callbacks */
     session_op_begin(s, op->callbacks);
     {
-        static const store_op_t ops[] = {[API_CREATE] = STORE_CREATE, [API_READ] = STORE_READ,
+        static const store_op_t ops[] = {[API_CREATE] = STORE_CREATE,
+                                         [API_READ] = STORE_READ,
                                          [API_UPDATE] = STORE_UPDATE,
                                          [API_DELETE] = STORE_DELETE};
         /* The session is the store's owner: sessions take turns. */
@@ -369,8 +381,129 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
     }
 }
 
+/* ------------------------------------------------------------------------
+ * Identity
+ * ------------------------------------------------------------------------ */
+
+/* fn(error) with {name: "Unauthorized", message}. */
+static void api_unauthorized(session_t *s, int64_t fn, const char *why)
+{
+    json_t *args = json_array(), *e = error_new(ERROR_UNAUTHORIZED, NULL, "%s", why);
+
+    if (args == NULL || e == NULL || json_array_append(args, e) < 0) {
+        if (args == NULL)
+            json_free(e);
+        json_free(args);
+        return;
+    }
+    if (fn >= 0)
+        session_call(s, fn, args);
+    json_free(args);
+}
+
+/* auth(token, fn): fn(null, {sub, exp}) or fn({name: "Unauthorized", ...}).
+ * A refresh (a session already authenticated) must keep the sub. */
+static void api_auth(api_t *api, session_t *s, json_t *args)
+{
+    const json_t *token = json_array_get(args, 0);
+    int64_t fn = dnode_arg_callback(args, 1), exp = 0;
+    json_t *claims, *reply, *info;
+    char why[200];
+
+    if (token == NULL || token->type != JSON_STRING) {
+        api_unauthorized(s, fn, "auth expects (token, callback)");
+        return;
+    }
+    claims = auth_verify(api->auth, token->u.str.s, token->u.str.len, (int64_t)time(NULL), &exp,
+                         why, sizeof(why));
+    if (claims == NULL) {
+        slog_client(LOG_LEVEL_INFO, s, "token refused: %s", why);
+        api_unauthorized(s, fn, why);
+        return;
+    }
+    if (s->auth != NULL) {
+        const char *was = json_get_string(s->auth, "sub"), *now = json_get_string(claims, "sub");
+        if (was == NULL || now == NULL || strcmp(was, now) != 0) {
+            json_free(claims);
+            api_unauthorized(s, fn, "a refresh must keep the sub");
+            return;
+        }
+    }
+    info = json_object();
+    reply = json_array();
+    if (info == NULL || reply == NULL ||
+        json_object_set(info, "sub", json_copy(json_object_get(claims, "sub"))) < 0 ||
+        json_object_set(info, "exp", json_int(exp)) < 0 ||
+        json_array_append(reply, json_null()) < 0 || json_array_append(reply, info) < 0) {
+        if (reply == NULL || reply->u.arr.len < 2)
+            json_free(info);
+        json_free(reply);
+        json_free(claims);
+        return;
+    }
+    session_set_auth(s, claims, exp);
+    if (fn >= 0)
+        session_call(s, fn, reply);
+    json_free(reply);
+}
+
+/* With auth_anonymous = deny, a session that has not authenticated may
+ * call nothing but auth. 1 when idx may run. */
+static int api_admitted(api_t *api, session_t *s, int idx, const json_t *args)
+{
+    const json_t *opt;
+    int64_t fn;
+
+    if (idx == API_AUTH || s->auth != NULL || api->cfg->auth_anonymous == NULL ||
+        strcmp(api->cfg->auth_anonymous, "deny") != 0)
+        return 1;
+    if (idx == API_SUBSCRIBE || idx == API_UNSUBSCRIBE) {
+        api_reply_string(s, dnode_arg_callback(args, 1), "Unauthorized: authenticate first");
+        return 0;
+    }
+    opt = json_array_get(args, idx == API_READ ? 0 : 1);
+    fn = api_error_cb(opt);
+    session_report_error(s, fn,
+                         error_new(ERROR_UNAUTHORIZED, NULL,
+                                   "authenticate first (this server takes no anonymous calls)"));
+    return 0;
+}
+
+void api_sweep(api_t *api, session_t *s, int64_t now, uint64_t age_s)
+{
+    const config_t *cfg = api->cfg;
+
+    if (session_closing(s))
+        return;
+    if (s->auth == NULL) {
+        if (cfg->auth_anonymous != NULL && strcmp(cfg->auth_anonymous, "deny") == 0 &&
+            age_s >= (uint64_t)cfg->auth_timeout)
+            session_close(s, CONN_CLOSE_TIMEOUT, "not authenticated within auth_timeout");
+        return;
+    }
+    if (s->auth_exp <= 0)
+        return;
+    if (now >= s->auth_exp + cfg->auth_grace) {
+        session_close(s, CONN_CLOSE_TIMEOUT, "token expired and was not refreshed");
+        return;
+    }
+    if (!s->auth_warned && cfg->auth_expiry_notice > 0 &&
+        now >= s->auth_exp - cfg->auth_expiry_notice) {
+        json_t *args = json_array();
+        s->auth_warned = 1;
+        if (args != NULL &&
+            json_array_append(args, json_int(s->auth_exp > now ? s->auth_exp - now : 0)) == 0)
+            session_call_remote(s, SESSION_REMOTE_AUTH_EXPIRING, args);
+        json_free(args);
+    }
+}
+
 void api_call(api_t *api, session_t *s, int idx, json_t *args, size_t ncallbacks)
 {
+    if (!api_admitted(api, s, idx, args)) {
+        json_free(args);
+        return;
+    }
     switch (idx) {
     case API_CREATE:
     case API_READ:
@@ -386,6 +519,9 @@ void api_call(api_t *api, session_t *s, int idx, json_t *args, size_t ncallbacks
         break;
     case API_PUBLISH:
         api_publish(api, s, args);
+        break;
+    case API_AUTH:
+        api_auth(api, s, args);
         break;
     default:
         break;

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 
+#include "auth.h"
 #include "bus.h"
 #include "config.h"
 #include "json.h"
@@ -21,6 +22,7 @@ typedef struct api {
     const config_t *cfg;
     metrics_slot_t *stats;
     const model_set_t *models; /* NULL: no models loaded */
+    const auth_t *auth;        /* token keys; NULL or none: every session anonymous */
     struct store *store;       /* NULL: no database configured */
     bus_t *bus;
 } api_t;
@@ -34,6 +36,13 @@ extern const size_t api_method_count;
  * waits for the database counts them in s (session_op_begin) until it
  * completes. */
 void api_call(api_t *api, session_t *s, int idx, json_t *args, size_t ncallbacks);
+
+/* Once a second for each session (the worker's sweep): closes one that
+ * has not authenticated within auth_timeout (auth_anonymous = deny), tells
+ * one whose token nears exp authExpiring(seconds), and closes one whose
+ * token expired auth_grace ago. now: seconds since the epoch; age_s: how
+ * long the connection has been open. */
+void api_sweep(api_t *api, session_t *s, int64_t now, uint64_t age_s);
 
 /* The bus' filter hook (bus_hooks_t.filter, arg an api_t): what a
  * subscriber may see of a push under the models file's permissions. */

@@ -59,15 +59,15 @@ enum {
 typedef int (*check_fn)(const char *value);
 
 struct ckey {
-    config_key_info_t info;  /* what config_key_at shows */
+    config_key_info_t info; /* what config_key_at shows */
     key_type_t type;
     unsigned flags;
-    size_t off;              /* of the value in config_t */
-    size_t count_off;        /* lists only: of the entry count */
-    const char *def;         /* default as a value; NULL = info.default_text */
+    size_t off;       /* of the value in config_t */
+    size_t count_off; /* lists only: of the entry count */
+    const char *def;  /* default as a value; NULL = info.default_text */
     unsigned long long min, max;
     check_fn check;
-    const char *expect;      /* what a valid value looks like, for errors */
+    const char *expect; /* what a valid value looks like, for errors */
 };
 
 static int check_listen(const char *v);
@@ -77,12 +77,14 @@ static int check_word(const char *v);
 static int check_origin(const char *v);
 static int check_range(const char *v);
 static int check_server_name(const char *v);
+static int check_alg(const char *v);
+static int check_anonymous(const char *v);
 
 #define OFF(field) offsetof(config_t, field)
 /* The fields every key has; the public info mirrors two of the flags. */
-#define KEY(name_, type_, flags_, field_, doc_)                                        \
-    .info = {name_, doc_, ((flags_) & KF_RELOAD) != 0, ((flags_) & KF_REPEAT) != 0},   \
-    .type = type_, .flags = flags_, .off = OFF(field_)
+#define KEY(name_, type_, flags_, field_, doc_)                                                    \
+    .info = {name_, doc_, ((flags_)&KF_RELOAD) != 0, ((flags_)&KF_REPEAT) != 0}, .type = type_,    \
+    .flags = flags_, .off = OFF(field_)
 
 /* Every key of dnoded.conf. etc/dnoded.conf and dnoded.conf(5) document
  * each one (tests/unit/check_config.c and check_docs.c check). */
@@ -97,8 +99,8 @@ static const struct ckey config_keys[] = {
      .def = "models.json", .expect = "a file path"},
     {KEY("mongodb_uri", KT_STRING, KF_RELOAD, mongodb_uri, "mongodb://127.0.0.1:27017/dnoded"),
      .check = check_mongodb_uri, .expect = "a URI starting with mongodb:// or mongodb+srv://"},
-    {KEY("redis_url", KT_STRING, KF_RELOAD | KF_EMPTY, redis_url, ""),
-     .check = check_redis_url, .expect = "empty or redis://host:port[/db]"},
+    {KEY("redis_url", KT_STRING, KF_RELOAD | KF_EMPTY, redis_url, ""), .check = check_redis_url,
+     .expect = "empty or redis://host:port[/db]"},
     {KEY("docroot", KT_PATH, KF_RELOAD, docroot, CONFIG_DEFAULT_DOCROOT),
      .expect = "a directory path"},
     {KEY("pidfile", KT_PATH, KF_EMPTY, pidfile, ""), .expect = "empty or a file path"},
@@ -106,14 +108,14 @@ static const struct ckey config_keys[] = {
      .expect = "debug, info, warning or error"},
     {KEY("log_file", KT_PATH, KF_RELOAD | KF_EMPTY, log_file, ""),
      .expect = "empty (stderr) or a file path"},
-    {KEY("max_message_size", KT_SIZE, KF_RELOAD, max_message_size, "1048576"),
-     .min = KIB, .max = GIB, .expect = "a size such as 1m, from 1k to 1g"},
-    {KEY("max_output_buffer", KT_SIZE, KF_RELOAD, max_output_buffer, "8388608"),
-     .min = 4 * KIB, .max = 4 * GIB, .expect = "a size such as 8m, from 4k to 4g"},
-    {KEY("max_read_limit", KT_COUNT, KF_RELOAD, max_read_limit, "1000"),
-     .min = 1, .max = 1000000, .expect = "a number from 1 to 1000000"},
-    {KEY("shutdown_timeout", KT_INT, KF_RELOAD, shutdown_timeout, "30"),
-     .min = 1, .max = 86400, .expect = "a number of seconds from 1 to 86400"},
+    {KEY("max_message_size", KT_SIZE, KF_RELOAD, max_message_size, "1048576"), .min = KIB,
+     .max = GIB, .expect = "a size such as 1m, from 1k to 1g"},
+    {KEY("max_output_buffer", KT_SIZE, KF_RELOAD, max_output_buffer, "8388608"), .min = 4 * KIB,
+     .max = 4 * GIB, .expect = "a size such as 8m, from 4k to 4g"},
+    {KEY("max_read_limit", KT_COUNT, KF_RELOAD, max_read_limit, "1000"), .min = 1, .max = 1000000,
+     .expect = "a number from 1 to 1000000"},
+    {KEY("shutdown_timeout", KT_INT, KF_RELOAD, shutdown_timeout, "30"), .min = 1, .max = 86400,
+     .expect = "a number of seconds from 1 to 86400"},
     {KEY("redis_prefix", KT_STRING, KF_RELOAD | KF_EMPTY, redis_prefix, "dnoded:"),
      .check = check_word, .expect = "a word without spaces"},
     {KEY("user", KT_STRING, KF_EMPTY, user, ""), .check = check_word,
@@ -130,44 +132,66 @@ static const struct ckey config_keys[] = {
     {KEY("allowed_origins", KT_LIST, KF_RELOAD | KF_REPEAT | KF_EMPTY, allowed_origins, ""),
      .count_off = OFF(nallowed_origins), .check = check_origin,
      .expect = "origins such as https://example.com (lowercase, no path)"},
-    {KEY("max_connections", KT_COUNT, KF_RELOAD, max_connections, "10000"),
-     .min = 1, .max = 1000000, .expect = "a number from 1 to 1000000"},
-    {KEY("max_inflight_per_session", KT_COUNT, KF_RELOAD, max_inflight_per_session, "16"),
-     .min = 0, .max = 1000000, .expect = "a number from 0 (no limit) to 1000000"},
-    {KEY("max_reply_bytes", KT_SIZE, KF_RELOAD, max_reply_bytes, "8388608"),
-     .min = 4 * KIB, .max = 4 * GIB, .expect = "a size such as 8m, from 4k to 4g"},
-    {KEY("max_connections_per_ip", KT_COUNT, KF_RELOAD, max_connections_per_ip, "256"),
-     .min = 0, .max = 1000000, .expect = "a number from 0 (no limit) to 1000000"},
+    {KEY("max_connections", KT_COUNT, KF_RELOAD, max_connections, "10000"), .min = 1,
+     .max = 1000000, .expect = "a number from 1 to 1000000"},
+    {KEY("max_inflight_per_session", KT_COUNT, KF_RELOAD, max_inflight_per_session, "16"), .min = 0,
+     .max = 1000000, .expect = "a number from 0 (no limit) to 1000000"},
+    {KEY("max_reply_bytes", KT_SIZE, KF_RELOAD, max_reply_bytes, "8388608"), .min = 4 * KIB,
+     .max = 4 * GIB, .expect = "a size such as 8m, from 4k to 4g"},
+    {KEY("max_connections_per_ip", KT_COUNT, KF_RELOAD, max_connections_per_ip, "256"), .min = 0,
+     .max = 1000000, .expect = "a number from 0 (no limit) to 1000000"},
     {KEY("connection_limit_exempt", KT_LIST, KF_RELOAD | KF_REPEAT | KF_EMPTY,
          connection_limit_exempt, "127.0.0.0/8 ::1"),
      .count_off = OFF(nconnection_limit_exempt), .check = check_range,
      .expect = "IP addresses or ranges such as 10.0.0.0/8 or fd00::/8"},
-    {KEY("tcp_keepalive", KT_INT, KF_RELOAD, tcp_keepalive, "60"),
-     .min = 0, .max = 7200, .expect = "a number of seconds from 0 (off) to 7200"},
-    {KEY("http_header_timeout", KT_INT, KF_RELOAD, http_header_timeout, "10"),
-     .min = 1, .max = 3600, .expect = "a number of seconds from 1 to 3600"},
-    {KEY("line_timeout", KT_INT, KF_RELOAD, line_timeout, "30"),
-     .min = 1, .max = 3600, .expect = "a number of seconds from 1 to 3600"},
-    {KEY("ws_ping_interval", KT_INT, KF_RELOAD, ws_ping_interval, "30"),
-     .min = 0, .max = 3600, .expect = "a number of seconds from 0 (off) to 3600"},
-    {KEY("max_subscriptions", KT_COUNT, KF_RELOAD, max_subscriptions, "256"),
-     .min = 1, .max = 1000000, .expect = "a number from 1 to 1000000"},
-    {KEY("max_callbacks", KT_COUNT, KF_RELOAD, max_callbacks, "1024"),
-     .min = 1, .max = 1000000, .expect = "a number from 1 to 1000000"},
-    {KEY("max_invalid_messages", KT_COUNT, KF_RELOAD, max_invalid_messages, "100"),
-     .min = 0, .max = 1000000, .expect = "a number from 0 (no limit) to 1000000"},
-    {KEY("max_json_depth", KT_COUNT, KF_RELOAD, max_json_depth, "32"),
-     .min = 4, .max = 256, .expect = "a number from 4 to 256"},
-    {KEY("output_soft_limit", KT_SIZE, KF_RELOAD, output_soft_limit, "1048576"),
-     .min = 4 * KIB, .max = 4 * GIB, .expect = "a size such as 1m, from 4k to 4g"},
-    {KEY("output_soft_seconds", KT_INT, KF_RELOAD, output_soft_seconds, "10"),
-     .min = 1, .max = 3600, .expect = "a number of seconds from 1 to 3600"},
-    {KEY("db_threads", KT_INT, KF_RELOAD, db_threads, "4"),
-     .min = 1, .max = 64, .expect = "a number from 1 to 64"},
-    {KEY("db_timeout_ms", KT_INT, KF_RELOAD, db_timeout_ms, "5000"),
-     .min = 1, .max = 3600000, .expect = "milliseconds from 1 to 3600000"},
-    {KEY("db_max_time_ms", KT_INT, KF_RELOAD, db_max_time_ms, "10000"),
-     .min = 1, .max = 3600000, .expect = "milliseconds from 1 to 3600000"},
+    {KEY("tcp_keepalive", KT_INT, KF_RELOAD, tcp_keepalive, "60"), .min = 0, .max = 7200,
+     .expect = "a number of seconds from 0 (off) to 7200"},
+    {KEY("http_header_timeout", KT_INT, KF_RELOAD, http_header_timeout, "10"), .min = 1,
+     .max = 3600, .expect = "a number of seconds from 1 to 3600"},
+    {KEY("line_timeout", KT_INT, KF_RELOAD, line_timeout, "30"), .min = 1, .max = 3600,
+     .expect = "a number of seconds from 1 to 3600"},
+    {KEY("ws_ping_interval", KT_INT, KF_RELOAD, ws_ping_interval, "30"), .min = 0, .max = 3600,
+     .expect = "a number of seconds from 0 (off) to 3600"},
+    {KEY("max_subscriptions", KT_COUNT, KF_RELOAD, max_subscriptions, "256"), .min = 1,
+     .max = 1000000, .expect = "a number from 1 to 1000000"},
+    {KEY("max_callbacks", KT_COUNT, KF_RELOAD, max_callbacks, "1024"), .min = 1, .max = 1000000,
+     .expect = "a number from 1 to 1000000"},
+    {KEY("max_invalid_messages", KT_COUNT, KF_RELOAD, max_invalid_messages, "100"), .min = 0,
+     .max = 1000000, .expect = "a number from 0 (no limit) to 1000000"},
+    {KEY("max_json_depth", KT_COUNT, KF_RELOAD, max_json_depth, "32"), .min = 4, .max = 256,
+     .expect = "a number from 4 to 256"},
+    {KEY("output_soft_limit", KT_SIZE, KF_RELOAD, output_soft_limit, "1048576"), .min = 4 * KIB,
+     .max = 4 * GIB, .expect = "a size such as 1m, from 4k to 4g"},
+    {KEY("output_soft_seconds", KT_INT, KF_RELOAD, output_soft_seconds, "10"), .min = 1,
+     .max = 3600, .expect = "a number of seconds from 1 to 3600"},
+    {KEY("db_threads", KT_INT, KF_RELOAD, db_threads, "4"), .min = 1, .max = 64,
+     .expect = "a number from 1 to 64"},
+    {KEY("db_timeout_ms", KT_INT, KF_RELOAD, db_timeout_ms, "5000"), .min = 1, .max = 3600000,
+     .expect = "milliseconds from 1 to 3600000"},
+    {KEY("db_max_time_ms", KT_INT, KF_RELOAD, db_max_time_ms, "10000"), .min = 1, .max = 3600000,
+     .expect = "milliseconds from 1 to 3600000"},
+    {KEY("auth_key", KT_PATH, KF_RELOAD | KF_EMPTY, auth_key, ""),
+     .expect = "empty (no tokens) or a key file path"},
+    {KEY("auth_key_alg", KT_STRING, KF_RELOAD, auth_key_alg, "HS256"), .check = check_alg,
+     .expect = "HS256, RS256 or ES256"},
+    {KEY("auth_previous_key", KT_PATH, KF_RELOAD | KF_EMPTY, auth_previous_key, ""),
+     .expect = "empty or a key file path"},
+    {KEY("auth_previous_key_alg", KT_STRING, KF_RELOAD | KF_EMPTY, auth_previous_key_alg, ""),
+     .check = check_alg, .expect = "empty (as auth_key_alg), HS256, RS256 or ES256"},
+    {KEY("auth_audience", KT_STRING, KF_RELOAD | KF_EMPTY, auth_audience, ""), .check = check_word,
+     .expect = "empty or a word without spaces"},
+    {KEY("auth_issuer", KT_STRING, KF_RELOAD | KF_EMPTY, auth_issuer, ""), .check = check_word,
+     .expect = "empty or a word without spaces"},
+    {KEY("auth_leeway", KT_INT, KF_RELOAD, auth_leeway, "30"), .min = 0, .max = 600,
+     .expect = "a number of seconds from 0 to 600"},
+    {KEY("auth_anonymous", KT_STRING, KF_RELOAD, auth_anonymous, "allow"), .check = check_anonymous,
+     .expect = "allow or deny"},
+    {KEY("auth_timeout", KT_INT, KF_RELOAD, auth_timeout, "10"), .min = 1, .max = 3600,
+     .expect = "a number of seconds from 1 to 3600"},
+    {KEY("auth_expiry_notice", KT_INT, KF_RELOAD, auth_expiry_notice, "60"), .min = 0, .max = 86400,
+     .expect = "a number of seconds from 0 (no notice) to 86400"},
+    {KEY("auth_grace", KT_INT, KF_RELOAD, auth_grace, "30"), .min = 0, .max = 3600,
+     .expect = "a number of seconds from 0 to 3600"},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -207,10 +231,7 @@ static void quote_for_msg(char *dst, size_t dstlen, const char *s, size_t n)
     dst[j] = '\0';
 }
 
-static int is_space(char c)
-{
-    return c == ' ' || c == '\t';
-}
+static int is_space(char c) { return c == ' ' || c == '\t'; }
 
 static int has_control(const char *s, int tab_ok)
 {
@@ -249,10 +270,20 @@ static int parse_size(const char *s, unsigned long long *out)
 
     if (n > 0) {
         switch (s[n - 1]) {
-        case 'k': case 'K': mult = KIB; break;
-        case 'm': case 'M': mult = MIB; break;
-        case 'g': case 'G': mult = GIB; break;
-        default: break;
+        case 'k':
+        case 'K':
+            mult = KIB;
+            break;
+        case 'm':
+        case 'M':
+            mult = MIB;
+            break;
+        case 'g':
+        case 'G':
+            mult = GIB;
+            break;
+        default:
+            break;
         }
     }
     if (mult != 1)
@@ -369,10 +400,7 @@ static int check_listen(const char *v)
     return check_port(colon + 1);
 }
 
-static int has_space(const char *s)
-{
-    return strpbrk(s, " \t") != NULL;
-}
+static int has_space(const char *s) { return strpbrk(s, " \t") != NULL; }
 
 static int check_mongodb_uri(const char *v)
 {
@@ -396,9 +424,19 @@ static int check_redis_url(const char *v)
     return v[8] != '\0' && v[8] != '/' && !has_space(v) ? 0 : -1;
 }
 
-static int check_word(const char *v)
+static int check_word(const char *v) { return has_space(v) ? -1 : 0; }
+
+static int check_alg(const char *v)
 {
-    return has_space(v) ? -1 : 0;
+    return v[0] == '\0' || strcmp(v, "HS256") == 0 || strcmp(v, "RS256") == 0 ||
+                   strcmp(v, "ES256") == 0
+               ? 0
+               : -1;
+}
+
+static int check_anonymous(const char *v)
+{
+    return strcmp(v, "allow") == 0 || strcmp(v, "deny") == 0 ? 0 : -1;
 }
 
 /* Browsers send Origin as scheme://host[:port], lowercase, without a path;
@@ -456,10 +494,7 @@ static char **field_str(config_t *cfg, const struct ckey *k)
     return (char **)((char *)cfg + k->off);
 }
 
-static int *field_int(config_t *cfg, const struct ckey *k)
-{
-    return (int *)((char *)cfg + k->off);
-}
+static int *field_int(config_t *cfg, const struct ckey *k) { return (int *)((char *)cfg + k->off); }
 
 static size_t *field_size(config_t *cfg, const struct ckey *k)
 {
@@ -696,8 +731,7 @@ static const char *value_unquote(const char *p, const char *end, char *out)
     }
 }
 
-config_t *config_parse(const char *text, size_t len, const char *path, char *err,
-                       size_t errlen)
+config_t *config_parse(const char *text, size_t len, const char *path, char *err, size_t errlen)
 {
     unsigned seen[NKEYS] = {0}; /* line where each key was first set */
     const char *name = path ? path : "(config)";
@@ -771,8 +805,8 @@ config_t *config_parse(const char *text, size_t len, const char *path, char *err
 
         if (seen[k - config_keys]) {
             if (!(k->flags & KF_REPEAT)) {
-                set_err(err, errlen, "%s:%u: duplicate key '%s' (first set on line %u)", name,
-                        line, k->info.name, seen[k - config_keys]);
+                set_err(err, errlen, "%s:%u: duplicate key '%s' (first set on line %u)", name, line,
+                        k->info.name, seen[k - config_keys]);
                 goto fail;
             }
         } else {
@@ -855,15 +889,9 @@ fail:
     return NULL;
 }
 
-size_t config_key_count(void)
-{
-    return NKEYS;
-}
+size_t config_key_count(void) { return NKEYS; }
 
-const config_key_info_t *config_key_at(size_t i)
-{
-    return i < NKEYS ? &config_keys[i].info : NULL;
-}
+const config_key_info_t *config_key_at(size_t i) { return i < NKEYS ? &config_keys[i].info : NULL; }
 
 char *config_value_text(const config_t *cfg, size_t i)
 {

@@ -49,6 +49,18 @@ typedef struct config {
     int db_threads;
     int db_timeout_ms;
     int db_max_time_ms;
+    /* Identity (auth.h): token keys and how sessions authenticate. */
+    char *auth_key;              /* file of the current key; "" = no tokens */
+    char *auth_key_alg;          /* HS256, RS256 or ES256 */
+    char *auth_previous_key;     /* file of the key being rotated out; "" = none */
+    char *auth_previous_key_alg; /* its alg; "" = auth_key_alg */
+    char *auth_audience;         /* aud a token must name; "" = not checked */
+    char *auth_issuer;           /* iss a token must have; "" = not checked */
+    int auth_leeway;             /* seconds of clock skew allowed on exp and nbf */
+    char *auth_anonymous;        /* allow | deny */
+    int auth_timeout;            /* deny: seconds a session has to authenticate */
+    int auth_expiry_notice;      /* seconds before exp a session is told authExpiring */
+    int auth_grace;              /* seconds after exp before a session is closed */
 } config_t;
 
 /* Defaults for every key (models resolved against base_dir, which may be

@@ -10,6 +10,7 @@ static const char *const error_names[ERROR_COUNT] = {
     [ERROR_VALIDATION] = "ValidationError",
     [ERROR_NOT_FOUND] = "NotFound",
     [ERROR_FORBIDDEN] = "Forbidden",
+    [ERROR_UNAUTHORIZED] = "Unauthorized",
     [ERROR_CONFLICT] = "Conflict",
     [ERROR_DATABASE] = "DatabaseError",
     [ERROR_UNAVAILABLE] = "Unavailable",

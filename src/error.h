@@ -16,6 +16,7 @@ typedef enum {
     ERROR_VALIDATION,      /* a document failed its model (see `errors`) */
     ERROR_NOT_FOUND,       /* no document with that _id */
     ERROR_FORBIDDEN,       /* the rules refuse it */
+    ERROR_UNAUTHORIZED,    /* a token refused, or none where one is required */
     ERROR_CONFLICT,        /* duplicate key, version conflict */
     ERROR_DATABASE,        /* the database failed the operation */
     ERROR_UNAVAILABLE,     /* the database cannot be reached */

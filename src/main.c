@@ -6,9 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "auth.h"
 #include "config.h"
+#include "jwt.h"
 #include "log.h"
 #include "model.h"
 #include "master.h"
@@ -21,9 +24,11 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: dnoded [-c FILE] [-t] [-s reload|quit|stop|reopen] [-v] [-h]\n"
+            "usage: dnoded [-c FILE] [-t] [-s reload|quit|stop|reopen] [-m CLAIMS] [-v] [-h]\n"
             "  -c FILE   configuration file (default %s/dnoded.conf)\n"
-            "  -t        check the configuration and models, then exit 0 or 1\n"
+            "  -t        check the configuration, models and token keys, then exit 0 or 1\n"
+            "  -m CLAIMS print a token for CLAIMS (JSON) signed with auth_key, valid\n"
+            "            for an hour unless CLAIMS has exp; for development only\n"
             "  -s SIGNAL send a signal to the running master (via the pidfile)\n"
             "  -v        print the version and exit\n"
             "  -h        print this help and exit\n",
@@ -58,20 +63,79 @@ static int *main_listen(const config_t *cfg, size_t *nfds)
     return fds;
 }
 
+/* -m: a token for claims, signed with auth_key (which must be able to
+ * sign: an HS256 secret, or an RS256/ES256 private key). Development only:
+ * whoever holds the key can be anyone. */
+static int main_mint(const config_t *cfg, const char *claims_text)
+{
+    char err[256];
+    jwt_alg_t alg;
+    jwt_key_t *key;
+    json_t *claims;
+    char *token;
+    int rc;
+
+    if (cfg->auth_key == NULL || cfg->auth_key[0] == '\0') {
+        fprintf(stderr, "dnoded: -m needs auth_key in the configuration\n");
+        return 1;
+    }
+    claims = json_parse(claims_text, strlen(claims_text), 16, err, sizeof(err));
+    if (claims == NULL || claims->type != JSON_OBJECT) {
+        fprintf(stderr, "dnoded: -m takes a JSON object of claims%s%s\n", claims ? "" : ": ",
+                claims ? "" : err);
+        json_free(claims);
+        return 1;
+    }
+    if (json_object_get(claims, "exp") == NULL &&
+        json_object_set(claims, "exp", json_int((int64_t)time(NULL) + 3600)) < 0) {
+        json_free(claims);
+        return 1;
+    }
+    if (json_object_get(claims, "iat") == NULL)
+        json_object_set(claims, "iat", json_int((int64_t)time(NULL)));
+    if (cfg->auth_audience != NULL && cfg->auth_audience[0] != '\0' &&
+        json_object_get(claims, "aud") == NULL)
+        json_object_set(claims, "aud", json_string(cfg->auth_audience));
+    if (cfg->auth_issuer != NULL && cfg->auth_issuer[0] != '\0' &&
+        json_object_get(claims, "iss") == NULL)
+        json_object_set(claims, "iss", json_string(cfg->auth_issuer));
+    if (jwt_alg_parse(cfg->auth_key_alg, &alg) < 0 ||
+        (key = jwt_key_load(cfg->auth_key, alg, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "dnoded: auth_key %s: %s\n", cfg->auth_key, err);
+        json_free(claims);
+        return 1;
+    }
+    token = jwt_key_can_sign(key) ? jwt_sign(key, claims, err, sizeof(err)) : NULL;
+    rc = token != NULL ? 0 : 1;
+    if (token == NULL)
+        fprintf(stderr, "dnoded: cannot sign with auth_key %s: %s\n", cfg->auth_key,
+                jwt_key_can_sign(key) ? err : "it holds no private key");
+    else
+        printf("%s\n", token);
+    free(token);
+    jwt_key_free(key);
+    json_free(claims);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
-    const char *conf_path = NULL, *signal_name = NULL;
+    const char *conf_path = NULL, *signal_name = NULL, *mint = NULL;
     int test_only = 0, opt;
     char err[512];
     config_t *cfg = NULL;
     model_set_t *models = NULL;
+    auth_t *auth = NULL;
     int *fds;
     size_t nfds;
     uid_t uid;
     gid_t gid;
 
-    while ((opt = getopt(argc, argv, "c:ts:vh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:ts:m:vh")) != -1) {
         switch (opt) {
+        case 'm':
+            mint = optarg;
+            break;
         case 'c':
             conf_path = optarg;
             break;
@@ -92,7 +156,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    if (optind < argc || (test_only && signal_name != NULL)) {
+    if (optind < argc || (test_only && signal_name != NULL) ||
+        (mint != NULL && (test_only || signal_name != NULL))) {
         usage(stderr);
         return 1;
     }
@@ -110,9 +175,21 @@ int main(int argc, char **argv)
         config_free(cfg);
         return rc < 0 ? 1 : 0;
     }
+    if (mint != NULL) {
+        int rc = main_mint(cfg, mint);
+        config_free(cfg);
+        return rc;
+    }
     models = model_set_load(cfg->models, err, sizeof(err));
     if (models == NULL) {
         fprintf(stderr, "dnoded: %s: %s\n", cfg->models, err);
+        config_free(cfg);
+        return 1;
+    }
+    auth = auth_load(cfg, err, sizeof(err));
+    if (auth == NULL) {
+        fprintf(stderr, "dnoded: %s: %s\n", conf_path, err);
+        model_set_free(models);
         config_free(cfg);
         return 1;
     }
@@ -123,12 +200,14 @@ int main(int argc, char **argv)
         else
             printf("dnoded: configuration %s and models %s are ok\n", conf_path, cfg->models);
         model_set_free(models);
+        auth_free(auth);
         config_free(cfg);
         return rc < 0 ? 1 : 0;
     }
     if (log_open(cfg->log_level, cfg->log_file) < 0) {
         fprintf(stderr, "dnoded: cannot open log file %s: %s\n", cfg->log_file, strerror(errno));
         model_set_free(models);
+        auth_free(auth);
         config_free(cfg);
         return 1;
     }
@@ -136,11 +215,12 @@ int main(int argc, char **argv)
     fds = main_listen(cfg, &nfds);
     if (fds == NULL) {
         model_set_free(models);
+        auth_free(auth);
         config_free(cfg);
         log_close();
         return 1;
     }
-    opt = master_run(cfg, models, fds, nfds); /* owns them all now */
+    opt = master_run(cfg, models, auth, fds, nfds); /* owns them all now */
     log_close();
     return opt;
 }

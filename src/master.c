@@ -25,6 +25,7 @@
 #include <systemd/sd-daemon.h>
 #endif
 
+#include "auth.h"
 #include "bus.h"
 #include "handoff.h"
 #include "hash.h"
@@ -69,6 +70,7 @@ typedef struct master {
     pid_t pid;
     config_t *cfg;
     model_set_t *models;
+    auth_t *auth;           /* token keys, loaded with the config */
     int *fds;
     size_t nfds;
     int nworkers; /* fixed at start (workers is not reloadable) */
@@ -92,6 +94,7 @@ typedef struct master {
     double reload_deadline;
     config_t *prev_cfg;
     model_set_t *prev_models;
+    auth_t *prev_auth;
     master_slot_t *prev_slots;
     char reload_failure[160]; /* why the reload in progress failed, or "" */
     int stopping;             /* 0, 1 graceful, 2 fast */
@@ -377,6 +380,7 @@ static void master_worker_main(master_t *m, int index)
     m->ready_pipe[0] = -1;
     /* The previous state of a reload in progress is the master's only. */
     model_set_free(m->prev_models);
+    auth_free(m->prev_auth);
     config_free(m->prev_cfg);
     free(m->prev_slots);
     status = 0;
@@ -403,6 +407,7 @@ static void master_worker_main(master_t *m, int index)
         args.generation = m->generation;
         args.cfg = m->cfg;
         args.models = m->models;
+        args.auth = m->auth;
         args.fds = m->fds;
         args.nfds = m->nfds;
         args.metrics = m->metrics;
@@ -415,6 +420,7 @@ static void master_worker_main(master_t *m, int index)
         store_global_cleanup();
     }
     model_set_free(m->models);
+    auth_free(m->auth);
     config_free(m->cfg);
     free(m->slots);
     free(m->pidfile);
@@ -626,6 +632,7 @@ static void master_reload(master_t *m)
     char err[512], buf[80];
     config_t *cfg = NULL;
     model_set_t *models = NULL;
+    auth_t *auth = NULL;
     master_slot_t *slots = NULL;
     char *changes;
     int w;
@@ -643,6 +650,11 @@ static void master_reload(master_t *m)
     if (models == NULL) {
         log_error("reload failed, still running the previous configuration: %s: %s", cfg->models,
                   err);
+        goto fail;
+    }
+    auth = auth_load(cfg, err, sizeof(err));
+    if (auth == NULL) {
+        log_error("reload failed, still running the previous configuration: %s", err);
         goto fail;
     }
     slots = calloc((size_t)m->nworkers, sizeof(*slots));
@@ -664,9 +676,11 @@ static void master_reload(master_t *m)
     }
     m->prev_cfg = m->cfg;
     m->prev_models = m->models;
+    m->prev_auth = m->auth;
     m->prev_slots = m->slots;
     m->cfg = cfg;
     m->models = models;
+    m->auth = auth;
     m->slots = slots;
     m->reloading = 1;
     m->reload_deadline = master_now() + MASTER_READY_SECONDS;
@@ -679,6 +693,7 @@ static void master_reload(master_t *m)
 fail:
     free(slots);
     model_set_free(models);
+    auth_free(auth);
     config_free(cfg);
     master_notify("READY=1");
 }
@@ -712,9 +727,11 @@ static void master_reload_commit(master_t *m)
     }
     config_free(m->prev_cfg);
     model_set_free(m->prev_models);
+    auth_free(m->prev_auth);
     free(m->prev_slots);
     m->prev_cfg = NULL;
     m->prev_models = NULL;
+    m->prev_auth = NULL;
     m->prev_slots = NULL;
     m->reloading = 0;
     log_info("reloaded: generation %u started, the previous one is stopping", m->generation);
@@ -745,9 +762,12 @@ static void master_reload_rollback(master_t *m, const char *why)
     free(m->slots);
     m->cfg = m->prev_cfg;
     m->models = m->prev_models;
+    auth_free(m->auth);
+    m->auth = m->prev_auth;
     m->slots = m->prev_slots;
     m->prev_cfg = NULL;
     m->prev_models = NULL;
+    m->prev_auth = NULL;
     m->prev_slots = NULL;
     m->reloading = 0;
     m->generation--;
@@ -951,7 +971,7 @@ static void master_loop(master_t *m)
     }
 }
 
-int master_run(config_t *cfg, model_set_t *models, int *fds, size_t nfds)
+int master_run(config_t *cfg, model_set_t *models, auth_t *auth, int *fds, size_t nfds)
 {
     sigset_t blocked;
     master_t m;
@@ -963,6 +983,7 @@ int master_run(config_t *cfg, model_set_t *models, int *fds, size_t nfds)
     m.pid = getpid();
     m.cfg = cfg;
     m.models = models;
+    m.auth = auth;
     m.fds = fds;
     m.nfds = nfds;
     m.generation = 1;
@@ -1049,12 +1070,14 @@ done:
         if (m.handoff[i] >= 0)
             close(m.handoff[i]);
     model_set_free(m.prev_models);
+    auth_free(m.prev_auth);
     config_free(m.prev_cfg);
     if (m.bus_host != NULL)
         bus_host_free(m.bus_host);
     if (m.metrics != NULL)
         metrics_free(m.metrics);
     model_set_free(m.models);
+    auth_free(m.auth);
     config_free(m.cfg);
     return m.status;
 }

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "config.h"
+#include "auth.h"
 #include "model.h"
 
 /* Workers to run for cfg: cfg->workers, or one per online CPU for auto. */
@@ -31,7 +32,7 @@ int master_lookup_credentials(const config_t *cfg, uid_t *uid, gid_t *gid, char 
  * worker exiting with status 2 is not respawned). Returns the process exit
  * status: 0 after a stop, 1 when it could not start or every worker
  * exited with status 2. */
-int master_run(config_t *cfg, model_set_t *models, int *fds, size_t nfds);
+int master_run(config_t *cfg, model_set_t *models, auth_t *auth, int *fds, size_t nfds);
 
 /* `dnoded -s NAME`: send the master named by cfg's pidfile the signal for
  * NAME (reload HUP, quit QUIT, stop TERM, reopen USR1). 0, or -1 with the

@@ -16,7 +16,7 @@
 #include "metrics.h"
 
 static const char *const remote_names[SESSION_REMOTE_COUNT] = {
-    "created", "updated", "deleted", "subscribed", "unsubscribed", "error",
+    "created", "updated", "deleted", "subscribed", "unsubscribed", "error", "authExpiring",
 };
 
 /* ------------------------------------------------------------------------
@@ -157,10 +157,7 @@ void session_op_done(session_t *s, size_t ncallbacks)
     session_check_idle(s);
 }
 
-void session_publish_begin(session_t *s)
-{
-    s->unconfirmed++;
-}
+void session_publish_begin(session_t *s) { s->unconfirmed++; }
 
 void session_publish_done(session_t *s)
 {
@@ -215,10 +212,7 @@ int session_push(session_t *s, int which, conn_msg_t *m)
     return session_send_msg(s, m) < 0 ? -1 : 1;
 }
 
-int session_moved(const session_t *s)
-{
-    return s->conn->moved;
-}
+int session_moved(const session_t *s) { return s->conn->moved; }
 
 void session_report_error(session_t *s, int64_t error_cb, json_t *error)
 {
@@ -239,7 +233,8 @@ void session_report_error(session_t *s, int64_t error_cb, json_t *error)
         rc = 0;
     if (rc < 0 && !session_closing(s)) {
         char *text = json_dump(error, NULL);
-        slog_client(LOG_LEVEL_INFO, s, "error not delivered (no error callback): %s", text ? text : "?");
+        slog_client(LOG_LEVEL_INFO, s, "error not delivered (no error callback): %s",
+                    text ? text : "?");
         free(text);
     }
     json_free(args);
@@ -378,8 +373,9 @@ void session_handle_message(session_t *s, const char *data, size_t len)
     if (msg.ncallbacks > budget && (msg.method == NULL || strcmp(msg.method, "methods") != 0)) {
         s->env->stats->malformed++;
         snprintf(err, sizeof(err), "too many callbacks (%zu, at most %zu)", msg.ncallbacks, budget);
-        slog_client(LOG_LEVEL_WARNING, s, "message skipped: %s (max_callbacks is %zu, %u held by requests in flight)",
-                     err, cfg->max_callbacks, s->callbacks_held);
+        slog_client(LOG_LEVEL_WARNING, s,
+                    "message skipped: %s (max_callbacks is %zu, %u held by requests in flight)",
+                    err, cfg->max_callbacks, s->callbacks_held);
         session_refuse(s, -1, "message skipped: %s", err);
         dnode_msg_clear(&msg);
         return;
@@ -448,6 +444,7 @@ void session_set_auth(session_t *s, json_t *claims, int64_t exp)
     json_free(s->auth);
     s->auth = claims;
     s->auth_exp = claims != NULL ? exp : 0;
+    s->auth_warned = 0;
 }
 
 int session_import(session_t *s, const json_t *desc)
@@ -466,7 +463,8 @@ int session_import(session_t *s, const json_t *desc)
         s->remote[i] = id != NULL && id->type == JSON_NUMBER && id->u.num.is_int ? id->u.num.i : -1;
     }
     {
-        const json_t *claims = json_object_get(desc, "auth"), *exp = json_object_get(desc, "auth_exp");
+        const json_t *claims = json_object_get(desc, "auth"),
+                     *exp = json_object_get(desc, "auth_exp");
         if (claims != NULL && claims->type == JSON_OBJECT) {
             json_t *copy = json_copy(claims);
             if (copy == NULL)

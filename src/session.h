@@ -26,6 +26,7 @@ enum {
     SESSION_REMOTE_SUBSCRIBED,
     SESSION_REMOTE_UNSUBSCRIBED,
     SESSION_REMOTE_ERROR,
+    SESSION_REMOTE_AUTH_EXPIRING, /* authExpiring(seconds): refresh the token */
     SESSION_REMOTE_COUNT
 };
 
@@ -70,6 +71,7 @@ struct session {
     struct handoff *handoff; /* a move between generations in progress, or NULL */
     json_t *auth;            /* the claims of the token it authenticated with, or NULL */
     int64_t auth_exp;        /* that token's exp (seconds since the epoch); 0: none */
+    unsigned auth_warned : 1; /* told authExpiring for this token */
 };
 
 /* A session on c, which it owns from now on (c's handlers are the

@@ -70,10 +70,7 @@ static void worker_session_idle(void *arg, session_t *s)
         worker_idle(arg, s->conn, s);
 }
 
-static void worker_conn_idle(void *arg, conn_t *c)
-{
-    worker_idle(arg, c, NULL);
-}
+static void worker_conn_idle(void *arg, conn_t *c) { worker_idle(arg, c, NULL); }
 
 /* A connection became a DNode stream: it gets a session, which greets. */
 static int worker_on_dnode(void *arg, conn_t *c)
@@ -151,6 +148,23 @@ static void worker_stop_check_cb(evutil_socket_t fd, short what, void *arg)
         event_base_loopexit(w->base, NULL);
 }
 
+/* Once a second: tokens nearing or past exp, and (auth_anonymous = deny)
+ * sessions that never authenticated (api_sweep). */
+static void worker_auth_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    worker_t *w = arg;
+    int64_t now = (int64_t)time(NULL);
+    uint64_t now_us = metrics_now_us();
+    conn_t *c;
+
+    (void)fd;
+    (void)what;
+    for (c = w->conns.conns; c != NULL; c = c->next)
+        if ((c->kind == CONN_LINE || c->kind == CONN_WS) && c->owner != NULL && !c->closing &&
+            !c->moved && !c->held)
+            api_sweep(&w->api, c->owner, now, (now_us - c->accepted_us) / 1000000);
+}
+
 static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
     worker_t *w = arg;
@@ -167,8 +181,7 @@ static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 void worker_stop(worker_t *w, int graceful)
 {
-    struct timeval deadline = {graceful ? w->cfg->shutdown_timeout : WORKER_FAST_STOP_SECONDS,
-                               0};
+    struct timeval deadline = {graceful ? w->cfg->shutdown_timeout : WORKER_FAST_STOP_SECONDS, 0};
     struct timeval tick = {0, 50 * 1000};
     conn_t *c;
 
@@ -266,6 +279,8 @@ static void worker_free(worker_t *w)
         event_free(w->stop_timer);
     if (w->stop_check != NULL)
         event_free(w->stop_check);
+    if (w->auth_tick != NULL)
+        event_free(w->auth_tick);
     conn_msg_unref(w->sessions.greeting);
     if (w->base != NULL)
         event_base_free(w->base);
@@ -302,6 +317,7 @@ int worker_wire(worker_t *w)
     w->api.cfg = w->cfg;
     w->api.stats = w->stats;
     w->api.models = w->models;
+    w->api.auth = w->auth;
     w->api.store = w->store;
     w->api.bus = w->bus;
     if (w->bus != NULL)
@@ -341,6 +357,7 @@ int worker_run(const worker_args_t *args)
     w.generation = args->generation;
     w.cfg = cfg;
     w.models = models;
+    w.auth = args->auth;
     if (evthread_use_pthreads() < 0) {
         log_error("evthread_use_pthreads() failed");
         return 1;
@@ -358,6 +375,12 @@ int worker_run(const worker_args_t *args)
     w.stop_check = event_new(w.base, -1, EV_PERSIST, worker_stop_check_cb, &w);
     if (w.stop_timer == NULL || w.stop_check == NULL)
         goto done;
+    if (auth_enabled(w.auth) || strcmp(w.cfg->auth_anonymous, "deny") == 0) {
+        struct timeval second = {1, 0};
+        w.auth_tick = event_new(w.base, -1, EV_PERSIST, worker_auth_tick_cb, &w);
+        if (w.auth_tick == NULL || event_add(w.auth_tick, &second) < 0)
+            goto done;
+    }
     for (i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
         w.signals[i] = evsignal_new(w.base, sigs[i], worker_signal_cb, &w);
         if (w.signals[i] == NULL || event_add(w.signals[i], NULL) < 0)

@@ -36,6 +36,7 @@ typedef struct worker {
     struct event_base *base;
     const config_t *cfg;        /* owned by the caller of worker_run */
     const model_set_t *models;  /* owned by the caller of worker_run */
+    const auth_t *auth;         /* likewise; NULL: no tokens */
     struct store *store;        /* NULL when the database is not configured */
     struct bus *bus;
     api_t api;                  /* the methods' context */
@@ -45,6 +46,7 @@ typedef struct worker {
     struct event *signals[6];
     struct event *stop_timer;   /* shutdown deadline */
     struct event *stop_check;   /* polls for idle connections while stopping */
+    struct event *auth_tick;    /* api_sweep once a second, when tokens are in use */
     int stopping;               /* 0, or 1 graceful, 2 fast */
     int retiring;               /* stopping for a reload: idle sessions are handed off */
     struct handoff_chan *handoff; /* the channel between generations, or NULL */
@@ -59,6 +61,7 @@ typedef struct worker_args {
     unsigned generation;       /* which reload the worker belongs to */
     const config_t *cfg;
     const model_set_t *models;
+    const auth_t *auth;        /* token keys (auth_load), or NULL: no tokens */
     const int *fds;            /* the master's listening sockets, shared */
     size_t nfds;
     struct metrics *metrics;   /* shared-memory counters (metrics_new before any

@@ -1,0 +1,366 @@
+'use strict';
+// Identity and permissions: sessions authenticate with a token (auth),
+// and the models file's rules decide what each may read, write, subscribe
+// to, publish and be pushed. Two users (ann, bob) and an anonymous client,
+// against the real daemon and a real database.
+
+const test = require('node:test');
+const assert = require('node:assert');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const { startDnoded } = require('../lib/harness');
+const { getServices } = require('../lib/services');
+const { findProgram } = require('../lib/proc');
+const { MongoConnection, ObjectId } = require('../lib/mongo');
+const jwt = require('../lib/jwt');
+
+const skip = process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB')
+    ? false : 'needs ferretdb (scripts/setup) or DNODED_TEST_MONGODB_URI';
+
+const MODELS = {
+    todo: {
+        collection: 'authtodos',
+        fields: {
+            title: { type: 'String', required: true },
+            done: { type: 'Boolean', default: false },
+            shared: { type: 'Boolean', default: false },
+            owner: { type: 'String', set_from: 'auth.sub' },
+            notes: { type: 'String', hidden: 'doc.owner != auth.sub' },
+            secret: { type: 'String', hidden: true },
+        },
+        rules: {
+            read: 'doc.shared || doc.owner == auth.sub',
+            create: 'auth.sub != null',
+            update: "old.owner == auth.sub && new.title != 'locked'",
+            delete: 'doc.owner == auth.sub',
+        },
+    },
+    $channels: [
+        { match: '/todos/{auth.sub}' },
+        { match: '/todos/shared', presence: 'auth.sub != null', publish: "'admin' in auth.roles" },
+    ],
+};
+
+const SECRET = crypto.randomBytes(40).toString('hex');
+const PREVIOUS = crypto.randomBytes(40).toString('hex');
+
+let services;
+let d;
+let db;
+
+test.before(async () => {
+    if (skip) {
+        return;
+    }
+    services = await getServices({ redis: false, label: 'auth' });
+    const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-auth-'));
+    fs.writeFileSync(path.join(dir, 'current.key'), `${SECRET}\n`);
+    fs.writeFileSync(path.join(dir, 'previous.key'), PREVIOUS);
+    d = await startDnoded({
+        services, models: MODELS,
+        config: {
+            workers: 2,
+            auth_key: path.join(dir, 'current.key'),
+            auth_previous_key: path.join(dir, 'previous.key'),
+            auth_audience: 'todos',
+        },
+    });
+    db = await MongoConnection.connect(services.mongodbUri);
+});
+
+test.after(async () => {
+    if (db) {
+        await db.close();
+    }
+    if (d) {
+        await d.close();
+    }
+    if (services) {
+        await services.close();
+    }
+});
+
+const token = (sub, more = {}, key = SECRET, alg = 'HS256') =>
+    jwt.sign(jwt.claims({ sub, aud: 'todos', ...more }), key, alg);
+
+// A client that exports the pushes (recorded) and has authenticated as sub
+// (null: anonymous).
+async function user(t, sub, more = {}) {
+    const c = await d.pushClient(t);
+    if (sub !== null) {
+        const [err, info] = await c.invoke('auth', token(sub, more));
+        assert.strictEqual(err, null, JSON.stringify(err));
+        assert.strictEqual(info.sub, sub);
+    }
+    return c;
+}
+
+// method(...args, opt) with opt.error: resolves { doc } or { error }.
+function call(c, method, ...args) {
+    return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no answer to ${method}`)), 10000);
+        const done = (v) => {
+            clearTimeout(timer);
+            resolve(v);
+        };
+        const opt = { ...args[args.length - 1], error: (error) => done({ error }) };
+        c.call(method, ...args.slice(0, -1), opt, (doc) => done({ doc }));
+    });
+}
+
+const ok = (r) => {
+    assert.ok(r.doc !== undefined, JSON.stringify(r.error));
+    return r.doc;
+};
+const refused = (r, name) => {
+    assert.ok(r.error, `refused with ${name}, got ${JSON.stringify(r.doc)}`);
+    assert.strictEqual(r.error.name, name, JSON.stringify(r.error));
+    return r.error;
+};
+const stored = async (id) => (await db.find('authtodos', { _id: new ObjectId(id) }))[0];
+
+// No push of name arrives at c within ms.
+async function noPush(c, name, ms = 500) {
+    await assert.rejects(c.next((m) => m.name === name, { timeoutMs: ms }), /timed out/);
+}
+
+test('a valid token authenticates; bad ones are refused with Unauthorized', { skip }, async (t) => {
+    const c = await d.pushClient(t);
+    const refusedToken = async (tok, why) => {
+        const [err, info] = await c.invoke('auth', tok);
+        assert.ok(err, `refused: ${why}`);
+        assert.strictEqual(err.name, 'Unauthorized');
+        assert.match(err.message, why);
+        assert.strictEqual(info, undefined);
+    };
+    const claims = jwt.claims({ sub: 'ann', aud: 'todos' });
+    await refusedToken(jwt.sign({ ...claims, exp: jwt.now() - 120 }, SECRET), /expired/);
+    await refusedToken(jwt.sign({ ...claims, nbf: jwt.now() + 600 }, SECRET), /not valid yet/);
+    await refusedToken(jwt.sign({ sub: 'ann', aud: 'todos' }, SECRET), /no exp/);
+    await refusedToken(jwt.sign({ ...claims, aud: 'other' }, SECRET), /audience/);
+    await refusedToken(jwt.sign(claims, 'a different secret of enough length, 12345'), /signature/);
+    await refusedToken(jwt.sign(claims, SECRET, 'none'), /alg/);
+    // one byte of the payload changed (sub: ann -> anm), signature kept
+    const good = jwt.sign(claims, SECRET);
+    const [h, p, s] = good.split('.');
+    const forged = Buffer.from(p, 'base64url').toString().replace('"ann"', '"anm"');
+    await refusedToken(`${h}.${jwt.b64url(forged)}.${s}`, /signature/);
+    await refusedToken(`${h}.${p}`, /malformed/);
+    await refusedToken('x'.repeat(9000), /malformed/);
+    // alg confusion: RS256 in the header, signed with nothing we hold
+    const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+    await refusedToken(jwt.sign(claims, privateKey, 'RS256'), /alg RS256 is not accepted/);
+    // still anonymous after all that
+    refused(await call(c, 'create', { title: 'x' }, { type: 'todo' }), 'Forbidden');
+
+    const [err, info] = await c.invoke('auth', good);
+    assert.strictEqual(err, null);
+    assert.deepStrictEqual(info, { sub: 'ann', exp: claims.exp });
+    // a refresh keeps the sub
+    const [err2] = await c.invoke('auth', token('bob'));
+    assert.strictEqual(err2.name, 'Unauthorized');
+    assert.match(err2.message, /keep the sub/);
+    const [err3] = await c.invoke('auth', token('ann'));
+    assert.strictEqual(err3, null);
+    // the key being rotated out still works
+    const prev = await d.pushClient(t);
+    const [err4, info4] = await prev.invoke('auth', token('bob', {}, PREVIOUS));
+    assert.strictEqual(err4, null);
+    assert.strictEqual(info4.sub, 'bob');
+});
+
+test('every CRUD method is allowed and refused as the rules say', { skip }, async (t) => {
+    const ann = await user(t, 'ann');
+    const bob = await user(t, 'bob');
+    const anon = await user(t, null);
+    const batch = `crud${Date.now()}`;
+
+    // set_from: the owner is the token's sub, whatever was sent
+    const mine = ok(await call(ann, 'create', { title: `${batch} private`, owner: 'bob', notes: 'n1',
+        secret: 's1' }, { type: 'todo' }));
+    assert.strictEqual(mine.owner, 'ann');
+    assert.strictEqual(mine.notes, 'n1', 'the owner sees her notes');
+    assert.strictEqual(mine.secret, undefined, 'hidden: true reaches nobody');
+    assert.strictEqual((await stored(mine._id)).secret, 's1', 'but it is stored');
+    const shared = ok(await call(ann, 'create', { title: `${batch} shared`, shared: true,
+        notes: 'n2' }, { type: 'todo' }));
+    refused(await call(anon, 'create', { title: `${batch} anon` }, { type: 'todo' }), 'Forbidden');
+
+    // reads return exactly what the read rule allows
+    const seen = (r) => ok(r).map((x) => x.title).sort();
+    assert.deepStrictEqual(seen(await call(ann, 'read', { type: 'todo', query: { title: { $regex: batch } } })),
+        [`${batch} private`, `${batch} shared`]);
+    assert.deepStrictEqual(seen(await call(bob, 'read', { type: 'todo', query: { title: { $regex: batch } } })),
+        [`${batch} shared`]);
+    assert.deepStrictEqual(seen(await call(anon, 'read', { type: 'todo', query: { title: { $regex: batch } } })),
+        [`${batch} shared`]);
+    refused(await call(bob, 'read', { type: 'todo', query: { _id: mine._id } }), 'NotFound');
+    const theirs = ok(await call(bob, 'read', { type: 'todo', query: { _id: shared._id } }));
+    assert.strictEqual(theirs.notes, undefined, 'notes are hidden from whoever does not own it');
+    assert.strictEqual(theirs.title, `${batch} shared`);
+    // a query on a hidden field would tell its value
+    refused(await call(bob, 'read', { type: 'todo', query: { notes: { $regex: '^n' } } }), 'Forbidden');
+    refused(await call(bob, 'read', { type: 'todo', sorting: { sort: { secret: 1 } } }), 'Forbidden');
+
+    // updates: NotFound when unreadable, Forbidden when the rule refuses
+    refused(await call(bob, 'update', { _id: mine._id, title: 'taken' }, { type: 'todo' }), 'NotFound');
+    refused(await call(bob, 'update', { _id: shared._id, title: 'taken' }, { type: 'todo' }), 'Forbidden');
+    refused(await call(ann, 'update', { _id: shared._id, title: 'locked' }, { type: 'todo' }), 'Forbidden');
+    // the owner cannot be changed (set_from is readonly after create)
+    const up = ok(await call(ann, 'update', { _id: shared._id, done: true, owner: 'bob' }, { type: 'todo' }));
+    assert.strictEqual(up.owner, 'ann');
+    assert.strictEqual(up.done, true);
+    assert.strictEqual((await stored(shared._id)).title, `${batch} shared`, 'refused updates changed nothing');
+
+    // deletes
+    refused(await call(bob, 'delete', { _id: mine._id }, { type: 'todo' }), 'NotFound');
+    refused(await call(bob, 'delete', { _id: shared._id }, { type: 'todo' }), 'Forbidden');
+    refused(await call(anon, 'delete', { _id: shared._id }, { type: 'todo' }), 'Forbidden');
+    assert.ok(await stored(shared._id), 'still there');
+    ok(await call(ann, 'delete', { _id: shared._id }, { type: 'todo' }));
+    assert.strictEqual(await stored(shared._id), undefined);
+});
+
+test('pushes go only where the read rule allows, hidden fields removed per subscriber',
+    { skip }, async (t) => {
+        const ann = await user(t, 'ann');
+        const bob = await user(t, 'bob');
+        const anon = await user(t, null);
+        const url = '/todos/shared';
+        for (const c of [ann, bob, anon]) {
+            assert.deepStrictEqual(await c.invoke('subscribe', url), [null]);
+        }
+        const opt = { type: 'todo', url, authToken: 'do-not-leak', extra: 1 };
+        const batch = `push${Date.now()}`;
+
+        // private: only its owner hears of it
+        const priv = ok(await call(ann, 'create', { title: `${batch} p`, notes: 'mine' }, opt));
+        const [doc, o] = await ann.nextCall('created');
+        assert.strictEqual(doc._id, priv._id);
+        assert.strictEqual(doc.notes, 'mine');
+        assert.deepStrictEqual(o, { type: 'todo', url }, 'pushed options: the allowlist only');
+        await noPush(bob, 'created');
+        await noPush(anon, 'created', 100);
+
+        // shared: everyone, without the notes but for the owner
+        const sh = ok(await call(ann, 'create', { title: `${batch} s`, shared: true, notes: 'n' }, opt));
+        const [bdoc, bopt] = await bob.nextCall('created');
+        assert.strictEqual(bdoc._id, sh._id);
+        assert.strictEqual(bdoc.notes, undefined);
+        assert.strictEqual(bdoc.secret, undefined);
+        assert.deepStrictEqual(bopt, { type: 'todo', url });
+        const [adoc] = await ann.nextCall('created');
+        assert.strictEqual(adoc.notes, 'n');
+        assert.strictEqual((await anon.nextCall('created'))[0]._id, sh._id);
+
+        // an update that takes it out of their view: deleted for them
+        ok(await call(ann, 'update', { _id: sh._id, shared: false }, opt));
+        const [gone] = await bob.nextCall('deleted');
+        assert.strictEqual(gone._id, sh._id);
+        assert.strictEqual(gone.notes, undefined, 'nor in the deleted push');
+        assert.strictEqual((await anon.nextCall('deleted'))[0]._id, sh._id);
+        const [still] = await ann.nextCall('updated');
+        assert.strictEqual(still.shared, false);
+        // and one that brings it back: created
+        ok(await call(ann, 'update', { _id: sh._id, shared: true }, opt));
+        assert.strictEqual((await bob.nextCall('created'))[0]._id, sh._id);
+        // no error ever carried the hidden value
+        for (const c of [bob, anon]) {
+            for (const m of c.received) {
+                assert.ok(!JSON.stringify(m).includes('"n"') || m.name === 'methods',
+                    `hidden value reached ${m.name}`);
+            }
+        }
+    });
+
+test('channels: subscribe, publish and presence as $channels says; a forged publish is refused',
+    { skip }, async (t) => {
+        const ann = await user(t, 'ann');
+        const bob = await user(t, 'bob');
+        const admin = await user(t, 'root', { roles: ['admin'] });
+        const anon = await user(t, null);
+
+        assert.deepStrictEqual(await bob.invoke('subscribe', '/todos/bob'), [null]);
+        const [err] = await bob.invoke('subscribe', '/todos/ann');
+        assert.match(err, /^Forbidden/);
+        const [err2] = await anon.invoke('subscribe', '/elsewhere');
+        assert.match(err2, /^Forbidden/, 'a channel no entry matches');
+        assert.deepStrictEqual(await ann.invoke('subscribe', '/todos/ann'), [null]);
+        assert.deepStrictEqual(await ann.invoke('subscribe', '/todos/shared'), [null]);
+
+        // a forged created from bob on ann's channel, or on the shared one
+        const forged = { _id: '5f0000000000000000000009', title: 'forged', owner: 'ann' };
+        const r = await call(bob, 'publish', forged, { url: '/todos/ann', method: 'create' });
+        refused(r, 'Forbidden');
+        refused(await call(bob, 'publish', forged, { url: '/todos/shared', method: 'create' }),
+            'Forbidden');
+        await noPush(ann, 'created');
+        // an admin may publish on the shared channel
+        ok(await call(admin, 'publish', { title: 'notice' }, { url: '/todos/shared', method: 'create' }));
+        const [notice] = await ann.nextCall('created');
+        assert.strictEqual(notice.title, 'notice');
+
+        // presence: users see the shared channel's count, anonymous does not
+        const seenBefore = ann.received.length;
+        assert.deepStrictEqual(await anon.invoke('subscribe', '/todos/shared'), [null]);
+        assert.deepStrictEqual(await bob.invoke('subscribe', '/todos/shared'), [null]);
+        await ann.next((m) => m.name === 'subscribed' && m.args[0] === '/todos/shared' &&
+            ann.received.indexOf(m) >= seenBefore, { what: 'a presence push after the subscribes' });
+        await noPush(anon, 'subscribed');
+    });
+
+test('RS256 and ES256 keys; an HMAC made with the public key is refused', { skip }, async (t) => {
+    for (const [alg, type, opts] of [['RS256', 'rsa', { modulusLength: 2048 }],
+        ['ES256', 'ec', { namedCurve: 'P-256' }]]) {
+        const { publicKey, privateKey } = crypto.generateKeyPairSync(type, opts);
+        const pub = publicKey.export({ type: 'spki', format: 'pem' });
+        const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-auth-'));
+        fs.writeFileSync(path.join(dir, 'pub.pem'), pub);
+        t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+        const server = await startDnoded({
+            services, models: MODELS,
+            config: { auth_key: path.join(dir, 'pub.pem'), auth_key_alg: alg },
+        }, t);
+        const c = await server.connect();
+        t.after(() => c.close());
+        const claims = jwt.claims({ sub: 'carol' });
+        const [err, info] = await c.invoke('auth', jwt.sign(claims, privateKey, alg));
+        assert.strictEqual(err, null, `${alg}: ${JSON.stringify(err)}`);
+        assert.strictEqual(info.sub, 'carol');
+        // the classic confusion: HS256 keyed with the public key's PEM
+        const [err2] = await c.invoke('auth', jwt.sign(claims, pub, 'HS256'));
+        assert.strictEqual(err2.name, 'Unauthorized');
+        assert.match(err2.message, /alg HS256 is not accepted/);
+    }
+});
+
+test('auth_anonymous = deny; authExpiring before exp; closed after the grace period',
+    { skip }, async (t) => {
+        const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-auth-'));
+        fs.writeFileSync(path.join(dir, 'k'), SECRET);
+        t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+        const server = await startDnoded({
+            services, models: MODELS,
+            config: { auth_key: path.join(dir, 'k'), auth_anonymous: 'deny', auth_timeout: 2,
+                auth_expiry_notice: 3, auth_grace: 1, auth_leeway: 0 },
+        }, t);
+        const anon = await server.pushClient(t);
+        const r = await call(anon, 'read', { type: 'todo' });
+        refused(r, 'Unauthorized');
+        await anon.waitClosed(6000);
+        assert.match(server.stderr(), /not authenticated within auth_timeout/);
+
+        const expiring = [];
+        const c = await server.pushClient(t, { methods: { authExpiring: (s) => expiring.push(s) } });
+        const exp = jwt.now() + 4;
+        const [err] = await c.invoke('auth', jwt.sign({ sub: 'ann', exp }, SECRET));
+        assert.strictEqual(err, null);
+        ok(await call(c, 'read', { type: 'todo', sorting: { limit: 1 } }));
+        await c.nextCall('authExpiring', { timeoutMs: 5000 });
+        assert.ok(expiring[0] <= 3 && expiring[0] >= 0, `authExpiring(${expiring[0]})`);
+        await c.waitClosed(8000);
+        assert.ok(jwt.now() >= exp + 1, 'closed only after exp + grace');
+        assert.match(server.stderr(), /token expired and was not refreshed/);
+    });
