@@ -627,6 +627,8 @@ static void conn_teardown(conn_t *c)
         event_free(c->deadline);
         c->deadline = NULL;
     }
+    json_free(c->offered_auth);
+    c->offered_auth = NULL;
     if (c->bev != NULL) {
         bufferevent_free(c->bev);
         c->bev = NULL;

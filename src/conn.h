@@ -136,6 +136,7 @@ struct conn_env {
      *   an owner (conn_attach) and greet. 0, or -1 to close c.
      * on_idle: a draining connection without an owner may be idle now. */
     int (*on_dnode)(void *arg, conn_t *c);
+    const struct auth *auth; /* token keys, for a token in an upgrade request; NULL: none */
     void (*on_idle)(void *arg, conn_t *c);
     void *arg;
 };
@@ -169,6 +170,10 @@ struct conn {
     uint64_t over_soft_us;  /* when output went over output_soft_limit, or 0 */
     uint64_t accepted_us;   /* metrics_now_us() at accept */
     char peer[48];          /* "127.0.0.1:5000" */
+    /* Claims of a token the WebSocket upgrade request carried (verified),
+     * for the session to take (NULL: none), and its exp. */
+    json_t *offered_auth;
+    int64_t offered_exp;
 };
 
 /* ------------------------------------------------------------------------

@@ -22,6 +22,7 @@
 #include <http_parser.h>
 
 #include "addr.h"
+#include "auth.h"
 #include "log.h"
 #include "metrics.h"
 #include "ws.h"
@@ -360,6 +361,8 @@ static const char *status_text(int status)
         return "Not Modified";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
     case 403:
         return "Forbidden";
     case 404:
@@ -523,10 +526,70 @@ static int http_metrics(conn_t *s, http_conn_t *c)
     return rc;
 }
 
+/* The value of parameter name in query[0..len) (percent-decoded into out),
+ * 1 when present, 0 absent, -1 malformed or too long. */
+static int query_param(const char *query, size_t len, const char *name, char *out, size_t outlen)
+{
+    size_t n = strlen(name), i = 0;
+
+    while (i < len) {
+        size_t end = i;
+        while (end < len && query[end] != '&')
+            end++;
+        if (end - i > n && memcmp(query + i, name, n) == 0 && query[i + n] == '=') {
+            size_t o = 0, k;
+            for (k = i + n + 1; k < end; k++) {
+                int ch = (unsigned char)query[k];
+                if (ch == '%') {
+                    int hi = k + 2 < end ? hexval(query[k + 1]) : -1;
+                    int lo = k + 2 < end ? hexval(query[k + 2]) : -1;
+                    if (hi < 0 || lo < 0)
+                        return -1;
+                    ch = hi * 16 + lo;
+                    k += 2;
+                }
+                if (ch == 0 || o + 1 >= outlen)
+                    return -1;
+                out[o++] = (char)ch;
+            }
+            out[o] = '\0';
+            return 1;
+        }
+        i = end + 1;
+    }
+    return 0;
+}
+
+/* A token in the upgrade request (/dnode?token=...): verified now, so that
+ * a page learns at once (401) and its session starts authenticated. 0 (no
+ * token, or a good one kept in s), or -1 for one that is refused. */
+static int http_upgrade_token(conn_t *s, http_conn_t *c, const struct http_parser_url *u)
+{
+    char token[AUTH_MAX_TOKEN + 1], why[160];
+    int rc;
+
+    if (!(u->field_set & (1 << UF_QUERY)))
+        return 0;
+    rc = query_param(c->url + u->field_data[UF_QUERY].off, u->field_data[UF_QUERY].len, "token",
+                     token, sizeof(token));
+    if (rc == 0)
+        return 0;
+    if (rc < 0)
+        snprintf(why, sizeof(why), "malformed token");
+    else
+        s->offered_auth = auth_verify(s->env->auth, token, strlen(token), (int64_t)time(NULL),
+                                      &s->offered_exp, why, sizeof(why));
+    if (s->offered_auth != NULL)
+        return 0;
+    conn_log_client(LOG_LEVEL_INFO, s, "WebSocket token refused: %s", why);
+    c->keep_alive = 0;
+    return -1;
+}
+
 /* An upgrade request at /dnode: check it, then hand the connection to ws.
  * Returns 1 when s is now a WebSocket stream (c is freed), else as
  * http_answer. */
-static int http_upgrade(conn_t *s, http_conn_t *c)
+static int http_upgrade(conn_t *s, http_conn_t *c, const struct http_parser_url *u)
 {
     char key[HTTP_MAX_HEADER + 1], accept[32];
 
@@ -544,6 +607,8 @@ static int http_upgrade(conn_t *s, http_conn_t *c)
         c->keep_alive = 0;
         return http_error(s, c, 403, NULL);
     }
+    if (http_upgrade_token(s, c, u) < 0)
+        return http_error(s, c, 401, NULL);
     metrics_http_request(s->env->stats, 101);
     memcpy(key, c->hdr[H_WS_KEY], c->hdrlen[H_WS_KEY] + 1);
     ws_begin(s, key); /* releases c */
@@ -571,7 +636,7 @@ static int http_respond(conn_t *s, http_conn_t *c)
     pathlen = u.field_data[UF_PATH].len;
     if (pathlen == 6 && memcmp(path, "/dnode", 6) == 0) {
         if (c->parser.upgrade)
-            return http_upgrade(s, c);
+            return http_upgrade(s, c, &u);
         return http_error(s, c, 426, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
     }
     if (c->parser.upgrade) /* an upgrade elsewhere: answer plainly, then close */

@@ -80,6 +80,10 @@ static int worker_on_dnode(void *arg, conn_t *c)
 
     if (s == NULL)
         return -1;
+    if (c->offered_auth != NULL) { /* a token in the WebSocket upgrade */
+        session_set_auth(s, c->offered_auth, c->offered_exp);
+        c->offered_auth = NULL;
+    }
     return session_start(s);
 }
 
@@ -297,6 +301,7 @@ int worker_wire(worker_t *w)
     if (conn_env_init(&w->conns, w->base, w->cfg, w->stats, w->metrics) < 0)
         return -1;
     w->conns.on_dnode = worker_on_dnode;
+    w->conns.auth = w->auth;
     w->conns.on_idle = worker_conn_idle;
     w->conns.arg = w;
     line = dnode_build_methods(api_method_names, api_method_count, &len);

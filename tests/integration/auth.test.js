@@ -364,3 +364,25 @@ test('auth_anonymous = deny; authExpiring before exp; closed after the grace per
         assert.ok(jwt.now() >= exp + 1, 'closed only after exp + grace');
         assert.match(server.stderr(), /token expired and was not refreshed/);
     });
+
+test('a token in the WebSocket URL authenticates the session; a bad one is refused with 401',
+    { skip }, async () => {
+        const { WsConn } = require('../lib/raw_http');
+        await assert.rejects(WsConn.open(d.port, { path: `/dnode?token=${jwt.sign(
+            jwt.claims({ sub: 'ann', aud: 'todos' }), 'not the secret, but long enough for HS256')}` }),
+        (err) => err.status === 401);
+        await assert.rejects(WsConn.open(d.port, { path: '/dnode?token=%zz' }),
+            (err) => err.status === 401);
+
+        const c = await WsConn.open(d.port, { path: `/dnode?x=1&token=${token('ann')}` });
+        try {
+            await c.nextMessage((m) => m.method === 'methods', 'the methods message');
+            c.sendJson({ method: 'methods', arguments: [{}], callbacks: {} });
+            c.sendJson({ method: 'create', arguments: [{ title: 'by ws' }, { type: 'todo' }, '[Function]'],
+                callbacks: { 7: [2] } });
+            const reply = await c.nextMessage((m) => m.method === 7, 'the reply to create');
+            assert.strictEqual(reply.arguments[0].owner, 'ann', JSON.stringify(reply));
+        } finally {
+            c.close();
+        }
+    });

@@ -16,7 +16,7 @@ const { findProgram } = require('../lib/proc');
 const MAX_MESSAGE = 16384;
 const MAX_OUTPUT = 65536;
 const SERVER_METHODS = ['create', 'read', 'update', 'delete', 'subscribe', 'unsubscribe',
-    'publish'];
+    'publish', 'auth'];
 
 // Decided before the tests are declared (node:test reads skip then).
 const skip = (process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB'))

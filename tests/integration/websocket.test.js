@@ -39,7 +39,7 @@ async function dnodeWs(port, opts) {
     const c = await WsConn.open(port, opts);
     const methods = await c.nextMessage((m) => m.method === 'methods', 'the methods message');
     assert.deepStrictEqual(Object.keys(methods.arguments[0]).sort(),
-        ['create', 'delete', 'publish', 'read', 'subscribe', 'unsubscribe', 'update']);
+        ['auth', 'create', 'delete', 'publish', 'read', 'subscribe', 'unsubscribe', 'update']);
     c.sendJson({
         method: 'methods',
         arguments: [{ updated: '[Function]', subscribed: '[Function]', error: '[Function]' }],

@@ -145,7 +145,7 @@ test('methods exchange: the remote has the seven backbone-dnode methods', { skip
     async (t) => {
         const { remote } = await connect(t);
         assert.deepStrictEqual(Object.keys(remote).sort(),
-            ['create', 'delete', 'publish', 'read', 'subscribe', 'unsubscribe', 'update']);
+            ['auth', 'create', 'delete', 'publish', 'read', 'subscribe', 'unsubscribe', 'update']);
         for (const name of Object.keys(remote)) {
             assert.strictEqual(typeof remote[name], 'function', name);
         }
