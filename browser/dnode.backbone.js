@@ -6,7 +6,12 @@
  *                            true, changes are published to every subscriber
  *                            of the model's url, otherwise only the caller hears;
  *                            options.idAttribute ('_id'): set as Backbone's
- *                            default idAttribute (false leaves it alone)
+ *                            default idAttribute (false leaves it alone);
+ *                            options.token: a function returning the session's
+ *                            token (or a promise of it), asked on every
+ *                            (re)connection and again when the server says
+ *                            authExpiring; a refused refresh triggers
+ *                            "dnode:auth-error" on Backbone
  *   _.sync                   a Backbone sync over DNode: set `sync: _.sync` on
  *                            a model or collection, or Backbone.sync = _.sync
  *   type, url                on models and collections: the server's model type
@@ -323,6 +328,29 @@
         Backbone.trigger('dnode:down');
     }
 
+    /* The server says the token expires in `seconds`: ask the provider for
+     * a fresh one and present it (same sub). */
+    function refreshToken(seconds) {
+        var provider = state.options.token;
+        var conn = state.conn;
+        if (!provider || !conn) {
+            return;
+        }
+        var present = function (tok) {
+            var reply = function (err) {
+                conn.release(reply);
+                if (err) {
+                    Backbone.trigger('dnode:auth-error', err);
+                }
+            };
+            conn.call('auth', String(tok), reply);
+        };
+        Promise.resolve().then(provider).then(present, function (err) {
+            Backbone.trigger('dnode:auth-error', { name: 'Unauthorized',
+                message: 'token provider failed: ' + (err && err.message), expiresIn: seconds });
+        });
+    }
+
     function BackboneDNode(options) {
         state.options = _.extend({ pubsub: false, idAttribute: '_id' }, options);
         if (state.options.idAttribute) {
@@ -330,6 +358,13 @@
         }
         return function (remote, conn) {
             state.conn = conn;
+            if (state.options.token) {
+                conn.tokenProvider = state.options.token;
+                if (conn.options && !conn.options.token) {
+                    conn.options.token = state.options.token;
+                }
+            }
+            this.authExpiring = refreshToken;
             this.created = function (doc, opt) { push('created', doc, opt); };
             this.updated = function (doc, opt) { push('updated', doc, opt); };
             this.deleted = function (doc, opt) { push('deleted', doc, opt); };

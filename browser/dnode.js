@@ -171,8 +171,11 @@
     };
 
     /* connect([url], [options], [onReady]). options: reconnect (true),
-     * minDelay (250 ms), maxDelay (10000 ms). onReady(remote, client) runs
-     * on the first methods exchange; listen to "ready" for every one. */
+     * minDelay (250 ms), maxDelay (10000 ms), token (a function returning a
+     * token, or a promise of one, or null: asked again before every
+     * connection, and sent in the URL so that the session is authenticated
+     * before its first message). onReady(remote, client) runs on the first
+     * methods exchange; listen to "ready" for every one. */
     DNode.prototype.connect = function () {
         var self = this;
         var url = null, options = {}, cb = null;
@@ -190,7 +193,8 @@
         this.options = {
             reconnect: options.reconnect !== false,
             minDelay: options.minDelay || 250,
-            maxDelay: options.maxDelay || 10000
+            maxDelay: options.maxDelay || 10000,
+            token: typeof options.token === 'function' ? options.token : this.tokenProvider || null
         };
         if (this.instance === null) {
             if (typeof this._cons === 'function') {
@@ -214,11 +218,60 @@
         return this;
     };
 
+    /* The URL of the next connection: with a fresh token when there is a
+     * provider. cb(url), or cb(null) when the provider failed. */
+    DNode.prototype._urlWithToken = function (cb) {
+        var self = this;
+        var provider = this.options.token;
+        if (!provider) {
+            cb(this.url);
+            return;
+        }
+        var done = function (tok) {
+            if (tok === null || tok === undefined || tok === '') {
+                cb(self.url);
+                return;
+            }
+            cb(self.url + (self.url.indexOf('?') < 0 ? '?' : '&') + 'token=' +
+                encodeURIComponent(String(tok)));
+        };
+        var fail = function (err) {
+            self.emit('fail', err instanceof Error ? err : new Error('token provider failed'));
+            cb(null);
+        };
+        var got;
+        try {
+            got = provider();
+        } catch (err) {
+            fail(err);
+            return;
+        }
+        if (got && typeof got.then === 'function') {
+            got.then(done, fail);
+        } else {
+            done(got);
+        }
+    };
+
     DNode.prototype._open = function () {
+        var self = this;
+        this._urlWithToken(function (url) {
+            if (self._closed) {
+                return;
+            }
+            if (url === null) {
+                self._scheduleReconnect();
+                return;
+            }
+            self._openUrl(url);
+        });
+    };
+
+    DNode.prototype._openUrl = function (url) {
         var self = this;
         var ws;
         try {
-            ws = new root.WebSocket(this.url);
+            ws = new root.WebSocket(url);
         } catch (err) {
             this.emit('fail', err);
             this._scheduleReconnect();

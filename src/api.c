@@ -269,7 +269,10 @@ static void api_crud_done(void *arg, json_t *result, json_t *error, json_t *old)
         else
             json_free(error);
     } else {
-        if (events[op->method] != NULL && !json_is_true(json_object_get(op->opt, "silent")))
+        /* silent is honoured only where the model allows it: a change to
+         * a ruled model is otherwise pushed (filtered per subscriber) */
+        if (events[op->method] != NULL &&
+            !(json_is_true(json_object_get(op->opt, "silent")) && model_access_silent(op->model)))
             api_broadcast(op->api, s, op->model, op->opt, events[op->method], result, old);
         api_hide(op->model, s, result);
         if (!session_closing(s))
@@ -320,10 +323,7 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
     {
         /* What the permissions say before the database is asked. */
         json_t *refusal = NULL;
-        if (json_is_true(json_object_get(opt, "silent")) && !model_access_silent(m))
-            refusal = error_new(ERROR_FORBIDDEN, NULL, "%s: silent writes are not allowed",
-                                model_name(m));
-        else if (method == API_READ)
+        if (method == API_READ)
             model_access_query(m, s->auth, opt, &refusal);
         if (refusal != NULL) {
             session_report_error(s, error_cb, refusal);

@@ -50,7 +50,8 @@ int model_access_hides(const model_t *m);
  * auth (a filter on it would tell its value): 0, or -1 with *error. */
 int model_access_query(const model_t *m, const json_t *auth, const json_t *opt, json_t **error);
 
-/* Whether a write of m may ask for no push ("silent"). */
+/* Whether a write of m may ask for no push ("silent"); where not, the
+ * change is pushed anyway. */
 int model_access_silent(const model_t *m);
 /* Whether an option key is pushed with m's changes: url, type, method,
  * and the model's push_options. m NULL: the three only. */

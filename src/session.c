@@ -442,9 +442,11 @@ int session_export(const session_t *s, json_t *into)
 void session_set_auth(session_t *s, json_t *claims, int64_t exp)
 {
     json_free(s->auth);
+    /* told authExpiring already: again only for a token that lives longer */
+    if (claims == NULL || exp > s->auth_exp)
+        s->auth_warned = 0;
     s->auth = claims;
     s->auth_exp = claims != NULL ? exp : 0;
-    s->auth_warned = 0;
 }
 
 int session_import(session_t *s, const json_t *desc)

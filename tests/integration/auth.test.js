@@ -266,6 +266,11 @@ test('pushes go only where the read rule allows, hidden fields removed per subsc
         // and one that brings it back: created
         ok(await call(ann, 'update', { _id: sh._id, shared: true }, opt));
         assert.strictEqual((await bob.nextCall('created'))[0]._id, sh._id);
+        // silent is not the writer's to choose on this model: pushed anyway
+        const quiet = ok(await call(ann, 'create', { title: `${batch} q`, shared: true },
+            { ...opt, silent: true }));
+        await bob.next((m) => m.name === 'created' && m.args[0]._id === quiet._id,
+            { what: 'the silent create, pushed' });
         // no error ever carried the hidden value
         for (const c of [bob, anon]) {
             for (const m of c.received) {
@@ -385,4 +390,63 @@ test('a token in the WebSocket URL authenticates the session; a bad one is refus
         } finally {
             c.close();
         }
+    });
+
+test('the browser client takes a token provider, authenticates on connect and refreshes on authExpiring',
+    { skip: skip || (() => { try { require.resolve('ws'); require.resolve('backbone'); return false; } catch { return 'needs the npm packages ws and backbone'; } })() },
+    async (t) => {
+        const vm = require('node:vm');
+        const srcdir = process.env.DNODED_SRCDIR || path.join(__dirname, '..', '..');
+        const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-auth-'));
+        fs.writeFileSync(path.join(dir, 'k'), SECRET);
+        t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+        // tokens live an hour; the notice comes at once
+        const server = await startDnoded({
+            services, models: MODELS,
+            config: { auth_key: path.join(dir, 'k'), auth_expiry_notice: 3599 },
+        }, t);
+        const g = {
+            console, setTimeout, clearTimeout, Math, Date, JSON,
+            location: { protocol: 'http:', host: `127.0.0.1:${server.port}` },
+            WebSocket: require('ws'),
+            tokenFor: () => Promise.resolve(jwt.sign(jwt.claims({ sub: 'ann' }), SECRET)),
+        };
+        g.window = g;
+        g.self = g;
+        vm.createContext(g);
+        for (const file of [require.resolve('underscore/underscore-umd.js'),
+            require.resolve('backbone/backbone.js'), path.join(srcdir, 'browser', 'dnode.js'),
+            path.join(srcdir, 'browser', 'dnode.backbone.js')]) {
+            vm.runInContext(fs.readFileSync(file, 'utf8'), g, { filename: file });
+        }
+        vm.runInContext(`
+            var asked = 0, authErrors = [], saved = null, refused = null;
+            var Todo = Backbone.Model.extend({ type: 'todo', urlRoot: '/todos/ann', sync: _.sync });
+            Backbone.on('dnode:auth-error', function (e) { authErrors.push(e); });
+            var conn = DNode().use(BackboneDNode({ token: function () { asked++; return tokenFor(); } }));
+            conn.connect({ minDelay: 50, maxDelay: 400 });
+            new Todo({ title: 'from a page' }).save(null, {
+                success: function (m) { saved = m.toJSON(); } });
+            new Todo({ _id: '5f0000000000000000000001', title: 'x' }).destroy({
+                error: function (m, err) { refused = err; } });
+        `, g);
+        t.after(() => vm.runInContext('conn.close && conn.close()', g));
+        const until = async (expr, what) => {
+            for (let i = 0; i < 100; i++) {
+                if (vm.runInContext(expr, g)) {
+                    return;
+                }
+                await new Promise((r) => setTimeout(r, 100));
+            }
+            throw new Error(`${what}: ${vm.runInContext('JSON.stringify({asked, authErrors, saved, refused})', g)}`);
+        };
+        await until('saved !== null', 'the save is answered');
+        assert.strictEqual(vm.runInContext('saved.owner', g), 'ann', 'authenticated from the first call');
+        await until('refused !== null', 'the delete is refused');
+        assert.strictEqual(vm.runInContext('refused.name', g), 'NotFound');
+        // authExpiring: the provider is asked again and the refresh accepted
+        await until('asked >= 2', 'the provider is asked again on authExpiring');
+        await new Promise((r) => setTimeout(r, 300));
+        assert.strictEqual(vm.runInContext('authErrors.length', g), 0,
+            vm.runInContext('JSON.stringify(authErrors)', g));
     });
