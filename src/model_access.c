@@ -210,7 +210,10 @@ int model_access_silent(const model_t *m) { return !m->has_rules || m->allow_sil
 
 int model_access_push_option(const model_t *m, const char *key)
 {
-    if (strcmp(key, "url") == 0 || strcmp(key, "type") == 0 || strcmp(key, "method") == 0)
+    /* client and cid: how dnode.backbone.js knows its own changes (a random
+     * page id and a Backbone cid, nothing of the user's) */
+    if (strcmp(key, "url") == 0 || strcmp(key, "type") == 0 || strcmp(key, "method") == 0 ||
+        strcmp(key, "client") == 0 || strcmp(key, "cid") == 0)
         return 1;
     for (size_t i = 0; m != NULL && i < m->npush_options; i++)
         if (strcmp(m->push_options[i], key) == 0)

@@ -54,7 +54,8 @@ int model_access_query(const model_t *m, const json_t *auth, const json_t *opt, 
  * change is pushed anyway. */
 int model_access_silent(const model_t *m);
 /* Whether an option key is pushed with m's changes: url, type, method,
- * and the model's push_options. m NULL: the three only. */
+ * client and cid (the browser client's own), and the model's
+ * push_options. m NULL: those five only. */
 int model_access_push_option(const model_t *m, const char *key);
 
 typedef enum { MODEL_SUBSCRIBE, MODEL_PUBLISH, MODEL_PRESENCE } model_channel_op_t;

@@ -1,7 +1,11 @@
 /* todos: a TodoMVC-style list kept in MongoDB by dnoded and synchronised
  * live between every open page. Backbone models and a collection persist
  * through dnode.backbone.js; the view is plain DOM code (no jQuery), keyed
- * by model so that live updates never disturb a todo being edited. */
+ * by model so that live updates never disturb a todo being edited.
+ * Who the page is comes from a token in its URL (?token=...; scripts/run
+ * prints development ones): each person sees their own todos and the
+ * shared ones, as models.json's rules say; without a token, the shared
+ * list only, read-only. */
 (function () {
     'use strict';
 
@@ -12,7 +16,7 @@
         type: 'todo',
         idAttribute: '_id',
         sync: _.sync,
-        defaults: { title: '', completed: false, order: 0 },
+        defaults: { title: '', completed: false, order: 0, shared: false },
 
         toggle: function () {
             this.save({ completed: !this.get('completed') }, { patch: true });
@@ -57,8 +61,12 @@
     function makeItem(todo) {
         var li = document.createElement('li');
         li.innerHTML = '<div class="view"><input class="toggle" type="checkbox">' +
-            '<label></label><button class="destroy" title="Delete"></button></div>' +
+            '<label></label><button class="share" title="Share or unshare"></button>' +
+            '<button class="destroy" title="Delete"></button></div>' +
             '<input class="edit">';
+        li.querySelector('.share').addEventListener('click', function () {
+            todo.save({ shared: !todo.get('shared') }, { patch: true });
+        });
         li.querySelector('.toggle').addEventListener('change', function () {
             todo.toggle();
         });
@@ -108,6 +116,9 @@
             li.setAttribute('data-id', todo.id);
         }
         li.classList.toggle('completed', !!todo.get('completed'));
+        li.classList.toggle('shared', !!todo.get('shared'));
+        li.querySelector('.share').textContent = todo.get('shared') ? 'shared' : 'share';
+        li.querySelector('.share').hidden = !me || todo.get('owner') !== me;
         li.querySelector('.toggle').checked = !!todo.get('completed');
         li.querySelector('label').textContent = todo.get('title');
         li.hidden = !visible(todo);
@@ -156,7 +167,8 @@
     $('.new-todo').addEventListener('keydown', function (e) {
         var title = this.value.trim();
         if ((e.which === ENTER || e.keyCode === ENTER) && title) {
-            todos.create({ title: title, order: todos.nextOrder(), completed: false });
+            todos.create({ title: title, order: todos.nextOrder(), completed: false,
+                shared: $('.new-shared').checked }, { wait: !me });
             this.value = '';
         }
     });
@@ -185,7 +197,25 @@
         $('.status').textContent = text;
     }
 
-    var conn = DNode().use(BackboneDNode({ pubsub: true }));
+    /* The token: from the URL once, then kept for this tab's reloads. */
+    var token = (/[?&]token=([^&#]+)/.exec(location.search) || [])[1];
+    token = token ? decodeURIComponent(token) : sessionStorage.getItem('dnoded-token');
+    var me = null;
+    if (token) {
+        sessionStorage.setItem('dnoded-token', token);
+        try {
+            me = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/'))).sub;
+        } catch (err) {
+            me = null;
+        }
+        $('.who').textContent = 'signed in as ' + me;
+    }
+    document.body.setAttribute('data-user', me || '');
+
+    var conn = DNode().use(BackboneDNode({
+        pubsub: true,
+        token: token ? function () { return token; } : null
+    }));
     conn.on('ready', function () {
         status('ready', 'connected');
         showProblem('');

@@ -1,12 +1,15 @@
 'use strict';
 // The todos example in a real browser: Debian's chromium driven by
-// playwright-core, two browser contexts (two people) on one dnoded backed by
-// a real MongoDB-compatible server. What one adds, edits, toggles and
-// deletes shows in the other; a reload shows what was stored; dnoded
-// stopped and started again: both pages reconnect by themselves and keep
-// syncing; a page from an origin neither in allowed_origins nor under one
-// of server_names cannot open the
-// socket. Propagation times are reported as diagnostics, not asserted.
+// playwright-core, two browser contexts (two people, ann and bob, each with
+// a token in the page's URL) on one dnoded backed by a real
+// MongoDB-compatible server. On the shared list, what one adds, edits,
+// toggles and deletes shows in the other; a reload shows what was stored;
+// dnoded stopped and started again: both pages reconnect by themselves and
+// keep syncing. Each one's own todos stay theirs: never shown to the
+// other, nor to an anonymous page, which sees the shared list only and
+// cannot add to it. A page from an origin neither in allowed_origins nor
+// under one of server_names cannot open the socket. Propagation times are
+// reported as diagnostics, not asserted.
 
 const test = require('node:test');
 const assert = require('node:assert');
@@ -17,6 +20,10 @@ const path = require('node:path');
 const { startDnoded } = require('../lib/harness');
 const { getServices } = require('../lib/services');
 const { findProgram, freePort, timeScale } = require('../lib/proc');
+const jwt = require('../lib/jwt');
+
+const SECRET = require('node:crypto').randomBytes(32).toString('hex');
+const tokenFor = (sub) => jwt.sign(jwt.claims({ sub }), SECRET);
 
 const CHROMIUM = process.env.DNODED_TEST_CHROMIUM || '/usr/bin/chromium';
 const WAIT_MS = 15000 * timeScale; // generous: a bound, not a goal
@@ -46,6 +53,8 @@ test.before(async () => {
     }
     services = await getServices({ redis: false });
     port = await freePort();
+    const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dnoded-e2e-key-'));
+    fs.writeFileSync(path.join(keyDir, 'token.key'), SECRET);
     d = await startDnoded({
         services,
         port,
@@ -56,6 +65,7 @@ test.before(async () => {
             // The server answers as 127.0.0.1 only: a page under another
             // name of the same machine (localhost) is another origin.
             server_names: '127.0.0.1',
+            auth_key: path.join(keyDir, 'token.key'),
         },
     });
     profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dnoded-chromium-'));
@@ -89,7 +99,8 @@ test.after(async () => {
     }
 });
 
-async function openPage(origin = `http://127.0.0.1:${port}`) {
+// A page in a context of its own, as who (a sub; null: anonymous).
+async function openPage(who = null, origin = `http://127.0.0.1:${port}`) {
     const context = await browser.newContext();
     const page = await context.newPage();
     page.setDefaultTimeout(WAIT_MS);
@@ -97,8 +108,15 @@ async function openPage(origin = `http://127.0.0.1:${port}`) {
     page.on('pageerror', (err) => page.errors.push(err));
     page.logs = [];
     page.on('console', (m) => page.logs.push(m.text()));
-    await page.goto(`${origin}/`);
+    await page.goto(`${origin}/${who ? `?token=${tokenFor(who)}` : ''}`);
     return page;
+}
+
+// Adds a todo from page, on the shared list or not.
+async function add(page, title, shared) {
+    await page.setChecked('.new-shared', shared);
+    await page.fill('.new-todo', title);
+    await page.press('.new-todo', 'Enter');
 }
 
 async function ready(page) {
@@ -140,9 +158,10 @@ function item(page, title) {
 
 test('two people edit the same list live, across a reload and a restart',
     { skip }, async (t) => {
-        const a = await openPage();
-        const b = await openPage();
+        const a = await openPage('ann');
+        const b = await openPage('bob');
         await Promise.all([ready(a), ready(b)]);
+        assert.strictEqual(await a.textContent('.who'), 'signed in as ann');
         const times = {};
 
         // Both see each other online.
@@ -151,11 +170,9 @@ test('two people edit the same list live, across a reload and a restart',
         await eventually(b, async (p) => (await p.textContent('.online-count')) === '2',
             'two people online (b)');
 
-        // Add in A, seen in B.
-        await a.fill('.new-todo', 'buy milk');
-        await a.press('.new-todo', 'Enter');
-        await a.fill('.new-todo', 'write tests');
-        await a.press('.new-todo', 'Enter');
+        // Add in A to the shared list, seen in B.
+        await add(a, 'buy milk', true);
+        await add(a, 'write tests', true);
         times.add = await eventually(b, hasTitles(['buy milk', 'write tests']), 'add');
         assert.strictEqual((await b.textContent('.todo-count')).trim(), '2 items left');
 
@@ -178,8 +195,7 @@ test('two people edit the same list live, across a reload and a restart',
         times.delete = await eventually(a, hasTitles(['write tests']), 'delete');
 
         // Clear completed in A, seen in B.
-        await a.fill('.new-todo', 'stay');
-        await a.press('.new-todo', 'Enter');
+        await add(a, 'stay', true);
         await eventually(b, hasTitles(['write tests', 'stay']), 'add before clearing');
         await a.click('.clear-completed');
         times.clear = await eventually(b, hasTitles(['stay']), 'clear completed');
@@ -200,8 +216,7 @@ test('two people edit the same list live, across a reload and a restart',
         ]);
         await d.start();
         await Promise.all([ready(a), ready(b)]);
-        await b.fill('.new-todo', 'after the restart');
-        await b.press('.new-todo', 'Enter');
+        await add(b, 'after the restart', true);
         times.afterRestart = await eventually(a, hasTitles(['stay', 'after the restart']),
             'sync after the restart');
         await item(a, 'stay').locator('.toggle').check();
@@ -220,7 +235,7 @@ test('two people edit the same list live, across a reload and a restart',
 test('a page from an origin neither allowed nor under server_names cannot open the socket',
     { skip }, async () => {
         // Same server, other origin: localhost instead of 127.0.0.1.
-        const page = await openPage(`http://localhost:${port}`);
+        const page = await openPage(null, `http://localhost:${port}`);
         const outcome = await page.evaluate((p) => new Promise((resolve) => {
             const ws = new WebSocket(`ws://localhost:${p}/dnode`);
             ws.onopen = () => resolve('open');
@@ -231,4 +246,48 @@ test('a page from an origin neither allowed nor under server_names cannot open t
         assert.notStrictEqual(state, 'ready');
         assert.match(d.stderr(), /WebSocket from origin 'http:\/\/localhost:\d+' refused/);
         await page.context().close();
+    });
+
+test('each person sees their own todos and the shared ones; an anonymous page the shared list only',
+    { skip }, async (t) => {
+        const ann = await openPage('ann');
+        const bob = await openPage('bob');
+        const anon = await openPage(null);
+        await Promise.all([ready(ann), ready(bob), ready(anon)]);
+        const stamp = Date.now();
+        const mine = `ann private ${stamp}`;
+        const ours = `ann shared ${stamp}`;
+        const his = `bob private ${stamp}`;
+        await add(ann, mine, false);
+        await add(ann, ours, true);
+        await add(bob, his, false);
+        const shows = (title, yes) => async (p) => (await titles(p)).includes(title) === yes;
+        await eventually(ann, shows(mine, true), 'ann sees her own');
+        await eventually(bob, shows(ours, true), 'bob sees the shared one');
+        await eventually(anon, shows(ours, true), 'an anonymous page sees the shared one');
+        await eventually(bob, shows(his, true), 'bob sees his own');
+        // Time enough for a push that should not happen.
+        await new Promise((r) => setTimeout(r, 500));
+        assert.ok(!(await titles(bob)).includes(mine), 'ann\'s todo never reaches bob');
+        assert.ok(!(await titles(anon)).includes(mine), 'nor an anonymous page');
+        assert.ok(!(await titles(ann)).includes(his), 'bob\'s todo never reaches ann');
+        // Unsharing takes it out of bob's view live (a deleted push for him).
+        await item(ann, ours).locator('.share').click();
+        await eventually(bob, shows(ours, false), 'unshared: gone from bob\'s page');
+        await eventually(anon, shows(ours, false), 'unshared: gone from the anonymous page');
+        // A reload of bob's page: still not there (the read rule, not only pushes).
+        await bob.reload();
+        await ready(bob);
+        await eventually(bob, shows(his, true), 'bob\'s own after a reload');
+        assert.ok(!(await titles(bob)).includes(ours));
+        // The anonymous page cannot add: the server says Forbidden.
+        await add(anon, `anon ${stamp}`, true);
+        await anon.waitForSelector('.problem:not([hidden])');
+        assert.match(await anon.textContent('.problem'), /needs a token|not allowed/);
+        assert.ok(!(await titles(anon)).includes(`anon ${stamp}`));
+        assert.deepStrictEqual(ann.errors.concat(bob.errors, anon.errors), []);
+        for (const p of [ann, bob, anon]) {
+            await p.context().close();
+        }
+        t.diagnostic('private todos stayed private; shared ones reached everyone');
     });
