@@ -718,6 +718,17 @@ static int eval_cmp(const rule_t *r, const node_t *nd, const rule_env_t *env)
     return compare_one(nd->op, a, b);
 }
 
+/* A path alone as a condition: a claim is read as JavaScript would; a
+ * field alone is field == true, which the database can match the same way. */
+static int path_holds(const rule_t *r, const node_t *nd, const rule_env_t *env)
+{
+    static const json_t yes = {.type = JSON_BOOL, .u.boolean = 1};
+
+    if (is_doc_path(nd))
+        return field_any(OP_EQ, node_value(r, nd, env), &yes, 1);
+    return rule_truthy(node_value(r, nd, env));
+}
+
 static int eval_node(const rule_t *r, int id, const rule_env_t *env)
 {
     const node_t *nd = &r->nodes[id];
@@ -725,14 +736,8 @@ static int eval_node(const rule_t *r, int id, const rule_env_t *env)
     switch (nd->kind) {
     case N_LIT:
         return rule_truthy(nd->lit);
-    case N_PATH: {
-        static const json_t yes = {.type = JSON_BOOL, .u.boolean = 1};
-        /* a claim alone is read as JavaScript would; a field alone is
-         * field == true, which the database can match the same way */
-        if (is_doc_path(nd))
-            return field_any(OP_EQ, node_value(r, nd, env), &yes, 1);
-        return rule_truthy(node_value(r, nd, env));
-    }
+    case N_PATH:
+        return path_holds(r, nd, env);
     case N_NOT:
         return !eval_node(r, nd->a, env);
     case N_AND:
@@ -898,7 +903,7 @@ static pe_t pe_node(const rule_t *r, int id, unsigned root, const rule_env_t *en
         return pe_const(rule_truthy(nd->lit));
     case N_PATH:
         if (nd->root != root)
-            return pe_const(rule_truthy(node_value(r, nd, env)));
+            return pe_const(path_holds(r, nd, env));
         {
             static const json_t yes = {.type = JSON_BOOL, .u.boolean = 1};
             return pe_some(field_filter(nd->path, "$eq", &yes)); /* a field alone: == true */
