@@ -401,13 +401,75 @@ static void api_unauthorized(session_t *s, int64_t fn, const char *why)
     json_free(args);
 }
 
+/* The issue time of claims (0 without one: older than any revocation). */
+static int64_t api_iat(const json_t *claims)
+{
+    const json_t *iat = json_object_get(claims, "iat");
+    return iat != NULL && iat->type == JSON_NUMBER ? (int64_t)iat->u.num.d : 0;
+}
+
+/* An auth waiting for the revocation store's answer. */
+typedef struct api_auth_op {
+    api_t *api;
+    session_t *session; /* a reference */
+    int64_t fn, exp;
+    json_t *claims;
+} api_auth_op_t;
+
+static void api_auth_finish(api_t *api, session_t *s, int64_t fn, json_t *claims, int64_t exp);
+
+static void api_auth_checked(void *arg, int revoked)
+{
+    api_auth_op_t *op = arg;
+    session_t *s = op->session;
+
+    if (session_closing(s)) {
+        json_free(op->claims);
+    } else if (revoked != 0) {
+        slog_client(LOG_LEVEL_INFO, s, "token refused: %s",
+                    revoked > 0 ? "revoked" : "revocations cannot be checked");
+        api_unauthorized(s, op->fn,
+                         revoked > 0 ? "token revoked"
+                                     : "cannot check revocations now (Redis is unreachable)");
+        json_free(op->claims);
+    } else {
+        api_auth_finish(op->api, s, op->fn, op->claims, op->exp);
+    }
+    session_op_done(s, 0);
+    session_unref(s);
+    free(op);
+}
+
+/* Asks the revocation store about claims, then api_auth_finish. */
+static void api_auth_check(api_t *api, session_t *s, int64_t fn, json_t *claims, int64_t exp)
+{
+    api_auth_op_t *op = calloc(1, sizeof(*op));
+    int rc;
+
+    if (op == NULL) {
+        json_free(claims);
+        api_unauthorized(s, fn, "out of memory");
+        return;
+    }
+    op->api = api;
+    op->session = session_ref(s);
+    op->fn = fn;
+    op->exp = exp;
+    op->claims = claims;
+    session_op_begin(s, 0);
+    rc = bus_revoked(api->bus, json_get_string(claims, "jti"), json_get_string(claims, "sub"),
+                     api_iat(claims), api_auth_checked, op);
+    if (rc != 0)
+        api_auth_checked(op, rc > 0 ? 0 : -1); /* no store: nothing revoked; -1: down */
+}
+
 /* auth(token, fn): fn(null, {sub, exp}) or fn({name: "Unauthorized", ...}).
  * A refresh (a session already authenticated) must keep the sub. */
 static void api_auth(api_t *api, session_t *s, json_t *args)
 {
     const json_t *token = json_array_get(args, 0);
     int64_t fn = dnode_arg_callback(args, 1), exp = 0;
-    json_t *claims, *reply, *info;
+    json_t *claims;
     char why[200];
 
     if (token == NULL || token->type != JSON_STRING) {
@@ -421,6 +483,14 @@ static void api_auth(api_t *api, session_t *s, json_t *args)
         api_unauthorized(s, fn, why);
         return;
     }
+    api_auth_check(api, s, fn, claims, exp);
+}
+
+static void api_auth_finish(api_t *api, session_t *s, int64_t fn, json_t *claims, int64_t exp)
+{
+    json_t *reply, *info;
+
+    (void)api;
     if (s->auth != NULL) {
         const char *was = json_get_string(s->auth, "sub"), *now = json_get_string(claims, "sub");
         if (was == NULL || now == NULL || strcmp(was, now) != 0) {
@@ -434,9 +504,13 @@ static void api_auth(api_t *api, session_t *s, json_t *args)
     if (info == NULL || reply == NULL ||
         json_object_set(info, "sub", json_copy(json_object_get(claims, "sub"))) < 0 ||
         json_object_set(info, "exp", json_int(exp)) < 0 ||
-        json_array_append(reply, json_null()) < 0 || json_array_append(reply, info) < 0) {
-        if (reply == NULL || reply->u.arr.len < 2)
-            json_free(info);
+        json_array_append(reply, json_null()) < 0) {
+        json_free(info);
+        json_free(reply);
+        json_free(claims);
+        return;
+    }
+    if (json_array_append(reply, info) < 0) { /* info is freed with the failure */
         json_free(reply);
         json_free(claims);
         return;
@@ -566,4 +640,49 @@ int api_push_filter(void *arg, const session_t *s, const char *channel, int *whi
         return BUS_SKIP;
     model_access_hide(m, s->auth, *custom);
     return BUS_CUSTOM;
+}
+
+/* ------------------------------------------------------------------------
+ * Revocation
+ * ------------------------------------------------------------------------ */
+
+static void api_offered_checked(void *arg, int revoked)
+{
+    session_t *s = arg;
+
+    if (!session_closing(s)) {
+        if (revoked != 0)
+            session_close(s, CONN_CLOSE_OTHER,
+                          revoked > 0 ? "token revoked"
+                                      : "token not checked: revocations unreachable");
+        else
+            conn_unpause(s->conn);
+    }
+    session_unref(s);
+}
+
+void api_check_offered(api_t *api, session_t *s)
+{
+    int rc;
+
+    if (s->auth == NULL)
+        return;
+    /* nothing it sends is taken until the answer */
+    conn_pause(s->conn);
+    rc = bus_revoked(api->bus, json_get_string(s->auth, "jti"), json_get_string(s->auth, "sub"),
+                     api_iat(s->auth), api_offered_checked, session_ref(s));
+    if (rc != 0)
+        api_offered_checked(s, rc > 0 ? 0 : -1);
+}
+
+int api_revoke_matches(const session_t *s, const char *kind, const char *value, int64_t before)
+{
+    const char *v;
+
+    if (s->auth == NULL)
+        return 0;
+    if (strcmp(kind, "jti") == 0)
+        return (v = json_get_string(s->auth, "jti")) != NULL && strcmp(v, value) == 0;
+    return (v = json_get_string(s->auth, "sub")) != NULL && strcmp(v, value) == 0 &&
+           api_iat(s->auth) < before;
 }

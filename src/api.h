@@ -44,6 +44,14 @@ void api_call(api_t *api, session_t *s, int idx, json_t *args, size_t ncallbacks
  * long the connection has been open. */
 void api_sweep(api_t *api, session_t *s, int64_t now, uint64_t age_s);
 
+/* A session that started with a token from the WebSocket upgrade: held
+ * (nothing taken from it) until the revocation store says the token is
+ * not revoked; closed if it is. */
+void api_check_offered(api_t *api, session_t *s);
+/* Whether a revocation (kind "jti" or "sub", see bus_hooks_t.on_revoke)
+ * covers s's token. */
+int api_revoke_matches(const session_t *s, const char *kind, const char *value, int64_t before);
+
 /* The bus' filter hook (bus_hooks_t.filter, arg an api_t): what a
  * subscriber may see of a push under the models file's permissions. */
 int api_push_filter(void *arg, const session_t *s, const char *channel, int *which,

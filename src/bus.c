@@ -30,10 +30,7 @@
  * pick names that all share one bucket of the table, or one presence slot
  * of the host relay. The same in every worker of a host, which the
  * relay's shared slots need. */
-uint64_t bus_core_hash(const char *s)
-{
-    return hash_keyed(s, strlen(s));
-}
+uint64_t bus_core_hash(const char *s) { return hash_keyed(s, strlen(s)); }
 
 double bus_core_now(void)
 {
@@ -131,8 +128,8 @@ void bus_core_drop(bus_t *b, bus_channel_t *c)
  * ------------------------------------------------------------------------ */
 
 static char *bus_envelope(bus_t *b, const char *method, int change, const json_t *doc,
-                          const json_t *opt, const char *type, const json_t *old,
-                          int64_t online, size_t *len)
+                          const json_t *opt, const char *type, const json_t *old, int64_t online,
+                          size_t *len)
 {
     static const char head[] = "{\"v\":1,\"m\":";
     json_buf_t jb = {NULL, 0, 0};
@@ -243,8 +240,8 @@ static void bus_deliver_filtered(bus_t *b, bus_channel_t *c, int which, const ch
         json_t *custom = NULL, *own = NULL;
         int w = which, r;
         conn_msg_t *m;
-        r = b->hooks.filter(b->hooks.filter_arg, s, c->name, &w, type, presence ? NULL : doc,
-                            old, &custom);
+        r = b->hooks.filter(b->hooks.filter_arg, s, c->name, &w, type, presence ? NULL : doc, old,
+                            &custom);
         if (r == BUS_AS_IS) {
             if (bus_push(b, c, s, which, msg))
                 b->st.pushed++;
@@ -563,6 +560,14 @@ int bus_ready(const bus_t *b) { return b->ops->ready(b); }
 const char *bus_id(const bus_t *b) { return b->ops->id(b); }
 
 const char *bus_carrier(const bus_t *b) { return b->carrier; }
+
+int bus_revoked(bus_t *b, const char *jti, const char *sub, int64_t iat,
+                void (*cb)(void *arg, int revoked), void *arg)
+{
+    if (b == NULL || b->ops->revoked == NULL)
+        return 1;
+    return b->ops->revoked(b, jti, sub, iat, cb, arg);
+}
 
 size_t bus_online(bus_t *b, const char *channel)
 {

@@ -61,6 +61,10 @@ typedef struct bus_hooks {
     int (*filter)(void *arg, const session_t *s, const char *channel, int *which,
                   const char *type, const json_t *doc, const json_t *old, json_t **custom);
     void *filter_arg;
+    /* A revocation reached this worker (Redis mode): kind "jti" (value a
+     * token id) or "sub" (tokens of that subject issued before `before`,
+     * seconds since the epoch). May be NULL. */
+    void (*on_revoke)(void *arg, const char *kind, const char *value, int64_t before);
 } bus_hooks_t;
 enum { BUS_SKIP, BUS_AS_IS, BUS_CUSTOM };
 void bus_set_hooks(bus_t *b, const bus_hooks_t *hooks);
@@ -123,6 +127,23 @@ int bus_publish_from(bus_t *b, session_t *from, const char *channel, const char 
  * (bus_hooks_t.filter). */
 int bus_publish_change(bus_t *b, session_t *from, const char *channel, const char *method,
                        const json_t *doc, const json_t *opt, const char *type, const json_t *old);
+
+/* Revocations (Redis mode; see dnoded -r). Whether a token with this jti
+ * (may be NULL), subject and issue time is revoked: cb(arg, 1) revoked,
+ * cb(arg, 0) not, cb(arg, -1) when Redis could not answer. Returns 0 when
+ * cb will be called (later, on the loop), 1 when there is no revocation
+ * store (single-host mode: nothing is revoked; cb is not called), -1 when
+ * Redis is down now (cb is not called). */
+int bus_revoked(bus_t *b, const char *jti, const char *sub, int64_t iat,
+                void (*cb)(void *arg, int revoked), void *arg);
+
+/* dnoded -r: record a revocation in the Redis of cfg (kind "jti" or
+ * "sub"; a sub revocation covers tokens issued up to now) for
+ * auth_revocation_ttl seconds and tell every worker of every host, which
+ * close the sessions it covers. Blocking; for the command line. 0, or -1
+ * with err. */
+int bus_redis_revoke(const config_t *cfg, const char *kind, const char *value, char *err,
+                     size_t errlen);
 
 /* Sessions subscribed to channel on this worker. */
 size_t bus_online(bus_t *b, const char *channel);

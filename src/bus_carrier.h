@@ -62,6 +62,9 @@ typedef struct bus_carrier {
     int (*connected)(const bus_t *b);
     /* This worker's name in the carrier's presence counts. */
     const char *(*id)(const bus_t *b);
+    /* bus_revoked, or NULL for a carrier without a revocation store. */
+    int (*revoked)(bus_t *b, const char *jti, const char *sub, int64_t iat,
+                   void (*cb)(void *arg, int revoked), void *arg);
     /* Stop and release the carrier (the core then drops its channels). */
     void (*free)(bus_t *b);
 } bus_carrier_t;

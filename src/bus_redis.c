@@ -55,6 +55,8 @@ typedef struct redis {
     const char *prefix;
     char *ctl; /* this worker's control channel (probes) */
     size_t ctllen;
+    char *revoke; /* the revocations channel */
+    size_t revokelen;
     redisAsyncContext *sub, *cmd;
     int sub_ok, cmd_ok, up;
     struct event *tick, *retry;
@@ -92,6 +94,9 @@ static void bus_pending_clear(bus_t *b, bus_channel_t *c)
  *   P wc:<wid>    set: urls the worker counts subscribers on
  *   P workers     set: worker ids with presence entries
  *   P hb:<wid>    heartbeat, expires REDIS_HEARTBEAT_TTL s after the last beat
+ *   P revoke      pub/sub channel of revocations ("jti <id>" or "sub <sub> <T>")
+ *   P rv:jti:<id> a revoked token id (value: when), expires with the revocation
+ *   P rv:sub:<s>  tokens of subject s issued before the value are revoked
  * Scripts run atomically, so a presence message carries the count as of its
  * place in the channel's order. Totals count only workers whose heartbeat
  * is alive. (Keys are built inside scripts: single Redis, not Cluster.)
@@ -451,7 +456,8 @@ static void bus_connect_cb(const redisAsyncContext *ac, int status)
         RD(b)->broken = "cannot send SELECT";
         return;
     }
-    if (bus_sub_command(b, "SUBSCRIBE", RD(b)->ctl, RD(b)->ctllen) < 0)
+    if (bus_sub_command(b, "SUBSCRIBE", RD(b)->revoke, RD(b)->revokelen) < 0 ||
+        bus_sub_command(b, "SUBSCRIBE", RD(b)->ctl, RD(b)->ctllen) < 0)
         RD(b)->broken = "cannot send SUBSCRIBE";
 }
 
@@ -611,6 +617,85 @@ static void bus_tick_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Every reply of the subscriber connection lands here, whichever way
  * hiredis routes it (per-channel callbacks or the reply queue). */
+/* "jti <id>" or "sub <sub> <before>" from the revocations channel. */
+static void bus_redis_revocation(bus_t *b, const char *msg, size_t len)
+{
+    char buf[600], *kind, *value, *before, *save = NULL;
+
+    if (len >= sizeof(buf) || b->hooks.on_revoke == NULL)
+        return;
+    memcpy(buf, msg, len);
+    buf[len] = '\0';
+    kind = strtok_r(buf, " ", &save);
+    value = strtok_r(NULL, " ", &save);
+    before = strtok_r(NULL, " ", &save);
+    if (kind == NULL || value == NULL || (strcmp(kind, "jti") != 0 && strcmp(kind, "sub") != 0)) {
+        log_debug("bus: skipped a malformed revocation");
+        return;
+    }
+    b->hooks.on_revoke(b->hooks.arg, kind, value, before != NULL ? strtoll(before, NULL, 10) : 0);
+}
+
+typedef struct revoked_q {
+    void (*cb)(void *arg, int revoked);
+    void *arg;
+    int64_t iat;
+} revoked_q_t;
+
+/* The reply to MGET rv:jti:<id> rv:sub:<sub>. */
+static void bus_revoked_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    redisReply *reply = r;
+    revoked_q_t *q = privdata;
+    int revoked = 0;
+
+    (void)ac;
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+        revoked = -1;
+    } else {
+        const redisReply *jti = reply->element[0], *sub = reply->element[1];
+        if (jti->type == REDIS_REPLY_STRING)
+            revoked = 1;
+        if (sub->type == REDIS_REPLY_STRING && q->iat < strtoll(sub->str, NULL, 10))
+            revoked = 1;
+    }
+    q->cb(q->arg, revoked);
+    free(q);
+}
+
+static int redis_revoked(bus_t *b, const char *jti, const char *sub, int64_t iat,
+                         void (*cb)(void *arg, int revoked), void *arg)
+{
+    revoked_q_t *q;
+    char *kj, *ks;
+    size_t lj, ls;
+    int rc;
+
+    if (RD(b)->cmd == NULL || !RD(b)->up)
+        return -1;
+    q = malloc(sizeof(*q));
+    /* an absent jti asks for a key nobody sets (ids are not empty) */
+    kj = bus_key(b, "rv:jti:", jti != NULL ? jti : "", &lj);
+    ks = bus_key(b, "rv:sub:", sub, &ls);
+    if (q == NULL || kj == NULL || ks == NULL) {
+        free(q);
+        free(kj);
+        free(ks);
+        return -1;
+    }
+    q->cb = cb;
+    q->arg = arg;
+    q->iat = iat;
+    rc = redisAsyncCommand(RD(b)->cmd, bus_revoked_cb, q, "MGET %b %b", kj, lj, ks, ls) == REDIS_OK
+             ? 0
+             : -1;
+    if (rc < 0)
+        free(q);
+    free(kj);
+    free(ks);
+    return rc;
+}
+
 static void bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
     bus_t *b = ac->data;
@@ -630,6 +715,11 @@ static void bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
     type = reply->element[0]->str;
     name = reply->element[1]->str;
     namelen = reply->element[1]->len;
+    if (namelen == RD(b)->revokelen && memcmp(name, RD(b)->revoke, namelen) == 0) {
+        if (strcmp(type, "message") == 0 && reply->element[2]->type == REDIS_REPLY_STRING)
+            bus_redis_revocation(b, reply->element[2]->str, reply->element[2]->len);
+        return;
+    }
     if (namelen == RD(b)->ctllen && memcmp(name, RD(b)->ctl, namelen) == 0) {
         if (strcmp(type, "message") == 0)
             RD(b)->probe_sub_ok = 1;
@@ -823,6 +913,7 @@ static void redis_free(bus_t *b)
         event_free(r->retry);
     free(r->rhost);
     free(r->ctl);
+    free(r->revoke);
     free(r);
     b->cs = NULL;
 }
@@ -838,6 +929,7 @@ static const bus_carrier_t redis_ops = {
     .ready = redis_ready,
     .connected = redis_ready,
     .id = redis_id,
+    .revoked = redis_revoked,
     .free = redis_free,
 };
 
@@ -859,11 +951,93 @@ int bus_redis_init(bus_t *b)
     snprintf(b->carrier, sizeof(b->carrier), "redis %s:%d/%d %s", r->rhost, r->rport, r->rdb,
              r->prefix);
     r->ctl = bus_key(b, "w:", b->origin, &r->ctllen);
+    r->revoke = bus_key(b, "revoke", "", &r->revokelen);
     r->tick = event_new(b->base, -1, EV_PERSIST, bus_tick_cb, b);
     r->retry = evtimer_new(b->base, bus_retry_cb, b);
-    if (r->ctl == NULL || r->tick == NULL || r->retry == NULL || event_add(r->tick, &tick) < 0)
+    if (r->ctl == NULL || r->revoke == NULL || r->tick == NULL || r->retry == NULL ||
+        event_add(r->tick, &tick) < 0)
         return -1;
     r->backoff_ms = REDIS_BACKOFF_MIN_MS;
     bus_redis_connect(b); /* failures retry on the timer */
     return 0;
+}
+
+int bus_redis_revoke(const config_t *cfg, const char *kind, const char *value, char *err,
+                     size_t errlen)
+{
+    bus_t fake;
+    redis_t r;
+    redisContext *ctx = NULL;
+    redisReply *reply;
+    struct timeval tv = {3, 0};
+    char when[32], *key = NULL, *chan = NULL, *msg = NULL;
+    int rc = -1;
+
+    if (cfg->redis_url == NULL || cfg->redis_url[0] == '\0') {
+        snprintf(err, errlen, "revocations need redis_url (they are kept in Redis)");
+        return -1;
+    }
+    if (value[0] == '\0' || strchr(value, ' ') != NULL || strlen(value) > 400) {
+        snprintf(err, errlen, "a %s to revoke is a word of at most 400 bytes", kind);
+        return -1;
+    }
+    memset(&fake, 0, sizeof(fake));
+    memset(&r, 0, sizeof(r));
+    fake.cs = &r;
+    r.prefix = cfg->redis_prefix != NULL ? cfg->redis_prefix : "";
+    if (bus_parse_url(&fake, cfg->redis_url) < 0) {
+        snprintf(err, errlen, "bad redis_url");
+        goto out;
+    }
+    ctx = redisConnectWithTimeout(r.rhost, r.rport, tv);
+    if (ctx == NULL || ctx->err) {
+        snprintf(err, errlen, "cannot reach Redis at %s:%d: %s", r.rhost, r.rport,
+                 ctx != NULL ? ctx->errstr : "out of memory");
+        goto out;
+    }
+    /* a revocation of a sub covers what was issued up to this second */
+    snprintf(when, sizeof(when), "%lld", (long long)time(NULL) + (strcmp(kind, "sub") == 0));
+    if (asprintf(&key, "%srv:%s:%s", r.prefix, kind, value) < 0)
+        key = NULL;
+    if (asprintf(&chan, "%srevoke", r.prefix) < 0)
+        chan = NULL;
+    if (asprintf(&msg, "%s %s %s", kind, value, when) < 0)
+        msg = NULL;
+    if (key == NULL || chan == NULL || msg == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto out;
+    }
+    if (r.rdb != 0) {
+        reply = redisCommand(ctx, "SELECT %d", r.rdb);
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "SELECT %d failed", r.rdb);
+            freeReplyObject(reply);
+            goto out;
+        }
+        freeReplyObject(reply);
+    }
+    reply = redisCommand(ctx, "SET %s %s EX %d", key, when, cfg->auth_revocation_ttl);
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "Redis refused the revocation: %s",
+                 reply != NULL ? reply->str : ctx->errstr);
+        freeReplyObject(reply);
+        goto out;
+    }
+    freeReplyObject(reply);
+    reply = redisCommand(ctx, "PUBLISH %s %s", chan, msg);
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errlen, "the revocation is stored but could not be broadcast");
+        freeReplyObject(reply);
+        goto out;
+    }
+    freeReplyObject(reply);
+    rc = 0;
+out:
+    if (ctx != NULL)
+        redisFree(ctx);
+    free(r.rhost);
+    free(key);
+    free(chan);
+    free(msg);
+    return rc;
 }

@@ -192,6 +192,8 @@ static const struct ckey config_keys[] = {
      .expect = "a number of seconds from 0 (no notice) to 86400"},
     {KEY("auth_grace", KT_INT, KF_RELOAD, auth_grace, "30"), .min = 0, .max = 3600,
      .expect = "a number of seconds from 0 to 3600"},
+    {KEY("auth_revocation_ttl", KT_INT, KF_RELOAD, auth_revocation_ttl, "86400"), .min = 60,
+     .max = 31536000, .expect = "a number of seconds from 60 to 31536000"},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))

@@ -61,6 +61,7 @@ typedef struct config {
     int auth_timeout;            /* deny: seconds a session has to authenticate */
     int auth_expiry_notice;      /* seconds before exp a session is told authExpiring */
     int auth_grace;              /* seconds after exp before a session is closed */
+    int auth_revocation_ttl;     /* seconds a revocation (dnoded -r) is kept in Redis */
 } config_t;
 
 /* Defaults for every key (models resolved against base_dir, which may be

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "bus.h"
 #include "config.h"
 #include "jwt.h"
 #include "log.h"
@@ -29,6 +30,8 @@ static void usage(FILE *out)
             "  -t        check the configuration, models and token keys, then exit 0 or 1\n"
             "  -m CLAIMS print a token for CLAIMS (JSON) signed with auth_key, valid\n"
             "            for an hour unless CLAIMS has exp; for development only\n"
+            "  -r jti=ID|sub=SUB  revoke a token, or every token of SUB issued so far,\n"
+            "            on every host (through redis_url); sessions holding one close\n"
             "  -s SIGNAL send a signal to the running master (via the pidfile)\n"
             "  -v        print the version and exit\n"
             "  -h        print this help and exit\n",
@@ -120,7 +123,7 @@ static int main_mint(const config_t *cfg, const char *claims_text)
 
 int main(int argc, char **argv)
 {
-    const char *conf_path = NULL, *signal_name = NULL, *mint = NULL;
+    const char *conf_path = NULL, *signal_name = NULL, *mint = NULL, *revoke = NULL;
     int test_only = 0, opt;
     char err[512];
     config_t *cfg = NULL;
@@ -131,8 +134,11 @@ int main(int argc, char **argv)
     uid_t uid;
     gid_t gid;
 
-    while ((opt = getopt(argc, argv, "c:ts:m:vh")) != -1) {
+    while ((opt = getopt(argc, argv, "c:ts:m:r:vh")) != -1) {
         switch (opt) {
+        case 'r':
+            revoke = optarg;
+            break;
         case 'm':
             mint = optarg;
             break;
@@ -157,7 +163,8 @@ int main(int argc, char **argv)
         }
     }
     if (optind < argc || (test_only && signal_name != NULL) ||
-        (mint != NULL && (test_only || signal_name != NULL))) {
+        (mint != NULL && (test_only || signal_name != NULL)) ||
+        (revoke != NULL && (test_only || signal_name != NULL || mint != NULL))) {
         usage(stderr);
         return 1;
     }
@@ -179,6 +186,21 @@ int main(int argc, char **argv)
         int rc = main_mint(cfg, mint);
         config_free(cfg);
         return rc;
+    }
+    if (revoke != NULL) {
+        int rc = -1;
+        if (strncmp(revoke, "jti=", 4) == 0 || strncmp(revoke, "sub=", 4) == 0) {
+            char kind[4] = {revoke[0], revoke[1], revoke[2], '\0'};
+            rc = bus_redis_revoke(cfg, kind, revoke + 4, err, sizeof(err));
+        } else {
+            snprintf(err, sizeof(err), "-r takes jti=ID or sub=SUB");
+        }
+        if (rc < 0)
+            fprintf(stderr, "dnoded: %s\n", err);
+        else
+            printf("dnoded: revoked %s\n", revoke);
+        config_free(cfg);
+        return rc < 0 ? 1 : 0;
     }
     models = model_set_load(cfg->models, err, sizeof(err));
     if (models == NULL) {

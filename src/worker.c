@@ -83,6 +83,7 @@ static int worker_on_dnode(void *arg, conn_t *c)
     if (c->offered_auth != NULL) { /* a token in the WebSocket upgrade */
         session_set_auth(s, c->offered_auth, c->offered_exp);
         c->offered_auth = NULL;
+        api_check_offered(&w->api, s);
     }
     return session_start(s);
 }
@@ -167,6 +168,23 @@ static void worker_auth_tick_cb(evutil_socket_t fd, short what, void *arg)
         if ((c->kind == CONN_LINE || c->kind == CONN_WS) && c->owner != NULL && !c->closing &&
             !c->moved && !c->held)
             api_sweep(&w->api, c->owner, now, (now_us - c->accepted_us) / 1000000);
+}
+
+/* A revocation from Redis: every session whose token it covers ends. */
+static void worker_on_revoke(void *arg, const char *kind, const char *value, int64_t before)
+{
+    worker_t *w = arg;
+    size_t n = 0;
+    conn_t *c;
+
+    for (c = w->conns.conns; c != NULL; c = c->next)
+        if ((c->kind == CONN_LINE || c->kind == CONN_WS) && c->owner != NULL && !c->closing &&
+            !c->moved && api_revoke_matches(c->owner, kind, value, before)) {
+            conn_close(c, CONN_CLOSE_OTHER, "token revoked");
+            n++;
+        }
+    if (n > 0)
+        log_info("revocation of %s %s: %zu sessions closed", kind, value, n);
 }
 
 static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
@@ -294,7 +312,8 @@ static void worker_free(worker_t *w)
 
 int worker_wire(worker_t *w)
 {
-    const bus_hooks_t hooks = {worker_may_push, worker_on_marker, w, api_push_filter, &w->api};
+    const bus_hooks_t hooks = {worker_may_push, worker_on_marker, w,
+                               api_push_filter, &w->api,          worker_on_revoke};
     size_t len;
     char *line;
 

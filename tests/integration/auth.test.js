@@ -450,3 +450,80 @@ test('the browser client takes a token provider, authenticates on connect and re
         assert.strictEqual(vm.runInContext('authErrors.length', g), 0,
             vm.runInContext('JSON.stringify(authErrors)', g));
     });
+
+test('a revocation closes the sessions it covers on every worker and host within a second',
+    { skip: skip || (findProgram('redis-server', 'DNODED_TEST_REDIS_SERVER') || process.env.DNODED_TEST_REDIS_URL
+        ? false : 'needs redis-server') }, async (t) => {
+        const { spawnSync } = require('node:child_process');
+        const redisServices = await getServices({ mongo: false, label: 'revoke' });
+        t.after(() => redisServices.close());
+        const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-auth-'));
+        fs.writeFileSync(path.join(dir, 'k'), SECRET);
+        t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+        const config = { workers: 2, auth_key: path.join(dir, 'k'), redis_prefix: `rv${Date.now()}:` };
+        const hosts = [];
+        for (let i = 0; i < 2; i++) {
+            hosts.push(await startDnoded({ mongodbUri: services.mongodbUri,
+                redisUrl: redisServices.redisUrl, models: MODELS, config }, t));
+        }
+        // ann and bob on every worker of both hosts (each worker alone
+        // accepts while the other is stopped)
+        const sessions = [];
+        for (const h of hosts) {
+            await h.waitWorkers(2);
+            for (const pid of h.workerPids()) {
+                await h.withOnlyWorker(pid, async () => {
+                    for (const sub of ['ann', 'bob']) {
+                        const c = await h.connect();
+                        t.after(() => c.close());
+                        const tok = token(sub, { jti: `${sub}-${pid}` });
+                        const [err] = await c.invoke('auth', tok);
+                        assert.strictEqual(err, null, JSON.stringify(err));
+                        sessions.push({ c, sub, pid, tok });
+                    }
+                });
+            }
+        }
+        assert.strictEqual(sessions.length, 8);
+        const revoke = (what) => {
+            const r = spawnSync(hosts[0].bin, ['-c', hosts[0].configPath, '-r', what],
+                { encoding: 'utf8' });
+            assert.strictEqual(r.status, 0, r.stderr);
+        };
+        // one token by its id: only that session
+        const one = sessions.find((s) => s.sub === 'bob');
+        let started = Date.now();
+        revoke(`jti=bob-${one.pid}`);
+        await one.c.waitClosed(1000);
+        t.diagnostic(`jti revocation closed its session in ${Date.now() - started} ms`);
+        // every token of ann so far: her four sessions, on both hosts
+        started = Date.now();
+        revoke('sub=ann');
+        await Promise.all(sessions.filter((s) => s.sub === 'ann').map((s) => s.c.waitClosed(1000)));
+        const took = Date.now() - started;
+        t.diagnostic(`sub revocation closed 4 sessions on 2 hosts in ${took} ms`);
+        assert.ok(took <= 1000, `closed in ${took} ms`);
+        // bob's others carry on
+        for (const s of sessions.filter((x) => x.sub === 'bob' && x !== one)) {
+            assert.deepStrictEqual(await s.c.invoke('subscribe', '/todos/bob'), [null]);
+        }
+        // the revoked tokens are refused from now on, on either host
+        for (const h of hosts) {
+            const c = await h.connect();
+            t.after(() => c.close());
+            const [err] = await c.invoke('auth', sessions.find((s) => s.sub === 'ann').tok);
+            assert.strictEqual(err && err.message, 'token revoked');
+            const [err2] = await c.invoke('auth', one.tok);
+            assert.strictEqual(err2 && err2.message, 'token revoked');
+        }
+        // a token issued after the revocation is good
+        await new Promise((r) => setTimeout(r, 2100));
+        const c = await hosts[1].connect();
+        t.after(() => c.close());
+        const [err] = await c.invoke('auth', jwt.sign(jwt.claims({ sub: 'ann', aud: 'todos' }), SECRET));
+        assert.strictEqual(err, null);
+        // without redis_url there is nothing to revoke through
+        const r = spawnSync(hosts[0].bin, ['-c', d.configPath, '-r', 'sub=ann'], { encoding: 'utf8' });
+        assert.strictEqual(r.status, 1);
+        assert.match(r.stderr, /need redis_url/);
+    });

@@ -209,7 +209,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 48);
+    ck_assert_uint_eq(config_key_count(), 49);
     config_free(cfg);
 }
 END_TEST
