@@ -14,6 +14,10 @@
  *
  * Prints one JSON line: subs, msgs, rate, expected, delivered, seconds,
  * delivered_per_s, p50_ms, p99_ms, max_ms, arrival_p50_ms, arrival_p99_ms.
+ * With FANOUT_TOKEN set, every session first calls auth with it; with
+ * FANOUT_TYPE set, the publisher saves each message with create (that
+ * model, stored and pushed by the server) instead of publish, so that the
+ * server's per-subscriber permission checks are on the path.
  * Exits 1 on any failure. Not part of the daemon or the tests. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -119,12 +123,21 @@ static void send_all(int fd, const char *s, size_t len)
     }
 }
 
+static const char *create_type; /* FANOUT_TYPE */
+
 static void publish(int fd, int64_t k, int warm)
 {
-    char buf[256];
+    char buf[512];
     int n;
 
-    if (warm)
+    if (create_type != NULL)
+        n = snprintf(buf, sizeof(buf),
+                     "{\"method\":\"create\",\"arguments\":[{\"%s\":%lld,\"t\":%lld},"
+                     "{\"type\":\"%s\",\"url\":\"" URL "\"},\"[Function]\"],"
+                     "\"callbacks\":{\"9\":[\"2\"]},\"links\":[]}\n",
+                     warm ? "w" : "k", warm ? 1LL : (long long)k, (long long)now_us(),
+                     create_type);
+    else if (warm)
         n = snprintf(buf, sizeof(buf),
                      "{\"method\":\"publish\",\"arguments\":[{\"w\":1},{\"url\":\"" URL
                      "\",\"method\":\"create\"}],\"callbacks\":{},\"links\":[]}\n");
@@ -190,9 +203,24 @@ int main(int argc, char **argv)
     if (ntargets == 0 || nsubs == 0 || rate <= 0 || subs == NULL || lat == NULL || arr == NULL ||
         ep < 0)
         die("setup");
+    const char *token = getenv("FANOUT_TOKEN");
+    char auth[2048] = "";
+    size_t authlen = 0;
+    create_type = getenv("FANOUT_TYPE");
+    if (token != NULL && token[0] != '\0') {
+        int n = snprintf(auth, sizeof(auth),
+                         "{\"method\":\"auth\",\"arguments\":[\"%s\",\"[Function]\"],"
+                         "\"callbacks\":{\"8\":[\"1\"]},\"links\":[]}\n",
+                         token);
+        if (n < 0 || (size_t)n >= sizeof(auth))
+            die("FANOUT_TOKEN too long");
+        authlen = (size_t)n;
+    }
     for (i = 0; i < nsubs; i++) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u64 = i};
         subs[i].fd = dial(&targets[i % ntargets]);
+        if (authlen > 0)
+            send_all(subs[i].fd, auth, authlen);
         send_all(subs[i].fd, hello, sizeof(hello) - 1);
         fcntl(subs[i].fd, F_SETFL, O_NONBLOCK);
         if (epoll_ctl(ep, EPOLL_CTL_ADD, subs[i].fd, &ev) < 0)
@@ -202,6 +230,8 @@ int main(int argc, char **argv)
     {
         static const char pub_hello[] =
             "{\"method\":\"methods\",\"arguments\":[{}],\"callbacks\":{},\"links\":[]}\n";
+        if (authlen > 0)
+            send_all(pub, auth, authlen);
         send_all(pub, pub_hello, sizeof(pub_hello) - 1);
     }
     {

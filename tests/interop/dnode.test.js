@@ -141,7 +141,7 @@ function pushMethods() {
     };
 }
 
-test('methods exchange: the remote has the seven backbone-dnode methods', { skip },
+test('methods exchange: the remote has the eight backbone-dnode methods', { skip },
     async (t) => {
         const { remote } = await connect(t);
         assert.deepStrictEqual(Object.keys(remote).sort(),
@@ -248,7 +248,8 @@ test('a publish by one client reaches the other as created/updated/deleted', { s
                 [null]);
             const [gotDoc, gotOpt] = await pushed.next();
             assert.deepStrictEqual(gotDoc, doc);
-            assert.deepStrictEqual(gotOpt, { url, silent: false, method });
+            // options pushed: the allowlist only (silent and the callbacks stay)
+            assert.deepStrictEqual(gotOpt, { url, method });
         }
         // The publisher did not subscribe and got nothing.
         assert.deepStrictEqual(await call(a.remote, 'subscribe', '/interop/other'), [null]);
@@ -286,3 +287,62 @@ test('500 concurrent clients each complete subscribe round trips', { skip }, asy
         }
     }
 });
+
+test('with npm dnode: auth, then the rules decide per user; pushes filtered per subscriber',
+    { skip }, async (t) => {
+        const crypto = require('node:crypto');
+        const fs = require('node:fs');
+        const os = require('node:os');
+        const path = require('node:path');
+        const jwt = require('../lib/jwt');
+        const secret = crypto.randomBytes(32).toString('hex');
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dnoded-interop-'));
+        fs.writeFileSync(path.join(dir, 'k'), secret);
+        t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+        const server = await startDnoded({
+            services,
+            models: { memo: { collection: 'interop_memos',
+                fields: { text: 'String', owner: { type: 'String', set_from: 'auth.sub' } },
+                rules: { read: 'doc.owner == auth.sub', create: 'auth.sub != null',
+                    delete: 'doc.owner == auth.sub' } } },
+            config: { auth_key: path.join(dir, 'k') },
+        }, t);
+        const connectTo = (methods) => new Promise((resolve, reject) => {
+            const conn = dnode(methods, { weak: false });
+            conn.on('error', reject);
+            conn.on('remote', (remote) => resolve({ remote, conn }));
+            conn.connect(server.port, '127.0.0.1');
+            t.after(() => {
+                conn.end();
+                if (conn.stream) {
+                    conn.stream.destroy();
+                }
+            });
+        });
+        const ann = await connectTo(pushMethods());
+        const bobPushes = pushMethods();
+        const bob = await connectTo(bobPushes);
+        const tok = (sub) => jwt.sign(jwt.claims({ sub }), secret);
+        const [err, info] = await call(ann.remote, 'auth', tok('ann'));
+        assert.strictEqual(err, null);
+        assert.strictEqual(info.sub, 'ann');
+        assert.strictEqual((await call(bob.remote, 'auth', tok('bob')))[0], null);
+        const [bad] = await call(bob.remote, 'auth', jwt.sign(jwt.claims({ sub: 'ann' }), 'x'.repeat(40)));
+        assert.strictEqual(bad.name, 'Unauthorized');
+
+        const url = '/interop/memos';
+        assert.deepStrictEqual(await call(bob.remote, 'subscribe', url), [null]);
+        const [memo] = await call(ann.remote, 'create', { text: 'mine' }, { type: 'memo', url });
+        assert.strictEqual(memo.owner, 'ann');
+        // bob hears nothing of ann's memo, reads none, and cannot delete it
+        await assert.rejects(bobPushes.created.next(400), /no call/);
+        assert.deepStrictEqual(await call(bob.remote, 'read', { type: 'memo' }), [[]]);
+        const refused = once('opt.error');
+        bob.remote.delete({ _id: memo._id }, { type: 'memo', error: refused.fn }, () => {});
+        const [e] = await refused.p;
+        assert.strictEqual(e.name, 'NotFound');
+        // and a forged publish on the channel is refused (publish needs a rule)
+        const denied = once('opt.error of publish');
+        bob.remote.publish({ text: 'forged' }, { url, method: 'create', error: denied.fn }, () => {});
+        assert.strictEqual((await denied.p)[0].name, 'Forbidden');
+    });
