@@ -118,7 +118,13 @@ test.before(async () => {
     d = await startDnoded({
         services,
         port: await freePort(),
-        modelsPath: path.join(srcdir, 'examples', 'todos', 'models.json'),
+        // the example's fields, without its permissions (auth.test.js and
+        // the e2e test cover those): this file is about the client
+        models: { todo: { collection: 'todos', fields: {
+            title: { type: 'String', required: true, maxlength: 500 },
+            completed: { type: 'Boolean', default: false },
+            order: { type: 'Number', default: 0 },
+        } } },
     });
 });
 
