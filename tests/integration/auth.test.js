@@ -527,3 +527,53 @@ test('a revocation closes the sessions it covers on every worker and host within
         assert.strictEqual(r.status, 1);
         assert.match(r.stderr, /need redis_url/);
     });
+
+test('a reload applies new keys: rotation by config, a bad key file refused with the running keys kept',
+    { skip }, async (t) => {
+        const dir = fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-auth-'));
+        t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+        const A = crypto.randomBytes(32).toString('hex');
+        const B = crypto.randomBytes(32).toString('hex');
+        fs.writeFileSync(path.join(dir, 'a.key'), A);
+        fs.writeFileSync(path.join(dir, 'b.key'), B);
+        fs.writeFileSync(path.join(dir, 'bad.key'), 'too short');
+        const server = await startDnoded({
+            services, models: MODELS, config: { auth_key: path.join(dir, 'a.key') },
+        }, t);
+        const authWith = async (key) => {
+            const c = await server.connect();
+            try {
+                const [err] = await c.invoke('auth', jwt.sign(jwt.claims({ sub: 'ann' }), key));
+                return err === null;
+            } finally {
+                c.close();
+            }
+        };
+        assert.strictEqual(await authWith(A), true);
+        assert.strictEqual(await authWith(B), false);
+        const conf = fs.readFileSync(server.configPath, 'utf8');
+        const withKeys = (cur, prev) => conf.replace(/^auth_key = .*$/m, '') +
+            `auth_key = ${path.join(dir, cur)}\n` + (prev ? `auth_previous_key = ${path.join(dir, prev)}\n` : '');
+        // rotate: B current, A previous
+        let since = server.stderr().length;
+        fs.writeFileSync(server.configPath, withKeys('b.key', 'a.key'));
+        server.signal('SIGHUP');
+        await server.waitForLog(/reloaded: generation 2 started/, { since });
+        assert.strictEqual(await authWith(B), true);
+        assert.strictEqual(await authWith(A), true, 'the previous key still works');
+        // a key file that cannot be loaded: refused, the running keys kept
+        since = server.stderr().length;
+        fs.writeFileSync(server.configPath, withKeys('bad.key', null));
+        server.signal('SIGHUP');
+        const line = await server.waitForLog(/reload failed, still running the previous configuration/,
+            { since });
+        assert.match(line, /auth_key .*bad\.key: an HS256 secret needs at least 32 bytes/);
+        assert.strictEqual(await authWith(B), true);
+        // A retired
+        since = server.stderr().length;
+        fs.writeFileSync(server.configPath, withKeys('b.key', null));
+        server.signal('SIGHUP');
+        await server.waitForLog(/reloaded: generation 3 started/, { since });
+        assert.strictEqual(await authWith(A), false);
+        assert.strictEqual(await authWith(B), true);
+    });
