@@ -52,6 +52,7 @@ typedef struct bus_pending {
 typedef struct redis {
     char *rhost;
     int rport, rdb;
+    char *ruser, *rpass; /* AUTH [user] password on every connection; NULL: none */
     const char *prefix;
     char *ctl; /* this worker's control channel (probes) */
     size_t ctllen;
@@ -431,6 +432,23 @@ static void bus_redis_up(bus_t *b)
     }
 }
 
+/* The answer to AUTH: a refusal is the operator's to fix, said plainly
+ * (user name, never the password); the connections are dropped and tried
+ * again with backoff. */
+static void bus_auth_cb(redisAsyncContext *ac, void *r, void *privdata)
+{
+    bus_t *b = ac->data;
+    redisReply *reply = r;
+
+    (void)privdata;
+    if (b == NULL || b->freeing || reply == NULL || reply->type != REDIS_REPLY_ERROR)
+        return;
+    log_error("bus: Redis refused AUTH%s%s: %.200s (check the credentials in redis_url)",
+              RD(b)->ruser != NULL ? " for user " : "", RD(b)->ruser != NULL ? RD(b)->ruser : "",
+              reply->str);
+    RD(b)->broken = "Redis refused AUTH";
+}
+
 static void bus_connect_cb(const redisAsyncContext *ac, int status)
 {
     bus_t *b = ac->data;
@@ -443,6 +461,16 @@ static void bus_connect_cb(const redisAsyncContext *ac, int status)
         return;
     }
     redisEnableKeepAlive((redisContext *)&ac->c);
+    /* Credentials first, on each connection: what follows is queued behind
+     * them (hiredis sends in order). */
+    if (RD(b)->rpass != NULL &&
+        (RD(b)->ruser != NULL ? redisAsyncCommand((redisAsyncContext *)ac, bus_auth_cb, NULL,
+                                                  "AUTH %s %s", RD(b)->ruser, RD(b)->rpass)
+                              : redisAsyncCommand((redisAsyncContext *)ac, bus_auth_cb, NULL,
+                                                  "AUTH %s", RD(b)->rpass)) != REDIS_OK) {
+        RD(b)->broken = "cannot send AUTH";
+        return;
+    }
     if (ac == RD(b)->sub)
         RD(b)->sub_ok = 1;
     else
@@ -764,14 +792,58 @@ static void bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
     }
 }
 
-/* Parse redis://host[:port][/db]. */
+static int bus_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* A percent-decoded copy of s[0..n) (passwords may hold reserved
+ * characters), or NULL. */
+static char *bus_url_decode(const char *s, size_t n)
+{
+    char *out = malloc(n + 1);
+    size_t i, o = 0;
+
+    if (out == NULL)
+        return NULL;
+    for (i = 0; i < n; i++) {
+        int hi = i + 2 < n ? bus_hexval(s[i + 1]) : -1, lo = i + 2 < n ? bus_hexval(s[i + 2]) : -1;
+        if (s[i] == '%' && hi >= 0 && lo >= 0) {
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Parse redis://[[user]:password@]host[:port][/db]. */
 static int bus_parse_url(bus_t *b, const char *url)
 {
-    const char *p = url + 8, *colon, *slash;
+    const char *p = url + 8, *colon, *slash, *at;
     size_t hostlen;
 
     if (strncmp(url, "redis://", 8) != 0)
         return -1;
+    at = strrchr(p, '@');
+    if (at != NULL) {
+        const char *sep = memchr(p, ':', (size_t)(at - p));
+        if (sep == NULL)
+            return -1;
+        if (sep > p && (RD(b)->ruser = bus_url_decode(p, (size_t)(sep - p))) == NULL)
+            return -1;
+        if ((RD(b)->rpass = bus_url_decode(sep + 1, (size_t)(at - sep - 1))) == NULL)
+            return -1;
+        p = at + 1;
+    }
     slash = strchr(p, '/');
     colon = strchr(p, ':');
     if (colon != NULL && slash != NULL && colon > slash)
@@ -914,6 +986,11 @@ static void redis_free(bus_t *b)
     free(r->rhost);
     free(r->ctl);
     free(r->revoke);
+    free(r->ruser);
+    if (r->rpass != NULL) {
+        memset(r->rpass, 0, strlen(r->rpass));
+        free(r->rpass);
+    }
     free(r);
     b->cs = NULL;
 }
@@ -945,7 +1022,7 @@ int bus_redis_init(bus_t *b)
     r->seed = (unsigned)getpid() ^ (unsigned)time(NULL);
     r->prefix = b->cfg->redis_prefix != NULL ? b->cfg->redis_prefix : "dnoded:";
     if (bus_parse_url(b, b->cfg->redis_url) < 0) {
-        log_error("bus: bad redis_url '%s'", b->cfg->redis_url);
+        log_error("bus: bad redis_url (not shown: it may hold a password)");
         return -1;
     }
     snprintf(b->carrier, sizeof(b->carrier), "redis %s:%d/%d %s", r->rhost, r->rport, r->rdb,
@@ -995,6 +1072,17 @@ int bus_redis_revoke(const config_t *cfg, const char *kind, const char *value, c
                  ctx != NULL ? ctx->errstr : "out of memory");
         goto out;
     }
+    if (r.rpass != NULL) {
+        reply = r.ruser != NULL ? redisCommand(ctx, "AUTH %s %s", r.ruser, r.rpass)
+                                : redisCommand(ctx, "AUTH %s", r.rpass);
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "Redis refused AUTH: %.200s",
+                     reply != NULL ? reply->str : ctx->errstr);
+            freeReplyObject(reply);
+            goto out;
+        }
+        freeReplyObject(reply);
+    }
     /* a revocation of a sub covers what was issued up to this second */
     snprintf(when, sizeof(when), "%lld", (long long)time(NULL) + (strcmp(kind, "sub") == 0));
     if (asprintf(&key, "%srv:%s:%s", r.prefix, kind, value) < 0)
@@ -1036,6 +1124,8 @@ out:
     if (ctx != NULL)
         redisFree(ctx);
     free(r.rhost);
+    free(r.ruser);
+    free(r.rpass);
     free(key);
     free(chan);
     free(msg);

@@ -53,6 +53,7 @@ enum {
     KF_EMPTY = 1 << 2,           /* "" is a valid value */
     KF_RESOLVE_DEFAULT = 1 << 3, /* the default path is relative to the config too */
     KF_UNIQUE = 1 << 4,          /* lists: an entry given twice is an error */
+    KF_SECRET = 1 << 5,          /* may hold a password: never echoed in an error */
 };
 
 /* Checks one value (a whole string, or one word of a list): 0 if valid. */
@@ -99,8 +100,8 @@ static const struct ckey config_keys[] = {
      .def = "models.json", .expect = "a file path"},
     {KEY("mongodb_uri", KT_STRING, KF_RELOAD, mongodb_uri, "mongodb://127.0.0.1:27017/dnoded"),
      .check = check_mongodb_uri, .expect = "a URI starting with mongodb:// or mongodb+srv://"},
-    {KEY("redis_url", KT_STRING, KF_RELOAD | KF_EMPTY, redis_url, ""), .check = check_redis_url,
-     .expect = "empty or redis://host:port[/db]"},
+    {KEY("redis_url", KT_STRING, KF_RELOAD | KF_EMPTY | KF_SECRET, redis_url, ""),
+     .check = check_redis_url, .expect = "empty or redis://[[user]:password@]host:port[/db]"},
     {KEY("docroot", KT_PATH, KF_RELOAD, docroot, CONFIG_DEFAULT_DOCROOT),
      .expect = "a directory path"},
     {KEY("pidfile", KT_PATH, KF_EMPTY, pidfile, ""), .expect = "empty or a file path"},
@@ -417,13 +418,23 @@ static int check_mongodb_uri(const char *v)
     return v[n] != '\0' && !has_space(v) ? 0 : -1;
 }
 
+/* redis://[[user]:password@]host[:port][/db] */
 static int check_redis_url(const char *v)
 {
+    const char *host = v + 8, *at;
+
     if (v[0] == '\0')
         return 0;
-    if (strncmp(v, "redis://", 8) != 0)
+    if (strncmp(v, "redis://", 8) != 0 || has_space(v))
         return -1;
-    return v[8] != '\0' && v[8] != '/' && !has_space(v) ? 0 : -1;
+    at = strrchr(host, '@');
+    if (at != NULL) {
+        const char *colon = memchr(host, ':', (size_t)(at - host));
+        if (colon == NULL || colon + 1 == at) /* a password is required with credentials */
+            return -1;
+        host = at + 1;
+    }
+    return host[0] != '\0' && host[0] != '/' && host[0] != ':' ? 0 : -1;
 }
 
 static int check_word(const char *v) { return has_space(v) ? -1 : 0; }
@@ -826,7 +837,10 @@ config_t *config_parse(const char *text, size_t len, const char *path, char *err
             goto fail;
         }
         if (rc == SET_BAD) {
-            quote_for_msg(quoted, sizeof quoted, value, strlen(value));
+            if (k->flags & KF_SECRET)
+                snprintf(quoted, sizeof quoted, "(not shown: it may hold a password)");
+            else
+                quote_for_msg(quoted, sizeof quoted, value, strlen(value));
             set_err(err, errlen, "%s:%u: bad value for %s: '%s' (expected %s)", name, line,
                     k->info.name, quoted, k->expect);
             goto fail;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -121,6 +122,36 @@ static int main_mint(const config_t *cfg, const char *claims_text)
     return rc;
 }
 
+/* Secrets readable by every user of the machine: the config when a URI
+ * in it holds credentials, the HS256 key file. Warned about (log or
+ * stderr), not refused. */
+static void main_check_secrets(const config_t *cfg, const char *conf_path, int to_stderr)
+{
+    struct stat st;
+    const char *what[2] = {NULL, NULL};
+
+    if (((cfg->redis_url != NULL && strchr(cfg->redis_url, '@') != NULL) ||
+         (cfg->mongodb_uri != NULL && strchr(cfg->mongodb_uri, '@') != NULL)) &&
+        stat(conf_path, &st) == 0 && (st.st_mode & S_IROTH))
+        what[0] = conf_path;
+    if (cfg->auth_key != NULL && cfg->auth_key[0] != '\0' && cfg->auth_key_alg != NULL &&
+        strcmp(cfg->auth_key_alg, "HS256") == 0 && stat(cfg->auth_key, &st) == 0 &&
+        (st.st_mode & S_IROTH))
+        what[1] = cfg->auth_key;
+    for (int i = 0; i < 2; i++) {
+        if (what[i] == NULL)
+            continue;
+        if (to_stderr)
+            fprintf(stderr,
+                    "dnoded: warning: %s holds a secret and every user can read it "
+                    "(chmod o-r %s)\n",
+                    what[i], what[i]);
+        else
+            log_warning("%s holds a secret and every user can read it (chmod o-r %s)", what[i],
+                        what[i]);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *conf_path = NULL, *signal_name = NULL, *mint = NULL, *revoke = NULL;
@@ -217,6 +248,7 @@ int main(int argc, char **argv)
     }
     if (test_only) {
         int rc = master_lookup_credentials(cfg, &uid, &gid, err, sizeof(err));
+        main_check_secrets(cfg, conf_path, 1);
         if (rc < 0)
             fprintf(stderr, "dnoded: %s: %s\n", conf_path, err);
         else
@@ -234,6 +266,7 @@ int main(int argc, char **argv)
         return 1;
     }
     log_set_process("master");
+    main_check_secrets(cfg, conf_path, 0);
     fds = main_listen(cfg, &nfds);
     if (fds == NULL) {
         model_set_free(models);

@@ -13,7 +13,8 @@ function parseUrl(url) {
         throw new Error(`not a redis:// URL: ${url}`);
     }
     const db = u.pathname && u.pathname !== '/' ? Number(u.pathname.slice(1)) : 0;
-    return { host: u.hostname || '127.0.0.1', port: Number(u.port || 6379), db };
+    return { host: u.hostname || '127.0.0.1', port: Number(u.port || 6379), db,
+        user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
 }
 
 function encodeCommand(args) {
@@ -90,9 +91,10 @@ class RedisConnection {
         sock.on('close', () => this.fail(new Error('connection closed')));
     }
 
-    // Connects (and SELECTs the URL's db when not 0); rejects after timeoutMs.
+    // Connects (AUTH with the URL's credentials, and SELECT its db when not
+    // 0); rejects after timeoutMs.
     static connect(url, { timeoutMs = 10000 } = {}) {
-        const { host, port, db } = parseUrl(url);
+        const { host, port, db, user, password } = parseUrl(url);
         return new Promise((resolve, reject) => {
             const sock = net.connect({ host, port });
             const timer = setTimeout(() => {
@@ -106,14 +108,14 @@ class RedisConnection {
             sock.once('connect', () => {
                 clearTimeout(timer);
                 const conn = new RedisConnection(sock, timeoutMs);
-                if (!db) {
-                    resolve(conn);
-                    return;
-                }
-                conn.command('SELECT', db).then(() => resolve(conn), (err) => {
-                    conn.close();
-                    reject(err);
-                });
+                const auth = password
+                    ? conn.command(...(user ? ['AUTH', user, password] : ['AUTH', password]))
+                    : Promise.resolve();
+                auth.then(() => (db ? conn.command('SELECT', db) : null))
+                    .then(() => resolve(conn), (err) => {
+                        conn.close();
+                        reject(err);
+                    });
             });
         });
     }

@@ -103,21 +103,23 @@ async function pingMongo(uri) {
     }
 }
 
-// Starts a private redis-server (no persistence) on a free port. The result
-// has .port, .url (redis://127.0.0.1:PORT), stop(), start(), close().
-async function startRedis({ dir } = {}) {
+// Starts a private redis-server (no persistence) on a free port, with more
+// arguments (requirepass, user...) when given, and credentials for the URL
+// (auth: "user:password" or ":password"). The result has .port, .url
+// (redis://[auth@]127.0.0.1:PORT), stop(), start(), close().
+async function startRedis({ dir, args = [], auth = null } = {}) {
     const program = findProgram('redis-server', 'DNODED_TEST_REDIS_SERVER');
     if (!program) {
         throw new Error('redis-server not found (run scripts/setup)');
     }
     const d = makeDir(dir, 'dnoded-redis-');
     const port = await freePort();
-    const url = `redis://127.0.0.1:${port}`;
+    const url = `redis://${auth ? `${auth}@` : ''}127.0.0.1:${port}`;
     const server = new ServerProcess({
         name: 'redis',
         program,
         args: ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
-            '--appendonly', 'no', '--dir', d.dir, '--daemonize', 'no'],
+            '--appendonly', 'no', '--dir', d.dir, '--daemonize', 'no', ...args],
         dir: d.dir,
         ownsDir: d.ownsDir,
         ping: () => pingRedis(url),
