@@ -80,6 +80,8 @@ static int check_range(const char *v);
 static int check_server_name(const char *v);
 static int check_alg(const char *v);
 static int check_anonymous(const char *v);
+static int check_tls_protocol(const char *v);
+static int check_ciphers(const char *v);
 
 #define OFF(field) offsetof(config_t, field)
 /* The fields every key has; the public info mirrors two of the flags. */
@@ -93,6 +95,18 @@ static const struct ckey config_keys[] = {
     {KEY("listen", KT_LIST, KF_REPEAT | KF_UNIQUE, listen, "127.0.0.1:8080"),
      .count_off = OFF(nlisten), .check = check_listen,
      .expect = "host:port or [ipv6]:port, port from 1 to 65535"},
+    {KEY("listen_tls", KT_LIST, KF_REPEAT | KF_UNIQUE | KF_EMPTY, listen_tls, ""),
+     .count_off = OFF(nlisten_tls), .check = check_listen,
+     .expect = "host:port or [ipv6]:port, port from 1 to 65535"},
+    {KEY("tls_certificate", KT_PATH, KF_RELOAD | KF_EMPTY, tls_certificate, ""),
+     .expect = "empty or a PEM certificate (chain) file path"},
+    {KEY("tls_certificate_key", KT_PATH, KF_RELOAD | KF_EMPTY, tls_certificate_key, ""),
+     .expect = "empty or a PEM private key file path"},
+    {KEY("tls_protocols", KT_LIST, KF_RELOAD, tls_protocols, "TLSv1.2 TLSv1.3"),
+     .count_off = OFF(ntls_protocols), .check = check_tls_protocol,
+     .expect = "TLSv1.2 and/or TLSv1.3"},
+    {KEY("tls_ciphers", KT_STRING, KF_RELOAD | KF_EMPTY, tls_ciphers, ""), .check = check_ciphers,
+     .expect = "empty or an OpenSSL cipher list such as ECDHE+AESGCM:ECDHE+CHACHA20"},
     {KEY("workers", KT_WORKERS, 0, workers, "auto"), .min = 1, .max = 1024,
      .expect = "auto or a number from 1 to 1024"},
     {KEY("models", KT_PATH, KF_RELOAD | KF_RESOLVE_DEFAULT, models,
@@ -445,6 +459,21 @@ static int check_alg(const char *v)
                    strcmp(v, "ES256") == 0
                ? 0
                : -1;
+}
+
+static int check_tls_protocol(const char *v)
+{
+    return strcmp(v, "TLSv1.2") == 0 || strcmp(v, "TLSv1.3") == 0 ? 0 : -1;
+}
+
+/* OpenSSL judges the list itself (tls_load); here only its alphabet. */
+static int check_ciphers(const char *v)
+{
+    for (; *v != '\0'; v++)
+        if (!((*v >= 'A' && *v <= 'Z') || (*v >= 'a' && *v <= 'z') || (*v >= '0' && *v <= '9') ||
+              strchr("+-!:@=_.,", *v) != NULL))
+            return -1;
+    return 0;
 }
 
 static int check_anonymous(const char *v)

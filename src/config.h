@@ -10,6 +10,13 @@ typedef struct config {
     char *path;        /* the file it came from (absolute), or NULL */
     char **listen;     /* "host:port" entries, at least one */
     size_t nlisten;
+    char **listen_tls; /* "host:port" entries served over TLS; may be empty */
+    size_t nlisten_tls;
+    char *tls_certificate;     /* PEM chain file; "" = none */
+    char *tls_certificate_key; /* PEM private key file; "" = none */
+    char **tls_protocols;      /* "TLSv1.2", "TLSv1.3" */
+    size_t ntls_protocols;
+    char *tls_ciphers;         /* OpenSSL cipher list for TLS 1.2; "" = OpenSSL's default */
     int workers;       /* 0 = auto (one per CPU) */
     char *models;      /* absolute; default models.json beside the config */
     char *mongodb_uri;

@@ -11,7 +11,9 @@
 #include <sys/uio.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
 
 #include "hash.h"
 
@@ -128,8 +130,20 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 
 void conn_close_event(conn_t *c, short what)
 {
+    unsigned long tls_err;
+
     if (what & BEV_EVENT_EOF) {
         conn_close(c, CONN_CLOSE_CLIENT, "client closed the connection");
+    } else if ((what & BEV_EVENT_ERROR) && c->tls && c->bev != NULL &&
+               (tls_err = bufferevent_get_openssl_error(c->bev)) != 0) {
+        char detail[160] = "TLS: ";
+
+        /* A failed handshake (a port scan, a client that does not trust
+         * us, plain text on the TLS port) or a bad record. */
+        ERR_error_string_n(tls_err, detail + 5, sizeof(detail) - 5);
+        while (bufferevent_get_openssl_error(c->bev) != 0)
+            ;
+        conn_close(c, CONN_CLOSE_PROTOCOL, detail);
     } else if (what & BEV_EVENT_ERROR) {
         int err = EVUTIL_SOCKET_ERROR();
         conn_close(c, err == ECONNRESET || err == EPIPE ? CONN_CLOSE_CLIENT : CONN_CLOSE_OTHER,
@@ -683,7 +697,7 @@ ssize_t conn_write_direct(conn_t *c, struct iovec *iov, int iovcnt)
      * out first. Writing at once saves the two epoll_ctl() calls and the
      * loop pass that arming the write event costs, which dominates fan-out
      * to thousands of subscribers. */
-    if (c->fd < 0 || c->held || c->bev == NULL || conn_pending_output(c) > 0)
+    if (c->fd < 0 || c->held || c->tls || c->bev == NULL || conn_pending_output(c) > 0)
         return 0;
     do
         n = writev(c->fd, iov, iovcnt);

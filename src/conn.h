@@ -137,6 +137,7 @@ struct conn_env {
      * on_idle: a draining connection without an owner may be idle now. */
     int (*on_dnode)(void *arg, conn_t *c);
     const struct auth *auth; /* token keys, for a token in an upgrade request; NULL: none */
+    struct ssl_ctx_st *tls_ctx; /* for connections accepted on a TLS listener; NULL: none */
     void (*on_idle)(void *arg, conn_t *c);
     void *arg;
 };
@@ -163,6 +164,8 @@ struct conn {
     unsigned unmovable : 1; /* a handoff failed: close it when idle instead */
     unsigned paused : 1;    /* conn_pause: no message is taken until conn_unpause */
     unsigned reading : 1;   /* inside the variant's read */
+    unsigned tls : 1;       /* over TLS: every byte goes through bev (no direct writes), and
+                             * the session cannot move to another process */
     uint32_t scanned;       /* line framing: input bytes already searched */
     struct event *deadline; /* conn_deadline_set, made on first use */
     const char *deadline_detail;

@@ -5,7 +5,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "conn_line.h"
 #include "http.h"
@@ -52,9 +54,17 @@ static void open_read(conn_t *c)
         c->io->read(c);
 }
 
-/* A silent peer: a DNode client waiting for our methods. */
+static conn_t *open_probe(conn_t *c, uint64_t left_ms);
+
+/* A silent peer: a DNode client waiting for our methods. Over TLS, the
+ * handshake ending first: the wait for the first bytes starts then. */
 static int open_event(conn_t *c, short what)
 {
+    if ((what & BEV_EVENT_CONNECTED) && c->tls) {
+        conn_deadline_clear(c);
+        open_probe(c, CONN_FIRST_BYTES_MS);
+        return 1;
+    }
     if (!(what & BEV_EVENT_TIMEOUT) || !(what & BEV_EVENT_READING))
         return 0;
     if (open_dnode(c) == 0 && !c->closing)
@@ -68,20 +78,39 @@ static const conn_io_t open_io = {
     .event = open_event,
 };
 
-/* A connection for fd on env, or NULL (fd closed, logged). */
-static conn_t *open_conn(conn_env_t *env, int fd, const char *peer, const char *what)
+/* A connection for fd on env, or NULL (fd closed, logged). tls: the
+ * server side of a TLS handshake comes first (env->tls_ctx). */
+static conn_t *open_conn(conn_env_t *env, int fd, const char *peer, const char *what, int tls)
 {
-    struct bufferevent *bev = bufferevent_socket_new(env->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    struct bufferevent *bev;
     conn_t *c;
 
+    if (tls) {
+        SSL *ssl = env->tls_ctx != NULL ? SSL_new(env->tls_ctx) : NULL;
+
+        bev = ssl != NULL
+                  ? bufferevent_openssl_socket_new(env->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                                   BEV_OPT_CLOSE_ON_FREE)
+                  : NULL;
+        if (bev == NULL && ssl != NULL)
+            SSL_free(ssl);
+        /* A client that closes without close_notify has ended, not failed:
+         * browsers and Node often do. */
+        if (bev != NULL)
+            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    } else {
+        bev = bufferevent_socket_new(env->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (bev == NULL) {
-        log_error("bufferevent_socket_new() failed %s %s", what, peer);
+        log_error("cannot set up a %sconnection %s %s", tls ? "TLS " : "", what, peer);
         evutil_closesocket(fd);
         return NULL;
     }
     c = conn_new(env, bev, peer);
     if (c == NULL)
         log_error("out of memory %s %s", what, peer);
+    else
+        c->tls = tls != 0;
     return c;
 }
 
@@ -97,17 +126,26 @@ static conn_t *open_probe(conn_t *c, uint64_t left_ms)
     return c;
 }
 
-conn_t *conn_open_accepted(conn_env_t *env, int fd, const char *peer)
+conn_t *conn_open_accepted(conn_env_t *env, int fd, const char *peer, int tls)
 {
-    conn_t *c = open_conn(env, fd, peer, "accepting");
+    conn_t *c = open_conn(env, fd, peer, "accepting", tls);
 
-    return c != NULL ? open_probe(c, CONN_FIRST_BYTES_MS) : NULL;
+    if (c == NULL || !tls)
+        return c != NULL ? open_probe(c, CONN_FIRST_BYTES_MS) : NULL;
+    /* The handshake has http_header_timeout to finish (a peer that starts
+     * one and stalls holds a descriptor, like a slow HTTP header); the
+     * wait for the first bytes starts when it has (open_event). */
+    conn_set_io(c, CONN_NEW, &open_io, NULL);
+    if (conn_deadline_set(c, env->cfg->http_header_timeout, "TLS handshake not finished") < 0 ||
+        bufferevent_enable(c->bev, EV_READ) < 0)
+        conn_close(c, CONN_CLOSE_OTHER, "cannot start the TLS handshake");
+    return c;
 }
 
 conn_t *conn_open_adopted(conn_env_t *env, int fd, const char *peer, conn_adopt_t kind,
                           uint64_t age_ms)
 {
-    conn_t *c = open_conn(env, fd, peer, "adopting");
+    conn_t *c = open_conn(env, fd, peer, "adopting", 0);
 
     if (c == NULL)
         return NULL;

@@ -21,7 +21,7 @@
 
 /* A connection for accepted socket fd (taken; closed on failure), reading
  * its first bytes. NULL on failure (logged). */
-conn_t *conn_open_accepted(conn_env_t *env, int fd, const char *peer);
+conn_t *conn_open_accepted(conn_env_t *env, int fd, const char *peer, int tls);
 
 /* What a connection handed over by another worker was. */
 typedef enum {

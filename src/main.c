@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "tls.h"
 #include "bus.h"
 #include "config.h"
 #include "jwt.h"
@@ -44,7 +45,8 @@ static void usage(FILE *out)
 static int *main_listen(const config_t *cfg, size_t *nfds)
 {
     char err[512];
-    int *fds = calloc(cfg->nlisten, sizeof(*fds));
+    size_t n = cfg->nlisten + cfg->nlisten_tls;
+    int *fds = calloc(n, sizeof(*fds));
     size_t i;
 
     *nfds = 0;
@@ -52,8 +54,10 @@ static int *main_listen(const config_t *cfg, size_t *nfds)
         log_error("out of memory");
         return NULL;
     }
-    for (i = 0; i < cfg->nlisten; i++) {
-        int fd = transport_listen(cfg->listen[i], err, sizeof(err));
+    for (i = 0; i < n; i++) {
+        int tls = i >= cfg->nlisten;
+        const char *addr = tls ? cfg->listen_tls[i - cfg->nlisten] : cfg->listen[i];
+        int fd = transport_listen(addr, err, sizeof(err));
         if (fd < 0) {
             log_error("%s", err);
             while (*nfds > 0)
@@ -62,7 +66,7 @@ static int *main_listen(const config_t *cfg, size_t *nfds)
             return NULL;
         }
         fds[(*nfds)++] = fd;
-        log_info("listening on %s", cfg->listen[i]);
+        log_info("listening on %s%s", addr, tls ? " (TLS)" : "");
     }
     return fds;
 }
@@ -123,12 +127,12 @@ static int main_mint(const config_t *cfg, const char *claims_text)
 }
 
 /* Secrets readable by every user of the machine: the config when a URI
- * in it holds credentials, the HS256 key file. Warned about (log or
+ * in it holds credentials, the HS256 key file, the TLS private key. Warned about (log or
  * stderr), not refused. */
 static void main_check_secrets(const config_t *cfg, const char *conf_path, int to_stderr)
 {
     struct stat st;
-    const char *what[2] = {NULL, NULL};
+    const char *what[3] = {NULL, NULL, NULL};
 
     if (((cfg->redis_url != NULL && strchr(cfg->redis_url, '@') != NULL) ||
          (cfg->mongodb_uri != NULL && strchr(cfg->mongodb_uri, '@') != NULL)) &&
@@ -138,7 +142,10 @@ static void main_check_secrets(const config_t *cfg, const char *conf_path, int t
         strcmp(cfg->auth_key_alg, "HS256") == 0 && stat(cfg->auth_key, &st) == 0 &&
         (st.st_mode & S_IROTH))
         what[1] = cfg->auth_key;
-    for (int i = 0; i < 2; i++) {
+    if (cfg->tls_certificate_key != NULL && cfg->tls_certificate_key[0] != '\0' &&
+        stat(cfg->tls_certificate_key, &st) == 0 && (st.st_mode & S_IROTH))
+        what[2] = cfg->tls_certificate_key;
+    for (int i = 0; i < 3; i++) {
         if (what[i] == NULL)
             continue;
         if (to_stderr)
@@ -160,6 +167,7 @@ int main(int argc, char **argv)
     config_t *cfg = NULL;
     model_set_t *models = NULL;
     auth_t *auth = NULL;
+    tls_t *tls = NULL;
     int *fds;
     size_t nfds;
     uid_t uid;
@@ -246,6 +254,14 @@ int main(int argc, char **argv)
         config_free(cfg);
         return 1;
     }
+    tls = tls_load(cfg, cfg->nlisten_tls > 0, err, sizeof(err));
+    if (tls == NULL) {
+        fprintf(stderr, "dnoded: %s: %s\n", conf_path, err);
+        auth_free(auth);
+        model_set_free(models);
+        config_free(cfg);
+        return 1;
+    }
     if (test_only) {
         int rc = master_lookup_credentials(cfg, &uid, &gid, err, sizeof(err));
         main_check_secrets(cfg, conf_path, 1);
@@ -255,6 +271,7 @@ int main(int argc, char **argv)
             printf("dnoded: configuration %s and models %s are ok\n", conf_path, cfg->models);
         model_set_free(models);
         auth_free(auth);
+        tls_free(tls);
         config_free(cfg);
         return rc < 0 ? 1 : 0;
     }
@@ -262,6 +279,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "dnoded: cannot open log file %s: %s\n", cfg->log_file, strerror(errno));
         model_set_free(models);
         auth_free(auth);
+        tls_free(tls);
         config_free(cfg);
         return 1;
     }
@@ -271,11 +289,14 @@ int main(int argc, char **argv)
     if (fds == NULL) {
         model_set_free(models);
         auth_free(auth);
+        tls_free(tls);
         config_free(cfg);
         log_close();
         return 1;
     }
-    opt = master_run(cfg, models, auth, fds, nfds); /* owns them all now */
+    if (tls_ctx(tls) != NULL)
+        log_info("TLS: %s", tls_describe(tls));
+    opt = master_run(cfg, models, auth, tls, fds, nfds, cfg->nlisten_tls); /* owns them all now */
     log_close();
     return opt;
 }

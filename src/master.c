@@ -26,6 +26,7 @@
 #endif
 
 #include "auth.h"
+#include "tls.h"
 #include "bus.h"
 #include "handoff.h"
 #include "hash.h"
@@ -71,8 +72,10 @@ typedef struct master {
     config_t *cfg;
     model_set_t *models;
     auth_t *auth;           /* token keys, loaded with the config */
+    tls_t *tls;             /* the TLS context, likewise */
     int *fds;
     size_t nfds;
+    size_t ntls; /* the last ntls of fds listen for TLS (fixed at start) */
     int nworkers; /* fixed at start (workers is not reloadable) */
     unsigned generation;
     master_proc_t *procs;
@@ -95,6 +98,7 @@ typedef struct master {
     config_t *prev_cfg;
     model_set_t *prev_models;
     auth_t *prev_auth;
+    tls_t *prev_tls;
     master_slot_t *prev_slots;
     char reload_failure[160]; /* why the reload in progress failed, or "" */
     int stopping;             /* 0, 1 graceful, 2 fast */
@@ -381,6 +385,7 @@ static void master_worker_main(master_t *m, int index)
     /* The previous state of a reload in progress is the master's only. */
     model_set_free(m->prev_models);
     auth_free(m->prev_auth);
+    tls_free(m->prev_tls);
     config_free(m->prev_cfg);
     free(m->prev_slots);
     status = 0;
@@ -408,8 +413,10 @@ static void master_worker_main(master_t *m, int index)
         args.cfg = m->cfg;
         args.models = m->models;
         args.auth = m->auth;
+        args.tls = m->tls;
         args.fds = m->fds;
         args.nfds = m->nfds;
+        args.ntls = m->ntls;
         args.metrics = m->metrics;
         args.bus_host = m->bus_host;
         args.handoff_fds = m->handoff[0] >= 0 ? m->handoff : NULL;
@@ -421,6 +428,7 @@ static void master_worker_main(master_t *m, int index)
     }
     model_set_free(m->models);
     auth_free(m->auth);
+    tls_free(m->tls);
     config_free(m->cfg);
     free(m->slots);
     free(m->pidfile);
@@ -633,6 +641,7 @@ static void master_reload(master_t *m)
     config_t *cfg = NULL;
     model_set_t *models = NULL;
     auth_t *auth = NULL;
+    tls_t *tls = NULL;
     master_slot_t *slots = NULL;
     char *changes;
     int w;
@@ -657,6 +666,13 @@ static void master_reload(master_t *m)
         log_error("reload failed, still running the previous configuration: %s", err);
         goto fail;
     }
+    tls = tls_load(cfg, m->ntls > 0, err, sizeof(err));
+    if (tls == NULL) {
+        log_error("reload failed, still running the previous configuration: %s", err);
+        goto fail;
+    }
+    if (tls_ctx(tls) != NULL)
+        log_info("TLS: %s", tls_describe(tls));
     slots = calloc((size_t)m->nworkers, sizeof(*slots));
     if (slots == NULL) {
         log_error("reload failed, still running the previous configuration: out of memory");
@@ -677,10 +693,12 @@ static void master_reload(master_t *m)
     m->prev_cfg = m->cfg;
     m->prev_models = m->models;
     m->prev_auth = m->auth;
+    m->prev_tls = m->tls;
     m->prev_slots = m->slots;
     m->cfg = cfg;
     m->models = models;
     m->auth = auth;
+    m->tls = tls;
     m->slots = slots;
     m->reloading = 1;
     m->reload_deadline = master_now() + MASTER_READY_SECONDS;
@@ -694,6 +712,7 @@ fail:
     free(slots);
     model_set_free(models);
     auth_free(auth);
+    tls_free(tls);
     config_free(cfg);
     master_notify("READY=1");
 }
@@ -728,10 +747,12 @@ static void master_reload_commit(master_t *m)
     config_free(m->prev_cfg);
     model_set_free(m->prev_models);
     auth_free(m->prev_auth);
+    tls_free(m->prev_tls);
     free(m->prev_slots);
     m->prev_cfg = NULL;
     m->prev_models = NULL;
     m->prev_auth = NULL;
+    m->prev_tls = NULL;
     m->prev_slots = NULL;
     m->reloading = 0;
     log_info("reloaded: generation %u started, the previous one is stopping", m->generation);
@@ -764,10 +785,13 @@ static void master_reload_rollback(master_t *m, const char *why)
     m->models = m->prev_models;
     auth_free(m->auth);
     m->auth = m->prev_auth;
+    tls_free(m->tls);
+    m->tls = m->prev_tls;
     m->slots = m->prev_slots;
     m->prev_cfg = NULL;
     m->prev_models = NULL;
     m->prev_auth = NULL;
+    m->prev_tls = NULL;
     m->prev_slots = NULL;
     m->reloading = 0;
     m->generation--;
@@ -971,7 +995,8 @@ static void master_loop(master_t *m)
     }
 }
 
-int master_run(config_t *cfg, model_set_t *models, auth_t *auth, int *fds, size_t nfds)
+int master_run(config_t *cfg, model_set_t *models, auth_t *auth, tls_t *tls, int *fds, size_t nfds,
+               size_t ntls)
 {
     sigset_t blocked;
     master_t m;
@@ -984,8 +1009,10 @@ int master_run(config_t *cfg, model_set_t *models, auth_t *auth, int *fds, size_
     m.cfg = cfg;
     m.models = models;
     m.auth = auth;
+    m.tls = tls;
     m.fds = fds;
     m.nfds = nfds;
+    m.ntls = ntls;
     m.generation = 1;
     m.status = 1;
     m.ready_pipe[0] = m.ready_pipe[1] = -1;
@@ -1071,6 +1098,7 @@ done:
             close(m.handoff[i]);
     model_set_free(m.prev_models);
     auth_free(m.prev_auth);
+    tls_free(m.prev_tls);
     config_free(m.prev_cfg);
     if (m.bus_host != NULL)
         bus_host_free(m.bus_host);
@@ -1078,6 +1106,7 @@ done:
         metrics_free(m.metrics);
     model_set_free(m.models);
     auth_free(m.auth);
+    tls_free(m.tls);
     config_free(m.cfg);
     return m.status;
 }

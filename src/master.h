@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "auth.h"
+#include "tls.h"
 #include "model.h"
 
 /* Workers to run for cfg: cfg->workers, or one per online CPU for auto. */
@@ -23,8 +24,9 @@ int master_worker_count(const config_t *cfg);
 int master_lookup_credentials(const config_t *cfg, uid_t *uid, gid_t *gid, char *err,
                               size_t errlen);
 
-/* Run the master until it is told to stop. Takes ownership of cfg, models
- * and the listening sockets fds[0..nfds) (fds itself is malloc'd). Writes
+/* Run the master until it is told to stop. Takes ownership of cfg, models,
+ * auth, tls and the listening sockets fds[0..nfds) (fds itself is
+ * malloc'd; its last ntls are the TLS listeners). Writes
  * the pidfile, forks the workers (which drop privileges to user/group),
  * then sleeps in sigsuspend() and acts on HUP (reload), QUIT (graceful
  * stop), TERM/INT (fast stop; a second one kills the workers), USR1 (log
@@ -32,7 +34,8 @@ int master_lookup_credentials(const config_t *cfg, uid_t *uid, gid_t *gid, char 
  * worker exiting with status 2 is not respawned). Returns the process exit
  * status: 0 after a stop, 1 when it could not start or every worker
  * exited with status 2. */
-int master_run(config_t *cfg, model_set_t *models, auth_t *auth, int *fds, size_t nfds);
+int master_run(config_t *cfg, model_set_t *models, auth_t *auth, tls_t *tls, int *fds, size_t nfds,
+               size_t ntls);
 
 /* `dnoded -s NAME`: send the master named by cfg's pidfile the signal for
  * NAME (reload HUP, quit QUIT, stop TERM, reopen USR1). 0, or -1 with the

@@ -200,17 +200,13 @@ static int transport_over_ip_limit(const transport_t *t, const char *peer)
            !addr_peer_allowed(peer, cfg->connection_limit_exempt, cfg->nconnection_limit_exempt);
 }
 
-static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-                                int salen, void *arg)
+static void transport_accept(transport_t *t, evutil_socket_t fd, struct sockaddr *sa, int tls)
 {
-    transport_t *t = arg;
     const config_t *cfg = t->env->cfg;
     conn_t *c;
     char peer[64];
     int one = 1;
 
-    (void)l;
-    (void)salen;
     peer_name(sa, peer, sizeof(peer));
     if (t->stopped || t->env->nconns >= cfg->max_connections || transport_over_ip_limit(t, peer)) {
         time_t now = time(NULL);
@@ -236,11 +232,27 @@ static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd, st
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (cfg->tcp_keepalive > 0)
         transport_keepalive(fd, cfg->tcp_keepalive);
-    c = conn_open_accepted(t->env, fd, peer);
+    c = conn_open_accepted(t->env, fd, peer, tls);
     if (c == NULL)
         return;
-    clog_debug(c, "connected");
+    clog_debug(c, "connected%s", tls ? " (TLS)" : "");
     transport_spread(t);
+}
+
+static void transport_accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+                                int salen, void *arg)
+{
+    (void)l;
+    (void)salen;
+    transport_accept(arg, fd, sa, 0);
+}
+
+static void transport_accept_tls_cb(struct evconnlistener *l, evutil_socket_t fd,
+                                    struct sockaddr *sa, int salen, void *arg)
+{
+    (void)l;
+    (void)salen;
+    transport_accept(arg, fd, sa, 1);
 }
 
 static void transport_accept_error_cb(struct evconnlistener *l, void *arg)
@@ -254,7 +266,8 @@ static void transport_accept_error_cb(struct evconnlistener *l, void *arg)
     log_error("accept() failed: %s", evutil_socket_error_to_string(err));
 }
 
-transport_t *transport_start(conn_env_t *env, struct metrics *metrics, const int *fds, size_t nfds)
+transport_t *transport_start(conn_env_t *env, struct metrics *metrics, const int *fds, size_t nfds,
+                             size_t ntls)
 {
     transport_t *t = calloc(1, sizeof(*t));
     size_t i;
@@ -267,13 +280,18 @@ transport_t *transport_start(conn_env_t *env, struct metrics *metrics, const int
     t->pause = evtimer_new(env->base, transport_resume_cb, t);
     if (t->listeners == NULL || t->pause == NULL)
         goto fail;
+    if (ntls > 0 && env->tls_ctx == NULL) {
+        log_error("TLS listeners without a TLS context");
+        goto fail;
+    }
     for (i = 0; i < nfds; i++) {
         /* Backlog 0: libevent leaves the socket as the master made it
          * (listen 4096). A negative backlog makes libevent 2.1 call
          * listen(fd, 128), which shrank the shared queue for every worker
          * and dropped SYNs in connection storms. */
-        struct evconnlistener *l =
-            evconnlistener_new(env->base, transport_accept_cb, t, 0, 0, fds[i]);
+        int tls = i + ntls >= nfds;
+        struct evconnlistener *l = evconnlistener_new(
+            env->base, tls ? transport_accept_tls_cb : transport_accept_cb, t, 0, 0, fds[i]);
         if (l == NULL) {
             log_error("evconnlistener_new() failed on fd %d", fds[i]);
             goto fail;

@@ -18,9 +18,11 @@ typedef struct transport transport_t;
 int transport_listen(const char *addr, char *err, size_t errlen);
 
 /* Start accepting on fds (the master's listening sockets, shared) into
- * env's connections. metrics is every worker's counters (to spread
+ * env's connections; the last ntls of them are TLS listeners (env->tls_ctx
+ * is their context). metrics is every worker's counters (to spread
  * connections; env->stats is this worker's slot). NULL on failure. */
-transport_t *transport_start(conn_env_t *env, struct metrics *metrics, const int *fds, size_t nfds);
+transport_t *transport_start(conn_env_t *env, struct metrics *metrics, const int *fds, size_t nfds,
+                             size_t ntls);
 /* Stop accepting for good (listeners disabled; the sockets stay open in
  * the master). A connection accepted meanwhile is refused. */
 void transport_stop_accepting(transport_t *t);

@@ -43,7 +43,13 @@ static void worker_idle(worker_t *w, conn_t *c, session_t *s)
 {
     if (!conn_quiet(c))
         return; /* the connection reports progress again */
-    if (w->retiring && !c->unmovable) {
+    /* A TLS session's keys live in this process' OpenSSL state and cannot
+     * move: it stays here, served as before (pushes included), until the
+     * client leaves or the stop deadline (shutdown_timeout) closes it. An
+     * HTTPS connection without a session simply closes when idle. */
+    if (w->retiring && c->tls && s != NULL)
+        return;
+    if (w->retiring && !c->unmovable && !c->tls) {
         int rc;
 
         /* Its own publishes must reach Redis before any it makes from the
@@ -197,7 +203,10 @@ static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
     if (w->conns.nconns > 0)
         log_warning("stop deadline reached: closing %zu sessions", w->conns.nconns);
     for (c = w->conns.conns; c != NULL; c = c->next)
-        conn_close(c, CONN_CLOSE_SHUTDOWN, "server stopping");
+        conn_close(c, CONN_CLOSE_SHUTDOWN,
+                   w->retiring && c->tls ? "reload: a TLS session stays with its worker until "
+                                           "shutdown_timeout, which has passed"
+                                         : "server stopping");
     event_base_loopexit(w->base, NULL);
 }
 
@@ -243,7 +252,15 @@ void worker_retire(worker_t *w)
         worker_stop(w, 1);
         return;
     }
-    log_info("retiring: handing %zu sessions to the new generation", w->conns.nconns);
+    {
+        size_t ntls = 0;
+        conn_t *c;
+
+        for (c = w->conns.conns; c != NULL; c = c->next)
+            ntls += c->tls && (c->kind == CONN_LINE || c->kind == CONN_WS);
+        log_info("retiring: handing %zu sessions to the new generation%s", w->conns.nconns - ntls,
+                 ntls > 0 ? "; TLS sessions stay here until they end or shutdown_timeout" : "");
+    }
     w->retiring = 1;
     worker_stop(w, 1);
 }
@@ -321,6 +338,7 @@ int worker_wire(worker_t *w)
         return -1;
     w->conns.on_dnode = worker_on_dnode;
     w->conns.auth = w->auth;
+    w->conns.tls_ctx = tls_ctx(w->tls);
     w->conns.on_idle = worker_conn_idle;
     w->conns.arg = w;
     line = dnode_build_methods(api_method_names, api_method_count, &len);
@@ -382,6 +400,7 @@ int worker_run(const worker_args_t *args)
     w.cfg = cfg;
     w.models = models;
     w.auth = args->auth;
+    w.tls = args->tls;
     if (evthread_use_pthreads() < 0) {
         log_error("evthread_use_pthreads() failed");
         return 1;
@@ -448,7 +467,7 @@ int worker_run(const worker_args_t *args)
     hd.conns = &w.conns;
     hd.sessions = &w.sessions;
     hd.bus = w.bus;
-    w.transport = transport_start(&w.conns, w.metrics, args->fds, args->nfds);
+    w.transport = transport_start(&w.conns, w.metrics, args->fds, args->nfds, args->ntls);
     if (w.transport == NULL || handoff_start(&w.handoff, &hd, args->handoff_fds) < 0)
         goto done;
     log_info("worker %d (generation %u) serving", w.index, w.generation);

@@ -20,6 +20,7 @@
 #include "conn.h"
 #include "model.h"
 #include "session.h"
+#include "tls.h"
 
 struct store;
 struct bus;
@@ -37,6 +38,7 @@ typedef struct worker {
     const config_t *cfg;        /* owned by the caller of worker_run */
     const model_set_t *models;  /* owned by the caller of worker_run */
     const auth_t *auth;         /* likewise; NULL: no tokens */
+    const tls_t *tls;           /* likewise; NULL or no context: no TLS listeners */
     struct store *store;        /* NULL when the database is not configured */
     struct bus *bus;
     api_t api;                  /* the methods' context */
@@ -62,8 +64,10 @@ typedef struct worker_args {
     const config_t *cfg;
     const model_set_t *models;
     const auth_t *auth;        /* token keys (auth_load), or NULL: no tokens */
+    const tls_t *tls;          /* the TLS context (tls_load), or NULL: none */
     const int *fds;            /* the master's listening sockets, shared */
     size_t nfds;
+    size_t ntls;               /* the last ntls of fds are TLS listeners */
     struct metrics *metrics;   /* shared-memory counters (metrics_new before any
                                 * fork), or NULL: the worker keeps its own */
     struct bus_host *bus_host; /* single-host relay (bus_host_new before any

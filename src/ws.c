@@ -112,8 +112,8 @@ static void authority_host(const char *a, char *out, size_t outlen)
 
 /* Whether host (no port, lowercase) is one this server answers to:
  * server_names, or when none are configured, localhost, the loopback
- * addresses, this machine's name and the hosts of the listen addresses
- * (wildcards excepted). */
+ * addresses, this machine's name and the hosts of the listen and
+ * listen_tls addresses (wildcards excepted). */
 static int ws_server_name(const config_t *cfg, const char *host)
 {
     static const char *const loopback[] = {"localhost", "127.0.0.1", "[::1]"};
@@ -131,8 +131,9 @@ static int ws_server_name(const config_t *cfg, const char *host)
     for (i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++)
         if (strcmp(loopback[i], host) == 0)
             return 1;
-    for (i = 0; i < cfg->nlisten; i++) {
-        authority_host(cfg->listen[i], name, sizeof(name));
+    for (i = 0; i < cfg->nlisten + cfg->nlisten_tls; i++) {
+        authority_host(i < cfg->nlisten ? cfg->listen[i] : cfg->listen_tls[i - cfg->nlisten], name,
+                       sizeof(name));
         if (strcmp(name, "0.0.0.0") != 0 && strcmp(name, "[::]") != 0 &&
             strcmp(name, host) == 0)
             return 1;
@@ -708,7 +709,7 @@ static void ws_release(conn_t *s)
     if (s->bev != NULL && !s->moved && !s->held && !c->finishing &&
         !wslay_event_get_close_sent(c->ctx) && conn_pending_output(s) == 0) {
         static const unsigned char going_away[] = {0x88, 0x02, 0x03, 0xe9};
-        if (s->fd >= 0 &&
+        if (s->fd >= 0 && !s->tls && /* over TLS it would be a bare record: none */
             send(s->fd, going_away, sizeof(going_away), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
             clog_debug(s, "close frame not sent: %s", strerror(errno));
     }

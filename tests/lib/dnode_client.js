@@ -6,6 +6,7 @@
 // also send arbitrary bytes. It holds no opinion about the server's answers.
 
 const net = require('node:net');
+const tls = require('node:tls');
 
 const { timeScale } = require('./proc');
 
@@ -78,13 +79,15 @@ class DnodeClient {
 
     // Connects to host:port. Unless handshake is false, sends our methods
     // message first (methods: the functions the server may call, such as
-    // created/updated/deleted/subscribed/unsubscribed).
+    // created/updated/deleted/subscribed/unsubscribed). tlsOptions: over TLS
+    // (node:tls options such as ca and servername), once the handshake is done.
     static connect(port, { host = '127.0.0.1', methods = {}, handshake = true,
-        timeoutMs } = {}) {
+        timeoutMs, tlsOptions = null } = {}) {
         return new Promise((resolve, reject) => {
-            const sock = net.connect({ port, host });
+            const sock = tlsOptions ? tls.connect({ port, host, ...tlsOptions })
+                : net.connect({ port, host });
             sock.once('error', reject);
-            sock.once('connect', () => {
+            sock.once(tlsOptions ? 'secureConnect' : 'connect', () => {
                 sock.removeListener('error', reject);
                 const c = new DnodeClient(sock, { methods, timeoutMs });
                 if (handshake) {

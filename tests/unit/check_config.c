@@ -165,8 +165,20 @@ START_TEST(test_every_key)
                              "shutdown_timeout = 16\n"
                              "db_threads = 17\n"
                              "db_timeout_ms = 18\n"
-                             "db_max_time_ms = 19\n");
+                             "db_max_time_ms = 19\n"
+                             "listen_tls = 0.0.0.0:9443 [::]:9443\n"
+                             "tls_certificate = /etc/ssl/a.pem\n"
+                             "tls_certificate_key = /etc/ssl/a.key\n"
+                             "tls_protocols = TLSv1.3\n"
+                             "tls_ciphers = ECDHE+AESGCM:!aNULL\n");
 
+    ck_assert_uint_eq(cfg->nlisten_tls, 2);
+    ck_assert_str_eq(cfg->listen_tls[1], "[::]:9443");
+    ck_assert_str_eq(cfg->tls_certificate, "/etc/ssl/a.pem");
+    ck_assert_str_eq(cfg->tls_certificate_key, "/etc/ssl/a.key");
+    ck_assert_uint_eq(cfg->ntls_protocols, 1);
+    ck_assert_str_eq(cfg->tls_protocols[0], "TLSv1.3");
+    ck_assert_str_eq(cfg->tls_ciphers, "ECDHE+AESGCM:!aNULL");
     ck_assert_uint_eq(cfg->nlisten, 1);
     ck_assert_str_eq(cfg->listen[0], "0.0.0.0:9000");
     ck_assert_int_eq(cfg->workers, 3);
@@ -209,7 +221,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 49);
+    ck_assert_uint_eq(config_key_count(), 54);
     config_free(cfg);
 }
 END_TEST
@@ -363,6 +375,10 @@ START_TEST(test_value_checks)
     value_refused("mongodb_uri", "mongodb://");
     value_refused("mongodb_uri", "");
     value_refused("redis_url", "127.0.0.1:6379");
+    value_refused("tls_protocols", "SSLv3");
+    value_refused("tls_protocols", "TLSv1.1");
+    value_refused("tls_ciphers", "ECDHE;rm");
+    value_refused("listen_tls", "9443");
     value_refused("redis_url", "redis://");
     value_refused("log_level", "verbose");
     value_refused("log_level", "INFO");

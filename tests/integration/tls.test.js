@@ -1,0 +1,259 @@
+'use strict';
+// TLS listeners: listen_tls beside a plain listen, one port serving DNode
+// over TLS (npm dnode over node:tls), HTTPS and wss://; a certificate
+// swapped by reload served to new connections while an old TLS session
+// keeps working (until shutdown_timeout, then closed with the reason
+// logged); bad certificate or key files refused by -t and by reload with
+// the running ones kept; hostile peers on the TLS port (plain text, a
+// handshake that never finishes) cost the others nothing. The CA is made by
+// the test (tests/lib/tls.js) and every client checks the server against it.
+
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const https = require('node:https');
+const net = require('node:net');
+const path = require('node:path');
+const tls = require('node:tls');
+
+const { startDnoded, runDnoded, renderConfig, DnodeClient } = require('../lib/harness');
+const { freePort, sleep, timeScale } = require('../lib/proc');
+const { makeCA, haveOpenssl } = require('../lib/tls');
+
+const skip = haveOpenssl() ? false : 'needs the openssl program (scripts/setup)';
+
+// dnoded with one plain and one TLS listener, serving the certificate
+// cert.pem/cert.key in the CA's directory (copied there from `issued`, so a
+// test can swap it and reload).
+async function startTls(t, ca, issued, config = {}) {
+    const tlsPort = await freePort();
+    const cert = path.join(ca.dir, 'live.pem');
+    const key = path.join(ca.dir, 'live.key');
+    fs.copyFileSync(issued.cert, cert);
+    fs.copyFileSync(issued.key, key);
+    fs.chmodSync(key, 0o600);
+    const d = await startDnoded({
+        config: {
+            workers: 2,
+            listen_tls: `127.0.0.1:${tlsPort}`,
+            tls_certificate: cert,
+            tls_certificate_key: key,
+            ...config,
+        },
+    }, t);
+    d.tlsPort = tlsPort;
+    d.swapCertificate = (next) => {
+        fs.copyFileSync(next.cert, cert);
+        fs.copyFileSync(next.key, key);
+    };
+    return d;
+}
+
+function tlsOptions(ca) {
+    return { ca: ca.ca, servername: 'localhost' };
+}
+
+// The serial of the certificate a new TLS connection is shown.
+function servedSerial(port, ca) {
+    return new Promise((resolve, reject) => {
+        const s = tls.connect({ port, host: '127.0.0.1', ...tlsOptions(ca) }, () => {
+            const serial = s.getPeerCertificate().serialNumber;
+            s.destroy();
+            resolve(serial.replace(/^0+/, ''));
+        });
+        s.on('error', reject);
+    });
+}
+
+async function tlsClient(t, d, ca, methods = {}) {
+    const pushes = {};
+    for (const name of ['created', 'updated', 'deleted', 'subscribed', 'unsubscribed']) {
+        pushes[name] = () => {};
+    }
+    const c = await DnodeClient.connect(d.tlsPort, { methods: { ...pushes, ...methods },
+        tlsOptions: tlsOptions(ca) });
+    t.after(() => c.close());
+    await c.ready;
+    return c;
+}
+
+test('one TLS port serves npm dnode, HTTPS and wss:// beside a plain listener', { skip },
+    async (t) => {
+        const ca = makeCA(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-ca-')));
+        t.after(() => fs.rmSync(ca.dir, { recursive: true, force: true }));
+        const d = await startTls(t, ca, ca.issue('first'));
+        const url = `/tls/${Date.now()}`;
+
+        // npm dnode over node:tls subscribes; a plain TCP client publishes.
+        const dnode = require('dnode');
+        const sock = tls.connect({ port: d.tlsPort, host: '127.0.0.1', ...tlsOptions(ca) });
+        t.after(() => sock.destroy());
+        let onCreated;
+        const pushed = new Promise((resolve) => { onCreated = resolve; });
+        const subscribed = new Promise((resolve) => {
+            const client = dnode({ created: (doc, opt) => onCreated({ doc, opt }) },
+                { weak: false });
+            client.on('remote', (remote) => remote.subscribe(url, resolve));
+            sock.pipe(client).pipe(sock);
+        });
+        assert.strictEqual(await subscribed, null);
+        const pub = await d.connect();
+        t.after(() => pub.close());
+        await pub.ready;
+        pub.call('publish', { n: 1 }, { url, method: 'create' }, () => {});
+        const got = await pushed;
+        assert.deepStrictEqual(got.doc, { n: 1 });
+        assert.strictEqual(got.opt.url, url);
+        assert.strictEqual(sock.authorized, true, 'the client verified the server with the CA');
+        assert.match(sock.getProtocol(), /^TLSv1\.[23]$/);
+
+        // HTTPS: the browser client from the same port.
+        const body = await new Promise((resolve, reject) => {
+            https.get({ host: '127.0.0.1', port: d.tlsPort, path: '/dnode.js', ...tlsOptions(ca) },
+                (res) => {
+                    let text = '';
+                    res.setEncoding('utf8');
+                    res.on('data', (x) => { text += x; });
+                    res.on('end', () => resolve({ status: res.statusCode, text }));
+                }).on('error', reject);
+        });
+        assert.strictEqual(body.status, 200);
+        assert.match(body.text, /dnode/i);
+
+        // wss:// with the page's https origin.
+        const WebSocket = require('ws');
+        const ws = new WebSocket(`wss://localhost:${d.tlsPort}/dnode`, {
+            ca: ca.ca, origin: `https://localhost:${d.tlsPort}`,
+        });
+        t.after(() => ws.terminate());
+        const first = await new Promise((resolve, reject) => {
+            ws.once('message', (m) => resolve(JSON.parse(m.toString())));
+            ws.once('error', reject);
+        });
+        assert.strictEqual(first.method, 'methods');
+        assert.ok(first.arguments[0].subscribe !== undefined, 'the methods message over wss');
+
+        // The plain listener is still plain.
+        const plain = await d.connect();
+        t.after(() => plain.close());
+        assert.strictEqual((await plain.ready).method, 'methods');
+    });
+
+test('hostile peers on the TLS port are closed and cost the others nothing', { skip },
+    async (t) => {
+        const ca = makeCA(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-ca-')));
+        t.after(() => fs.rmSync(ca.dir, { recursive: true, force: true }));
+        const d = await startTls(t, ca, ca.issue('first'), { workers: 1, http_header_timeout: 1 });
+        const good = await tlsClient(t, d, ca);
+
+        // Plain DNode on the TLS port: refused as a failed handshake.
+        const since = d.stderr().length;
+        const plain = net.connect({ port: d.tlsPort, host: '127.0.0.1' });
+        t.after(() => plain.destroy());
+        plain.on('error', () => {}); // reset by the server: expected
+        plain.write('{"method":"methods","arguments":[{}],"callbacks":{}}\n');
+        await new Promise((resolve) => plain.on('close', resolve));
+        await d.waitForLog(/closed: TLS: .*(wrong version|http request|record)/i, { since });
+
+        // A handshake that never finishes is closed after http_header_timeout.
+        const started = Date.now();
+        const stall = net.connect({ port: d.tlsPort, host: '127.0.0.1' });
+        t.after(() => stall.destroy());
+        stall.on('error', () => {});
+        stall.write(Buffer.from([0x16, 0x03, 0x01])); // the start of a record, then nothing
+        await new Promise((resolve) => stall.on('close', resolve));
+        const took = Date.now() - started;
+        assert.ok(took >= 900 && took < 5000 * timeScale, `stalled handshake closed after ${took} ms`);
+        await d.waitForLog(/TLS handshake not finished/, { since });
+
+        // The good session never noticed.
+        assert.deepStrictEqual(await good.invoke('subscribe', '/tls/still'), [null]);
+    });
+
+test('reload serves a new certificate to new connections; an old TLS session keeps working',
+    { skip }, async (t) => {
+        const ca = makeCA(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-ca-')));
+        t.after(() => fs.rmSync(ca.dir, { recursive: true, force: true }));
+        const first = ca.issue('first');
+        const second = ca.issue('second');
+        const d = await startTls(t, ca, first, { shutdown_timeout: 4 });
+        assert.strictEqual(await servedSerial(d.tlsPort, ca), first.serial);
+        const url = `/tls/reload/${Date.now()}`;
+        const old = await tlsClient(t, d, ca);
+        assert.deepStrictEqual(await old.invoke('subscribe', url), [null]);
+
+        d.swapCertificate(second);
+        let since = d.stderr().length;
+        d.signal('SIGHUP');
+        await d.waitForLog(/reloaded: generation 2 started/, { since });
+        await d.waitForLog(/TLS sessions stay here until they end or shutdown_timeout/, { since });
+        assert.strictEqual(await servedSerial(d.tlsPort, ca), second.serial,
+            'a new connection gets the new certificate');
+
+        // The old session still calls and still receives pushes, from a
+        // publisher on the new generation.
+        assert.deepStrictEqual(await old.invoke('subscribe', `${url}/more`), [null]);
+        const pub = await d.connect();
+        t.after(() => pub.close());
+        await pub.ready;
+        pub.call('publish', { n: 2 }, { url, method: 'create' }, () => {});
+        const push = await old.nextCall('created');
+        assert.deepStrictEqual(push[0], { n: 2 });
+
+        // Past shutdown_timeout it is closed, with the reason in the log.
+        await old.waitClosed(15000 * timeScale);
+        await d.waitForLog(/TLS session stays with its worker until shutdown_timeout/, { since });
+
+        // A bad certificate on reload: refused, the running one kept.
+        fs.writeFileSync(path.join(ca.dir, 'live.pem'), 'not a certificate\n');
+        since = d.stderr().length;
+        d.signal('SIGHUP');
+        await d.waitForLog(/reload failed, still running the previous configuration: tls_certificate/,
+            { since });
+        assert.strictEqual(await servedSerial(d.tlsPort, ca), second.serial);
+    });
+
+test('dnoded -t refuses missing, unreadable or mismatched certificate and key files', { skip },
+    async (t) => {
+        const ca = makeCA(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-ca-')));
+        t.after(() => fs.rmSync(ca.dir, { recursive: true, force: true }));
+        const a = ca.issue('a');
+        const b = ca.issue('b');
+        const models = path.join(ca.dir, 'models.json');
+        fs.writeFileSync(models, JSON.stringify({ todo: { collection: 'todos',
+            fields: { title: { type: 'String' } } } }));
+        const check = (keys) => {
+            const conf = path.join(ca.dir, 'check.conf');
+            fs.writeFileSync(conf, renderConfig({ listen: '127.0.0.1:1', models,
+                listen_tls: '127.0.0.1:2', ...keys }));
+            return runDnoded(['-t', '-c', conf]);
+        };
+        const ok = check({ tls_certificate: a.cert, tls_certificate_key: a.key });
+        assert.strictEqual(ok.code, 0, ok.stderr);
+
+        const cases = [
+            [{}, /listen_tls needs tls_certificate and tls_certificate_key/],
+            [{ tls_certificate: a.cert }, /go together/],
+            [{ tls_certificate: path.join(ca.dir, 'none.pem'), tls_certificate_key: a.key },
+                /tls_certificate .*none\.pem/],
+            [{ tls_certificate: a.key, tls_certificate_key: a.key }, /tls_certificate .*a\.key/],
+            [{ tls_certificate: a.cert, tls_certificate_key: b.key },
+                /tls_certificate_key does not match tls_certificate/],
+            [{ tls_certificate: a.cert, tls_certificate_key: a.key, tls_ciphers: 'NOTHING-REAL' },
+                /tls_ciphers names no usable cipher/],
+            [{ tls_certificate: a.cert, tls_certificate_key: a.key, tls_protocols: 'SSLv3' },
+                /tls_protocols/],
+        ];
+        for (const [keys, re] of cases) {
+            const r = check(keys);
+            assert.strictEqual(r.code, 1, `${JSON.stringify(keys)} was accepted`);
+            assert.match(r.stderr, re);
+        }
+
+        // A world-readable private key is warned about.
+        fs.chmodSync(a.key, 0o644);
+        const warned = check({ tls_certificate: a.cert, tls_certificate_key: a.key });
+        assert.strictEqual(warned.code, 0);
+        assert.match(warned.stderr, /a\.key holds a secret and every user can read it/);
+        await sleep(0);
+    });
