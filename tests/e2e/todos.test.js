@@ -8,8 +8,10 @@
 // keep syncing. Each one's own todos stay theirs: never shown to the
 // other, nor to an anonymous page, which sees the shared list only and
 // cannot add to it. A page from an origin neither in allowed_origins nor
-// under one of server_names cannot open the socket. Propagation times are
-// reported as diagnostics, not asserted.
+// under one of server_names cannot open the socket. The same page loaded
+// over https from the TLS listener (a CA made by the test and trusted by
+// chromium's certificate store) syncs over wss:// with a plain one.
+// Propagation times are reported as diagnostics, not asserted.
 
 const test = require('node:test');
 const assert = require('node:assert');
@@ -21,6 +23,7 @@ const { startDnoded } = require('../lib/harness');
 const { getServices } = require('../lib/services');
 const { findProgram, freePort, timeScale } = require('../lib/proc');
 const jwt = require('../lib/jwt');
+const { makeCA, haveOpenssl } = require('../lib/tls');
 
 const SECRET = require('node:crypto').randomBytes(32).toString('hex');
 const tokenFor = (sub) => jwt.sign(jwt.claims({ sub }), SECRET);
@@ -46,6 +49,24 @@ let d;
 let browser;
 let profile;
 let port;
+let tlsPort = null; // the TLS listener, when the test CA could be made and trusted
+
+// The test CA, trusted by chromium through the NSS database under its HOME
+// (as a system would install a CA): never a disabled certificate check.
+function trustTestCA(home) {
+    if (!haveOpenssl() || !findProgram('certutil')) {
+        return null;
+    }
+    const { execFileSync } = require('node:child_process');
+    const ca = makeCA(fs.mkdtempSync(path.join(os.tmpdir(), 'dnoded-e2e-ca-')));
+    const db = path.join(home, '.pki', 'nssdb');
+    fs.mkdirSync(db, { recursive: true });
+    execFileSync('certutil', ['-N', '--empty-password', '-d', `sql:${db}`]);
+    execFileSync('certutil', ['-A', '-d', `sql:${db}`, '-n', 'dnoded test CA', '-t', 'C,,',
+        '-i', ca.caPath]);
+    return ca;
+}
+let ca = null;
 
 test.before(async () => {
     if (skip) {
@@ -53,6 +74,10 @@ test.before(async () => {
     }
     services = await getServices({ redis: false });
     port = await freePort();
+    profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dnoded-chromium-'));
+    ca = trustTestCA(profile);
+    const issued = ca ? ca.issue('server') : null;
+    tlsPort = ca ? await freePort() : null;
     const keyDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dnoded-e2e-key-'));
     fs.writeFileSync(path.join(keyDir, 'token.key'), SECRET);
     d = await startDnoded({
@@ -66,9 +91,10 @@ test.before(async () => {
             // name of the same machine (localhost) is another origin.
             server_names: '127.0.0.1',
             auth_key: path.join(keyDir, 'token.key'),
+            ...(ca ? { listen_tls: `127.0.0.1:${tlsPort}`, tls_certificate: issued.cert,
+                tls_certificate_key: issued.key } : {}),
         },
     });
-    profile = fs.mkdtempSync(path.join(os.tmpdir(), 'dnoded-chromium-'));
     // playwright gives every launch a fresh profile of its own; ours only
     // keeps chromium from touching the user's.
     browser = await playwright.chromium.launch({
@@ -95,6 +121,9 @@ test.after(async () => {
         }
         if (profile) {
             fs.rmSync(profile, { recursive: true, force: true });
+        }
+        if (ca) {
+            fs.rmSync(ca.dir, { recursive: true, force: true });
         }
     }
 });
@@ -231,6 +260,32 @@ test('two people edit the same list live, across a reload and a restart',
         await a.context().close();
         await b.context().close();
     });
+
+test('the page over https syncs over wss:// with a page over plain http', { skip }, async (t) => {
+    if (!tlsPort) {
+        t.skip('needs the openssl and certutil programs (scripts/setup)');
+        return;
+    }
+    const secure = await openPage('ann', `https://127.0.0.1:${tlsPort}`);
+    const sockets = [];
+    secure.on('websocket', (ws) => sockets.push(ws.url()));
+    await secure.reload(); // so the socket it opens is seen
+    const plain = await openPage('bob');
+    await Promise.all([ready(secure), ready(plain)]);
+    assert.strictEqual(await secure.evaluate(() => location.protocol), 'https:');
+    assert.ok(sockets.length > 0 && sockets.every((u) => u.startsWith(`wss://127.0.0.1:${tlsPort}/`)),
+        `the https page's sockets: ${sockets.join(', ')}`);
+    const stamp = Date.now();
+    await add(secure, `from https ${stamp}`, true);
+    await eventually(plain, async (p) => (await titles(p)).includes(`from https ${stamp}`),
+        'a todo added over https, on the plain page');
+    await add(plain, `from http ${stamp}`, true);
+    await eventually(secure, async (p) => (await titles(p)).includes(`from http ${stamp}`),
+        'a todo added over http, on the https page');
+    assert.deepStrictEqual(secure.errors, []);
+    await secure.context().close();
+    await plain.context().close();
+});
 
 test('a page from an origin neither allowed nor under server_names cannot open the socket',
     { skip }, async () => {
