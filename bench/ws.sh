@@ -22,7 +22,7 @@ work=$bench_work
 
 echo "building the load generator"
 cc -O2 -std=gnu11 -Wall -o "$work/ws_load" "$here/ws_load.c" \
-    $(pkg-config --cflags --libs libevent)
+    $(pkg-config --cflags --libs libevent libevent_openssl libssl libcrypto)
 
 port=$(free_port)
 cat > "$work/dnoded.conf" <<CONF

@@ -1,5 +1,6 @@
 /* ws_load: DNode round trips against dnoded over plain TCP (one JSON message
- * per line) or over WebSocket (/dnode, one message per masked text frame),
+ * per line), over TLS (the same lines, -t tls) or over WebSocket (/dnode,
+ * one message per masked text frame),
  * with the same driver for both so the figures compare (bench/ws.sh and
  * bench/run run it). One libevent loop drives every connection; each
  * connection keeps one request in flight (-P N: N, each sent as soon as a
@@ -11,8 +12,13 @@
  *       query: {_id}}, fn) of the document just created, in turn; each
  *       call passes opt.error so that a refusal comes back as an answer.
  *
- *   ws_load -p PORT -t tcp|ws -c CONNS -d SECONDS [-w WARMUP] [-o pubsub|crud]
- *           [-P DEPTH]
+ *   -H: new connections instead: each connection connects (and, over
+ *       TLS, does a full handshake, no resumption), waits for the
+ *       server's methods message, closes and starts again; an op is one
+ *       such connection, timed from connect() to the methods message.
+ *
+ *   ws_load -p PORT -t tcp|tls|ws -c CONNS -d SECONDS [-w WARMUP]
+ *           [-o pubsub|crud] [-P DEPTH] [-H]
  *
  * DEPTH > 1 is for pubsub only (crud reads what the previous create made).
  * The server answers a connection's calls in order, so the send times are
@@ -35,7 +41,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #define HIST_MAX_US 2000000
 #define MAX_DEPTH 64
@@ -51,6 +59,7 @@ typedef struct conn {
     uint64_t fn_cb, err_cb; /* crud: the ids of the call in flight */
     char id[25];            /* crud: the _id the last create answered */
     uint64_t sent_ns;
+    uint64_t connect_ns; /* -H: when this connection's connect() started */
     uint64_t sent[MAX_DEPTH]; /* send times of the calls in flight, oldest first */
     unsigned first, inflight;
 } conn_t;
@@ -60,6 +69,8 @@ typedef struct load {
     struct sockaddr_in addr;
     int ws;
     int crud;
+    int churn;        /* -H */
+    SSL_CTX *ssl_ctx; /* -t tls */
     conn_t *conns;
     unsigned nconns;
     unsigned depth;
@@ -193,10 +204,21 @@ static void send_methods(conn_t *c)
     c->methods_sent = 1;
 }
 
+static void conn_start(conn_t *c);
+
 static void handle_msg(conn_t *c, const char *msg, size_t len)
 {
     load_t *l = c->load;
 
+    if (c->state == 1 && l->churn) { /* connected and greeted: count, again */
+        uint64_t us = (now_ns() - c->connect_ns) / 1000;
+        if (l->measuring) {
+            l->ops++;
+            l->hist[us < HIST_MAX_US ? us : HIST_MAX_US]++;
+        }
+        c->state = -1; /* read_cb restarts it */
+        return;
+    }
     if (c->state == 1) { /* the server's methods: answer with ours, start */
         if (!c->methods_sent)
             send_methods(c);
@@ -281,6 +303,13 @@ static void read_cb(struct bufferevent *bev, void *arg)
             }
             evbuffer_drain(in, hl + pl);
         }
+        if (c->state == -1)
+            break;
+    }
+    if (c->state == -1) { /* -H: this one is done, the next one starts */
+        bufferevent_free(c->bev);
+        c->bev = NULL;
+        conn_start(c);
     }
 }
 
@@ -291,6 +320,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         int one = 1;
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (c->load->churn) { /* our methods, then the server's greeting ends it */
+            c->state = 1;
+            send_methods(c);
+            return;
+        }
         if (c->load->ws) {
             evbuffer_add_printf(bufferevent_get_output(bev),
                                 "GET /dnode HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -309,6 +343,40 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
         fprintf(stderr, "ws_load: connection %u lost\n", c->idx);
         c->load->errors++;
         bufferevent_free(bev);
+        c->bev = NULL;
+    }
+}
+
+/* Connect c (again, with -H), over TLS with -t tls. */
+static void conn_start(conn_t *c)
+{
+    load_t *l = c->load;
+
+    c->state = 0;
+    c->methods_sent = 0;
+    c->subscribed = 0;
+    c->first = c->inflight = 0;
+    c->connect_ns = now_ns();
+    if (l->ssl_ctx != NULL) {
+        SSL *ssl = SSL_new(l->ssl_ctx);
+        c->bev = ssl != NULL ? bufferevent_openssl_socket_new(l->base, -1, ssl,
+                                                              BUFFEREVENT_SSL_CONNECTING,
+                                                              BEV_OPT_CLOSE_ON_FREE)
+                             : NULL;
+        if (c->bev != NULL)
+            bufferevent_openssl_set_allow_dirty_shutdown(c->bev, 1);
+    } else {
+        c->bev = bufferevent_socket_new(l->base, -1, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (c->bev == NULL) {
+        l->errors++;
+        return;
+    }
+    bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
+    bufferevent_enable(c->bev, EV_READ);
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&l->addr, sizeof(l->addr)) < 0) {
+        l->errors++;
+        bufferevent_free(c->bev);
         c->bev = NULL;
     }
 }
@@ -349,13 +417,19 @@ int main(int argc, char **argv)
 
     memset(&l, 0, sizeof(l));
     l.nconns = 1;
-    while ((opt = getopt(argc, argv, "p:t:c:d:w:o:P:")) != -1) {
+    int tls = 0;
+
+    while ((opt = getopt(argc, argv, "p:t:c:d:w:o:P:H")) != -1) {
         switch (opt) {
         case 'p':
             port = atoi(optarg);
             break;
         case 't':
             l.ws = strcmp(optarg, "ws") == 0;
+            tls = strcmp(optarg, "tls") == 0;
+            break;
+        case 'H':
+            l.churn = 1;
             break;
         case 'c':
             l.nconns = (unsigned)atoi(optarg);
@@ -373,8 +447,8 @@ int main(int argc, char **argv)
             l.depth = (unsigned)atoi(optarg);
             break;
         default:
-            fprintf(stderr, "usage: ws_load -p PORT -t tcp|ws -c CONNS -d SECONDS [-w WARMUP] "
-                            "[-o pubsub|crud] [-P DEPTH]\n");
+            fprintf(stderr, "usage: ws_load -p PORT -t tcp|tls|ws -c CONNS -d SECONDS [-w WARMUP] "
+                            "[-o pubsub|crud] [-P DEPTH] [-H]\n");
             return 2;
         }
     }
@@ -384,6 +458,10 @@ int main(int argc, char **argv)
     }
     if (l.depth == 0)
         l.depth = 1;
+    if (l.churn && l.ws) {
+        fprintf(stderr, "ws_load: -H is for -t tcp and -t tls\n");
+        return 2;
+    }
     if (l.depth > MAX_DEPTH || (l.crud && l.depth > 1)) {
         fprintf(stderr, "ws_load: -P is 1..%d, and 1 with -o crud\n", MAX_DEPTH);
         return 2;
@@ -398,16 +476,21 @@ int main(int argc, char **argv)
     l.addr.sin_family = AF_INET;
     l.addr.sin_port = htons((uint16_t)port);
     l.addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (tls) {
+        /* A load generator, not a client anyone relies on: the server's
+         * certificate is not checked (the tests do that). */
+        l.ssl_ctx = SSL_CTX_new(TLS_client_method());
+        if (l.ssl_ctx == NULL)
+            return 1;
+        SSL_CTX_set_session_cache_mode(l.ssl_ctx, SSL_SESS_CACHE_OFF);
+        SSL_CTX_set_options(l.ssl_ctx, SSL_OP_NO_TICKET);
+    }
     for (i = 0; i < l.nconns; i++) {
         conn_t *c = &l.conns[i];
         c->load = &l;
         c->idx = i;
-        c->bev = bufferevent_socket_new(l.base, -1, BEV_OPT_CLOSE_ON_FREE);
+        conn_start(c);
         if (c->bev == NULL)
-            return 1;
-        bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
-        bufferevent_enable(c->bev, EV_READ);
-        if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&l.addr, sizeof(l.addr)) < 0)
             return 1;
     }
     tw.tv_sec = warmup;
@@ -420,7 +503,7 @@ int main(int argc, char **argv)
     evtimer_add(stop, &td);
     event_base_dispatch(l.base);
     printf("%-9s %4u conns: %8.0f ops/s, p50 %5llu us, p99 %6llu us%s\n",
-           l.ws ? "websocket" : "tcp", l.nconns, (double)l.ops / seconds,
+           l.churn ? (tls ? "tls-new" : "tcp-new") : l.ws ? "websocket" : tls ? "tls" : "tcp", l.nconns, (double)l.ops / seconds,
            (unsigned long long)percentile(&l, 0.50), (unsigned long long)percentile(&l, 0.99),
            l.errors ? " (errors, see stderr)" : "");
     for (i = 0; i < l.nconns; i++)
@@ -429,6 +512,7 @@ int main(int argc, char **argv)
     event_free(warm);
     event_free(stop);
     event_base_free(l.base);
+    SSL_CTX_free(l.ssl_ctx);
     free(l.conns);
     free(l.hist);
     return l.errors ? 1 : 0;
