@@ -144,6 +144,11 @@ int bus_revoked(bus_t *b, const char *jti, const char *sub, int64_t iat,
  * with err. */
 int bus_redis_revoke(const config_t *cfg, const char *kind, const char *value, char *err,
                      size_t errlen);
+/* dnoded -t: connect to the Redis of cfg and authenticate as the workers
+ * will. 0 (also when redis_url is empty); -1 with err when Redis refused
+ * the credentials or the database; -2 with err when it cannot be reached
+ * now (not an error of the configuration). Blocking. */
+int bus_redis_check(const config_t *cfg, char *err, size_t errlen);
 
 /* Sessions subscribed to channel on this worker. */
 size_t bus_online(bus_t *b, const char *channel);

@@ -1039,6 +1039,83 @@ int bus_redis_init(bus_t *b)
     return 0;
 }
 
+/* A blocking connection to the Redis of cfg for the command line (-r, -t):
+ * parsed URL in *r (the caller frees its strings), connected, AUTH sent
+ * when the URL has a password, the database selected. 0; -1 with err when
+ * Redis answered with a refusal (AUTH, SELECT); -2 when it cannot be
+ * reached or the URL is bad. */
+static int redis_sync_open(const config_t *cfg, bus_t *fake, redis_t *r, redisContext **out,
+                           char *err, size_t errlen)
+{
+    struct timeval tv = {3, 0};
+    redisContext *ctx;
+    redisReply *reply;
+
+    memset(fake, 0, sizeof(*fake));
+    memset(r, 0, sizeof(*r));
+    fake->cs = r;
+    *out = NULL;
+    r->prefix = cfg->redis_prefix != NULL ? cfg->redis_prefix : "";
+    if (bus_parse_url(fake, cfg->redis_url) < 0) {
+        snprintf(err, errlen, "bad redis_url");
+        return -2;
+    }
+    ctx = redisConnectWithTimeout(r->rhost, r->rport, tv);
+    if (ctx == NULL || ctx->err) {
+        snprintf(err, errlen, "cannot reach Redis at %s:%d: %s", r->rhost, r->rport,
+                 ctx != NULL ? ctx->errstr : "out of memory");
+        if (ctx != NULL)
+            redisFree(ctx);
+        return -2;
+    }
+    *out = ctx;
+    if (r->rpass != NULL) {
+        reply = r->ruser != NULL ? redisCommand(ctx, "AUTH %s %s", r->ruser, r->rpass)
+                                 : redisCommand(ctx, "AUTH %s", r->rpass);
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "Redis refused AUTH%s%s: %.200s", r->ruser ? " as user " : "",
+                     r->ruser ? r->ruser : "", reply != NULL ? reply->str : ctx->errstr);
+            freeReplyObject(reply);
+            return reply != NULL ? -1 : -2;
+        }
+        freeReplyObject(reply);
+    }
+    if (r->rdb != 0) {
+        reply = redisCommand(ctx, "SELECT %d", r->rdb);
+        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+            snprintf(err, errlen, "Redis refused SELECT %d: %.200s", r->rdb,
+                     reply != NULL ? reply->str : ctx->errstr);
+            freeReplyObject(reply);
+            return reply != NULL ? -1 : -2;
+        }
+        freeReplyObject(reply);
+    }
+    return 0;
+}
+
+static void redis_sync_close(redis_t *r, redisContext *ctx)
+{
+    if (ctx != NULL)
+        redisFree(ctx);
+    free(r->rhost);
+    free(r->ruser);
+    free(r->rpass);
+}
+
+int bus_redis_check(const config_t *cfg, char *err, size_t errlen)
+{
+    bus_t fake;
+    redis_t r;
+    redisContext *ctx;
+    int rc;
+
+    if (cfg->redis_url == NULL || cfg->redis_url[0] == '\0')
+        return 0;
+    rc = redis_sync_open(cfg, &fake, &r, &ctx, err, errlen);
+    redis_sync_close(&r, ctx);
+    return rc;
+}
+
 int bus_redis_revoke(const config_t *cfg, const char *kind, const char *value, char *err,
                      size_t errlen)
 {
@@ -1046,7 +1123,6 @@ int bus_redis_revoke(const config_t *cfg, const char *kind, const char *value, c
     redis_t r;
     redisContext *ctx = NULL;
     redisReply *reply;
-    struct timeval tv = {3, 0};
     char when[32], *key = NULL, *chan = NULL, *msg = NULL;
     int rc = -1;
 
@@ -1058,31 +1134,8 @@ int bus_redis_revoke(const config_t *cfg, const char *kind, const char *value, c
         snprintf(err, errlen, "a %s to revoke is a word of at most 400 bytes", kind);
         return -1;
     }
-    memset(&fake, 0, sizeof(fake));
-    memset(&r, 0, sizeof(r));
-    fake.cs = &r;
-    r.prefix = cfg->redis_prefix != NULL ? cfg->redis_prefix : "";
-    if (bus_parse_url(&fake, cfg->redis_url) < 0) {
-        snprintf(err, errlen, "bad redis_url");
+    if (redis_sync_open(cfg, &fake, &r, &ctx, err, errlen) < 0)
         goto out;
-    }
-    ctx = redisConnectWithTimeout(r.rhost, r.rport, tv);
-    if (ctx == NULL || ctx->err) {
-        snprintf(err, errlen, "cannot reach Redis at %s:%d: %s", r.rhost, r.rport,
-                 ctx != NULL ? ctx->errstr : "out of memory");
-        goto out;
-    }
-    if (r.rpass != NULL) {
-        reply = r.ruser != NULL ? redisCommand(ctx, "AUTH %s %s", r.ruser, r.rpass)
-                                : redisCommand(ctx, "AUTH %s", r.rpass);
-        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "Redis refused AUTH: %.200s",
-                     reply != NULL ? reply->str : ctx->errstr);
-            freeReplyObject(reply);
-            goto out;
-        }
-        freeReplyObject(reply);
-    }
     /* a revocation of a sub covers what was issued up to this second */
     snprintf(when, sizeof(when), "%lld", (long long)time(NULL) + (strcmp(kind, "sub") == 0));
     if (asprintf(&key, "%srv:%s:%s", r.prefix, kind, value) < 0)
@@ -1094,15 +1147,6 @@ int bus_redis_revoke(const config_t *cfg, const char *kind, const char *value, c
     if (key == NULL || chan == NULL || msg == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
-    }
-    if (r.rdb != 0) {
-        reply = redisCommand(ctx, "SELECT %d", r.rdb);
-        if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
-            snprintf(err, errlen, "SELECT %d failed", r.rdb);
-            freeReplyObject(reply);
-            goto out;
-        }
-        freeReplyObject(reply);
     }
     reply = redisCommand(ctx, "SET %s %s EX %d", key, when, cfg->auth_revocation_ttl);
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
@@ -1121,11 +1165,7 @@ int bus_redis_revoke(const config_t *cfg, const char *kind, const char *value, c
     freeReplyObject(reply);
     rc = 0;
 out:
-    if (ctx != NULL)
-        redisFree(ctx);
-    free(r.rhost);
-    free(r.ruser);
-    free(r.rpass);
+    redis_sync_close(&r, ctx);
     free(key);
     free(chan);
     free(msg);

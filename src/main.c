@@ -263,10 +263,19 @@ int main(int argc, char **argv)
         return 1;
     }
     if (test_only) {
-        int rc = master_lookup_credentials(cfg, &uid, &gid, err, sizeof(err));
+        int rc = master_lookup_credentials(cfg, &uid, &gid, err, sizeof(err)), redis;
         main_check_secrets(cfg, conf_path, 1);
         if (rc < 0)
             fprintf(stderr, "dnoded: %s: %s\n", conf_path, err);
+        /* The credentials in redis_url, tried as the workers will send them;
+         * a Redis that is down now is no error of the file. */
+        redis = rc < 0 ? 0 : bus_redis_check(cfg, err, sizeof(err));
+        if (redis == -1) {
+            fprintf(stderr, "dnoded: %s: redis_url: %s\n", conf_path, err);
+            rc = -1;
+        } else if (redis == -2) {
+            fprintf(stderr, "dnoded: warning: redis_url not checked: %s\n", err);
+        }
         else
             printf("dnoded: configuration %s and models %s are ok\n", conf_path, cfg->models);
         model_set_free(models);

@@ -87,6 +87,15 @@ test('a wrong password is a clear error in the log, never the password itself', 
         assert.strictEqual(r.status, 1);
         assert.match(r.stderr, /Redis refused AUTH/);
         assert.ok(!r.stderr.includes('not-the-'));
+        // and so does dnoded -t, which tries the credentials as the workers will
+        const checked = spawnSync(d.bin, ['-c', d.configPath, '-t'], { encoding: 'utf8' });
+        assert.strictEqual(checked.status, 1, checked.stderr);
+        assert.match(checked.stderr, /redis_url: Redis refused AUTH/);
+        assert.ok(!checked.stderr.includes('not-the-') && !checked.stderr.includes(PLAIN));
+        fs.writeFileSync(d.configPath, fs.readFileSync(d.configPath, 'utf8')
+            .replace(/^redis_url = .*$/m, `redis_url = ${redis.url}`));
+        const right = spawnSync(d.bin, ['-c', d.configPath, '-t'], { encoding: 'utf8' });
+        assert.strictEqual(right.status, 0, right.stderr);
         await d.close();
 
         // A malformed URL with a password in it: the config error does not echo it.
@@ -107,4 +116,7 @@ test('a wrong password is a clear error in the log, never the password itself', 
         fs.chmodSync(conf, 0o640);
         const q = spawnSync(d.bin, ['-c', conf, '-t'], { encoding: 'utf8' });
         assert.doesNotMatch(q.stderr, /every user can read it/);
+        // a Redis that is down now is no error of the file: a warning
+        assert.strictEqual(q.status, 0, q.stderr);
+        assert.match(q.stderr, /warning: redis_url not checked: cannot reach Redis at 127\.0\.0\.1:1/);
     });
