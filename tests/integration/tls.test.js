@@ -17,7 +17,8 @@ const path = require('node:path');
 const tls = require('node:tls');
 
 const { startDnoded, runDnoded, renderConfig, DnodeClient } = require('../lib/harness');
-const { freePort, sleep, timeScale } = require('../lib/proc');
+const { freePort, sleep, timeScale, findProgram } = require('../lib/proc');
+const { startFerretDB } = require('../lib/services');
 const { makeCA, haveOpenssl } = require('../lib/tls');
 
 const skip = haveOpenssl() ? false : 'needs the openssl program (scripts/setup)';
@@ -62,6 +63,14 @@ function servedSerial(port, ca) {
             resolve(serial.replace(/^0+/, ''));
         });
         s.on('error', reject);
+    });
+}
+
+// method(...args, opt) with opt.error: resolves { doc } or { error }.
+function crud(c, method, ...args) {
+    return new Promise((resolve) => {
+        const opt = { ...args[args.length - 1], error: (error) => resolve({ error }) };
+        c.call(method, ...args.slice(0, -1), opt, (doc) => resolve({ doc }));
     });
 }
 
@@ -256,4 +265,38 @@ test('dnoded -t refuses missing, unreadable or mismatched certificate and key fi
         assert.strictEqual(warned.code, 0);
         assert.match(warned.stderr, /a\.key holds a secret and every user can read it/);
         await sleep(0);
+    });
+
+test('mongodb_uri over TLS: FerretDB behind its TLS listener, checked against the CA the URI names',
+    { skip: skip || (!findProgram('ferretdb', 'DNODED_TEST_FERRETDB') && 'needs ferretdb') },
+    async (t) => {
+        const ca = makeCA(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-ca-')));
+        t.after(() => fs.rmSync(ca.dir, { recursive: true, force: true }));
+        const db = await startFerretDB({ tls: ca.issue('ferretdb') });
+        t.after(() => db.close());
+        const uri = (caFile) => `mongodb://localhost:${db.tlsPort}/tlsdb?tls=true` +
+            `&tlsCAFile=${encodeURIComponent(caFile)}&serverSelectionTimeoutMS=2000`;
+
+        const d = await startDnoded({ mongodbUri: uri(ca.caPath) }, t);
+        const c = await d.connect();
+        t.after(() => c.close());
+        await c.ready;
+        const created = await crud(c, 'create', { title: 'over TLS' }, { type: 'todo' });
+        assert.ok(created.doc && created.doc._id, JSON.stringify(created));
+        const read = await crud(c, 'read', { type: 'todo', query: { _id: created.doc._id } });
+        assert.strictEqual(read.doc && read.doc.title, 'over TLS', JSON.stringify(read));
+        await d.close();
+
+        // A CA that did not sign FerretDB's certificate: refused, and said so.
+        const other = makeCA(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-ca-')));
+        t.after(() => fs.rmSync(other.dir, { recursive: true, force: true }));
+        const bad = await startDnoded({ mongodbUri: uri(other.caPath),
+            config: { db_timeout_ms: 3000 } }, t);
+        const b = await bad.connect();
+        t.after(() => b.close());
+        await b.ready;
+        const refused = await crud(b, 'create', { title: 'never stored' }, { type: 'todo' });
+        assert.ok(refused.error && /^(DatabaseError|Unavailable)$/.test(refused.error.name),
+            `got ${JSON.stringify(refused)}`);
+        await bad.waitForLog(/database unavailable .*TLS handshake failed: certificate verify failed/);
     });

@@ -137,8 +137,9 @@ async function startRedis({ dir, args = [], auth = null } = {}) {
 
 // Starts a private FerretDB (SQLite files under its directory) on a free
 // port. The result has .port, .uri (mongodb://127.0.0.1:PORT), stop(),
-// start() (same data), close().
-async function startFerretDB({ dir } = {}) {
+// start() (same data), close(). tls: { cert, key } also listens for TLS on
+// .tlsPort with that certificate.
+async function startFerretDB({ dir, tls = null } = {}) {
     const program = findProgram('ferretdb', 'DNODED_TEST_FERRETDB');
     if (!program) {
         throw new Error('ferretdb not found (run scripts/setup)');
@@ -149,18 +150,22 @@ async function startFerretDB({ dir } = {}) {
     const port = await freePort();
     const debugPort = await freePort();
     const uri = `mongodb://127.0.0.1:${port}`;
+    const tlsPort = tls ? await freePort() : null;
+    const tlsArgs = tls ? [`--listen-tls=127.0.0.1:${tlsPort}`,
+        `--listen-tls-cert-file=${tls.cert}`, `--listen-tls-key-file=${tls.key}`] : [];
     const server = new ServerProcess({
         name: 'ferretdb',
         program,
         args: ['--handler=sqlite', `--sqlite-url=file:${dataDir}/`,
             `--listen-addr=127.0.0.1:${port}`, `--debug-addr=127.0.0.1:${debugPort}`,
-            `--state-dir=${d.dir}`, '--telemetry=disable', '--log-level=warn'],
+            `--state-dir=${d.dir}`, '--telemetry=disable', '--log-level=warn', ...tlsArgs],
         dir: d.dir,
         ownsDir: d.ownsDir,
         ping: () => pingMongo(uri),
     });
     server.port = port;
     server.uri = uri;
+    server.tlsPort = tlsPort;
     try {
         await server.start();
     } catch (err) {
