@@ -125,6 +125,11 @@ tls_t *tls_load(const config_t *cfg, int needed, char *err, size_t errlen)
     /* Bytes written by reference may move between calls (libevent's
      * buffers): tell OpenSSL a retried write may come from elsewhere. */
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+    /* Resumption by tickets only: their keys are made here, before the
+     * workers fork, so a ticket from one worker resumes on any other of the
+     * generation; a per-process session cache would not span workers and
+     * would hold memory a handshake flood can fill. */
+    SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
     if (SSL_CTX_use_certificate_chain_file(t->ctx, cert) != 1) {
         tls_error(err, errlen, "tls_certificate", cert);
         goto fail;
