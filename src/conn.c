@@ -14,6 +14,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "hash.h"
 
@@ -689,6 +690,61 @@ int conn_unread(const conn_t *c)
  * Output
  * ------------------------------------------------------------------------ */
 
+/* The TLS form of a direct write: one SSL_write of the iovecs (copied
+ * together when there are several), so a reply or a push goes out in the
+ * call that made it, as over plain TCP, instead of arming the write event
+ * and waiting a loop pass (two epoll_ctl calls each).
+ *
+ * OpenSSL's rule for a write it could not finish (WANT_WRITE: part of a
+ * record is out) is that the next SSL_write passes the same bytes again.
+ * The bytes then go to the output buffer as one chain of at most
+ * CONN_TLS_DIRECT_MAX bytes, which is exactly what libevent's next write
+ * passes (it writes at most 16 KiB a call, chain by chain), and
+ * SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER lets their address differ. Anything
+ * larger takes the buffered path. Skipped while libevent has a TLS write of
+ * its own to finish (a read that needed to write). Returns len (written,
+ * or queued here), 0 (nothing done: the caller queues), or -1. */
+#define CONN_TLS_DIRECT_MAX 16384
+
+static ssize_t conn_tls_write_direct(conn_t *c, struct iovec *iov, int iovcnt)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    unsigned char copy[CONN_TLS_DIRECT_MAX];
+    const void *data = iov[0].iov_base;
+    size_t len = 0;
+    int i, rc, err;
+
+    if (ssl == NULL || !c->tls_ready || !SSL_is_init_finished(ssl) ||
+        SSL_want(ssl) == SSL_WRITING)
+        return 0;
+    for (i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    if (len == 0 || len > CONN_TLS_DIRECT_MAX)
+        return 0;
+    if (iovcnt > 1) {
+        size_t off = 0;
+
+        for (i = 0; i < iovcnt; i++) {
+            memcpy(copy + off, iov[i].iov_base, iov[i].iov_len);
+            off += iov[i].iov_len;
+        }
+        data = copy;
+    }
+    ERR_clear_error();
+    rc = SSL_write(ssl, data, (int)len);
+    if (rc > 0)
+        return rc; /* whole: partial writes are not enabled */
+    err = SSL_get_error(ssl, rc);
+    if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+        /* Retried by libevent with these same bytes, in one chain. */
+        if (evbuffer_add(bufferevent_get_output(c->bev), data, len) < 0)
+            return -1;
+        return (ssize_t)len;
+    }
+    ERR_clear_error();
+    return -1;
+}
+
 ssize_t conn_write_direct(conn_t *c, struct iovec *iov, int iovcnt)
 {
     ssize_t n;
@@ -697,8 +753,10 @@ ssize_t conn_write_direct(conn_t *c, struct iovec *iov, int iovcnt)
      * out first. Writing at once saves the two epoll_ctl() calls and the
      * loop pass that arming the write event costs, which dominates fan-out
      * to thousands of subscribers. */
-    if (c->fd < 0 || c->held || c->tls || c->bev == NULL || conn_pending_output(c) > 0)
+    if (c->fd < 0 || c->held || c->bev == NULL || conn_pending_output(c) > 0)
         return 0;
+    if (c->tls)
+        return conn_tls_write_direct(c, iov, iovcnt);
     do
         n = writev(c->fd, iov, iovcnt);
     while (n < 0 && errno == EINTR);

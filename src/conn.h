@@ -164,8 +164,9 @@ struct conn {
     unsigned unmovable : 1; /* a handoff failed: close it when idle instead */
     unsigned paused : 1;    /* conn_pause: no message is taken until conn_unpause */
     unsigned reading : 1;   /* inside the variant's read */
-    unsigned tls : 1;       /* over TLS: every byte goes through bev (no direct writes), and
-                             * the session cannot move to another process */
+    unsigned tls : 1;       /* over TLS: direct writes are SSL_write, and the session
+                             * cannot move to another process */
+    unsigned tls_ready : 1; /* the TLS handshake is done */
     uint32_t scanned;       /* line framing: input bytes already searched */
     struct event *deadline; /* conn_deadline_set, made on first use */
     const char *deadline_detail;

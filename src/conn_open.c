@@ -61,6 +61,7 @@ static conn_t *open_probe(conn_t *c, uint64_t left_ms);
 static int open_event(conn_t *c, short what)
 {
     if ((what & BEV_EVENT_CONNECTED) && c->tls) {
+        c->tls_ready = 1;
         conn_deadline_clear(c);
         open_probe(c, CONN_FIRST_BYTES_MS);
         return 1;
