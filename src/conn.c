@@ -544,6 +544,8 @@ int conn_begin_dnode(conn_t *c)
 
 void conn_close(conn_t *c, conn_close_t why, const char *detail)
 {
+    if (c->tls && !c->tls_ready && !c->closing)
+        c->env->stats->tls_handshakes_failed++;
     if (c->closing)
         return;
     c->closing = 1;

@@ -62,6 +62,7 @@ static int open_event(conn_t *c, short what)
 {
     if ((what & BEV_EVENT_CONNECTED) && c->tls) {
         c->tls_ready = 1;
+        c->env->stats->tls_handshakes++;
         conn_deadline_clear(c);
         open_probe(c, CONN_FIRST_BYTES_MS);
         return 1;

@@ -267,6 +267,8 @@ int main(int argc, char **argv)
         main_check_secrets(cfg, conf_path, 1);
         if (rc < 0)
             fprintf(stderr, "dnoded: %s: %s\n", conf_path, err);
+        if (tls_warning(tls) != NULL)
+            fprintf(stderr, "dnoded: warning: %s\n", tls_warning(tls));
         /* The credentials in redis_url, tried as the workers will send them;
          * a Redis that is down now is no error of the file. */
         redis = rc < 0 ? 0 : bus_redis_check(cfg, err, sizeof(err));
@@ -305,6 +307,8 @@ int main(int argc, char **argv)
     }
     if (tls_ctx(tls) != NULL)
         log_info("TLS: %s", tls_describe(tls));
+    if (tls_warning(tls) != NULL)
+        log_warning("%s", tls_warning(tls));
     opt = master_run(cfg, models, auth, tls, fds, nfds, cfg->nlisten_tls); /* owns them all now */
     log_close();
     return opt;

@@ -673,6 +673,8 @@ static void master_reload(master_t *m)
     }
     if (tls_ctx(tls) != NULL)
         log_info("TLS: %s", tls_describe(tls));
+    if (tls_warning(tls) != NULL)
+        log_warning("%s", tls_warning(tls));
     slots = calloc((size_t)m->nworkers, sizeof(*slots));
     if (slots == NULL) {
         log_error("reload failed, still running the previous configuration: out of memory");

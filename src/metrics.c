@@ -279,6 +279,12 @@ int metrics_render(const metrics_t *m, struct evbuffer *out)
     rc |= counter(out, "dnoded_slow_consumers_total",
                   "Sessions disconnected as too slow (max_output_buffer or output_soft_limit).",
                   SUM(slow_consumers));
+    rc |= counter(out, "dnoded_tls_handshakes_total",
+                  "TLS handshakes completed on listen_tls addresses.", SUM(tls_handshakes));
+    rc |= counter(out, "dnoded_tls_handshakes_failed_total",
+                  "TLS handshakes that did not complete (bad or no TLS, refused protocol or "
+                  "cipher, not finished within http_header_timeout, abandoned).",
+                  SUM(tls_handshakes_failed));
     rc |= counter(out, "dnoded_bus_published_total",
                   "Changes handed to Redis or the single-host relay.", SUM(bus_published));
     rc |= counter(out, "dnoded_bus_publish_failed_total",

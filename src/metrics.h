@@ -53,6 +53,7 @@ typedef struct metrics_slot {
     uint64_t messages_in, messages_out;              /* DNode messages */
     uint64_t malformed, unknown_methods, oversized;  /* messages refused */
     uint64_t slow_consumers;                         /* either slow-consumer limit */
+    uint64_t tls_handshakes, tls_handshakes_failed;  /* on TLS listeners */
     int64_t sessions[METRICS_TRANSPORT_COUNT];       /* gauge: DNode sessions open */
     uint64_t sessions_opened[METRICS_TRANSPORT_COUNT];
     uint64_t sessions_closed[METRICS_TRANSPORT_COUNT];

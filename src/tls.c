@@ -21,7 +21,11 @@
 struct tls {
     SSL_CTX *ctx;
     char about[256];
+    char warning[160]; /* the certificate expires soon or has expired, or "" */
 };
+
+/* Warned about at start, on reload and by -t when fewer days are left. */
+#define TLS_EXPIRY_WARN_DAYS 14
 
 /* err gets what, then OpenSSL's most recent reason (its queue is emptied). */
 static void tls_error(char *err, size_t errlen, const char *what, const char *path)
@@ -79,6 +83,19 @@ static void tls_note_certificate(tls_t *t)
     }
     BIO_free(b);
     snprintf(t->about, sizeof(t->about), "certificate %s, valid until %s", subject, until);
+    {
+        int days = 0, secs = 0;
+
+        if (ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)) == 1) {
+            if (days < 0 || (days == 0 && secs <= 0))
+                snprintf(t->warning, sizeof(t->warning),
+                         "the TLS certificate %s expired on %s: clients will refuse it", subject,
+                         until);
+            else if (days < TLS_EXPIRY_WARN_DAYS)
+                snprintf(t->warning, sizeof(t->warning),
+                         "the TLS certificate %s expires in %d days (%s)", subject, days, until);
+        }
+    }
 }
 
 tls_t *tls_load(const config_t *cfg, int needed, char *err, size_t errlen)
@@ -165,3 +182,5 @@ void tls_free(tls_t *t)
 struct ssl_ctx_st *tls_ctx(const tls_t *t) { return t != NULL ? t->ctx : NULL; }
 
 const char *tls_describe(const tls_t *t) { return t != NULL && t->about[0] ? t->about : "no TLS"; }
+
+const char *tls_warning(const tls_t *t) { return t != NULL && t->warning[0] ? t->warning : NULL; }

@@ -22,5 +22,8 @@ void tls_free(tls_t *t);
 struct ssl_ctx_st *tls_ctx(const tls_t *t);
 /* One line about the certificate: subject, expiry (for the log). */
 const char *tls_describe(const tls_t *t);
+/* What an operator should hear about the certificate (it expires within
+ * 14 days, or has expired), or NULL. */
+const char *tls_warning(const tls_t *t);
 
 #endif

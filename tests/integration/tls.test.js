@@ -20,6 +20,12 @@ const { startDnoded, runDnoded, renderConfig, DnodeClient } = require('../lib/ha
 const { freePort, sleep, timeScale, findProgram } = require('../lib/proc');
 const { startFerretDB } = require('../lib/services');
 const { makeCA, haveOpenssl } = require('../lib/tls');
+const { httpGet } = require('../lib/raw_http');
+
+function metric(text, name) {
+    const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(text);
+    return m ? Number(m[1]) : null;
+}
 
 const skip = haveOpenssl() ? false : 'needs the openssl program (scripts/setup)';
 
@@ -177,6 +183,11 @@ test('hostile peers on the TLS port are closed and cost the others nothing', { s
 
         // The good session never noticed.
         assert.deepStrictEqual(await good.invoke('subscribe', '/tls/still'), [null]);
+
+        // /metrics counts both sides.
+        const m = (await httpGet(d.port, '/metrics')).body.toString();
+        assert.ok(metric(m, 'dnoded_tls_handshakes_total') >= 1, m);
+        assert.ok(metric(m, 'dnoded_tls_handshakes_failed_total') >= 2, m);
     });
 
 test('reload serves a new certificate to new connections; an old TLS session keeps working',
@@ -239,6 +250,12 @@ test('dnoded -t refuses missing, unreadable or mismatched certificate and key fi
         };
         const ok = check({ tls_certificate: a.cert, tls_certificate_key: a.key });
         assert.strictEqual(ok.code, 0, ok.stderr);
+        assert.doesNotMatch(ok.stderr, /expire/);
+        // A certificate about to expire is served, with a warning.
+        const soon = ca.issue('soon', { days: 3 });
+        const warned = check({ tls_certificate: soon.cert, tls_certificate_key: soon.key });
+        assert.strictEqual(warned.code, 0, warned.stderr);
+        assert.match(warned.stderr, /warning: the TLS certificate .*CN ?= ?soon.* expires in [23] days/);
 
         const cases = [
             [{}, /listen_tls needs tls_certificate and tls_certificate_key/],
@@ -261,9 +278,9 @@ test('dnoded -t refuses missing, unreadable or mismatched certificate and key fi
 
         // A world-readable private key is warned about.
         fs.chmodSync(a.key, 0o644);
-        const warned = check({ tls_certificate: a.cert, tls_certificate_key: a.key });
-        assert.strictEqual(warned.code, 0);
-        assert.match(warned.stderr, /a\.key holds a secret and every user can read it/);
+        const readable = check({ tls_certificate: a.cert, tls_certificate_key: a.key });
+        assert.strictEqual(readable.code, 0);
+        assert.match(readable.stderr, /a\.key holds a secret and every user can read it/);
         await sleep(0);
     });
 

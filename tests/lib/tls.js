@@ -19,13 +19,13 @@ function haveOpenssl() {
     return Boolean(findProgram('openssl'));
 }
 
-// A CA in dir: { dir, caPath, ca (PEM text), issue(name) }. issue(name)
-// writes name.pem and name.key (an EC P-256 key, mode 0600) for localhost
-// and 127.0.0.1, and returns { cert, key, serial } (serial as openssl
+// A CA in dir: { dir, caPath, ca (PEM text), issue(name, {days}) }.
+// issue writes name.pem and name.key (an EC P-256 key, mode 0600) for
+// localhost and 127.0.0.1, valid for days (90), and returns { cert, key, serial } (serial as openssl
 // prints it, upper-case hex).
 function makeCA(dir) {
     openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-        '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=dnoded test CA'], dir);
+        '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '365', '-subj', '/CN=dnoded test CA'], dir);
     fs.writeFileSync(path.join(dir, 'san.ext'),
         'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n');
     let next = 0x1000 + Math.floor(Math.random() * 0x1000);
@@ -33,12 +33,12 @@ function makeCA(dir) {
         dir,
         caPath: path.join(dir, 'ca.pem'),
         ca: fs.readFileSync(path.join(dir, 'ca.pem')),
-        issue(name) {
+        issue(name, { days = 90 } = {}) {
             const serial = (next++).toString(16).toUpperCase();
             openssl(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
                 '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`], dir);
             openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key',
-                '-set_serial', `0x${serial}`, '-out', `${name}.pem`, '-days', '2',
+                '-set_serial', `0x${serial}`, '-out', `${name}.pem`, '-days', String(days),
                 '-extfile', 'san.ext'], dir);
             fs.chmodSync(path.join(dir, `${name}.key`), 0o600);
             return { cert: path.join(dir, `${name}.pem`), key: path.join(dir, `${name}.key`),
