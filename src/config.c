@@ -155,6 +155,8 @@ static const struct ckey config_keys[] = {
      .max = 4 * GIB, .expect = "a size such as 8m, from 4k to 4g"},
     {KEY("max_connections_per_ip", KT_COUNT, KF_RELOAD, max_connections_per_ip, "256"), .min = 0,
      .max = 1000000, .expect = "a number from 0 (no limit) to 1000000"},
+    {KEY("max_connection_rate_per_ip", KT_COUNT, KF_RELOAD, max_connection_rate_per_ip, "50"),
+     .min = 0, .max = 1000000, .expect = "a number from 0 (no limit) to 1000000"},
     {KEY("connection_limit_exempt", KT_LIST, KF_RELOAD | KF_REPEAT | KF_EMPTY,
          connection_limit_exempt, "127.0.0.0/8 ::1"),
      .count_off = OFF(nconnection_limit_exempt), .check = check_range,

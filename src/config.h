@@ -42,6 +42,7 @@ typedef struct config {
     size_t max_inflight_per_session; /* database operations; 0 = no limit */
     size_t max_connections;        /* per worker */
     size_t max_connections_per_ip; /* per worker and peer address; 0 = no limit */
+    size_t max_connection_rate_per_ip; /* new ones a second, per worker and address; 0 = none */
     char **connection_limit_exempt; /* addresses max_connections_per_ip spares */
     size_t nconnection_limit_exempt;
     int tcp_keepalive;             /* idle seconds before keepalive probes; 0 = off */

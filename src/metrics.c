@@ -263,7 +263,9 @@ int metrics_render(const metrics_t *m, struct evbuffer *out)
     rc |= counter(out, "dnoded_connections_closed_total", "Connections closed.",
                   SUM(connections_closed));
     rc |= counter(out, "dnoded_connections_refused_total",
-                  "Connections refused (max_connections reached or stopping).", SUM(refused));
+                  "Connections refused at accept (max_connections, max_connections_per_ip, "
+                  "max_connection_rate_per_ip, or stopping).",
+                  SUM(refused));
     rc |= counter(out, "dnoded_messages_received_total", "DNode messages received.",
                   SUM(messages_in));
     rc |= counter(out, "dnoded_messages_sent_total", "DNode messages sent.", SUM(messages_out));

@@ -21,7 +21,18 @@
 
 #include "addr.h"
 #include "conn_open.h"
+#include "hash.h"
 #include "log.h"
+
+/* New connections per address: a token bucket per slot of a table indexed
+ * by the keyed hash of the address (so no client can aim at another's
+ * slot); addresses that share a slot share a bucket. */
+#define TRANSPORT_RATE_SLOTS 4096
+
+typedef struct transport_rate {
+    double tokens;
+    uint64_t at_us; /* last refill; 0: never used */
+} transport_rate_t;
 
 struct transport {
     conn_env_t *env;
@@ -32,6 +43,7 @@ struct transport {
     int stopped;
     time_t refused_logged_at;  /* last "connection refused" log line */
     uint64_t refused_unlogged; /* refusals since that line */
+    transport_rate_t *rate;    /* TRANSPORT_RATE_SLOTS buckets, made on first use */
 };
 
 /* ------------------------------------------------------------------------
@@ -200,15 +212,57 @@ static int transport_over_ip_limit(const transport_t *t, const char *peer)
            !addr_peer_allowed(peer, cfg->connection_limit_exempt, cfg->nconnection_limit_exempt);
 }
 
+/* Whether peer's address has used up max_connection_rate_per_ip (a
+ * second, with bursts of up to twice that) on this worker: a client
+ * reconnecting in a loop, or making us do TLS handshakes (each costs the
+ * server a signature and a key exchange) as fast as it can, gets refused
+ * at accept. connection_limit_exempt addresses never are. */
+static int transport_over_rate(transport_t *t, const char *peer)
+{
+    const config_t *cfg = t->env->cfg;
+    double rate = (double)cfg->max_connection_rate_per_ip, burst = 2 * rate;
+    uint64_t now = metrics_now_us();
+    const char *end = strrchr(peer, ':');
+    transport_rate_t *r;
+
+    if (cfg->max_connection_rate_per_ip == 0)
+        return 0;
+    if (t->rate == NULL && (t->rate = calloc(TRANSPORT_RATE_SLOTS, sizeof(*t->rate))) == NULL)
+        return 0;
+    r = &t->rate[hash_keyed(peer, end != NULL ? (size_t)(end - peer) : strlen(peer)) %
+                 TRANSPORT_RATE_SLOTS];
+    if (r->at_us == 0 || now < r->at_us)
+        r->tokens = burst;
+    else
+        r->tokens += (double)(now - r->at_us) * rate / 1e6;
+    if (r->tokens > burst)
+        r->tokens = burst;
+    r->at_us = now;
+    if (r->tokens >= 1) {
+        r->tokens -= 1;
+        return 0;
+    }
+    return !addr_peer_allowed(peer, cfg->connection_limit_exempt, cfg->nconnection_limit_exempt);
+}
+
 static void transport_accept(transport_t *t, evutil_socket_t fd, struct sockaddr *sa, int tls)
 {
+    const char *why = NULL;
     const config_t *cfg = t->env->cfg;
     conn_t *c;
     char peer[64];
     int one = 1;
 
     peer_name(sa, peer, sizeof(peer));
-    if (t->stopped || t->env->nconns >= cfg->max_connections || transport_over_ip_limit(t, peer)) {
+    if (t->stopped)
+        why = "worker is stopping";
+    else if (t->env->nconns >= cfg->max_connections)
+        why = "max_connections reached";
+    else if (transport_over_ip_limit(t, peer))
+        why = "max_connections_per_ip reached";
+    else if (transport_over_rate(t, peer))
+        why = "max_connection_rate_per_ip reached";
+    if (why != NULL) {
         time_t now = time(NULL);
 
         t->env->stats->refused++;
@@ -216,11 +270,7 @@ static void transport_accept(transport_t *t, evutil_socket_t fd, struct sockaddr
         if (now != t->refused_logged_at) {
             log_warning("connection from %s refused: %s (%llu refused since the last "
                         "such line)",
-                        peer,
-                        t->stopped                               ? "worker is stopping"
-                        : t->env->nconns >= cfg->max_connections ? "max_connections reached"
-                                                                 : "max_connections_per_ip reached",
-                        (unsigned long long)t->refused_unlogged + 1);
+                        peer, why, (unsigned long long)t->refused_unlogged + 1);
             t->refused_logged_at = now;
             t->refused_unlogged = 0;
         } else {
@@ -327,6 +377,7 @@ void transport_free(transport_t *t)
         return;
     if (t->pause != NULL)
         event_free(t->pause);
+    free(t->rate);
     for (i = 0; i < t->nlisteners; i++)
         evconnlistener_free(t->listeners[i]);
     free(t->listeners);

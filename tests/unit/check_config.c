@@ -170,7 +170,10 @@ START_TEST(test_every_key)
                              "tls_certificate = /etc/ssl/a.pem\n"
                              "tls_certificate_key = /etc/ssl/a.key\n"
                              "tls_protocols = TLSv1.3\n"
-                             "tls_ciphers = ECDHE+AESGCM:!aNULL\n");
+                             "tls_ciphers = ECDHE+AESGCM:!aNULL\n"
+                             "max_connection_rate_per_ip = 7\n");
+
+    ck_assert_uint_eq(cfg->max_connection_rate_per_ip, 7);
 
     ck_assert_uint_eq(cfg->nlisten_tls, 2);
     ck_assert_str_eq(cfg->listen_tls[1], "[::]:9443");
@@ -221,7 +224,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 54);
+    ck_assert_uint_eq(config_key_count(), 55);
     config_free(cfg);
 }
 END_TEST
