@@ -93,7 +93,8 @@ static void tls_note_certificate(tls_t *t)
                          until);
             else if (days < TLS_EXPIRY_WARN_DAYS)
                 snprintf(t->warning, sizeof(t->warning),
-                         "the TLS certificate %s expires in %d days (%s)", subject, days, until);
+                         "the TLS certificate %s expires in %d day%s (%s)", subject, days,
+                         days == 1 ? "" : "s", until);
         }
     }
 }
