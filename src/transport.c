@@ -212,8 +212,9 @@ static int transport_over_ip_limit(const transport_t *t, const char *peer)
            !addr_peer_allowed(peer, cfg->connection_limit_exempt, cfg->nconnection_limit_exempt);
 }
 
-/* Whether peer's address has used up max_connection_rate_per_ip (a
- * second, with bursts of up to twice that) on this worker: a client
+/* Whether peer's address (for IPv6, its /64) has used up
+ * max_connection_rate_per_ip (a second, with bursts of up to twice that)
+ * on this worker: a client
  * reconnecting in a loop, or making us do TLS handshakes (each costs the
  * server a signature and a key exchange) as fast as it can, gets refused
  * at accept. connection_limit_exempt addresses never are. */
@@ -223,14 +224,29 @@ static int transport_over_rate(transport_t *t, const char *peer)
     double rate = (double)cfg->max_connection_rate_per_ip, burst = 2 * rate;
     uint64_t now = metrics_now_us();
     const char *end = strrchr(peer, ':');
+    struct in6_addr a6;
+    char v6[INET6_ADDRSTRLEN];
+    uint64_t h;
     transport_rate_t *r;
 
     if (cfg->max_connection_rate_per_ip == 0)
         return 0;
     if (t->rate == NULL && (t->rate = calloc(TRANSPORT_RATE_SLOTS, sizeof(*t->rate))) == NULL)
         return 0;
-    r = &t->rate[hash_keyed(peer, end != NULL ? (size_t)(end - peer) : strlen(peer)) %
-                 TRANSPORT_RATE_SLOTS];
+    /* An IPv6 host usually holds a whole /64: its prefix is the address
+     * here (an IPv4-mapped one stays whole). */
+    if (peer[0] == '[' && end != NULL && end > peer + 1 && end[-1] == ']' &&
+        (size_t)(end - peer - 2) < sizeof(v6)) {
+        memcpy(v6, peer + 1, (size_t)(end - peer - 2));
+        v6[end - peer - 2] = '\0';
+    } else {
+        v6[0] = '\0';
+    }
+    if (v6[0] != '\0' && inet_pton(AF_INET6, v6, &a6) == 1 && !IN6_IS_ADDR_V4MAPPED(&a6))
+        h = hash_keyed(a6.s6_addr, 8);
+    else
+        h = hash_keyed(peer, end != NULL ? (size_t)(end - peer) : strlen(peer));
+    r = &t->rate[h % TRANSPORT_RATE_SLOTS];
     if (r->at_us == 0 || now < r->at_us)
         r->tokens = burst;
     else
