@@ -11,13 +11,13 @@
 #include <unistd.h>
 
 #include "auth.h"
-#include "tls.h"
 #include "bus.h"
 #include "config.h"
 #include "jwt.h"
 #include "log.h"
 #include "model.h"
 #include "master.h"
+#include "tls.h"
 #include "transport.h"
 
 #ifndef DNODED_SYSCONFDIR
@@ -127,8 +127,8 @@ static int main_mint(const config_t *cfg, const char *claims_text)
 }
 
 /* Secrets readable by every user of the machine: the config when a URI
- * in it holds credentials, the HS256 key file, the TLS private key. Warned about (log or
- * stderr), not refused. */
+ * in it holds credentials, the HS256 key file, the TLS private key.
+ * Warned about (log or stderr), not refused. */
 static void main_check_secrets(const config_t *cfg, const char *conf_path, int to_stderr)
 {
     struct stat st;
@@ -278,7 +278,7 @@ int main(int argc, char **argv)
         } else if (redis == -2) {
             fprintf(stderr, "dnoded: warning: redis_url not checked: %s\n", err);
         }
-        else
+        if (rc == 0)
             printf("dnoded: configuration %s and models %s are ok\n", conf_path, cfg->models);
         model_set_free(models);
         auth_free(auth);

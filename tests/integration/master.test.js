@@ -601,6 +601,7 @@ test('-t exits 0 for a good configuration and 1 with the reason otherwise', asyn
     r = runDnoded(['-t', '-c', badUser]);
     assert.strictEqual(r.code, 1);
     assert.match(r.stderr, /user 'no-such-user-dnoded' does not exist/);
+    assert.doesNotMatch(r.stdout, /are ok/, 'a failed check never says ok');
 
     r = runDnoded(['-t', '-c', path.join(dir, 'missing.conf')]);
     assert.strictEqual(r.code, 1);

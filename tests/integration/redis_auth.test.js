@@ -91,6 +91,7 @@ test('a wrong password is a clear error in the log, never the password itself', 
         const checked = spawnSync(d.bin, ['-c', d.configPath, '-t'], { encoding: 'utf8' });
         assert.strictEqual(checked.status, 1, checked.stderr);
         assert.match(checked.stderr, /redis_url: Redis refused AUTH/);
+        assert.doesNotMatch(checked.stdout, /are ok/);
         assert.ok(!checked.stderr.includes('not-the-') && !checked.stderr.includes(PLAIN));
         fs.writeFileSync(d.configPath, fs.readFileSync(d.configPath, 'utf8')
             .replace(/^redis_url = .*$/m, `redis_url = ${redis.url}`));
@@ -119,4 +120,5 @@ test('a wrong password is a clear error in the log, never the password itself', 
         // a Redis that is down now is no error of the file: a warning
         assert.strictEqual(q.status, 0, q.stderr);
         assert.match(q.stderr, /warning: redis_url not checked: cannot reach Redis at 127\.0\.0\.1:1/);
+        assert.match(q.stdout, /are ok/, 'the file itself is fine');
     });
