@@ -544,7 +544,7 @@ int conn_begin_dnode(conn_t *c)
 
 void conn_close(conn_t *c, conn_close_t why, const char *detail)
 {
-    if (c->tls && !c->tls_ready && !c->closing)
+    if (c->tls && !c->closing && !conn_tls_established(c))
         c->env->stats->tls_handshakes_failed++;
     if (c->closing)
         return;
@@ -663,6 +663,13 @@ static void conn_teardown(conn_t *c)
     conn_unref(c); /* env's list */
 }
 
+int conn_tls_established(const conn_t *c)
+{
+    SSL *ssl = c->tls && c->bev != NULL ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+
+    return ssl != NULL && SSL_is_init_finished(ssl);
+}
+
 size_t conn_pending_output(const conn_t *c)
 {
     return c->bev != NULL ? evbuffer_get_length(bufferevent_get_output(c->bev)) : 0;
@@ -716,8 +723,7 @@ static ssize_t conn_tls_write_direct(conn_t *c, struct iovec *iov, int iovcnt)
     size_t len = 0;
     int i, rc, err;
 
-    if (ssl == NULL || !c->tls_ready || !SSL_is_init_finished(ssl) ||
-        SSL_want(ssl) == SSL_WRITING)
+    if (ssl == NULL || !SSL_is_init_finished(ssl) || SSL_want(ssl) == SSL_WRITING)
         return 0;
     for (i = 0; i < iovcnt; i++)
         len += iov[i].iov_len;

@@ -166,7 +166,6 @@ struct conn {
     unsigned reading : 1;   /* inside the variant's read */
     unsigned tls : 1;       /* over TLS: direct writes are SSL_write, and the session
                              * cannot move to another process */
-    unsigned tls_ready : 1; /* the TLS handshake is done */
     uint32_t scanned;       /* line framing: input bytes already searched */
     struct event *deadline; /* conn_deadline_set, made on first use */
     const char *deadline_detail;
@@ -247,6 +246,8 @@ void conn_unpause(conn_t *c);
 int conn_quiet(const conn_t *c);
 /* Whether the socket has bytes we have not read (FIONREAD). */
 int conn_unread(const conn_t *c);
+/* Whether c is over TLS and its handshake is done. */
+int conn_tls_established(const conn_t *c);
 /* Whether the output buffer holds anything. */
 size_t conn_pending_output(const conn_t *c);
 

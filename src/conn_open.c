@@ -61,7 +61,10 @@ static conn_t *open_probe(conn_t *c, uint64_t left_ms);
 static int open_event(conn_t *c, short what)
 {
     if ((what & BEV_EVENT_CONNECTED) && c->tls) {
-        c->tls_ready = 1;
+        /* libevent goes on with a handshake while the connection waits for
+         * teardown (disabling does not stop one): nothing starts then. */
+        if (c->closing)
+            return 1;
         c->env->stats->tls_handshakes++;
         conn_deadline_clear(c);
         open_probe(c, CONN_FIRST_BYTES_MS);
@@ -90,21 +93,27 @@ static conn_t *open_conn(conn_env_t *env, int fd, const char *peer, const char *
     if (tls) {
         SSL *ssl = env->tls_ctx != NULL ? SSL_new(env->tls_ctx) : NULL;
 
-        bev = ssl != NULL
-                  ? bufferevent_openssl_socket_new(env->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                                   BEV_OPT_CLOSE_ON_FREE)
-                  : NULL;
-        if (bev == NULL && ssl != NULL)
-            SSL_free(ssl);
+        if (ssl == NULL) {
+            log_error("cannot set up a TLS connection %s %s", what, peer);
+            evutil_closesocket(fd);
+            return NULL;
+        }
+        /* From here libevent owns ssl and, through the socket BIO it makes
+         * with BEV_OPT_CLOSE_ON_FREE, fd: it frees both on failure too. */
+        bev = bufferevent_openssl_socket_new(env->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+        if (bev == NULL) {
+            log_error("cannot set up a TLS connection %s %s", what, peer);
+            return NULL;
+        }
         /* A client that closes without close_notify has ended, not failed:
          * browsers and Node often do. */
-        if (bev != NULL)
-            bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
     } else {
         bev = bufferevent_socket_new(env->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
     if (bev == NULL) {
-        log_error("cannot set up a %sconnection %s %s", tls ? "TLS " : "", what, peer);
+        log_error("bufferevent_socket_new() failed %s %s", what, peer);
         evutil_closesocket(fd);
         return NULL;
     }
