@@ -218,15 +218,11 @@ static int transport_over_ip_limit(const transport_t *t, const char *peer)
  * reconnecting in a loop, or making us do TLS handshakes (each costs the
  * server a signature and a key exchange) as fast as it can, gets refused
  * at accept. connection_limit_exempt addresses never are. */
-static int transport_over_rate(transport_t *t, const char *peer)
+static int transport_over_rate(transport_t *t, const struct sockaddr *sa, const char *peer)
 {
     const config_t *cfg = t->env->cfg;
     double rate = (double)cfg->max_connection_rate_per_ip, burst = 2 * rate;
-    uint64_t now = metrics_now_us();
-    const char *end = strrchr(peer, ':');
-    struct in6_addr a6;
-    char v6[INET6_ADDRSTRLEN];
-    uint64_t h;
+    uint64_t now = metrics_now_us(), h;
     transport_rate_t *r;
 
     if (cfg->max_connection_rate_per_ip == 0)
@@ -235,17 +231,14 @@ static int transport_over_rate(transport_t *t, const char *peer)
         return 0;
     /* An IPv6 host usually holds a whole /64: its prefix is the address
      * here (an IPv4-mapped one stays whole). */
-    if (peer[0] == '[' && end != NULL && end > peer + 1 && end[-1] == ']' &&
-        (size_t)(end - peer - 2) < sizeof(v6)) {
-        memcpy(v6, peer + 1, (size_t)(end - peer - 2));
-        v6[end - peer - 2] = '\0';
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        h = hash_keyed(a6->s6_addr, IN6_IS_ADDR_V4MAPPED(a6) ? 16 : 8);
+    } else if (sa->sa_family == AF_INET) {
+        h = hash_keyed(&((const struct sockaddr_in *)sa)->sin_addr, 4);
     } else {
-        v6[0] = '\0';
+        h = 0;
     }
-    if (v6[0] != '\0' && inet_pton(AF_INET6, v6, &a6) == 1 && !IN6_IS_ADDR_V4MAPPED(&a6))
-        h = hash_keyed(a6.s6_addr, 8);
-    else
-        h = hash_keyed(peer, end != NULL ? (size_t)(end - peer) : strlen(peer));
     r = &t->rate[h % TRANSPORT_RATE_SLOTS];
     if (r->at_us == 0 || now < r->at_us)
         r->tokens = burst;
@@ -276,7 +269,7 @@ static void transport_accept(transport_t *t, evutil_socket_t fd, struct sockaddr
         why = "max_connections reached";
     else if (transport_over_ip_limit(t, peer))
         why = "max_connections_per_ip reached";
-    else if (transport_over_rate(t, peer))
+    else if (transport_over_rate(t, sa, peer))
         why = "max_connection_rate_per_ip reached";
     if (why != NULL) {
         time_t now = time(NULL);
