@@ -43,11 +43,12 @@ static void worker_idle(worker_t *w, conn_t *c, session_t *s)
 {
     if (!conn_quiet(c))
         return; /* the connection reports progress again */
-    /* A TLS session's keys live in this process' OpenSSL state and cannot
-     * move: it stays here, served as before (pushes included), until the
-     * client leaves or the stop deadline (shutdown_timeout) closes it. An
-     * HTTPS connection without a session simply closes when idle. */
-    if (w->retiring && c->tls && s != NULL)
+    /* A TLS connection's keys live in this process' OpenSSL state and
+     * cannot move: a session, or a connection still in its handshake or
+     * before its first bytes, stays here, served as before (pushes
+     * included), until the client leaves or the stop deadline
+     * (shutdown_timeout) closes it. An HTTPS connection closes when idle. */
+    if (w->retiring && c->tls && c->kind != CONN_HTTP)
         return;
     if (w->retiring && !c->unmovable && !c->tls) {
         int rc;
@@ -257,7 +258,7 @@ void worker_retire(worker_t *w)
         conn_t *c;
 
         for (c = w->conns.conns; c != NULL; c = c->next)
-            ntls += c->tls && (c->kind == CONN_LINE || c->kind == CONN_WS);
+            ntls += c->tls && c->kind != CONN_HTTP;
         log_info("retiring: handing %zu sessions to the new generation%s", w->conns.nconns - ntls,
                  ntls > 0 ? "; TLS sessions stay here until they end or shutdown_timeout" : "");
     }

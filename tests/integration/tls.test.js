@@ -233,6 +233,34 @@ test('reload serves a new certificate to new connections; an old TLS session kee
         assert.strictEqual(await servedSerial(d.tlsPort, ca), second.serial);
     });
 
+test('a TLS connection still before its handshake at a reload is served, not cut', { skip },
+    async (t) => {
+        const ca = makeCA(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-ca-')));
+        t.after(() => fs.rmSync(ca.dir, { recursive: true, force: true }));
+        const d = await startTls(t, ca, ca.issue('first'), { shutdown_timeout: 4 });
+        // Connected, nothing sent yet: the handshake has not started.
+        const raw = net.connect({ port: d.tlsPort, host: '127.0.0.1' });
+        t.after(() => raw.destroy());
+        raw.on('error', () => {});
+        await new Promise((resolve) => raw.once('connect', resolve));
+        await sleep(200); // accepted by a worker of generation 1
+        const since = d.stderr().length;
+        d.signal('SIGHUP');
+        await d.waitForLog(/reloaded: generation 2 started/, { since });
+        await sleep(300); // the retiring worker has drained what it would
+        assert.ok(!raw.destroyed && raw.readyState === 'open', 'closed by the reload');
+        const sock = tls.connect({ socket: raw, ...tlsOptions(ca) });
+        await new Promise((resolve, reject) => {
+            sock.once('secureConnect', resolve);
+            sock.once('error', reject);
+        });
+        const c = new DnodeClient(sock, { methods: {} });
+        t.after(() => c.close());
+        c.send(c.request('methods', [{}]));
+        await c.ready;
+        assert.deepStrictEqual(await c.invoke('subscribe', '/tls/late'), [null]);
+    });
+
 test('dnoded -t refuses missing, unreadable or mismatched certificate and key files', { skip },
     async (t) => {
         const ca = makeCA(fs.mkdtempSync(path.join(require('node:os').tmpdir(), 'dnoded-ca-')));
