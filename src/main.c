@@ -305,10 +305,7 @@ int main(int argc, char **argv)
         log_close();
         return 1;
     }
-    if (tls_ctx(tls) != NULL)
-        log_info("TLS: %s", tls_describe(tls));
-    if (tls_warning(tls) != NULL)
-        log_warning("%s", tls_warning(tls));
+    tls_log_loaded(tls);
     opt = master_run(cfg, models, auth, tls, fds, nfds, cfg->nlisten_tls); /* owns them all now */
     log_close();
     return opt;

@@ -671,10 +671,7 @@ static void master_reload(master_t *m)
         log_error("reload failed, still running the previous configuration: %s", err);
         goto fail;
     }
-    if (tls_ctx(tls) != NULL)
-        log_info("TLS: %s", tls_describe(tls));
-    if (tls_warning(tls) != NULL)
-        log_warning("%s", tls_warning(tls));
+    tls_log_loaded(tls);
     slots = calloc((size_t)m->nworkers, sizeof(*slots));
     if (slots == NULL) {
         log_error("reload failed, still running the previous configuration: out of memory");

@@ -10,6 +10,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509err.h>
 
+#include "log.h"
+
 /* A peer that closes without close_notify has ended, not failed (browsers
  * and Node often do); OpenSSL 3 reports it as an error unless told. */
 #ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
@@ -182,6 +184,13 @@ void tls_free(tls_t *t)
 
 struct ssl_ctx_st *tls_ctx(const tls_t *t) { return t != NULL ? t->ctx : NULL; }
 
-const char *tls_describe(const tls_t *t) { return t != NULL && t->about[0] ? t->about : "no TLS"; }
+void tls_log_loaded(const tls_t *t)
+{
+    if (t == NULL || t->ctx == NULL)
+        return;
+    log_info("TLS: %s", t->about);
+    if (t->warning[0] != '\0')
+        log_warning("%s", t->warning);
+}
 
 const char *tls_warning(const tls_t *t) { return t != NULL && t->warning[0] ? t->warning : NULL; }

@@ -20,8 +20,9 @@ tls_t *tls_load(const config_t *cfg, int needed, char *err, size_t errlen);
 void tls_free(tls_t *t);
 /* The server context, or NULL when TLS is not configured. */
 struct ssl_ctx_st *tls_ctx(const tls_t *t);
-/* One line about the certificate: subject, expiry (for the log). */
-const char *tls_describe(const tls_t *t);
+/* Log what was loaded: the certificate's subject and expiry (info), and
+ * tls_warning's text when there is one (warning). Nothing without TLS. */
+void tls_log_loaded(const tls_t *t);
 /* What an operator should hear about the certificate (it expires within
  * 14 days, or has expired), or NULL. */
 const char *tls_warning(const tls_t *t);

@@ -110,6 +110,21 @@ static void authority_host(const char *a, char *out, size_t outlen)
     out[n] = '\0';
 }
 
+/* Whether host names one of the n listen addresses (wildcards excepted). */
+static int ws_listen_host(char *const *addrs, size_t n, const char *host)
+{
+    char name[256];
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        authority_host(addrs[i], name, sizeof(name));
+        if (strcmp(name, "0.0.0.0") != 0 && strcmp(name, "[::]") != 0 &&
+            strcmp(name, host) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Whether host (no port, lowercase) is one this server answers to:
  * server_names, or when none are configured, localhost, the loopback
  * addresses, this machine's name and the hosts of the listen and
@@ -131,13 +146,9 @@ static int ws_server_name(const config_t *cfg, const char *host)
     for (i = 0; i < sizeof(loopback) / sizeof(loopback[0]); i++)
         if (strcmp(loopback[i], host) == 0)
             return 1;
-    for (i = 0; i < cfg->nlisten + cfg->nlisten_tls; i++) {
-        authority_host(i < cfg->nlisten ? cfg->listen[i] : cfg->listen_tls[i - cfg->nlisten], name,
-                       sizeof(name));
-        if (strcmp(name, "0.0.0.0") != 0 && strcmp(name, "[::]") != 0 &&
-            strcmp(name, host) == 0)
-            return 1;
-    }
+    if (ws_listen_host(cfg->listen, cfg->nlisten, host) ||
+        ws_listen_host(cfg->listen_tls, cfg->nlisten_tls, host))
+        return 1;
     if (gethostname(name, sizeof(name)) == 0) {
         name[sizeof(name) - 1] = '\0';
         if (strcasecmp(name, host) == 0)
