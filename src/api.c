@@ -81,15 +81,53 @@ static const char *api_channel_arg(const json_t *args, size_t i)
     return url->u.str.s;
 }
 
+/* subscribe's options: {since: {epoch, offset}} to recover from there.
+ * 0 with *epoch (NULL: none) and *offset, -1 when malformed. */
+static int api_since(const json_t *opts, const char **epoch, uint64_t *offset)
+{
+    const json_t *since = json_object_get(opts, "since"), *e, *o;
+    size_t i;
+
+    *epoch = NULL;
+    *offset = 0;
+    if (since == NULL || since->type == JSON_NULL)
+        return 0;
+    e = json_object_get(since, "epoch");
+    o = json_object_get(since, "offset");
+    if (since->type != JSON_OBJECT || e == NULL || e->type != JSON_STRING || e->u.str.len == 0 ||
+        e->u.str.len > 32 || o == NULL || o->type != JSON_NUMBER || o->u.num.d < 0 ||
+        o->u.num.d > 9007199254740991.0 || o->u.num.d != (double)(uint64_t)o->u.num.d)
+        return -1;
+    for (i = 0; i < e->u.str.len; i++)
+        if (!((e->u.str.s[i] >= '0' && e->u.str.s[i] <= '9') ||
+              (e->u.str.s[i] >= 'a' && e->u.str.s[i] <= 'z') ||
+              (e->u.str.s[i] >= 'A' && e->u.str.s[i] <= 'Z') || e->u.str.s[i] == '-'))
+            return -1;
+    *epoch = e->u.str.s;
+    *offset = (uint64_t)o->u.num.d;
+    return 0;
+}
+
+/* subscribe(url, [opts], fn), unsubscribe(url, fn). */
 static void api_subscribe(api_t *api, session_t *s, json_t *args, int join)
 {
-    const char *url = api_channel_arg(args, 0);
+    const char *url = api_channel_arg(args, 0), *since_epoch = NULL;
+    const json_t *opts = json_array_get(args, 1);
     int64_t fn = dnode_arg_callback(args, 1);
+    uint64_t since_offset = 0;
     bus_t *bus = api->bus;
     int rc;
 
+    if (fn < 0 && opts != NULL && opts->type == JSON_OBJECT)
+        fn = dnode_arg_callback(args, 2);
+    else
+        opts = NULL;
     if (url == NULL) {
         api_reply_string(s, fn, "missing parameters");
+        return;
+    }
+    if (join && api_since(opts, &since_epoch, &since_offset) < 0) {
+        api_reply_string(s, fn, "invalid since: expected {epoch: string, offset: integer}");
         return;
     }
     if (join && !model_access_channel(api->models, url, s->auth, MODEL_SUBSCRIBE)) {
@@ -98,7 +136,10 @@ static void api_subscribe(api_t *api, session_t *s, json_t *args, int join)
         api_reply_string(s, fn, msg);
         return;
     }
-    rc = join ? bus_subscribe(bus, s, url) : bus_unsubscribe(bus, s, url);
+    /* A join is answered by the bus (api_joined), once the session has its
+     * place in the channel's history. */
+    rc = join ? bus_subscribe_at(bus, s, url, since_epoch, since_offset, fn, opts != NULL)
+              : bus_unsubscribe(bus, s, url);
     if (rc < 0) {
         char msg[128];
         snprintf(msg, sizeof(msg), "too many subscriptions (max_subscriptions is %zu)",
@@ -107,7 +148,38 @@ static void api_subscribe(api_t *api, session_t *s, json_t *args, int join)
         api_reply_string(s, fn, msg);
         return;
     }
-    api_reply(s, fn, NULL);
+    if (!join)
+        api_reply(s, fn, NULL);
+}
+
+void api_joined(void *arg, session_t *s, const char *channel, int64_t token, const char *epoch,
+                uint64_t offset, int recovered, int detail)
+{
+    json_t *args, *info;
+
+    (void)arg;
+    (void)channel;
+    if (!detail) { /* subscribe(url, fn): fn(null), as it always was */
+        api_reply(s, token, NULL);
+        return;
+    }
+    args = json_array();
+    info = json_object();
+    if (args == NULL || info == NULL ||
+        (recovered >= 0 && json_object_set(info, "recovered", json_bool(recovered)) < 0) ||
+        (epoch != NULL && (json_object_set(info, "epoch", json_string(epoch)) < 0 ||
+                           json_object_set(info, "offset", json_int((int64_t)offset)) < 0)) ||
+        json_array_append(args, json_null()) < 0) {
+        json_free(info);
+        json_free(args);
+        return;
+    }
+    if (json_array_append(args, info) < 0) {
+        json_free(args);
+        return;
+    }
+    session_call(s, token, args);
+    json_free(args);
 }
 
 /* "create" -> "created", ...; NULL for anything else. */

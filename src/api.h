@@ -52,6 +52,12 @@ void api_check_offered(api_t *api, session_t *s);
  * covers s's token. */
 int api_revoke_matches(const session_t *s, const char *kind, const char *value, int64_t before);
 
+/* The bus' on_joined hook (bus_hooks_t; arg an api_t): answers a
+ * subscribe(url, opts, fn) with fn(null, {epoch, offset[, recovered]}),
+ * and a subscribe(url, fn) with fn(null). */
+void api_joined(void *arg, session_t *s, const char *channel, int64_t token, const char *epoch,
+                uint64_t offset, int recovered, int detail);
+
 /* The bus' filter hook (bus_hooks_t.filter, arg an api_t): what a
  * subscriber may see of a push under the models file's permissions. */
 int api_push_filter(void *arg, const session_t *s, const char *channel, int *which,

@@ -65,6 +65,14 @@ typedef struct bus_hooks {
      * token id) or "sub" (tokens of that subject issued before `before`,
      * seconds since the epoch). May be NULL. */
     void (*on_revoke)(void *arg, const char *kind, const char *value, int64_t before);
+    /* Answer a subscribe (bus_subscribe_at's token) once the session has
+     * its place in the channel: epoch and offset the channel's position
+     * (epoch NULL when the carrier could not tell it now), recovered 1 or
+     * 0 when the session asked to recover from a position, -1 when it did
+     * not; detail as given to bus_subscribe_at. May be NULL. */
+    void (*on_joined)(void *arg, session_t *s, const char *channel, int64_t token,
+                      const char *epoch, uint64_t offset, int recovered, int detail);
+    void *joined_arg;
 } bus_hooks_t;
 enum { BUS_SKIP, BUS_AS_IS, BUS_CUSTOM };
 void bus_set_hooks(bus_t *b, const bus_hooks_t *hooks);
@@ -75,6 +83,17 @@ void bus_set_hooks(bus_t *b, const bus_hooks_t *hooks);
  * own subscribed(url, online); a publish from elsewhere before that may
  * not reach it. */
 int bus_subscribe(bus_t *b, session_t *s, const char *channel);
+/* bus_subscribe, answered through bus_hooks_t.on_joined with token (now or
+ * later, once; never after the session left the channel). With since_epoch
+ * (not NULL), the session recovers from that position: the changes it
+ * missed after since_offset are pushed first, in order, without gaps or
+ * duplicates against the live ones, then it is answered recovered 1; when
+ * they are not all in the history (another epoch, too old, too many),
+ * nothing is replayed and it is answered recovered 0. Returns as
+ * bus_subscribe (1: already subscribed, answered at once). detail is
+ * passed through to on_joined (whether the caller wants the position). */
+int bus_subscribe_at(bus_t *b, session_t *s, const char *channel, const char *since_epoch,
+                     uint64_t since_offset, int64_t token, int detail);
 int bus_unsubscribe(bus_t *b, session_t *s, const char *channel);
 /* Leave every channel (disconnect). */
 void bus_leave_all(bus_t *b, session_t *s);

@@ -17,11 +17,44 @@
 
 struct bus_pending; /* bus_redis.c: a command held behind a channel's SUBSCRIBE */
 
+/* Where a local subscriber stands on its channel (parallel to subs). */
+enum {
+    BUS_SUB_LIVE,      /* takes every push past pos */
+    BUS_SUB_POSITION,  /* takes pushes; waits for the channel's position to answer */
+    BUS_SUB_RECOVERING /* replaying history from pos; live pushes wait in the history */
+};
+typedef struct bus_sub {
+    uint64_t pos;  /* the last offset this subscriber was given (0: none yet) */
+    int64_t token; /* the subscribe call to answer (bus_hooks_t.on_joined), or -1 */
+    uint8_t state; /* BUS_SUB_* */
+    uint8_t known; /* pos belongs to the channel's current epoch */
+    uint8_t since; /* it asked to recover (answer with recovered) */
+    uint8_t detail; /* passed back to on_joined */
+} bus_sub_t;
+
+#define BUS_EPOCH_MAX 40
+#define BUS_FROM_POSITION UINT64_MAX /* a fetch that asks only for the position */
+
+/* One change from a channel's history (bus_core_fetched). */
+typedef struct bus_entry {
+    uint64_t offset;
+    const char *payload; /* the envelope as published */
+    size_t len;
+} bus_entry_t;
+
 /* A channel this worker has local subscribers on (or is leaving). */
 struct bus_channel {
     char *name;
     session_t **subs; /* local subscribers, each once, in join order */
+    bus_sub_t *st;    /* where each of them stands, parallel to subs */
     size_t nsubs, capsubs;
+    /* The channel's position as this worker has delivered it: its epoch
+     * (empty until known) and last offset. While a catch-up fetch is out
+     * (fetching), live changes are not delivered: they come back in the
+     * fetch, or the next one (live_max: the highest seen meanwhile). */
+    char epoch[BUS_EPOCH_MAX];
+    uint64_t last, live_max;
+    int known, fetching, positioning;
     /* The carrier's per-channel state (Redis: where the subscription
      * stands, and the commands held until it is confirmed). */
     int cstate;
@@ -65,6 +98,12 @@ typedef struct bus_carrier {
     /* bus_revoked, or NULL for a carrier without a revocation store. */
     int (*revoked)(bus_t *b, const char *jti, const char *sub, int64_t iat,
                    void (*cb)(void *arg, int revoked), void *arg);
+    /* Fetch channel c's epoch, last offset and the changes from offset
+     * from on (at most max of them; from BUS_FROM_POSITION: none), in the
+     * channel's order with everything published after the call: the
+     * carrier answers through bus_core_fetched(b, name, ctx, ...), now or
+     * later, exactly once (also on failure). */
+    int (*fetch)(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, void *ctx);
     /* Stop and release the carrier (the core then drops its channels). */
     void (*free)(bus_t *b);
 } bus_carrier_t;
@@ -101,8 +140,20 @@ double bus_core_now(void);
 bus_channel_t *bus_core_find(bus_t *b, const char *name, size_t len, int create);
 void bus_core_drop(bus_t *b, bus_channel_t *c);
 /* Deliver a message the carrier read on channel name to the local
- * subscribers, in the order the carrier gives. */
-void bus_core_deliver(bus_t *b, const char *name, size_t namelen, const char *payload, size_t len);
+ * subscribers, in the order the carrier gives. epoch and offset are its
+ * place in the channel's history (NULL/0: read from the envelope's "e"
+ * and "s", if any). */
+void bus_core_deliver(bus_t *b, const char *name, size_t namelen, const char *payload, size_t len,
+                      const char *epoch, uint64_t offset);
+/* The answer to a fetch (bus_carrier_t.fetch): ok 0 when the carrier could
+ * not answer (epoch, last and entries are then unset). */
+void bus_core_fetched(bus_t *b, void *ctx, int ok, const char *epoch, uint64_t last,
+                      const bus_entry_t *entries, size_t n);
+/* Redis came back: changes published meanwhile on c were not delivered;
+ * fetch them (or tell its subscribers they are lost). */
+void bus_core_catch_up(bus_t *b, bus_channel_t *c);
+/* A fresh epoch name for a channel whose history is gone. */
+void bus_core_new_epoch(char *out, size_t outlen);
 /* A presence envelope (subscribed/unsubscribed with online), malloc'd,
  * its length in *len. NULL on allocation failure. */
 char *bus_core_presence_envelope(bus_t *b, const char *method, int64_t online, size_t *len);

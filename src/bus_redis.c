@@ -37,16 +37,39 @@
 enum { R_NONE, R_SUBSCRIBING, R_SUBSCRIBED, R_UNSUBSCRIBING };
 
 /* What a command on the Redis command connection was for (reply privdata). */
-enum { K_PUBLISH = 1, K_PRESENCE, K_HEARTBEAT, K_REAP, K_SYNC, K_PROBE, K_SELECT, K_MARKER };
+enum {
+    K_PUBLISH = 1,
+    K_PRESENCE,
+    K_HEARTBEAT,
+    K_REAP,
+    K_SYNC,
+    K_PROBE,
+    K_SELECT,
+    K_MARKER,
+    K_FETCH
+};
+
+/* A change on its way to Redis: whom it counts against, and its channel
+ * (remembered if the change is lost, see lost below). */
+typedef struct bus_pub {
+    session_t *from; /* a publish on behalf of this session (referenced), or NULL */
+    char name[];
+} bus_pub_t;
 
 /* A command held until the channel's SUBSCRIBE is confirmed, so that this
- * worker's own subscribers get their echo. */
+ * worker's own subscribers get their echo, and a fetch covers everything
+ * the subscription does not. */
 typedef struct bus_pending {
     char *cmd;
     size_t len;
     int kind;
-    session_t *from; /* a publish on behalf of this session (referenced), or NULL */
+    void *ctx; /* K_PUBLISH: a bus_pub_t; K_FETCH: the core's fetch; else NULL */
 } bus_pending_t;
+
+/* Channels whose changes this worker failed to publish: once Redis is
+ * back, each gets a "lost" change in its history, so that its subscribers
+ * everywhere learn that they missed something. */
+#define REDIS_LOST_MAX 4096
 
 /* This worker's side of Redis. */
 typedef struct redis {
@@ -66,9 +89,50 @@ typedef struct redis {
     double attempt_at, probe_at, heartbeat_at, reap_at, down_at, sub_seen, last_tick;
     int probe_out, probe_cmd_ok, probe_sub_ok, ever_up, need_sync;
     const char *broken; /* a failure seen inside a hiredis callback: the tick drops */
+    char **lost; /* channel names (see REDIS_LOST_MAX) */
+    size_t nlost;
+    int lost_overflow;
 } redis_t;
 
 #define RD(b) ((redis_t *)(b)->cs)
+
+/* Remember that a change on channel name never reached Redis. */
+static void bus_lost_add(bus_t *b, const char *name)
+{
+    size_t i;
+
+    if (b->freeing)
+        return;
+    for (i = RD(b)->nlost; i > 0; i--)
+        if (strcmp(RD(b)->lost[i - 1], name) == 0)
+            return;
+    if (RD(b)->nlost == REDIS_LOST_MAX) {
+        if (!RD(b)->lost_overflow)
+            log_warning("bus: changes on more than %d channels were lost in this outage; "
+                        "only the first are marked in their history",
+                        REDIS_LOST_MAX);
+        RD(b)->lost_overflow = 1;
+        return;
+    }
+    if (RD(b)->lost == NULL && (RD(b)->lost = calloc(REDIS_LOST_MAX, sizeof(char *))) == NULL)
+        return;
+    if ((RD(b)->lost[RD(b)->nlost] = strdup(name)) != NULL)
+        RD(b)->nlost++;
+}
+
+/* A command that will not be answered: settle what waits for it. lost: a
+ * publish that did not reach Redis. */
+static void bus_ctx_fail(bus_t *b, int kind, void *ctx)
+{
+    if (kind == K_PUBLISH && ctx != NULL) {
+        bus_pub_t *pub = ctx;
+        bus_lost_add(b, pub->name);
+        bus_core_publish_settled(pub->from);
+        free(pub);
+    } else if (kind == K_FETCH) {
+        bus_core_fetched(b, ctx, 0, NULL, 0, NULL, 0);
+    }
+}
 
 static void bus_pending_clear(bus_t *b, bus_channel_t *c)
 {
@@ -80,7 +144,7 @@ static void bus_pending_clear(bus_t *b, bus_channel_t *c)
             b->failed_in_outage++;
         }
         free(c->pending[i].cmd);
-        bus_core_publish_settled(c->pending[i].from);
+        bus_ctx_fail(b, c->pending[i].kind, c->pending[i].ctx);
     }
     c->npending = 0;
 }
@@ -179,6 +243,63 @@ static const char bus_lua_heartbeat[] = "local k = ARGV[1] .. 'hb:' .. ARGV[2]\n
                                         "redis.call('SADD', ARGV[1] .. 'workers', ARGV[2])\n"
                                         "return had\n";
 
+/* A change: the next offset of the channel's history, kept in a stream of
+ * at least history_size entries (when not 0), and published with its
+ * place appended to the envelope: ...,"e":"<epoch>","s":<offset>}. A
+ * channel whose position is gone (flushed, expired) starts a new epoch.
+ * Stream ids are <offset>-1, each entry m (the message) and t (ms).
+ * ARGV: prefix, url, envelope, history_size, history_ttl, meta_ttl,
+ * new epoch, now (ms). Returns the offset. */
+static const char bus_lua_change[] =
+    "local p, url = ARGV[1], ARGV[2]\n"
+    "local meta, hist = p .. 'o:' .. url, p .. 'h:' .. url\n"
+    "local e = redis.call('HGET', meta, 'e')\n"
+    "if not e then\n"
+    "  e = ARGV[7]\n"
+    "  redis.call('HSET', meta, 'e', e, 'n', 0)\n"
+    "  redis.call('DEL', hist)\n"
+    "end\n"
+    "local n = redis.call('HINCRBY', meta, 'n', 1)\n"
+    "local msg = string.sub(ARGV[3], 1, -2) .. ',\"e\":\"' .. e .. '\",\"s\":' .. n .. '}'\n"
+    "if tonumber(ARGV[4]) > 0 then\n"
+    "  redis.call('XADD', hist, 'MAXLEN', '~', ARGV[4], n .. '-1', 'm', msg, 't', ARGV[8])\n"
+    "  redis.call('EXPIRE', hist, ARGV[5])\n"
+    "end\n"
+    "redis.call('EXPIRE', meta, ARGV[6])\n"
+    "redis.call('PUBLISH', p .. 'c:' .. url, msg)\n"
+    "return n\n";
+
+/* A channel's epoch and last offset, and its changes from offset ARGV[3]
+ * on (at most ARGV[4]) when all of them are still in the history: no more
+ * than ARGV[7] back, none older than ARGV[8] (ms). ARGV: prefix, url,
+ * from, count, new epoch, meta_ttl, history_size, oldest. Returns {epoch,
+ * last, id, message, id, message, ...}. */
+static const char bus_lua_fetch[] =
+    "local p, url = ARGV[1], ARGV[2]\n"
+    "local meta, hist = p .. 'o:' .. url, p .. 'h:' .. url\n"
+    "local e = redis.call('HGET', meta, 'e')\n"
+    "if not e then\n"
+    "  e = ARGV[5]\n"
+    "  redis.call('HSET', meta, 'e', e, 'n', 0)\n"
+    "  redis.call('DEL', hist)\n"
+    "end\n"
+    "redis.call('EXPIRE', meta, ARGV[6])\n"
+    "local n = tonumber(redis.call('HGET', meta, 'n'))\n"
+    "local from = tonumber(ARGV[3])\n"
+    "local out = {e, n}\n"
+    "if from < 1 or from > n or n - from + 1 > tonumber(ARGV[7]) then return out end\n"
+    "local r = redis.call('XRANGE', hist, ARGV[3], '+', 'COUNT', ARGV[4])\n"
+    "if #r == 0 or tonumber(r[1][2][4]) < tonumber(ARGV[8]) then return out end\n"
+    "for i = 1, #r do\n"
+    "  out[#out + 1] = r[i][1]\n"
+    "  out[#out + 1] = r[i][2][2]\n"
+    "end\n"
+    "return out\n";
+
+/* How long a channel's epoch and offset outlive its last change: a client
+ * that missed nothing recovers even after the history itself expired. */
+#define REDIS_META_TTL 2592000
+
 /* "<prefix><kind><rest>" as a new string. */
 static char *bus_key(const bus_t *b, const char *kind, const char *rest, size_t *len)
 {
@@ -198,6 +319,7 @@ static char *bus_key(const bus_t *b, const char *kind, const char *rest, size_t 
 
 static void bus_redis_down(bus_t *b, const redisAsyncContext *dying, const char *why);
 static void bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata);
+static void bus_mark_lost(bus_t *b);
 
 static void bus_cmd_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
@@ -231,42 +353,90 @@ static void bus_cmd_cb(redisAsyncContext *ac, void *r, void *privdata)
     }
 }
 
-/* The reply to a PUBLISH made on behalf of a session (privdata, which the
- * command referenced). */
+/* The reply to a change's script (privdata: its bus_pub_t). A change
+ * whose connection went before the answer may or may not have been
+ * published: it is marked lost, which at worst makes subscribers refetch
+ * once. */
 static void bus_publish_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
+    bus_t *b = ac->data;
+    bus_pub_t *pub = privdata;
+
     bus_cmd_cb(ac, r, (void *)(intptr_t)K_PUBLISH);
-    bus_core_publish_settled(privdata);
+    if (r == NULL && b != NULL)
+        bus_lost_add(b, pub->name);
+    bus_core_publish_settled(pub->from);
+    free(pub);
 }
 
-/* Send a command on the command connection; 0, or -1 when it is down. A
- * publish on behalf of session from keeps a reference to it until Redis
- * answers (from takes over the caller's reference only on success). */
-static int bus_command_from(bus_t *b, int kind, const char *cmd, size_t len, session_t *from)
+/* The reply to a fetch: {epoch, last, id, message, ...}. */
+static void bus_fetch_cb(redisAsyncContext *ac, void *r, void *privdata)
 {
+    bus_t *b = ac->data;
+    redisReply *reply = r;
+    bus_entry_t *entries = NULL;
+    char epoch[BUS_EPOCH_MAX];
+    size_t i, n = 0;
+    uint64_t last;
+
+    if (b == NULL)
+        return; /* hiredis is being freed without a bus: nothing waits */
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[0]->len >= sizeof(epoch) ||
+        reply->element[1]->type != REDIS_REPLY_INTEGER || reply->element[1]->integer < 0) {
+        if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+            log_warning("bus: Redis refused a history fetch: %.200s", reply->str);
+        bus_core_fetched(b, privdata, 0, NULL, 0, NULL, 0);
+        return;
+    }
+    memcpy(epoch, reply->element[0]->str, reply->element[0]->len);
+    epoch[reply->element[0]->len] = '\0';
+    last = (uint64_t)reply->element[1]->integer;
+    if (reply->elements > 2) {
+        entries = calloc((reply->elements - 2) / 2, sizeof(*entries));
+        for (i = 2; entries != NULL && i + 1 < reply->elements; i += 2) {
+            const redisReply *id = reply->element[i], *m = reply->element[i + 1];
+            if (id->type != REDIS_REPLY_STRING || m->type != REDIS_REPLY_STRING)
+                break;
+            entries[n].offset = strtoull(id->str, NULL, 10);
+            entries[n].payload = m->str;
+            entries[n].len = m->len;
+            n++;
+        }
+    }
+    bus_core_fetched(b, privdata, entries != NULL || reply->elements == 2, epoch, last, entries, n);
+    free(entries);
+}
+
+/* Send a command on the command connection; 0, or -1 when it is down (ctx
+ * is then the caller's to settle). ctx: a K_PUBLISH's bus_pub_t or a
+ * K_FETCH's fetch, which the reply callback takes over. */
+static int bus_command_ctx(bus_t *b, int kind, const char *cmd, size_t len, void *ctx)
+{
+    redisCallbackFn *fn = kind == K_PUBLISH && ctx != NULL ? bus_publish_cb
+                          : kind == K_FETCH                ? bus_fetch_cb
+                                                           : bus_cmd_cb;
+
     if (RD(b)->cmd == NULL || !RD(b)->up)
         return -1;
-    if (from != NULL)
-        return redisAsyncFormattedCommand(RD(b)->cmd, bus_publish_cb, from, cmd, len) == REDIS_OK
-                   ? 0
-                   : -1;
-    if (redisAsyncFormattedCommand(RD(b)->cmd, bus_cmd_cb, (void *)(intptr_t)kind, cmd, len) !=
-        REDIS_OK)
-        return -1;
-    return 0;
+    if (fn == bus_cmd_cb)
+        ctx = (void *)(intptr_t)kind;
+    return redisAsyncFormattedCommand(RD(b)->cmd, fn, ctx, cmd, len) == REDIS_OK ? 0 : -1;
 }
 
 static int bus_command(bus_t *b, int kind, const char *cmd, size_t len)
 {
-    return bus_command_from(b, kind, cmd, len, NULL);
+    return bus_command_ctx(b, kind, cmd, len, NULL);
 }
 
 /* Send, or hold while the channel's (UN)SUBSCRIBE is in flight, so that
  * this worker's subscribers get the echo of their own presence and of this
- * worker's publishes. Takes cmd, and the reference on from (a publishing
- * session, or NULL) whatever happens. */
-static int bus_channel_command_from(bus_t *b, bus_channel_t *c, int kind, char *cmd, size_t len,
-                                    session_t *from)
+ * worker's publishes, and a fetch covers what the subscription does not.
+ * Takes cmd and ctx (see bus_command_ctx) whatever happens: on -1 ctx has
+ * been settled. */
+static int bus_channel_command_ctx(bus_t *b, bus_channel_t *c, int kind, char *cmd, size_t len,
+                                   void *ctx)
 {
     int rc;
 
@@ -276,7 +446,7 @@ static int bus_channel_command_from(bus_t *b, bus_channel_t *c, int kind, char *
             bus_pending_t *p = realloc(c->pending, cap * sizeof(*p));
             if (p == NULL) {
                 free(cmd);
-                bus_core_publish_settled(from);
+                bus_ctx_fail(b, kind, ctx);
                 return -1;
             }
             c->pending = p;
@@ -285,36 +455,41 @@ static int bus_channel_command_from(bus_t *b, bus_channel_t *c, int kind, char *
         c->pending[c->npending].cmd = cmd;
         c->pending[c->npending].len = len;
         c->pending[c->npending].kind = kind;
-        c->pending[c->npending].from = from;
+        c->pending[c->npending].ctx = ctx;
         c->npending++;
         return 0;
     }
-    rc = bus_command_from(b, kind, cmd, len, from);
+    rc = bus_command_ctx(b, kind, cmd, len, ctx);
     free(cmd);
     if (rc < 0)
-        bus_core_publish_settled(from);
+        bus_ctx_fail(b, kind, ctx);
     return rc;
 }
 
 static int bus_channel_command(bus_t *b, bus_channel_t *c, int kind, char *cmd, size_t len)
 {
-    return bus_channel_command_from(b, c, kind, cmd, len, NULL);
+    return bus_channel_command_ctx(b, c, kind, cmd, len, NULL);
 }
 
 static void bus_flush_pending(bus_t *b, bus_channel_t *c)
 {
-    size_t i;
+    size_t i, n = c->npending;
 
-    for (i = 0; i < c->npending; i++) {
-        bus_pending_t *p = &c->pending[i];
-        if (bus_command_from(b, p->kind, p->cmd, p->len, p->from) < 0) {
+    /* Settling a failure may reach the core, which may hold more commands
+     * on c: take the list first. */
+    bus_pending_t *list = c->pending;
+    c->pending = NULL;
+    c->npending = c->cappending = 0;
+    for (i = 0; i < n; i++) {
+        bus_pending_t *p = &list[i];
+        if (bus_command_ctx(b, p->kind, p->cmd, p->len, p->ctx) < 0) {
             if (p->kind == K_PUBLISH)
                 BUS_COUNT(b, publish_failed);
-            bus_core_publish_settled(p->from);
+            bus_ctx_fail(b, p->kind, p->ctx);
         }
         free(p->cmd);
     }
-    c->npending = 0;
+    free(list);
 }
 
 static int bus_sub_command(bus_t *b, const char *verb, const char *key, size_t keylen)
@@ -426,10 +601,16 @@ static void bus_redis_up(bus_t *b)
     bus_sync_presence(b);
     for (i = 0; i < b->nbuckets; i++) {
         bus_channel_t *c;
-        for (c = b->table[i]; c != NULL; c = c->next)
-            if (c->nsubs > 0 && c->cstate == R_NONE && bus_channel_subscribe(b, c, 1) < 0)
+        for (c = b->table[i]; c != NULL; c = c->next) {
+            if (c->nsubs == 0 || c->cstate != R_NONE)
+                continue;
+            if (bus_channel_subscribe(b, c, 1) < 0)
                 log_warning("bus: cannot resubscribe '%s'", c->name);
+            else
+                bus_core_catch_up(b, c); /* held behind the SUBSCRIBE */
+        }
     }
+    bus_mark_lost(b);
 }
 
 /* The answer to AUTH: a refusal is the operator's to fix, said plainly
@@ -763,7 +944,8 @@ static void bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
     namelen -= plen;
     if (strcmp(type, "message") == 0) {
         if (reply->element[2]->type == REDIS_REPLY_STRING)
-            bus_core_deliver(b, name, namelen, reply->element[2]->str, reply->element[2]->len);
+            bus_core_deliver(b, name, namelen, reply->element[2]->str, reply->element[2]->len,
+                             NULL, 0);
         return;
     }
     c = bus_core_find(b, name, namelen, 0);
@@ -938,30 +1120,111 @@ static void redis_channel_free(bus_t *b, bus_channel_t *c)
     c->cappending = 0;
 }
 
+/* The change script's command for payload on channel name, in *cmd. */
+static int bus_format_change(bus_t *b, char **cmd, const char *name, const char *payload,
+                             size_t len)
+{
+    char size[24], ttl[24], mttl[24], epoch[BUS_EPOCH_MAX], now[24];
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(size, sizeof(size), "%zu", b->cfg->history_size);
+    snprintf(ttl, sizeof(ttl), "%d", b->cfg->history_ttl);
+    snprintf(mttl, sizeof(mttl), "%d", REDIS_META_TTL);
+    snprintf(now, sizeof(now), "%lld", (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+    bus_core_new_epoch(epoch, sizeof(epoch));
+    return redisFormatCommand(cmd, "EVAL %s 0 %s %s %b %s %s %s %s %s", bus_lua_change,
+                              RD(b)->prefix, name, payload, len, size, ttl, mttl, epoch, now);
+}
+
 static int redis_publish(bus_t *b, const char *name, bus_channel_t *c, const char *payload,
                          size_t len, session_t *from, int marker)
 {
     char *key, *cmd = NULL;
+    bus_pub_t *pub;
     size_t keylen;
     int n;
 
     if (!RD(b)->up) {
-        if (!marker)
+        if (!marker) {
             b->failed_in_outage++; /* the outage itself was logged once by bus_redis_down */
+            bus_lost_add(b, name);
+        }
         return -1;
     }
-    key = bus_key(b, "c:", name, &keylen);
-    if (key == NULL)
+    if (marker) {
+        key = bus_key(b, "c:", name, &keylen);
+        if (key == NULL)
+            return -1;
+        n = redisFormatCommand(&cmd, "PUBLISH %b %b", key, keylen, payload, len);
+        free(key);
+        return n < 0 ? -1 : bus_channel_command(b, c, K_MARKER, cmd, (size_t)n);
+    }
+    pub = malloc(sizeof(*pub) + strlen(name) + 1);
+    if (pub == NULL)
         return -1;
-    n = redisFormatCommand(&cmd, "PUBLISH %b %b", key, keylen, payload, len);
-    free(key);
-    if (n < 0)
+    strcpy(pub->name, name);
+    pub->from = NULL;
+    n = bus_format_change(b, &cmd, name, payload, len);
+    if (n < 0) {
+        free(pub);
         return -1;
+    }
     if (from != NULL) {
-        session_ref(from);
+        pub->from = session_ref(from);
         session_publish_begin(from);
     }
-    return bus_channel_command_from(b, c, marker ? K_MARKER : K_PUBLISH, cmd, (size_t)n, from);
+    return bus_channel_command_ctx(b, c, K_PUBLISH, cmd, (size_t)n, pub);
+}
+
+static int redis_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, void *ctx)
+{
+    char f[24], count[24], epoch[BUS_EPOCH_MAX], mttl[24], size[24], oldest[24], *cmd = NULL;
+    struct timespec ts;
+    int n;
+
+    if (!RD(b)->up) {
+        bus_core_fetched(b, ctx, 0, NULL, 0, NULL, 0);
+        return 0;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(f, sizeof(f), "%" PRIu64, from);
+    snprintf(count, sizeof(count), "%zu", max);
+    snprintf(mttl, sizeof(mttl), "%d", REDIS_META_TTL);
+    snprintf(size, sizeof(size), "%zu", b->cfg->history_size);
+    snprintf(oldest, sizeof(oldest), "%lld",
+             ((long long)ts.tv_sec - b->cfg->history_ttl) * 1000 + ts.tv_nsec / 1000000);
+    bus_core_new_epoch(epoch, sizeof(epoch));
+    n = redisFormatCommand(&cmd, "EVAL %s 0 %s %s %s %s %s %s %s %s", bus_lua_fetch,
+                           RD(b)->prefix, c->name, f, count, epoch, mttl, size, oldest);
+    if (n < 0) {
+        bus_core_fetched(b, ctx, 0, NULL, 0, NULL, 0);
+        return 0;
+    }
+    bus_channel_command_ctx(b, c, K_FETCH, cmd, (size_t)n, ctx); /* settles ctx on failure */
+    return 0;
+}
+
+/* Mark the channels whose changes were lost in the outage (see lost). */
+static void bus_mark_lost(bus_t *b)
+{
+    static const char lost[] = "{\"v\":1,\"m\":\"lost\"}";
+    size_t i;
+
+    if (RD(b)->nlost > 0)
+        log_warning("bus: changes on %zu channel(s) were lost while Redis was away; their "
+                    "subscribers are told to refetch",
+                    RD(b)->nlost);
+    for (i = 0; i < RD(b)->nlost; i++) {
+        char *cmd = NULL;
+        int n = bus_format_change(b, &cmd, RD(b)->lost[i], lost, sizeof(lost) - 1);
+        if (n >= 0)
+            bus_channel_command(b, bus_core_find(b, RD(b)->lost[i], strlen(RD(b)->lost[i]), 0),
+                                K_PUBLISH, cmd, (size_t)n);
+        free(RD(b)->lost[i]);
+    }
+    RD(b)->nlost = 0;
+    RD(b)->lost_overflow = 0;
 }
 
 static int redis_ready(const bus_t *b) { return RD(b)->up; }
@@ -983,6 +1246,9 @@ static void redis_free(bus_t *b)
         event_free(r->tick);
     if (r->retry != NULL)
         event_free(r->retry);
+    while (r->nlost > 0)
+        free(r->lost[--r->nlost]);
+    free(r->lost);
     free(r->rhost);
     free(r->ctl);
     free(r->revoke);
@@ -1007,6 +1273,7 @@ static const bus_carrier_t redis_ops = {
     .connected = redis_ready,
     .id = redis_id,
     .revoked = redis_revoked,
+    .fetch = redis_fetch,
     .free = redis_free,
 };
 

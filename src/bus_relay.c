@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bus_carrier.h"
@@ -30,7 +31,9 @@
 /* One presence slot of the host relay: a channel (by 64-bit hash) and the
  * number of its subscribers on each worker. */
 typedef struct host_slot {
-    uint64_t key; /* 0 = never used */
+    uint64_t key;        /* 0 = never used */
+    uint64_t offset;     /* the channel's last change (its position in the history) */
+    uint64_t last_start; /* where that change is in the log, + 1 (0: none) */
     int32_t count[];
 } host_slot_t;
 
@@ -49,6 +52,7 @@ struct bus_host {
      * further appends need not write its eventfd again. A slot nobody
      * serves stays at 1, so a dead or unused slot costs one write. */
     uint32_t woken[HOST_MAX_WORKERS];
+    char epoch[24]; /* the epoch of every channel's history on this host */
     pthread_mutex_t lock; /* process-shared, robust: serializes appends */
     uint64_t head, tail;
     int slots_full_logged;
@@ -60,6 +64,9 @@ typedef struct host_entry {
     uint64_t start; /* its own absolute offset, to detect being overwritten */
     uint32_t chanlen;
     uint32_t len;
+    uint64_t offset; /* a change's place in its channel's history (0: none) */
+    uint64_t prev;   /* the channel's change before it in the log, + 1 (0: none) */
+    int64_t at_ms;   /* when it was appended (CLOCK_REALTIME) */
 } host_entry_t;
 
 /* This worker's side of the relay. */
@@ -130,6 +137,7 @@ bus_host_t *bus_host_new(unsigned nworkers)
         return NULL;
     }
     h->map_len = len;
+    bus_core_new_epoch(h->epoch, sizeof(h->epoch));
     h->nworkers = nworkers;
     h->nslots = 2 * nworkers;
     h->slot_size = slot_size;
@@ -193,9 +201,17 @@ static int host_lock(bus_host_t *h)
     return 0;
 }
 
-/* Append one entry; the caller holds the lock. */
+static int64_t host_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Append one entry; the caller holds the lock. slot: the channel's, for a
+ * change that takes the next offset of its history (NULL otherwise). */
 static int host_append_locked(bus_host_t *h, const char *chan, size_t chanlen, const char *payload,
-                              size_t len)
+                              size_t len, host_slot_t *slot)
 {
     host_entry_t e;
     uint64_t head = __atomic_load_n(&h->head, __ATOMIC_RELAXED);
@@ -215,9 +231,16 @@ static int host_append_locked(bus_host_t *h, const char *chan, size_t chanlen, c
     }
     /* Readers must see the new tail before any byte of it is overwritten. */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    memset(&e, 0, sizeof(e));
     e.start = head;
     e.chanlen = (uint32_t)chanlen;
     e.len = (uint32_t)len;
+    e.at_ms = host_now_ms();
+    if (slot != NULL) {
+        e.offset = ++slot->offset;
+        e.prev = slot->last_start;
+        slot->last_start = head + 1;
+    }
     ring_put(h, head, &e, sizeof(e));
     ring_put(h, head + sizeof(e), chan, chanlen);
     ring_put(h, head + sizeof(e) + chanlen, payload, len);
@@ -290,7 +313,8 @@ static void host_drain(bus_t *b)
         if (RL(b)->cursor < __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE))
             continue; /* overwritten while copying */
         RL(b)->cursor += entry_size(e.chanlen, e.len);
-        bus_core_deliver(b, RL(b)->rbuf, e.chanlen, RL(b)->rbuf + e.chanlen, e.len);
+        bus_core_deliver(b, RL(b)->rbuf, e.chanlen, RL(b)->rbuf + e.chanlen, e.len,
+                         e.offset > 0 ? h->epoch : NULL, e.offset);
     }
 }
 
@@ -307,6 +331,22 @@ static void host_event_cb(evutil_socket_t fd, short what, void *arg)
     host_drain(b);
 }
 
+static host_slot_t *host_slot(bus_host_t *h, uint64_t key, int create);
+
+/* The slot that keeps chan's position, made if need be; NULL when the
+ * table is full (the channel's changes then have no history: logged
+ * once). The caller holds the lock. */
+static host_slot_t *host_slot_for(bus_t *b, const char *chan)
+{
+    host_slot_t *slot = host_slot(RL(b)->host, bus_core_hash(chan), 1);
+
+    if (slot == NULL && !RL(b)->host->slots_full_logged) {
+        log_warning("bus: channel table full: new channels have no history");
+        RL(b)->host->slots_full_logged = 1;
+    }
+    return slot;
+}
+
 static int host_publish(bus_t *b, const char *chan, bus_channel_t *c, const char *payload,
                         size_t len, session_t *from, int marker)
 {
@@ -314,10 +354,11 @@ static int host_publish(bus_t *b, const char *chan, bus_channel_t *c, const char
 
     (void)c;
     (void)from;
-    (void)marker;
     if (host_lock(RL(b)->host) < 0)
         return -1;
-    rc = host_append_locked(RL(b)->host, chan, strlen(chan), payload, len);
+    /* A change takes the next offset of its channel; a marker none. */
+    rc = host_append_locked(RL(b)->host, chan, strlen(chan), payload, len,
+                            marker ? NULL : host_slot_for(b, chan));
     pthread_mutex_unlock(&RL(b)->host->lock);
     if (rc < 0) {
         log_warning("bus: message of %zu bytes on '%s' is too large for the relay", len, chan);
@@ -381,7 +422,7 @@ static void host_presence(bus_t *b, bus_channel_t *c, int delta)
         total = (int64_t)c->nsubs;
     }
     text = bus_core_presence_envelope(b, method, total, &len);
-    rc = text != NULL ? host_append_locked(h, c->name, strlen(c->name), text, len) : -1;
+    rc = text != NULL ? host_append_locked(h, c->name, strlen(c->name), text, len, NULL) : -1;
     pthread_mutex_unlock(&h->lock);
     free(text);
     if (rc < 0)
@@ -449,6 +490,88 @@ static void relay_channel_free(bus_t *b, bus_channel_t *c)
     (void)c;
 }
 
+/* Walk c's changes back from the newest through the log (each entry links
+ * to the channel's one before it) down to offset from, and answer with the
+ * first max of them, oldest first: all of from..last, or none when some
+ * are gone (overwritten, older than history_ttl, past history_size). Under
+ * the lock, so no entry changes meanwhile. */
+static int relay_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, void *ctx)
+{
+    bus_host_t *h = RL(b)->host;
+    size_t namelen = strlen(c->name), n = 0, nstarts = 0, total = 0, k;
+    int64_t oldest = host_now_ms() - (int64_t)b->cfg->history_ttl * 1000;
+    uint64_t *starts = NULL, last, want, at, tail;
+    bus_entry_t *entries = NULL;
+    char *buf = NULL, *name = NULL;
+    host_slot_t *slot;
+    int ok = 1;
+
+    if (host_lock(h) < 0) {
+        bus_core_fetched(b, ctx, 0, NULL, 0, NULL, 0);
+        return 0;
+    }
+    slot = host_slot_for(b, c->name);
+    if (slot == NULL) {
+        pthread_mutex_unlock(&h->lock);
+        bus_core_fetched(b, ctx, 0, NULL, 0, NULL, 0);
+        return 0;
+    }
+    last = slot->offset;
+    if (from == 0 || from > last || last - from + 1 > b->cfg->history_size)
+        goto answer;
+    want = last - from + 1;
+    starts = malloc((size_t)want * sizeof(*starts));
+    name = malloc(namelen + 1);
+    if (starts == NULL || name == NULL) {
+        ok = 0;
+        goto answer;
+    }
+    at = slot->last_start;
+    tail = __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE);
+    while (nstarts < want && at != 0 && at - 1 >= tail) {
+        host_entry_t e;
+        ring_get(h, at - 1, &e, sizeof(e));
+        if (e.start != at - 1 || e.offset != last - nstarts || e.at_ms < oldest ||
+            e.chanlen != namelen)
+            break;
+        ring_get(h, at - 1 + sizeof(e), name, namelen);
+        if (memcmp(name, c->name, namelen) != 0)
+            break;
+        total += e.len;
+        starts[nstarts++] = at - 1;
+        at = e.prev;
+    }
+    if (nstarts < want)
+        goto answer; /* some are gone: nothing */
+    n = want < max ? (size_t)want : max;
+    entries = calloc(n, sizeof(*entries));
+    buf = malloc(total + 1);
+    if (entries == NULL || buf == NULL) {
+        ok = 0;
+        n = 0;
+        goto answer;
+    }
+    total = 0;
+    for (k = 0; k < n; k++) {
+        uint64_t start = starts[want - 1 - k];
+        host_entry_t e;
+        ring_get(h, start, &e, sizeof(e));
+        ring_get(h, start + sizeof(e) + e.chanlen, buf + total, e.len);
+        entries[k].offset = e.offset;
+        entries[k].payload = buf + total;
+        entries[k].len = e.len;
+        total += e.len;
+    }
+answer:
+    pthread_mutex_unlock(&h->lock);
+    bus_core_fetched(b, ctx, ok, h->epoch, last, entries, n);
+    free(starts);
+    free(name);
+    free(entries);
+    free(buf);
+    return 0;
+}
+
 static int relay_ready(const bus_t *b)
 {
     (void)b;
@@ -489,6 +612,7 @@ static const bus_carrier_t relay_ops = {
     .ready = relay_ready,
     .connected = relay_connected,
     .id = relay_id,
+    .fetch = relay_fetch,
     .free = relay_free,
 };
 

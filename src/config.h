@@ -50,6 +50,8 @@ typedef struct config {
     int http_header_timeout;       /* seconds for an HTTP request to arrive whole */
     int line_timeout;              /* seconds for a started DNode message to end */
     size_t max_subscriptions;      /* per session */
+    size_t history_size;           /* changes kept per channel for recovery (0: none) */
+    int history_ttl;               /* seconds a change stays in a channel's history */
     size_t max_callbacks;          /* per session, remote callbacks held */
     size_t max_invalid_messages;   /* per session and minute; 0 = no limit */
     size_t max_json_depth;

@@ -17,6 +17,7 @@
 
 static const char *const remote_names[SESSION_REMOTE_COUNT] = {
     "created", "updated", "deleted", "subscribed", "unsubscribed", "error", "authExpiring",
+    "recovered",
 };
 
 /* ------------------------------------------------------------------------

@@ -27,6 +27,7 @@ enum {
     SESSION_REMOTE_UNSUBSCRIBED,
     SESSION_REMOTE_ERROR,
     SESSION_REMOTE_AUTH_EXPIRING, /* authExpiring(seconds): refresh the token */
+    SESSION_REMOTE_RECOVERED,     /* recovered(url, {recovered: false, ...}): changes were lost */
     SESSION_REMOTE_COUNT
 };
 

@@ -330,8 +330,8 @@ static void worker_free(worker_t *w)
 
 int worker_wire(worker_t *w)
 {
-    const bus_hooks_t hooks = {worker_may_push, worker_on_marker, w,
-                               api_push_filter, &w->api,          worker_on_revoke};
+    const bus_hooks_t hooks = {worker_may_push, worker_on_marker, w,          api_push_filter,
+                               &w->api,         worker_on_revoke, api_joined, &w->api};
     size_t len;
     char *line;
 

@@ -240,7 +240,8 @@ test('pushes go only where the read rule allows, hidden fields removed per subsc
         const [doc, o] = await ann.nextCall('created');
         assert.strictEqual(doc._id, priv._id);
         assert.strictEqual(doc.notes, 'mine');
-        assert.deepStrictEqual(o, { type: 'todo', url }, 'pushed options: the allowlist only');
+        assert.deepStrictEqual(o, { type: 'todo', url, epoch: o.epoch, offset: o.offset },
+            'pushed options: the allowlist only, and the place in the history');
         await noPush(bob, 'created');
         await noPush(anon, 'created', 100);
 
@@ -250,7 +251,8 @@ test('pushes go only where the read rule allows, hidden fields removed per subsc
         assert.strictEqual(bdoc._id, sh._id);
         assert.strictEqual(bdoc.notes, undefined);
         assert.strictEqual(bdoc.secret, undefined);
-        assert.deepStrictEqual(bopt, { type: 'todo', url });
+        assert.deepStrictEqual(bopt, { type: 'todo', url, epoch: o.epoch, offset: o.offset + 1 },
+            'offsets count changes a subscriber may not see');
         const [adoc] = await ann.nextCall('created');
         assert.strictEqual(adoc.notes, 'n');
         assert.strictEqual((await anon.nextCall('created'))[0]._id, sh._id);

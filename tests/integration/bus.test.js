@@ -131,11 +131,16 @@ test.describe('Redis mode: two hosts on one Redis', { skip }, () => {
             assert.deepStrictEqual(await pub.invoke('publish', { n: 1, f: () => {} },
                 { url: '/x', method: 'create', cb: () => {} }), [null]);
             const msg = await sub.next((m) => m.name === 'created');
-            assert.deepStrictEqual(msg.args, [{ n: 1 }, { url: '/x', method: 'create' }]);
+            const { epoch, offset } = msg.args[1];
+            assert.deepStrictEqual(msg.args,
+                [{ n: 1 }, { url: '/x', method: 'create', epoch, offset }]);
+            assert.ok(Number.isInteger(offset) && offset > 0, 'a place in the history');
             publish(pub, '/x', { n: 2 });
             await waitFor(() => calls(sub, 'created', '/x').length >= 2, { what: 'second' });
             await sleep(200);
             assert.deepStrictEqual(calls(sub, 'created', '/x').map((m) => m.args[0].n), [1, 2]);
+            assert.deepStrictEqual(calls(sub, 'created', '/x').map((m) => m.args[1].offset),
+                [offset, offset + 1], 'offsets count the changes, one by one');
             // The publisher, not subscribed, got nothing pushed.
             assert.strictEqual(calls(pub, 'created').length, 0);
         });

@@ -509,12 +509,14 @@ test('created, updated and deleted reach subscribers of opt.url after the commit
         await pushed(3);
         assert.deepStrictEqual(seen.map((s) => s.event), ['created', 'updated', 'deleted']);
         assert.deepStrictEqual(seen.map((s) => s.doc), [doc, up, del]);
-        for (const s of seen) {
+        seen.forEach((s, i) => {
             // The options a push may carry (url, type, method, and the
             // model's push_options), every callback (error, done, extra.hook)
-            // removed; never the writer's other keys (authToken).
-            assert.deepStrictEqual(s.opt, { type: 'article', url, extra: { n: 1 } });
-        }
+            // removed; never the writer's other keys (authToken); and the
+            // change's place in the channel's history.
+            assert.deepStrictEqual(s.opt, { type: 'article', url, extra: { n: 1 },
+                epoch: seen[0].opt.epoch, offset: i + 1 });
+        });
         // Each change was committed before it was pushed.
         assert.deepStrictEqual(ok(await seen[0].read), doc);
         assert.deepStrictEqual(ok(await seen[1].read), up);

@@ -295,8 +295,12 @@ test('publish reaches every subscriber exactly once, without callbacks', { skip 
         for (const c of [a, b]) {
             const [doc, opt] = await c.nextCall('created');
             assert.deepStrictEqual(doc, model);
-            // url, type and method only: the publisher's other options stay with it
-            assert.deepStrictEqual(opt, { url, method: 'create' });
+            // url, type and method only: the publisher's other options stay
+            // with it; the server adds the change's place in the channel
+            const { epoch, offset, ...rest } = opt;
+            assert.deepStrictEqual(rest, { url, method: 'create' });
+            assert.match(epoch, /^[0-9a-f]{16}$/);
+            assert.strictEqual(offset, 1, 'the first change on the channel');
             const msg = c.received.find((m) => m.name === 'created');
             assert.deepStrictEqual(msg.callbacks, {}, 'no callbacks are pushed');
         }
@@ -315,10 +319,13 @@ test('update and delete are pushed as updated and deleted', { skip }, async (t) 
     assert.deepStrictEqual(await b.invoke('subscribe', url), [null]);
     assert.deepStrictEqual(await a.invoke('publish', { _id: 1, v: 2 }, { url, method: 'update' }),
         [null]);
-    assert.deepStrictEqual(await b.nextCall('updated'), [{ _id: 1, v: 2 }, { url, method: 'update' }]);
+    const [doc, opt] = await b.nextCall('updated');
+    assert.deepStrictEqual(doc, { _id: 1, v: 2 });
+    assert.deepStrictEqual(opt, { url, method: 'update', epoch: opt.epoch, offset: 1 });
     assert.deepStrictEqual(await a.invoke('publish', { _id: 1 }, { url, method: 'delete' }),
         [null]);
-    assert.deepStrictEqual(await b.nextCall('deleted'), [{ _id: 1 }, { url, method: 'delete' }]);
+    assert.deepStrictEqual(await b.nextCall('deleted'),
+        [{ _id: 1 }, { url, method: 'delete', epoch: opt.epoch, offset: 2 }]);
     // Anything else is refused.
     assert.deepStrictEqual(await a.invoke('publish', { _id: 1 }, { url, method: 'explode' }),
         ['missing parameters']);

@@ -336,13 +336,14 @@ class Dnoded {
         return DnodeClient.connect(this.port, { host: this.host, ...opts });
     }
 
-    // A client exporting the five methods the server pushes to (created,
-    // updated, deleted, subscribed, unsubscribed), each call recorded in
+    // A client exporting the methods the server pushes to (created,
+    // updated, deleted, subscribed, unsubscribed, recovered), each call recorded in
     // c.received, plus methods (which may override them); methods exchanged
     // before it resolves, closed after test t.
     async pushClient(t, { methods = {}, timeoutMs } = {}) {
         const pushes = {};
-        for (const name of ['created', 'updated', 'deleted', 'subscribed', 'unsubscribed']) {
+        for (const name of ['created', 'updated', 'deleted', 'subscribed', 'unsubscribed',
+            'recovered']) {
             pushes[name] = () => {};
         }
         const c = await this.connect({ methods: { ...pushes, ...methods },

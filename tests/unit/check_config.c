@@ -224,7 +224,7 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 55);
+    ck_assert_uint_eq(config_key_count(), 57);
     config_free(cfg);
 }
 END_TEST

@@ -1,0 +1,439 @@
+'use strict';
+// Nothing missed: every change on a channel has a place in its history
+// ({epoch, offset}), and a subscriber that comes back with
+// subscribe(url, {since: {epoch, offset}}, fn) gets exactly the changes it
+// missed, in order, before fn(null, {recovered: true, ...}), and none twice
+// against the live stream; or, when they are not all in the history
+// (too many, another epoch after a Redis flush), nothing and
+// recovered: false. Over TCP and WebSocket, in single-host mode (publisher
+// on the other worker) and Redis mode (publisher on the other host), with
+// read rules applied to the replay, and a worker whose Redis subscription
+// dropped catching up from the history.
+
+const test = require('node:test');
+const assert = require('node:assert');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const { startDnoded, sleep, timeScale } = require('../lib/harness');
+const { startRedis, getServices } = require('../lib/services');
+const { redisCommand } = require('../lib/redis');
+const { findProgram, waitFor } = require('../lib/proc');
+const { WsConn, OP } = require('../lib/raw_http');
+const jwt = require('../lib/jwt');
+
+const skipRedis = process.env.DNODED_TEST_REDIS_URL || findProgram('redis-server',
+    'DNODED_TEST_REDIS_SERVER') ? false : 'needs redis-server (scripts/setup)';
+const skipDb = process.env.DNODED_TEST_MONGODB_URI || findProgram('ferretdb', 'DNODED_TEST_FERRETDB')
+    ? false : 'needs ferretdb (scripts/setup) or DNODED_TEST_MONGODB_URI';
+
+// Publishing needs no database; a closed port keeps MongoDB out.
+const NO_DB = 'mongodb://127.0.0.1:9/recovery_test';
+const TIMEOUT = 15000 * timeScale;
+const MISSED = 25;
+
+const unique = (name) => `/recovery/${name}/${crypto.randomBytes(4).toString('hex')}`;
+
+// A TCP subscriber (the harness' DNode client) exporting the pushes.
+async function tcpSubscriber(t, d) {
+    const c = await d.pushClient(t);
+    return {
+        subscribe: (url, opts) => c.invoke('subscribe', url, opts),
+        created: (url) => c.received.filter((m) => m.name === 'created' && m.args[1].url === url)
+            .map((m) => m.args),
+        recovered: (url) => c.received.filter((m) => m.name === 'recovered' && m.args[0] === url)
+            .map((m) => m.args[1]),
+        close: () => c.close(),
+    };
+}
+
+// A WebSocket subscriber exporting created (callback 0) and recovered (1).
+async function wsSubscriber(t, d) {
+    const c = await WsConn.open(d.port);
+    t.after(() => c.close());
+    const messages = [];
+    let first = true;
+    (async () => {
+        for (;;) {
+            let f;
+            try {
+                f = await c.nextFrame('a frame');
+            } catch {
+                return;
+            }
+            if (f.opcode === OP.CLOSE) {
+                return;
+            }
+            if (f.opcode === OP.TEXT) {
+                if (first) {
+                    first = false;
+                    c.sendJson({ method: 'methods',
+                        arguments: [{ created: '[Function]', recovered: '[Function]' }],
+                        callbacks: { 0: [0, 'created'], 1: [0, 'recovered'] } });
+                }
+                messages.push(JSON.parse(f.payload.toString('utf8')));
+            }
+        }
+    })();
+    await waitFor(() => messages.some((m) => m.method === 'methods'),
+        { timeoutMs: TIMEOUT, what: 'the methods message over WebSocket' });
+    let nextId = 100;
+    // A push names the method, or the callback id it was exported as.
+    const pushes = (id, url) => messages.filter((m) =>
+        (m.method === id || m.method === ['created', 'recovered'][id]) &&
+        (id === 0 ? m.arguments[1].url === url : m.arguments[0] === url));
+    return {
+        subscribe: async (url, opts) => {
+            const id = nextId++;
+            c.sendJson({ method: 'subscribe', arguments: [url, opts, '[Function]'],
+                callbacks: { [id]: [2] } });
+            const reply = await waitFor(() => messages.find((m) => m.method === id),
+                { timeoutMs: TIMEOUT, what: 'the reply to subscribe' });
+            return reply.arguments;
+        },
+        created: (url) => pushes(0, url).map((m) => m.arguments),
+        recovered: (url) => pushes(1, url).map((m) => m.arguments[1]),
+        close: () => c.close(),
+    };
+}
+
+const transports = { TCP: tcpSubscriber, WebSocket: wsSubscriber };
+
+// Publishes {i} for each i in from..to-1 on url, each acknowledged.
+async function publishRange(pub, url, from, to) {
+    for (let i = from; i < to; i++) {
+        assert.deepStrictEqual(await pub.invoke('publish', { i }, { url, method: 'create' }),
+            [null]);
+    }
+}
+
+async function waitCreated(sub, url, n) {
+    await waitFor(() => sub.created(url).length >= n,
+        { timeoutMs: TIMEOUT, what: `${n} changes on ${url} (have ${sub.created(url).length})` });
+}
+
+// The scenario of the issue: a subscriber sees some changes, goes away
+// while MISSED more are published elsewhere, and comes back from where it
+// was. `where` gives (t) => { subAt, pubAt }: the dnoded (or worker) each
+// connects to.
+async function missedWhileAway(t, connect, where) {
+    const { subAt, pubAt } = await where(t);
+    const url = unique('away');
+    const pub = await pubAt(t);
+    const before = await connect(t, await subAt());
+    const [err, pos0] = await before.subscribe(url, {});
+    assert.strictEqual(err, null);
+    assert.match(pos0.epoch, /^[0-9a-f]+$/, 'the channel has an epoch');
+    assert.ok(Number.isInteger(pos0.offset), 'and an offset');
+    await publishRange(pub, url, 0, 3);
+    await waitCreated(before, url, 3);
+    const seen = before.created(url).map(([, opt]) => opt.offset);
+    assert.deepStrictEqual(seen, [pos0.offset + 1, pos0.offset + 2, pos0.offset + 3],
+        'offsets follow the position subscribe answered, one per change');
+    const since = { epoch: before.created(url)[2][1].epoch, offset: seen[2] };
+    await before.close();
+
+    await publishRange(pub, url, 3, 3 + MISSED);
+    const after = await connect(t, await subAt());
+    const [err2, info] = await after.subscribe(url, { since });
+    assert.strictEqual(err2, null);
+    // Replayed before the answer, in order, exactly the missed ones.
+    const replay = after.created(url);
+    assert.deepStrictEqual(replay.map(([doc]) => doc.i), [...Array(MISSED).keys()].map((k) => k + 3));
+    assert.deepStrictEqual(replay.map(([, opt]) => opt.offset),
+        [...Array(MISSED).keys()].map((k) => since.offset + 1 + k));
+    assert.deepStrictEqual(info, { recovered: true, epoch: since.epoch,
+        offset: since.offset + MISSED });
+    // The live stream goes on from there, nothing twice.
+    await publishRange(pub, url, 3 + MISSED, 5 + MISSED);
+    await waitCreated(after, url, MISSED + 2);
+    await sleep(200);
+    assert.deepStrictEqual(after.created(url).map(([doc]) => doc.i),
+        [...Array(MISSED + 2).keys()].map((k) => k + 3));
+    assert.deepStrictEqual(after.recovered(url), []);
+}
+
+// A dnoded with two workers; a client's worker is picked by stopping the other.
+async function twoWorkers(t, config = {}) {
+    const d = await startDnoded({ mongodbUri: NO_DB, config: { workers: 2, ...config } }, t);
+    const [w0, w1] = await d.waitWorkers(2);
+    return {
+        d,
+        on: (pid) => (fn) => d.withOnlyWorker(pid, fn),
+        w0,
+        w1,
+    };
+}
+
+test.describe('single-host mode', () => {
+    for (const [name, connect] of Object.entries(transports)) {
+        test(`${name}: a subscriber back after a drop gets exactly the changes published ` +
+            'on the other worker meanwhile', async (t) => {
+            const h = await twoWorkers(t);
+            await missedWhileAway(t, (tt, d) => h.on(h.w0)(() => connect(tt, d)), async () => ({
+                subAt: async () => h.d,
+                pubAt: (tt) => h.on(h.w1)(() => h.d.pushClient(tt)),
+            }));
+        });
+    }
+
+    test('past history_size nothing is replayed, and the answer says recovered: false',
+        async (t) => {
+            const h = await twoWorkers(t, { history_size: 10 });
+            const url = unique('too-many');
+            const pub = await h.on(h.w1)(() => h.d.pushClient(t));
+            const sub = await h.on(h.w0)(() => tcpSubscriber(t, h.d));
+            const [, pos] = await sub.subscribe(url, {});
+            await sub.close();
+            await publishRange(pub, url, 0, 11);
+            const back = await tcpSubscriber(t, h.d);
+            const [err, info] = await back.subscribe(url, { since: pos });
+            assert.strictEqual(err, null);
+            assert.deepStrictEqual(info, { recovered: false, epoch: pos.epoch,
+                offset: pos.offset + 11 });
+            assert.deepStrictEqual(back.created(url), [], 'nothing partial');
+            // Ten back is still whole.
+            const again = await tcpSubscriber(t, h.d);
+            const [, ok] = await again.subscribe(url, { since: { ...pos, offset: pos.offset + 1 } });
+            assert.strictEqual(ok.recovered, true);
+            assert.strictEqual(again.created(url).length, 10);
+        });
+
+    test('a subscriber that missed nothing recovers with nothing to replay; a bad since is ' +
+        'refused', async (t) => {
+        const d = await startDnoded({ mongodbUri: NO_DB }, t);
+        const url = unique('nothing');
+        const sub = await tcpSubscriber(t, d);
+        const [, pos] = await sub.subscribe(url, {});
+        const again = await tcpSubscriber(t, d);
+        assert.deepStrictEqual(await again.subscribe(url, { since: pos }),
+            [null, { recovered: true, ...pos }]);
+        assert.deepStrictEqual(await again.subscribe(url, { since: { epoch: 'nope', offset: 0 } }),
+            [null, { recovered: false, ...pos }], 'already subscribed: where it stands');
+        for (const since of [{ epoch: 'x' }, { epoch: 7, offset: 1 }, { epoch: 'a"b', offset: 1 },
+            { epoch: 'e', offset: -1 }, { epoch: 'e', offset: 1.5 }, 'str']) {
+            const [err] = await again.subscribe(`${url}/bad`, { since });
+            assert.match(String(err), /invalid since/, JSON.stringify(since));
+        }
+        const other = await tcpSubscriber(t, d);
+        assert.deepStrictEqual(await other.subscribe(url, { since: { epoch: 'zzz', offset: 3 } }),
+            [null, { recovered: false, ...pos }], 'another epoch: nothing, recovered false');
+    });
+});
+
+test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
+    let redis;
+    let a;
+    let b;
+
+    test.before(async () => {
+        redis = await startRedis();
+        const opts = { redisUrl: redis.url, mongodbUri: NO_DB,
+            config: { history_size: 5000 } };
+        a = await startDnoded(opts);
+        b = await startDnoded(opts);
+        await a.waitForLog(/bus: connected to Redis/);
+        await b.waitForLog(/bus: connected to Redis/);
+    });
+
+    test.after(async () => {
+        try {
+            await Promise.all([a && a.close(), b && b.close()]);
+        } finally {
+            if (redis) {
+                await redis.close();
+            }
+        }
+    });
+
+    for (const [name, connect] of Object.entries(transports)) {
+        test(`${name}: a subscriber back after a drop gets exactly the changes published ` +
+            'on the other host meanwhile', async (t) => {
+            await missedWhileAway(t, connect, async () => ({
+                subAt: async () => a,
+                pubAt: (tt) => b.pushClient(tt),
+            }));
+        });
+    }
+
+    test('after a Redis flush: recovered false, nothing replayed; live subscribers are told',
+        async (t) => {
+            const url = unique('flush');
+            const pub = await b.pushClient(t);
+            const live = await tcpSubscriber(t, a);
+            const [, pos] = await live.subscribe(url, {});
+            const gone = await tcpSubscriber(t, a);
+            await gone.subscribe(url, {});
+            await publishRange(pub, url, 0, 2);
+            await waitCreated(live, url, 2);
+            const since = { epoch: pos.epoch, offset: pos.offset + 2 };
+            await gone.close();
+            await redisCommand(redis.url, 'FLUSHALL');
+            await publishRange(pub, url, 2, 4);
+            await waitCreated(live, url, 4);
+            const [told] = live.recovered(url);
+            assert.ok(told, 'the live subscriber was told its history is gone');
+            assert.strictEqual(told.recovered, false);
+            assert.notStrictEqual(told.epoch, pos.epoch, 'a new epoch');
+            const back = await tcpSubscriber(t, a);
+            const [, info] = await back.subscribe(url, { since });
+            assert.strictEqual(info.recovered, false);
+            assert.strictEqual(info.epoch, told.epoch);
+            assert.deepStrictEqual(back.created(url), [], 'nothing partial');
+        });
+
+    test('a worker whose Redis subscription drops catches up from the history: every ' +
+        'acknowledged change arrives once, in order', async (t) => {
+        const url = unique('catch-up');
+        const pub = await b.pushClient(t);
+        const sub = await tcpSubscriber(t, a);
+        await sub.subscribe(url, {});
+        let acked = 0;
+        let stop = false;
+        let pad = '';
+        const publishing = (async () => {
+            while (!stop) {
+                const [err] = await pub.invoke('publish', { i: acked, pad },
+                    { url, method: 'create' });
+                assert.strictEqual(err, null, 'host b stays connected');
+                acked++;
+            }
+        })();
+        await waitFor(() => acked >= 50, { timeoutMs: TIMEOUT, what: '50 publishes' });
+        // Host a's worker stalls; Redis drops its subscriber connection as a
+        // slow consumer, and a misses what b publishes until it is back.
+        const [worker] = a.workerPids();
+        const limits = await redisCommand(redis.url, 'CONFIG', 'GET', 'client-output-buffer-limit');
+        await redisCommand(redis.url, 'CONFIG', 'SET', 'client-output-buffer-limit',
+            'pubsub 4kb 4kb 0');
+        const subscribers = async () => String(await redisCommand(redis.url, 'CLIENT', 'LIST',
+            'TYPE', 'pubsub')).split('\n').filter((l) => l.trim()).length;
+        const before = await subscribers();
+        const since = a.stderr().length;
+        process.kill(worker, 'SIGSTOP');
+        try {
+            pad = 'x'.repeat(16384); // past the kernel's socket buffers too
+            await waitFor(async () => await subscribers() < before,
+                { timeoutMs: TIMEOUT, what: 'Redis dropping the stalled subscriber' });
+            pad = '';
+        } finally {
+            process.kill(worker, 'SIGCONT');
+            await redisCommand(redis.url, 'CONFIG', 'SET', 'client-output-buffer-limit', limits[1]);
+        }
+        await a.waitForLog(/bus: Redis is back/, { timeoutMs: TIMEOUT, since });
+        const resumed = acked;
+        await waitFor(() => acked >= resumed + 50, { timeoutMs: TIMEOUT, what: '50 more' });
+        stop = true;
+        await publishing;
+        await waitCreated(sub, url, acked);
+        await sleep(300);
+        assert.deepStrictEqual(sub.created(url).map(([doc]) => doc.i), [...Array(acked).keys()]);
+        assert.deepStrictEqual(sub.recovered(url), [], 'nothing was lost');
+    });
+
+    test('Redis restarted during publishing: a subscriber gets every acknowledged change, ' +
+        'or is told recovered: false', async (t) => {
+        const url = unique('restart');
+        const pub = await b.pushClient(t);
+        const sub = await tcpSubscriber(t, a);
+        await sub.subscribe(url, {});
+        const acked = [];
+        let stop = false;
+        let i = 0;
+        const publishing = (async () => {
+            while (!stop) {
+                const n = i++;
+                const [err] = await pub.invoke('publish', { i: n }, { url, method: 'create' });
+                if (err === null) {
+                    acked.push(n);
+                } else {
+                    await sleep(20);
+                }
+            }
+        })();
+        await waitFor(() => acked.length >= 30, { timeoutMs: TIMEOUT, what: '30 publishes' });
+        const since = a.stderr().length;
+        await redis.stop();
+        await sleep(300);
+        await redis.start();
+        await a.waitForLog(/bus: Redis is back/, { timeoutMs: TIMEOUT, since });
+        const resumed = acked.length;
+        await waitFor(() => acked.length >= resumed + 30, { timeoutMs: TIMEOUT, what: 'more' });
+        stop = true;
+        await publishing;
+        // Wait until it has the last acknowledged change, or was told
+        // that it lost some.
+        await waitFor(() => sub.created(url).some(([doc]) => doc.i === acked[acked.length - 1]) ||
+            sub.recovered(url).length > 0, { timeoutMs: TIMEOUT, what: 'the last change' });
+        await sleep(300);
+        const got = new Set(sub.created(url).map(([doc]) => doc.i));
+        const missing = acked.filter((n) => !got.has(n));
+        if (missing.length > 0) {
+            assert.ok(sub.recovered(url).some((r) => r.recovered === false),
+                `${missing.length} acknowledged changes missing, and no recovered: false`);
+        }
+        // A restarted Redis starts the channel's history over (a new epoch,
+        // which the subscriber is told of): within an epoch, in order, once.
+        const epochs = new Map();
+        for (const [, opt] of sub.created(url)) {
+            epochs.set(opt.epoch, [...(epochs.get(opt.epoch) || []), opt.offset]);
+        }
+        for (const order of epochs.values()) {
+            assert.deepStrictEqual(order, [...order].sort((x, y) => x - y), 'in order');
+            assert.strictEqual(new Set(order).size, order.length, 'none twice');
+        }
+        if (epochs.size > 1) {
+            assert.ok(sub.recovered(url).some((r) => r.recovered === false),
+                'a new epoch is announced');
+        }
+    });
+});
+
+test('the replay obeys the read rules, as live pushes do', { skip: skipDb }, async (t) => {
+    const services = await getServices({ redis: false, label: 'recovery' });
+    t.after(() => services.close());
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dnoded-recovery-'));
+    const secret = crypto.randomBytes(32).toString('hex');
+    fs.writeFileSync(path.join(dir, 'auth.key'), secret);
+    const d = await startDnoded({
+        services,
+        models: {
+            note: {
+                collection: `recnotes${crypto.randomBytes(3).toString('hex')}`,
+                fields: {
+                    title: 'String',
+                    shared: { type: 'Boolean', default: false },
+                    owner: { type: 'String', set_from: 'auth.sub' },
+                    secret: { type: 'String', hidden: 'doc.owner != auth.sub' },
+                },
+                rules: { read: 'doc.shared || doc.owner == auth.sub', create: 'auth.sub != null' },
+            },
+        },
+        config: { auth_key: path.join(dir, 'auth.key') },
+    }, t);
+    const as = async (sub) => {
+        const c = await d.pushClient(t);
+        const [err] = await c.invoke('auth', jwt.sign(jwt.claims({ sub }), secret));
+        assert.strictEqual(err, null);
+        return c;
+    };
+    const url = unique('rules');
+    const ann = await as('ann');
+    let bob = await as('bob');
+    const [, pos] = await bob.invoke('subscribe', url, {});
+    await bob.close();
+    for (const [title, shared] of [['a', false], ['b', true], ['c', false], ['d', true]]) {
+        const [doc] = await ann.invoke('create', { title, shared, secret: 's' },
+            { type: 'note', url });
+        assert.strictEqual(doc.title, title);
+    }
+    bob = await as('bob');
+    const [err, info] = await bob.invoke('subscribe', url, { since: pos });
+    assert.strictEqual(err, null);
+    assert.deepStrictEqual(info, { recovered: true, epoch: pos.epoch, offset: pos.offset + 4 });
+    const replay = bob.received.filter((m) => m.name === 'created').map((m) => m.args[0]);
+    assert.deepStrictEqual(replay.map((doc) => doc.title), ['b', 'd'], 'only what bob may read');
+    assert.ok(replay.every((doc) => doc.secret === undefined), 'hidden fields removed');
+});
