@@ -22,12 +22,19 @@
  *                                     {name, message, errors} object
  *   subscribe([options], [callback]) / unsubscribe(...)  on collections and models
  *   events "subscribe" / "unsubscribe" (online, url)     presence on the channel
+ *   Backbone events "dnode:reconnect", "dnode:down", and "dnode:refetch"
+ *   (url) when a channel's changes could not be replayed and its
+ *   collections are read again
  *
  * Pushes update what is subscribed in place: created adds (or completes our
  * own pending create), updated sets, deleted removes and triggers destroy.
- * After a reconnection every channel is subscribed again and every
- * subscribed collection fetched again with its last options, so a page
- * catches up with what it missed. */
+ * Each channel's position (the epoch and offset of the last change seen)
+ * is kept; after a reconnection every channel is subscribed again from
+ * there and the server replays what was missed. Only when it says the
+ * history no longer has it (recovered: false) are the channel's
+ * collections fetched again with their last options. Writes that were
+ * waiting for their answer when the connection dropped are sent again
+ * with the same request id, which the server answers once. */
 (function (root) {
     'use strict';
 
@@ -44,8 +51,10 @@
         options: { pubsub: false },
         channels: {},   /* url -> [collection or model, ...] */
         pending: [],    /* operations waiting for their reply */
+        positions: {},  /* url -> {epoch, offset}: the last change seen */
         connectedOnce: false
     };
+    var requestSeq = 0;
 
     function channelOf(obj) {
         if (obj instanceof Backbone.Collection) {
@@ -114,17 +123,20 @@
             break;
         case 'create':
             data = _.omit(options.attrs || model.toJSON(options), '_id');
+            opt.requestId = clientId + '.' + (++requestSeq);
             break;
         case 'update':
         case 'patch':
             data = _.extend({}, options.attrs || model.toJSON(options), { _id: model.id });
             method = 'update';
+            opt.requestId = clientId + '.' + (++requestSeq);
             break;
         case 'delete':
             data = { _id: model.id };
             if (model.has && model.has('__v')) {
                 data.__v = model.get('__v');
             }
+            opt.requestId = clientId + '.' + (++requestSeq);
             break;
         default:
             throw new Error('dnode.backbone.js: unknown sync method ' + method);
@@ -165,9 +177,14 @@
         }
         opt.error = onError;
         op.fail = onError;
+        var args = method === 'read' ? [opt, onReply] : [data, opt, onReply];
+        /* A write lost with its connection goes again on the next one: its
+         * request id makes the server answer it once. */
+        op.retry = opt.requestId ? function () {
+            op.sent = conn.call.apply(conn, [method].concat(args));
+        } : null;
         state.pending.push(op);
         model.trigger('request', model, null, options);
-        var args = method === 'read' ? [opt, onReply] : [data, opt, onReply];
         op.sent = conn.call.apply(conn, [method].concat(args));
         return op;
     }
@@ -231,7 +248,39 @@
         }
     }
 
+    /* Remember the newest place seen in url's history. */
+    function seen(url, info) {
+        if (!url || !info || typeof info.epoch !== 'string' || typeof info.offset !== 'number') {
+            return;
+        }
+        var pos = state.positions[url];
+        if (!pos || pos.epoch !== info.epoch || info.offset > pos.offset) {
+            state.positions[url] = { epoch: info.epoch, offset: info.offset };
+        }
+    }
+
+    /* Read url's collections again, with their last options. */
+    function refetch(url) {
+        _.each((state.channels[url] || []).slice(), function (obj) {
+            if (obj instanceof Backbone.Collection && obj._dnodeLastRead) {
+                obj.fetch(_.clone(obj._dnodeLastRead));
+            }
+        });
+    }
+
+    /* The server lost changes on url for us: read again. */
+    function lost(url, info) {
+        if (info && typeof info.epoch === 'string') {
+            state.positions[url] = { epoch: info.epoch, offset: info.offset };
+        }
+        refetch(url);
+        Backbone.trigger('dnode:refetch', url);
+    }
+
     function push(kind, doc, opt) {
+        if (opt && opt.url) {
+            seen(opt.url, opt);
+        }
         var list = opt && state.channels[opt.url];
         if (!list || !doc || typeof doc !== 'object') {
             return;
@@ -274,8 +323,11 @@
                 }
             }
             var conn = needConnection();
-            var reply = function (err) {
+            var reply = function (err, info) {
                 conn.release(reply); /* answered once: the id can go */
+                if (join && !err && !state.positions[url]) {
+                    seen(url, info);
+                }
                 if (err) {
                     if (options.error) {
                         options.error.call(options.context, self, err, options);
@@ -288,7 +340,12 @@
                     callback.call(options.context, err || null, self);
                 }
             };
-            conn.call(join ? 'subscribe' : 'unsubscribe', url, reply);
+            if (join) {
+                conn.call('subscribe', url, {}, reply);
+            } else {
+                delete state.positions[url];
+                conn.call('unsubscribe', url, reply);
+            }
             return this;
         };
     }
@@ -309,21 +366,42 @@
             return;
         }
         _.each(_.keys(state.channels), function (url) {
-            var reply = function () { state.conn.release(reply); };
-            state.conn.call('subscribe', url, reply);
-            _.each(state.channels[url], function (obj) {
-                if (obj instanceof Backbone.Collection && obj._dnodeLastRead) {
-                    obj.fetch(_.clone(obj._dnodeLastRead));
+            var since = state.positions[url];
+            var reply = function (err, info) {
+                state.conn.release(reply);
+                if (err || !info || !info.recovered) {
+                    /* Not all of it is in the history (or an older server):
+                     * start over from the answer and read again. */
+                    delete state.positions[url];
+                    seen(url, info);
+                    refetch(url);
+                } else {
+                    seen(url, info);
                 }
-            });
+            };
+            state.conn.call('subscribe', url, since ? { since: since } : {}, reply);
         });
+        /* After the subscriptions: a write's first attempt may be among
+         * the replayed changes. */
+        _.each(state.retry || [], function (op) {
+            if (!op.done) {
+                op.retry();
+            }
+        });
+        state.retry = [];
         Backbone.trigger('dnode:reconnect');
     }
 
     function onDown() {
-        var lost = _.filter(state.pending, function (op) { return op.sent; });
-        _.each(lost, function (op) {
-            op.fail({ name: 'Unavailable', message: 'connection lost before the server answered' });
+        var cut = _.filter(state.pending, function (op) { return op.sent; });
+        state.retry = state.retry || [];
+        _.each(cut, function (op) {
+            if (op.retry) {
+                op.sent = false;
+                state.retry.push(op);
+            } else {
+                op.fail({ name: 'Unavailable', message: 'connection lost before the server answered' });
+            }
         });
         Backbone.trigger('dnode:down');
     }
@@ -370,6 +448,11 @@
             this.deleted = function (doc, opt) { push('deleted', doc, opt); };
             this.subscribed = function (url, online) { presence('subscribe', url, online); };
             this.unsubscribed = function (url, online) { presence('unsubscribe', url, online); };
+            this.recovered = function (url, info) {
+                if (!info || !info.recovered) {
+                    lost(url, info);
+                }
+            };
             this.error = function (err) { Backbone.trigger('dnode:error', err); };
             conn.on('ready', onReady);
             conn.on('down', onDown);

@@ -20,7 +20,7 @@ const os = require('node:os');
 const path = require('node:path');
 
 const { startDnoded } = require('../lib/harness');
-const { getServices } = require('../lib/services');
+const { getServices, startRedis } = require('../lib/services');
 const { findProgram, freePort, timeScale } = require('../lib/proc');
 const jwt = require('../lib/jwt');
 const { makeCA, haveOpenssl } = require('../lib/tls');
@@ -286,6 +286,83 @@ test('the page over https syncs over wss:// with a page over plain http', { skip
     await secure.context().close();
     await plain.context().close();
 });
+
+test('a page cut off by its server and back gets every change made meanwhile, without a read',
+    { skip: skip || (findProgram('redis-server', 'DNODED_TEST_REDIS_SERVER') ? false
+        : 'needs redis-server (scripts/setup)') }, async (t) => {
+        // Two hosts on one Redis and one database: ann's page on the first,
+        // bob's on the second. The first stops (closing its sockets) while
+        // bob changes the list, then starts again.
+        const redis = await startRedis();
+        t.after(() => redis.close());
+        const host = async () => {
+            const p = await freePort();
+            return startDnoded({
+                mongodbUri: services.mongodbUri, redisUrl: redis.url, port: p,
+                modelsPath: path.join(srcdir, 'examples', 'todos', 'models.json'),
+                config: { docroot: path.join(srcdir, 'examples', 'todos'),
+                    server_names: '127.0.0.1', auth_key: d.opts.config.auth_key },
+            }, t);
+        };
+        const [h1, h2] = [await host(), await host()];
+        const counting = async (who, h) => {
+            const context = await browser.newContext();
+            const page = await context.newPage();
+            page.setDefaultTimeout(WAIT_MS);
+            page.errors = [];
+            page.on('pageerror', (err) => page.errors.push(err));
+            // What the page sends: the methods it calls, by name or id.
+            await page.addInitScript(() => {
+                window.sentCalls = [];
+                const send = WebSocket.prototype.send;
+                WebSocket.prototype.send = function (data) {
+                    try {
+                        const m = JSON.parse(data);
+                        window.sentCalls.push({ method: m.method, args: m.arguments });
+                    } catch (err) {
+                        window.sentCalls.push({ method: '?' });
+                    }
+                    return send.call(this, data);
+                };
+            });
+            await page.goto(`http://127.0.0.1:${h.port}/?token=${tokenFor(who)}`);
+            return page;
+        };
+        const a = await counting('ann', h1);
+        const b = await counting('bob', h2);
+        await Promise.all([ready(a), ready(b)]);
+        const stamp = Date.now();
+        await add(a, `before ${stamp}`, true);
+        await eventually(b, async (p) => (await titles(p)).includes(`before ${stamp}`),
+            'the first todo on both pages');
+
+        await h1.stop();
+        await a.waitForSelector('body[data-dnode="down"]');
+        const sentBefore = await a.evaluate(() => window.sentCalls.length);
+        await add(b, `while away 1 ${stamp}`, true);
+        await add(b, `while away 2 ${stamp}`, true);
+        await item(b, `before ${stamp}`).locator('.toggle').check();
+        await eventually(b, async (p) => (await titles(p)).includes(`while away 2 ${stamp}`),
+            'bob\'s changes on his own page');
+        await h1.start();
+        await ready(a);
+        const took = await eventually(a, async (p) => {
+            const ts = await titles(p);
+            return ts.includes(`while away 1 ${stamp}`) && ts.includes(`while away 2 ${stamp}`) &&
+                (await item(p, `before ${stamp}`).getAttribute('class') || '').includes('completed');
+        }, 'every change made while the page was cut off');
+        // Read is the server's method 1 (its methods message lists create,
+        // read, ...); the page asked to recover, and read nothing.
+        const sent = (await a.evaluate(() => window.sentCalls)).slice(sentBefore);
+        assert.ok(sent.some((m) => ['4', 'subscribe'].includes(String(m.method)) &&
+            m.args[1] && m.args[1].since), `a subscribe with since: ${JSON.stringify(sent)}`);
+        assert.deepStrictEqual(sent.filter((m) => ['1', 'read'].includes(String(m.method))), [],
+            'no read after the reconnection');
+        assert.deepStrictEqual(a.errors.concat(b.errors), []);
+        t.diagnostic(`caught up ${took} ms after the page was ready again`);
+        await a.context().close();
+        await b.context().close();
+    });
 
 test('a page from an origin neither allowed nor under server_names cannot open the socket',
     { skip }, async () => {
