@@ -356,9 +356,13 @@ static int host_publish(bus_t *b, const char *chan, bus_channel_t *c, const char
     (void)from;
     if (host_lock(RL(b)->host) < 0)
         return -1;
-    /* A change takes the next offset of its channel; a marker none. */
+    /* A change takes the next offset of its channel; a marker none. Only
+     * a channel someone subscribed to (which made its slot) has a
+     * history: nobody can hold a position on another, and a publisher
+     * naming channels at random does not fill the table. */
     rc = host_append_locked(RL(b)->host, chan, strlen(chan), payload, len,
-                            marker ? NULL : host_slot_for(b, chan));
+                            marker ? NULL
+                                   : host_slot(RL(b)->host, bus_core_hash(chan), 0));
     pthread_mutex_unlock(&RL(b)->host->lock);
     if (rc < 0) {
         log_warning("bus: message of %zu bytes on '%s' is too large for the relay", len, chan);
