@@ -373,6 +373,33 @@ test('a first attempt that does not finish makes the retry answer Unavailable; a
     assert.deepStrictEqual(JSON.parse(answer.r), doc);
 });
 
+test('a retry waiting at a stop: answered before a graceful stop ends, cleanly dropped by a ' +
+    'fast one', { skip }, async (t) => {
+    for (const sig of ['SIGQUIT', 'SIGTERM']) {
+        const d = await startDnoded({ services, models: MODELS,
+            config: { db_max_time_ms: 2000, db_timeout_ms: 1000 } }, t);
+        const c = await client(t, { server: d });
+        const id = rid();
+        const now = Date.now();
+        await db.insert(REQUESTS, [{ _id: markerKey('a', 'create', 'item', id), o: 'stuck',
+            at: new Date(now), lease: new Date(now + 60000), until: new Date(now + 600000) }]);
+        const answer = call(c, 'create', { title: 'at stop', batch: 'stop' },
+            { type: 'item', requestId: id }).catch((err) => ({ lost: err }));
+        await sleep(300);
+        const exited = d.waitExit(); // the exit is ours
+        d.signal(sig);
+        const r = await answer;
+        if (sig === 'SIGQUIT') {
+            assert.match(refused(r, 'Unavailable').message, /still running/);
+        } else {
+            assert.ok(r.lost || (r.error && r.error.name === 'Unavailable'), JSON.stringify(r));
+        }
+        await exited;
+        await d.stop(); // exit status 0, no sanitizer report, nothing left behind
+    }
+    assert.strictEqual((await db.find('items', { batch: 'stop' })).length, 0);
+});
+
 test('an answer past its window is forgotten', { skip }, async (t) => {
     const c = await client(t);
     const id = rid();
