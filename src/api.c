@@ -329,6 +329,20 @@ static int api_request_id(const json_t *opt, const char **id, char *msg, size_t 
     return 1;
 }
 
+/* Whose retries share answers (store_once_t.scope): "u:<sub>" for an
+ * authenticated session (a token always has a sub, auth.c), "a" for every
+ * anonymous one. malloc'd; NULL out of memory. */
+static char *api_request_scope(const session_t *s)
+{
+    const char *sub = s->auth != NULL ? json_get_string(s->auth, "sub") : NULL;
+    size_t n = (sub != NULL ? strlen(sub) : 0) + 3;
+    char *scope = malloc(n);
+
+    if (scope != NULL)
+        snprintf(scope, n, "%s%s", s->auth != NULL ? "u:" : "a", sub != NULL ? sub : "");
+    return scope;
+}
+
 static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t ncallbacks)
 {
     int with_data = method != API_READ;
@@ -417,23 +431,12 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
                                          [API_DELETE] = STORE_DELETE};
         /* The session is the store's owner: sessions take turns. */
         if (request_id != NULL && api->cfg->idempotency_window > 0) {
-            /* Retries of one request by one identity share its answer: the
-             * token's sub, or every anonymous session alike. */
-            const char *sub = s->auth != NULL ? json_get_string(s->auth, "sub") : NULL;
-            size_t n = (sub != NULL ? strlen(sub) : 0) + 3;
-            char *scope = malloc(n);
+            char *scope = api_request_scope(s);
             store_once_t once = {scope, request_id, api->cfg->idempotency_window};
-            if (scope != NULL) {
-                if (s->auth != NULL)
-                    snprintf(scope, n, "u:%s", sub != NULL ? sub : "");
-                else
-                    snprintf(scope, n, "a");
-                rc = store_submit_once(api->store, s, ops[method], m, input, s->auth, &once,
-                                       api_crud_once_done, op);
-                free(scope);
-            } else {
-                rc = -1;
-            }
+            rc = scope == NULL ? -1
+                               : store_submit_once(api->store, s, ops[method], m, input, s->auth,
+                                                   &once, api_crud_once_done, op);
+            free(scope);
         } else {
             rc = store_submit(api->store, s, ops[method], m, with_data ? input : opt, s->auth,
                               api_crud_done, op);

@@ -1658,6 +1658,7 @@ static job_t *done_pop(store_t *st)
 
 static void job_deliver(store_t *st, job_t *job);
 static int queue_push(store_t *st, job_t *job);
+static void store_destroy(store_t *st);
 
 /* A parked job's pause is over: back in its owner's queue. */
 static void store_on_unpark(evutil_socket_t fd, short what, void *arg)
@@ -1675,11 +1676,15 @@ static void store_on_unpark(evutil_socket_t fd, short what, void *arg)
         job->pnext->pprev = job->pprev;
     job->pprev = job->pnext = NULL;
     st->nparked--;
-    if (queue_push(st, job) < 0) {
-        job->error = error_new(ERROR_UNAVAILABLE, NULL, "out of memory");
-        job->not_the_server = 1;
-        job_deliver(st, job);
-    }
+    if (queue_push(st, job) == 0)
+        return;
+    job->error = error_new(ERROR_UNAVAILABLE, NULL, "out of memory");
+    /* as store_on_wake: done may call store_free */
+    st->delivering++;
+    job_deliver(st, job);
+    st->delivering--;
+    if (st->free_requested && !st->delivering)
+        store_destroy(st);
 }
 
 /* Park job for job->park_ms (loop thread). 0, or -1 when no timer. */
