@@ -265,6 +265,9 @@ static void api_crud_finish(api_op_t *op, json_t *result, json_t *error, json_t 
     /* The store hands over neither only when it ran out of memory. */
     if (error == NULL && result == NULL)
         error = error_new(ERROR_UNAVAILABLE, NULL, "out of memory");
+    if (replayed)
+        slog_client(LOG_LEVEL_DEBUG, s, "%s answered as its requestId's first attempt was",
+                    api_method_names[op->method]);
     /* When the client has gone there is nobody to answer, but a committed
      * change is still published so that other subscribers stay in sync. */
     if (error != NULL) {
