@@ -1354,8 +1354,10 @@ static void once_wait(store_t *st, job_t *job)
 {
     int64_t mono = store_now_ms();
 
-    if (job->wait_until == 0)
+    if (job->wait_until == 0) {
         job->wait_until = mono + st->max_time_ms + st->timeout_ms;
+        log_debug("store: request %s waits for its first attempt", job->once_id);
+    }
     if (mono >= job->wait_until) {
         job->error = error_new(ERROR_UNAVAILABLE, NULL,
                                "request %s is still running: its first attempt did not finish "

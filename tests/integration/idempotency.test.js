@@ -37,6 +37,12 @@ const MODELS = {
             count: { type: 'Number', min: 0, default: 0 },
         },
     },
+    slow: {
+        // a collection big enough that FerretDB (which scans it for every
+        // read and update by _id) takes a while over an update
+        collection: 'slows',
+        fields: { title: 'String', n: 'Number' },
+    },
     note: {
         versioned: true,
         fields: {
@@ -342,6 +348,43 @@ test('a retry while the first attempt runs waits for its answer', { skip }, asyn
 
     // Through dnoded itself: both at once on the two hosts (above, 'race')
     // is the same path whenever the second claim arrives first.
+});
+
+test('through dnoded: a retry on another worker while a slow update runs waits for it and ' +
+    'answers its result; one write, one push', { skip }, async (t) => {
+    const d = await startDnoded({ services, models: MODELS,
+        config: { workers: 2, log_level: 'debug' } }, t);
+    const [w1, w2] = await d.waitWorkers(2);
+    const on = (w) => d.withOnlyWorker(w, () => client(t, { server: d }));
+    const sub = await on(w1);
+    const c1 = await on(w1);
+    const c2 = await on(w2);
+    await subscribe(sub, '/idem/slow');
+    // Without MongoDB's _id index (FerretDB 1.24 scans), this many
+    // documents make each update take tens of milliseconds; on MongoDB
+    // the race below is merely tighter.
+    for (let i = 0; i < 10; i++) {
+        await db.insert('slows', Array.from({ length: 500 }, (_, k) => ({ n: i * 500 + k })));
+    }
+    const doc = ok(await call(c1, 'create', { title: 'slow', n: -1 }, { type: 'slow' }));
+    for (let round = 0; round < 3; round++) {
+        const id = rid();
+        const opt = { type: 'slow', url: '/idem/slow', requestId: id };
+        const change = { _id: doc._id, n: round };
+        const [x, y] = await Promise.all([call(c1, 'update', change, opt),
+            call(c2, 'update', change, opt)]);
+        assert.deepStrictEqual(ok(y), ok(x));
+        assert.strictEqual(ok(x).__v, round + 1, 'saved once');
+        await sub.nextCall('updated');
+    }
+    await sleep(300);
+    assert.strictEqual(pushes(sub, 'updated').length, 3);
+    // On FerretDB the updates are slow enough that the second of each pair
+    // always finds the first running; MongoDB may finish one first.
+    const info = await db.command({ buildInfo: 1 }, 'admin');
+    if (info.ferretdbVersion) {
+        assert.match(d.stderr(), /waits for its first attempt/, 'a retry waited');
+    }
 });
 
 test('a first attempt that does not finish makes the retry answer Unavailable; an abandoned ' +
