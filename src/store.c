@@ -1407,13 +1407,20 @@ static void run_once(store_t *st, mongoc_client_t *client, job_t *job)
         free(d.r);
         if (rc < 0 || job->replayed || job->error)
             goto out;
-        if (rc == 1) /* an answer past its window is of no use to anyone */
+        char answered[sizeof d.o] = ""; /* the attempt that answered */
+        if (rc == 1) {                  /* past its window: of no use to anyone */
+            memcpy(answered, d.o, sizeof answered);
             once_remove(st, coll, akey, d.o);
+        }
         rc = once_read(st, coll, job, job->once_key, &d);
         free(d.r);
         if (rc < 0)
             goto out;
-        if (rc == 1 && d.lease > now) {
+        /* Running: claimed, within its lease, and not by the attempt that
+         * answered (with a window shorter than the lease, an answer expires
+         * before its claim's lease ends; a claim by another attempt is a
+         * taker's, running). */
+        if (rc == 1 && d.lease > now && strcmp(d.o, answered) != 0) {
             once_wait(st, job);
             goto out;
         }

@@ -492,6 +492,23 @@ test('a transient failure is not remembered: the retry runs', { skip }, async (t
     }
 });
 
+test('a window shorter than a lease: past it, a retry is a new request at once', { skip },
+    async (t) => {
+        const d = await startDnoded({ services, models: MODELS,
+            config: { idempotency_window: 1 } }, t);
+        const c = await client(t, { server: d });
+        const opt = { type: 'item', requestId: rid() };
+        const x = ok(await call(c, 'create', { title: 'short', batch: 'short' }, opt));
+        assert.deepStrictEqual(ok(await call(c, 'create', { title: 'short', batch: 'short' }, opt)),
+            x);
+        await sleep(1200);
+        const started = Date.now();
+        const y = ok(await call(c, 'create', { title: 'short', batch: 'short' }, opt));
+        assert.notStrictEqual(y._id, x._id);
+        assert.ok(Date.now() - started < 2000, 'not held behind the first attempt\'s lease');
+        assert.strictEqual((await db.find('items', { batch: 'short' })).length, 2);
+    });
+
 test('idempotency_window = 0 remembers nothing', { skip }, async (t) => {
     const d = await startDnoded({ services, models: MODELS,
         config: { idempotency_window: 0 } }, t);
