@@ -1315,7 +1315,12 @@ static void once_answer(store_t *st, mongoc_collection_t *coll, job_t *job, int6
         error = job->error;
         job->error = kept;
     }
-    json_free(error); /* logged by error_hidden */
+    if (error != NULL) /* its details are logged under its id */
+        log_warning("store: the answer of request %s was not kept (%s): a retry after its "
+                    "lease writes again",
+                    job->once_id,
+                    json_get_string(error, "message") ? json_get_string(error, "message") : "?");
+    json_free(error);
     bson_destroy(&doc);
     free(text);
 }
