@@ -207,7 +207,10 @@ static json_t *api_pushed_options(const model_t *m, const json_t *opt)
     for (i = 0; pushed != NULL && opt != NULL && opt->type == JSON_OBJECT && i < opt->u.obj.len;
          i++) {
         json_t *v;
+        /* requestId is the writer's alone (its retries' key), whatever
+         * push_options lists */
         if (opt->u.obj.vals[i]->type == JSON_CALLBACK ||
+            strcmp(opt->u.obj.keys[i], "requestId") == 0 ||
             !model_access_push_option(m, opt->u.obj.keys[i]))
             continue;
         v = json_copy(opt->u.obj.vals[i]);
@@ -323,9 +326,10 @@ static void api_hide(const model_t *m, const session_t *s, json_t *result)
         model_access_hide(m, s->auth, result);
 }
 
-static void api_crud_done(void *arg, json_t *result, json_t *error, json_t *old)
+/* What a write's store operation answered; replayed: an earlier attempt
+ * of the same requestId answered it, and it was published then. */
+static void api_crud_finish(api_op_t *op, json_t *result, json_t *error, json_t *old, int replayed)
 {
-    api_op_t *op = arg;
     session_t *s = op->session;
     static const char *const events[] = {"created", NULL, "updated", "deleted"};
 
@@ -333,6 +337,9 @@ static void api_crud_done(void *arg, json_t *result, json_t *error, json_t *old)
     /* The store hands over neither only when it ran out of memory. */
     if (error == NULL && result == NULL)
         error = error_new(ERROR_UNAVAILABLE, NULL, "out of memory");
+    if (replayed)
+        slog_client(LOG_LEVEL_DEBUG, s, "%s answered as its requestId's first attempt was",
+                    api_method_names[op->method]);
     /* When the client has gone there is nobody to answer, but a committed
      * change is still published so that other subscribers stay in sync. */
     if (error != NULL) {
@@ -343,7 +350,7 @@ static void api_crud_done(void *arg, json_t *result, json_t *error, json_t *old)
     } else {
         /* silent is honoured only where the model allows it: a change to
          * a ruled model is otherwise pushed (filtered per subscriber) */
-        if (events[op->method] != NULL &&
+        if (events[op->method] != NULL && !replayed &&
             !(json_is_true(json_object_get(op->opt, "silent")) && model_access_silent(op->model)))
             api_broadcast(op->api, s, op->model, op->opt, events[op->method], result, old);
         api_hide(op->model, s, result);
@@ -358,6 +365,59 @@ static void api_crud_done(void *arg, json_t *result, json_t *error, json_t *old)
     api_op_free(op);
 }
 
+static void api_crud_done(void *arg, json_t *result, json_t *error, json_t *old)
+{
+    api_crud_finish(arg, result, error, old, 0);
+}
+
+static void api_crud_once_done(void *arg, json_t *result, json_t *error, json_t *old, int replayed)
+{
+    api_crud_finish(arg, result, error, old, replayed);
+}
+
+/* The longest requestId a write may carry. */
+#define API_REQUEST_ID_MAX 128
+
+/* opt.requestId of a write: 1 with *id when it is 1 to 128 printable
+ * ASCII characters, 0 when absent, -1 (with msg) for anything else. */
+static int api_request_id(const json_t *opt, const char **id, char *msg, size_t msglen)
+{
+    const json_t *v = json_object_get(opt, "requestId");
+    size_t i;
+
+    if (v == NULL)
+        return 0;
+    if (v->type != JSON_STRING || v->u.str.len == 0 || v->u.str.len > API_REQUEST_ID_MAX) {
+        snprintf(msg, msglen, "options.requestId must be a string of 1 to %d printable characters",
+                 API_REQUEST_ID_MAX);
+        return -1;
+    }
+    for (i = 0; i < v->u.str.len; i++) {
+        unsigned char c = (unsigned char)v->u.str.s[i];
+        if (c < 0x20 || c > 0x7e) {
+            snprintf(msg, msglen,
+                     "options.requestId must be printable ASCII (character %zu is not)", i + 1);
+            return -1;
+        }
+    }
+    *id = v->u.str.s;
+    return 1;
+}
+
+/* Whose retries share answers (store_once_t.scope): "u:<sub>" for an
+ * authenticated session (a token always has a sub, auth.c), "a" for every
+ * anonymous one. malloc'd; NULL out of memory. */
+static char *api_request_scope(const session_t *s)
+{
+    const char *sub = s->auth != NULL ? json_get_string(s->auth, "sub") : NULL;
+    size_t n = (sub != NULL ? strlen(sub) : 0) + 3;
+    char *scope = malloc(n);
+
+    if (scope != NULL)
+        snprintf(scope, n, "%s%s", s->auth != NULL ? "u:" : "a", sub != NULL ? sub : "");
+    return scope;
+}
+
 static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t ncallbacks)
 {
     int with_data = method != API_READ;
@@ -369,6 +429,7 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
     const model_t *m;
     api_op_t *op;
     json_t *input = NULL; /* data as the store is given it */
+    const char *request_id = NULL; /* opt.requestId of a write */
     char msg[200];
     int rc;
 
@@ -376,6 +437,10 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
         (with_data && (data == NULL || data->type != JSON_OBJECT))) {
         snprintf(msg, sizeof(msg), "%s expects %s", api_method_names[method],
                  with_data ? "(data, options, callback)" : "(options, callback)");
+        session_report_error(s, error_cb, error_new(ERROR_INVALID_REQUEST, NULL, "%s", msg));
+        return;
+    }
+    if (with_data && api_request_id(opt, &request_id, msg, sizeof(msg)) < 0) {
         session_report_error(s, error_cb, error_new(ERROR_INVALID_REQUEST, NULL, "%s", msg));
         return;
     }
@@ -440,8 +505,17 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
                                          [API_UPDATE] = STORE_UPDATE,
                                          [API_DELETE] = STORE_DELETE};
         /* The session is the store's owner: sessions take turns. */
-        rc = store_submit(api->store, s, ops[method], m, with_data ? input : opt, s->auth,
-                          api_crud_done, op);
+        if (request_id != NULL && api->cfg->idempotency_window > 0) {
+            char *scope = api_request_scope(s);
+            store_once_t once = {scope, request_id, api->cfg->idempotency_window};
+            rc = scope == NULL ? -1
+                               : store_submit_once(api->store, s, ops[method], m, input, s->auth,
+                                                   &once, api_crud_once_done, op);
+            free(scope);
+        } else {
+            rc = store_submit(api->store, s, ops[method], m, with_data ? input : opt, s->auth,
+                              api_crud_done, op);
+        }
         json_free(input);
     }
     if (rc < 0) {

@@ -648,8 +648,8 @@ static void bus_fetched_session(bus_t *b, bus_channel_t *c, bus_fetch_t *f, int 
     size_t i;
     int whole;
 
-    if (k < 0 || c->st[k].state != BUS_SUB_RECOVERING)
-        return;
+    if (k < 0 || c->st[k].state != BUS_SUB_RECOVERING || f->from != c->st[k].pos + 1)
+        return; /* gone, or a fetch of an earlier subscription */
     st = &c->st[k];
     if (!ok) {
         st->state = BUS_SUB_LIVE;

@@ -191,6 +191,8 @@ static const struct ckey config_keys[] = {
      .expect = "milliseconds from 1 to 3600000"},
     {KEY("db_max_time_ms", KT_INT, KF_RELOAD, db_max_time_ms, "10000"), .min = 1, .max = 3600000,
      .expect = "milliseconds from 1 to 3600000"},
+    {KEY("idempotency_window", KT_INT, KF_RELOAD, idempotency_window, "600"), .min = 0,
+     .max = 604800, .expect = "a number of seconds from 0 (off) to 604800"},
     {KEY("auth_key", KT_PATH, KF_RELOAD | KF_EMPTY, auth_key, ""),
      .expect = "empty (no tokens) or a key file path"},
     {KEY("auth_key_alg", KT_STRING, KF_RELOAD, auth_key_alg, "HS256"), .check = check_alg,

@@ -59,6 +59,8 @@ typedef struct config {
     int db_threads;
     int db_timeout_ms;
     int db_max_time_ms;
+    int idempotency_window; /* seconds a write's answer is kept for retries
+                             * of its requestId; 0 = off */
     /* Identity (auth.h): token keys and how sessions authenticate. */
     char *auth_key;              /* file of the current key; "" = no tokens */
     char *auth_key_alg;          /* HS256, RS256 or ES256 */

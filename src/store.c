@@ -7,12 +7,14 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <mongoc/mongoc.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,6 +56,25 @@ typedef struct job {
     json_t *error;
     json_t *auth;               /* the session's claims (a copy), NULL: anonymous */
     json_t *old;                /* update: the document before, handed to done */
+    struct store *st;
+
+    /* An idempotent write (store_submit_once): once_done replaces done. */
+    store_once_fn once_done;
+    int once;            /* under a marker of STORE_REQUESTS */
+    char once_key[65];   /* the marker's _id: hex SHA-256 of who, op, model, id */
+    char once_token[33]; /* this attempt's mark on the marker it claims */
+    char *once_id;       /* the client's requestId, for messages */
+    int window_s;
+    int replayed;       /* the answer is an earlier attempt's */
+    int not_the_server; /* its Unavailable says nothing of the server */
+    int once_seen;      /* a marker was found running: poll it, do not claim */
+    int64_t wait_until; /* monotonic ms: stop waiting for that attempt */
+    int backoff_ms;
+    /* Set by a DB thread when the job waits for another attempt: the loop
+     * parks it that long (a timer, not a DB thread), then queues it again. */
+    int park_ms;
+    struct event *timer;
+    struct job *pprev, *pnext; /* the store's parked jobs (loop thread) */
 } job_t;
 
 struct store {
@@ -82,6 +103,10 @@ struct store {
      * for a few at a time from the first read on, and small ones soon in
      * one batch. */
     size_t doc_size_est;
+
+    /* Idempotent writes: the wall-clock ms after which the next one sweeps
+     * expired markers (__atomic; 0: sweep and create the index first). */
+    int64_t once_next_sweep;
 
     /* Failures whose details stay in the log: each gets an id the client
      * is given instead (error_hidden). */
@@ -114,6 +139,8 @@ struct store {
 
     /* Loop thread only. */
     struct event *wake_ev;
+    job_t *parked; /* waiting for another attempt of their request */
+    size_t nparked;
     int closing;        /* store_free entered */
     int delivering;     /* inside store_on_wake's delivery loop */
     int free_requested; /* store_free was called from a done callback */
@@ -993,9 +1020,10 @@ static void run_indexes(store_t *st, mongoc_client_t *client, job_t *job)
     }
 }
 
-static void job_run(store_t *st, job_t *job)
+/* Run job's operation itself; exactly one of result and error is set
+ * afterwards when it has a done callback. */
+static void job_run_op(store_t *st, mongoc_client_t *client, job_t *job)
 {
-    mongoc_client_t *client = mongoc_client_pool_pop(st->pool);
     switch (job->kind) {
     case JOB_CREATE:
         run_create(st, client, job);
@@ -1013,14 +1041,415 @@ static void job_run(store_t *st, job_t *job)
         run_indexes(st, client, job);
         break;
     }
-    mongoc_client_pool_push(st->pool, client);
-    /* Exactly one of result and error reaches done. */
     if (job->result && job->error) {
         json_free(job->result);
         job->result = NULL;
     }
-    if (!job->result && !job->error && job->done)
+    if (!job->result && !job->error && (job->done || job->once_done))
         job->error = error_nomem();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Idempotent writes (DB thread; see store_submit_once)                       */
+
+/* A request has up to two documents in STORE_REQUESTS:
+ *   the claim   {_id: key, o: token of the attempt that claimed it,
+ *                at: when, lease: until when that attempt may run,
+ *                until: when the claim expires (the later of lease and
+ *                at plus the window)}
+ *   the answer  {_id: key + "/a", o: the same token, ok: true (r is the
+ *                document) | false (r is the error), r: JSON text,
+ *                until: at plus the window}
+ * Two documents rather than one updated in place because the first
+ * attempt then only inserts: FerretDB 1.24 (SQLite) scans the collection
+ * for every find, update and delete, even by _id, but not for an insert,
+ * so among 2,000 markers an update made each write about 14 ms slower,
+ * and an insert costs the same whatever the collection holds. Every
+ * reader compares the dates with its own clock. */
+
+#define ONCE_CLAIMS 4         /* claims in one pass, racing other takers */
+#define ONCE_FIRST_POLL_MS 25 /* waiting for a running attempt: first pause, */
+#define ONCE_MAX_POLL_MS 1000 /* doubling up to this */
+#define ONCE_SWEEP_MS 60000   /* how often a store removes expired markers */
+#define ONCE_MAX_DEPTH 256    /* a stored answer's JSON nesting (max_json_depth's cap) */
+
+static int64_t store_now_ms(void);
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The longest an attempt of job can run once it has claimed its request:
+ * each database step it may take at the socket timeout. */
+static int64_t once_lease_ms(const store_t *st, const job_t *job)
+{
+    int steps = 2; /* the claim and the answer */
+
+    switch (job->kind) {
+    case JOB_CREATE:
+        steps += 1;
+        break;
+    case JOB_DELETE:
+        steps += 2;
+        break;
+    case JOB_UPDATE:
+        steps += 2 * (model_versioned(job->model) ? 1 : STORE_WRITE_ATTEMPTS);
+        break;
+    default:
+        break;
+    }
+    return (int64_t)steps * (st->max_time_ms + st->timeout_ms);
+}
+
+/* One of a request's documents, as read. */
+typedef struct once_doc {
+    char o[33];
+    int64_t lease; /* the claim's (wall-clock ms) */
+    int64_t until;
+    int ok;  /* the answer's: r is a result (else an error) */
+    char *r; /* the answer's, malloc'd JSON text */
+    uint32_t rlen;
+} once_doc_t;
+
+/* key + "/a": the answer's _id. */
+static void once_answer_key(const job_t *job, char out[68])
+{
+    snprintf(out, 68, "%s/a", job->once_key);
+}
+
+/* Every so often (ONCE_SWEEP_MS per store), remove the documents past
+ * their `until`; the first time, also make sure `until` is indexed.
+ * Failures are logged only: expired documents count as absent anyway. */
+static void once_sweep(store_t *st, mongoc_collection_t *coll, int64_t now)
+{
+    int64_t next = __atomic_load_n(&st->once_next_sweep, __ATOMIC_RELAXED);
+    bson_t filter = BSON_INITIALIZER, lt, reply;
+    bson_error_t e;
+
+    if (now < next || !__atomic_compare_exchange_n(&st->once_next_sweep, &next, now + ONCE_SWEEP_MS,
+                                                   0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        return;
+    if (next == 0) {
+        /* A plain index: FerretDB 1.24 has no TTL indexes
+         * (expireAfterSeconds is "not implemented yet"). */
+        bson_t cmd = BSON_INITIALIZER, indexes, spec, key;
+        BSON_APPEND_UTF8(&cmd, "createIndexes", STORE_REQUESTS);
+        BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &indexes);
+        BSON_APPEND_DOCUMENT_BEGIN(&indexes, "0", &spec);
+        BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key);
+        BSON_APPEND_INT32(&key, "until", 1);
+        bson_append_document_end(&spec, &key);
+        BSON_APPEND_UTF8(&spec, "name", "until_1");
+        bson_append_document_end(&indexes, &spec);
+        bson_append_array_end(&cmd, &indexes);
+        if (!mongoc_collection_write_command_with_opts(coll, &cmd, NULL, &reply, &e))
+            log_warning("store: cannot create index until_1 on %s.%s: %s", st->dbname,
+                        STORE_REQUESTS, e.message);
+        bson_destroy(&reply);
+        bson_destroy(&cmd);
+    }
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, "until", &lt);
+    BSON_APPEND_DATE_TIME(&lt, "$lt", now);
+    bson_append_document_end(&filter, &lt);
+    if (!mongoc_collection_delete_many(coll, &filter, NULL, &reply, &e))
+        log_warning("store: cannot remove expired markers from %s.%s: %s", st->dbname,
+                    STORE_REQUESTS, e.message);
+    bson_destroy(&reply);
+    bson_destroy(&filter);
+}
+
+/* Insert doc. 1 inserted, 0 when its _id exists, -1 with job->error. */
+static int once_insert(store_t *st, mongoc_collection_t *coll, job_t *job, const bson_t *doc)
+{
+    bson_t opts = BSON_INITIALIZER, reply;
+    bson_error_t e;
+    int rc = 1;
+
+    BSON_APPEND_INT64(&opts, "maxTimeMS", st->max_time_ms);
+    if (!mongoc_collection_insert_one(coll, doc, &opts, &reply, &e)) {
+        if (is_duplicate(&e)) {
+            rc = 0;
+        } else {
+            job->error = error_from_mongoc(st, NULL, &e, &reply);
+            rc = -1;
+        }
+    }
+    bson_destroy(&reply);
+    bson_destroy(&opts);
+    return rc;
+}
+
+/* Claim job's request at now. 1 claimed, 0 when it is claimed already, -1
+ * with job->error. */
+static int once_claim(store_t *st, mongoc_collection_t *coll, job_t *job, int64_t now)
+{
+    int64_t lease = now + once_lease_ms(st, job), kept = now + (int64_t)job->window_s * 1000;
+    bson_t doc = BSON_INITIALIZER;
+    int rc;
+
+    BSON_APPEND_UTF8(&doc, "_id", job->once_key);
+    BSON_APPEND_UTF8(&doc, "o", job->once_token);
+    BSON_APPEND_DATE_TIME(&doc, "at", now);
+    BSON_APPEND_DATE_TIME(&doc, "lease", lease);
+    BSON_APPEND_DATE_TIME(&doc, "until", lease > kept ? lease : kept);
+    rc = once_insert(st, coll, job, &doc);
+    bson_destroy(&doc);
+    return rc;
+}
+
+/* Read the document _id of job's request into *d. 1 found, 0 absent, -1
+ * with job->error. By _id alone, one document at a time: FerretDB 1.24
+ * scans for {_id: {$in: [claim, answer]}} eight times as long as for one
+ * _id. */
+static int once_read(store_t *st, mongoc_collection_t *coll, job_t *job, const char *id,
+                     once_doc_t *d)
+{
+    bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
+    const bson_t *doc, *reply;
+    bson_error_t e;
+    bson_iter_t it;
+    int rc = 0;
+
+    memset(d, 0, sizeof *d);
+    BSON_APPEND_UTF8(&filter, "_id", id);
+    BSON_APPEND_INT64(&opts, "limit", 1);
+    BSON_APPEND_INT64(&opts, "maxTimeMS", st->max_time_ms);
+    mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+    if (mongoc_cursor_next(cur, &doc)) {
+        rc = 1;
+        if (bson_iter_init(&it, doc)) {
+            while (bson_iter_next(&it)) {
+                const char *k = bson_iter_key(&it);
+                if (!strcmp(k, "o") && BSON_ITER_HOLDS_UTF8(&it))
+                    snprintf(d->o, sizeof d->o, "%s", bson_iter_utf8(&it, NULL));
+                else if (!strcmp(k, "lease") && BSON_ITER_HOLDS_DATE_TIME(&it))
+                    d->lease = bson_iter_date_time(&it);
+                else if (!strcmp(k, "until") && BSON_ITER_HOLDS_DATE_TIME(&it))
+                    d->until = bson_iter_date_time(&it);
+                else if (!strcmp(k, "ok") && BSON_ITER_HOLDS_BOOL(&it))
+                    d->ok = bson_iter_bool(&it);
+                else if (!strcmp(k, "r") && BSON_ITER_HOLDS_UTF8(&it) && !d->r) {
+                    const char *r = bson_iter_utf8(&it, &d->rlen);
+                    if ((d->r = malloc((size_t)d->rlen + 1)) == NULL) {
+                        job->error = error_nomem();
+                        rc = -1;
+                        break;
+                    }
+                    memcpy(d->r, r, (size_t)d->rlen + 1);
+                }
+            }
+        }
+    } else if (mongoc_cursor_error_document(cur, &e, &reply)) {
+        job->error = error_from_mongoc(st, NULL, &e, reply);
+        rc = -1;
+    }
+    mongoc_cursor_destroy(cur);
+    bson_destroy(&opts);
+    bson_destroy(&filter);
+    return rc;
+}
+
+/* Remove the document _id that attempt token wrote (a claim after a
+ * transient failure, or an expired claim or answer before claiming
+ * again); the token keeps a racing taker from removing a fresh claim.
+ * Failures are logged only: the document then expires by itself. */
+static void once_remove(store_t *st, mongoc_collection_t *coll, const char *id, const char *token)
+{
+    bson_t filter = BSON_INITIALIZER, reply;
+    bson_error_t e;
+
+    BSON_APPEND_UTF8(&filter, "_id", id);
+    BSON_APPEND_UTF8(&filter, "o", token);
+    if (!mongoc_collection_delete_one(coll, &filter, NULL, &reply, &e))
+        json_free(error_hidden(st, ERROR_DATABASE, "cannot remove a request marker", &e));
+    bson_destroy(&reply);
+    bson_destroy(&filter);
+}
+
+/* Store job's answer for the request it claimed at `at`, for window_s
+ * seconds. A failure is logged: the answer still goes to the client, and
+ * the claim counts as running until its lease ends (then a retry runs the
+ * write again). */
+static void once_answer(store_t *st, mongoc_collection_t *coll, job_t *job, int64_t at)
+{
+    const json_t *answer = job->error ? job->error : job->result;
+    bson_t doc = BSON_INITIALIZER;
+    json_t *error = NULL;
+    char akey[68];
+    size_t len;
+    char *text = json_dump(answer, &len);
+
+    if (!text || len > INT32_MAX) {
+        log_warning("store: out of memory recording request %s", job->once_id);
+        free(text);
+        return;
+    }
+    once_answer_key(job, akey);
+    BSON_APPEND_UTF8(&doc, "_id", akey);
+    BSON_APPEND_UTF8(&doc, "o", job->once_token);
+    BSON_APPEND_BOOL(&doc, "ok", job->error == NULL);
+    bson_append_utf8(&doc, "r", 1, text, (int)len);
+    BSON_APPEND_DATE_TIME(&doc, "until", at + (int64_t)job->window_s * 1000);
+    {
+        /* once_insert reports through job->error, which holds the answer */
+        json_t *kept = job->error;
+        job->error = NULL;
+        if (once_insert(st, coll, job, &doc) == 0) {
+            /* an answer of an earlier window nobody removed */
+            bson_t old = BSON_INITIALIZER, lt, reply;
+            bson_error_t e;
+            BSON_APPEND_UTF8(&old, "_id", akey);
+            BSON_APPEND_DOCUMENT_BEGIN(&old, "until", &lt);
+            BSON_APPEND_DATE_TIME(&lt, "$lte", at);
+            bson_append_document_end(&old, &lt);
+            if (!mongoc_collection_delete_one(coll, &old, NULL, &reply, &e) ||
+                once_insert(st, coll, job, &doc) == 0)
+                log_warning("store: request %s was answered twice", job->once_id);
+            bson_destroy(&reply);
+            bson_destroy(&old);
+        }
+        error = job->error;
+        job->error = kept;
+    }
+    if (error != NULL) /* its details are logged under its id */
+        log_warning("store: the answer of request %s was not kept (%s): a retry after its "
+                    "lease writes again",
+                    job->once_id,
+                    json_get_string(error, "message") ? json_get_string(error, "message") : "?");
+    json_free(error);
+    bson_destroy(&doc);
+    free(text);
+}
+
+/* An answer that says nothing about the request itself (the database
+ * failed or could not be reached): not kept, a retry runs again. */
+static int once_transient(const json_t *error)
+{
+    int code = error_code_of(error);
+    return code < 0 || code == ERROR_DATABASE || code == ERROR_UNAVAILABLE;
+}
+
+/* The answer the database holds becomes job's. */
+static void once_replay(job_t *job, const once_doc_t *answer)
+{
+    char why[128];
+    json_t *v = json_parse(answer->r ? answer->r : "", answer->r ? answer->rlen : 0, ONCE_MAX_DEPTH,
+                           why, sizeof why);
+
+    if (!v) {
+        log_warning("store: the stored answer of request %s cannot be read: %s", job->once_id, why);
+        job->error = error_new(ERROR_DATABASE, NULL, "database error: unreadable stored answer");
+        return;
+    }
+    job->replayed = 1;
+    if (answer->ok)
+        job->result = v;
+    else
+        job->error = v;
+}
+
+/* Another attempt holds the claim and is running: park job for a while
+ * (the loop queues it again), or give up once it has waited
+ * db_max_time_ms + db_timeout_ms. */
+static void once_wait(store_t *st, job_t *job)
+{
+    int64_t mono = store_now_ms();
+
+    if (job->wait_until == 0) {
+        job->wait_until = mono + st->max_time_ms + st->timeout_ms;
+        log_debug("store: request %s waits for its first attempt", job->once_id);
+    }
+    if (mono >= job->wait_until) {
+        job->error = error_new(ERROR_UNAVAILABLE, NULL,
+                               "request %s is still running: its first attempt did not finish "
+                               "within %d ms; retry later",
+                               job->once_id, st->max_time_ms + st->timeout_ms);
+        job->not_the_server = 1;
+        return;
+    }
+    job->backoff_ms = job->backoff_ms == 0 ? ONCE_FIRST_POLL_MS : job->backoff_ms * 2;
+    if (job->backoff_ms > ONCE_MAX_POLL_MS)
+        job->backoff_ms = ONCE_MAX_POLL_MS;
+    job->park_ms = job->backoff_ms;
+    if (job->wait_until - mono < job->park_ms)
+        job->park_ms = (int)(job->wait_until - mono);
+    if (job->park_ms < 1)
+        job->park_ms = 1;
+    job->once_seen = 1;
+}
+
+static void run_once(store_t *st, mongoc_client_t *client, job_t *job)
+{
+    mongoc_collection_t *coll = mongoc_client_get_collection(client, st->dbname, STORE_REQUESTS);
+    int64_t now = wall_ms();
+    int claim = !job->once_seen;
+    once_doc_t d;
+    char akey[68];
+
+    job->once_seen = 0;
+    once_answer_key(job, akey);
+    once_sweep(st, coll, now);
+    for (int i = 0; i < ONCE_CLAIMS; i++, claim = 1) {
+        int rc = claim ? once_claim(st, coll, job, now) : 0;
+        if (rc < 0)
+            goto out;
+        if (rc == 1) {
+            job_run_op(st, client, job);
+            if (job->error && once_transient(job->error))
+                once_remove(st, coll, job->once_key, job->once_token);
+            else
+                once_answer(st, coll, job, now);
+            goto out;
+        }
+        /* Claimed already: answered (the common retry), or not yet. */
+        rc = once_read(st, coll, job, akey, &d);
+        if (rc == 1 && d.until > now)
+            once_replay(job, &d);
+        free(d.r);
+        if (rc < 0 || job->replayed || job->error)
+            goto out;
+        char answered[sizeof d.o] = ""; /* the attempt that answered */
+        if (rc == 1) {                  /* past its window: of no use to anyone */
+            memcpy(answered, d.o, sizeof answered);
+            once_remove(st, coll, akey, d.o);
+        }
+        rc = once_read(st, coll, job, job->once_key, &d);
+        free(d.r);
+        if (rc < 0)
+            goto out;
+        /* Running: claimed, within its lease, and not by the attempt that
+         * answered (with a window shorter than the lease, an answer expires
+         * before its claim's lease ends; a claim by another attempt is a
+         * taker's, running). */
+        if (rc == 1 && d.lease > now && strcmp(d.o, answered) != 0) {
+            once_wait(st, job);
+            goto out;
+        }
+        /* Absent (removed meanwhile), or its attempt ended without an
+         * answer (a crash) or its answer expired: claim it afresh. */
+        if (rc == 1)
+            once_remove(st, coll, job->once_key, d.o);
+    }
+    job->error =
+        error_new(ERROR_UNAVAILABLE, NULL, "request %s is contended; retry later", job->once_id);
+    job->not_the_server = 1;
+out:
+    mongoc_collection_destroy(coll);
+}
+
+static void job_run(store_t *st, job_t *job)
+{
+    mongoc_client_t *client = mongoc_client_pool_pop(st->pool);
+
+    if (job->once)
+        run_once(st, client, job);
+    else
+        job_run_op(st, client, job);
+    mongoc_client_pool_push(st->pool, client);
 }
 
 static int64_t store_now_ms(void)
@@ -1062,7 +1491,7 @@ static int job_may_run(store_t *st, job_t *job)
 /* Record what a finished job says of the server, under mu. */
 static void job_note_outcome(store_t *st, const job_t *job)
 {
-    if (job->kind == JOB_INDEXES)
+    if (job->kind == JOB_INDEXES || job->not_the_server)
         return;
     if (job_unreachable(job)) {
         if (st->down_until == 0)
@@ -1084,6 +1513,9 @@ static void job_free(job_t *job)
     json_free(job->error);
     json_free(job->auth);
     json_free(job->old);
+    free(job->once_id);
+    if (job->timer)
+        event_free(job->timer);
     free(job);
 }
 
@@ -1191,7 +1623,7 @@ static void *db_thread_main(void *p)
         if (run)
             job_note_outcome(st, job);
         st->running--;
-        if (job->done) {
+        if (job->done || job->once_done) {
             /* Once on the done list the job is the loop thread's, which
              * may free it as soon as the lock is released. */
             handed = 1;
@@ -1238,15 +1670,79 @@ static job_t *done_pop(store_t *st)
     return job;
 }
 
-/* Hand result/error to done; the job counts as delivered before done runs,
- * so a done callback that asks store_pending() does not see itself. */
-static void job_deliver(job_t *job)
+static void job_deliver(store_t *st, job_t *job);
+static int queue_push(store_t *st, job_t *job);
+static void store_destroy(store_t *st);
+
+/* A parked job's pause is over: back in its owner's queue. */
+static void store_on_unpark(evutil_socket_t fd, short what, void *arg)
 {
+    job_t *job = arg;
+    store_t *st = job->st;
+    (void)fd;
+    (void)what;
+
+    if (job->pprev)
+        job->pprev->pnext = job->pnext;
+    else
+        st->parked = job->pnext;
+    if (job->pnext)
+        job->pnext->pprev = job->pprev;
+    job->pprev = job->pnext = NULL;
+    st->nparked--;
+    if (queue_push(st, job) == 0)
+        return;
+    job->error = error_new(ERROR_UNAVAILABLE, NULL, "out of memory");
+    /* as store_on_wake: done may call store_free */
+    st->delivering++;
+    job_deliver(st, job);
+    st->delivering--;
+    if (st->free_requested && !st->delivering)
+        store_destroy(st);
+}
+
+/* Park job for job->park_ms (loop thread). 0, or -1 when no timer. */
+static int job_park(store_t *st, job_t *job)
+{
+    struct timeval tv = {job->park_ms / 1000, (job->park_ms % 1000) * 1000};
+
+    job->park_ms = 0;
+    if (!job->timer && !(job->timer = evtimer_new(st->base, store_on_unpark, job)))
+        return -1;
+    if (evtimer_add(job->timer, &tv) < 0)
+        return -1;
+    job->pnext = st->parked;
+    if (st->parked)
+        st->parked->pprev = job;
+    st->parked = job;
+    st->nparked++;
+    return 0;
+}
+
+/* Hand result/error to done, or park a job that waits for another attempt
+ * (answered Unavailable instead when the store is closing). The job counts
+ * as delivered before done runs, so a done callback that asks
+ * store_pending() does not see itself. */
+static void job_deliver(store_t *st, job_t *job)
+{
+    if (job->park_ms > 0) {
+        if (!st->closing && job_park(st, job) == 0)
+            return;
+        job->park_ms = 0;
+        job->error =
+            error_new(ERROR_UNAVAILABLE, NULL,
+                      st->closing ? "database unavailable: shutting down" : "out of memory");
+        if (!job->error)
+            job->error = json_object(); /* still an error, never a success */
+    }
     json_t *result = job->result, *error = job->error, *old = error ? NULL : job->old;
     job->result = job->error = NULL;
     if (old != NULL)
         job->old = NULL;
-    job->done(job->arg, result, error, old);
+    if (job->once_done)
+        job->once_done(job->arg, result, error, old, job->replayed);
+    else
+        job->done(job->arg, result, error, old);
     job_free(job);
 }
 
@@ -1314,7 +1810,7 @@ static void store_on_wake(evutil_socket_t fd, short what, void *arg)
     st->delivering++;
     job_t *job;
     while (!st->closing && (job = done_pop(st)))
-        job_deliver(job);
+        job_deliver(st, job);
     st->delivering--;
     if (st->free_requested && !st->delivering)
         store_destroy(st);
@@ -1466,14 +1962,22 @@ void store_free(store_t *st)
 
     job_t *job;
     while ((job = done_pop(st)))
-        job_deliver(job);
+        job_deliver(st, job);
+    /* Jobs waiting for another attempt: answered Unavailable (closing). */
+    while ((job = st->parked)) {
+        st->parked = job->pnext;
+        job->pnext = job->pprev = NULL;
+        st->nparked--;
+        job->park_ms = 1;
+        job_deliver(st, job);
+    }
     while ((job = dropped)) {
         dropped = job->next;
         job->next = NULL;
         pthread_mutex_lock(&st->mu);
         st->undelivered--;
         pthread_mutex_unlock(&st->mu);
-        if (!job->done) {
+        if (!job->done && !job->once_done) {
             job_free(job);
             continue;
         }
@@ -1483,7 +1987,7 @@ void store_free(store_t *st)
         job->error = error_new(ERROR_UNAVAILABLE, NULL, "database unavailable: shutting down");
         if (!job->error)
             job->error = json_object(); /* still an error, never a success */
-        job_deliver(job);
+        job_deliver(st, job);
     }
 
     if (st->delivering)
@@ -1504,38 +2008,137 @@ static int queue_push(store_t *st, job_t *job)
     return rc;
 }
 
-static int enqueue(store_t *st, const void *owner, job_kind_t kind, const model_t *m,
-                   const json_t *input, const json_t *auth, store_done_fn done, void *arg)
+/* A job for an operation, with copies of input and auth; NULL when the
+ * store is closing or memory ran out. */
+static job_t *job_new(store_t *st, const void *owner, job_kind_t kind, const model_t *m,
+                      const json_t *input, const json_t *auth)
 {
-    if (!st || st->closing || !m || !done)
-        return -1;
+    if (!st || st->closing || !m)
+        return NULL;
     job_t *job = calloc(1, sizeof *job);
     if (!job)
-        return -1;
+        return NULL;
+    job->st = st;
     job->kind = kind;
     job->owner = owner;
     job->model = m;
+    if ((input && !(job->input = json_copy(input))) || (auth && !(job->auth = json_copy(auth)))) {
+        job_free(job);
+        return NULL;
+    }
+    return job;
+}
+
+static int enqueue(store_t *st, const void *owner, job_kind_t kind, const model_t *m,
+                   const json_t *input, const json_t *auth, store_done_fn done, void *arg)
+{
+    job_t *job = done ? job_new(st, owner, kind, m, input, auth) : NULL;
+
+    if (!job)
+        return -1;
     job->done = done;
     job->arg = arg;
-    if ((input && !(job->input = json_copy(input))) || (auth && !(job->auth = json_copy(auth))) ||
-        queue_push(st, job) < 0) {
-        json_free(job->input);
-        json_free(job->auth);
-        free(job);
+    if (queue_push(st, job) < 0) {
+        job_free(job);
         return -1;
     }
     return 0;
 }
 
+static const job_kind_t store_op_kinds[] = {[STORE_CREATE] = JOB_CREATE,
+                                            [STORE_READ] = JOB_READ,
+                                            [STORE_UPDATE] = JOB_UPDATE,
+                                            [STORE_DELETE] = JOB_DELETE};
+
 int store_submit(store_t *st, const void *owner, store_op_t op, const model_t *m,
                  const json_t *input, const json_t *auth, store_done_fn done, void *arg)
 {
-    static const job_kind_t kinds[] = {[STORE_CREATE] = JOB_CREATE, [STORE_READ] = JOB_READ,
-                                       [STORE_UPDATE] = JOB_UPDATE, [STORE_DELETE] = JOB_DELETE};
-
     if ((unsigned)op > STORE_DELETE)
         return -1;
-    return enqueue(st, owner, kinds[op], m, input, auth, done, arg);
+    return enqueue(st, owner, store_op_kinds[op], m, input, auth, done, arg);
+}
+
+/* Append s as a 4-byte big-endian length and its bytes. */
+static int once_key_part(EVP_MD_CTX *ctx, const char *s)
+{
+    size_t n = strlen(s);
+    unsigned char len[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16),
+                            (unsigned char)(n >> 8), (unsigned char)n};
+
+    return EVP_DigestUpdate(ctx, len, sizeof len) == 1 && EVP_DigestUpdate(ctx, s, n) == 1 ? 0 : -1;
+}
+
+/* The marker's _id: the hex SHA-256 of who, what and which request, each
+ * part length-prefixed, so that no two tuples share a key and the key's
+ * size does not depend on the client's. 0 or -1. */
+static int once_key(job_t *job, const store_once_t *once, const char *op)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+             once_key_part(ctx, "dnoded-request-1") == 0 && once_key_part(ctx, once->scope) == 0 &&
+             once_key_part(ctx, op) == 0 && once_key_part(ctx, model_name(job->model)) == 0 &&
+             once_key_part(ctx, once->request_id) == 0 &&
+             EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 32;
+
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return -1;
+    for (unsigned int i = 0; i < mdlen; i++) {
+        job->once_key[2 * i] = hex[md[i] >> 4];
+        job->once_key[2 * i + 1] = hex[md[i] & 15];
+    }
+    job->once_key[2 * mdlen] = '\0';
+    return 0;
+}
+
+/* A token no other attempt has: 16 random bytes in hex (getrandom; should
+ * it fail, the time, the pid and a counter). */
+static void once_token(store_t *st, char out[33])
+{
+    unsigned char b[16];
+
+    if (getrandom(b, sizeof b, GRND_NONBLOCK) != (ssize_t)sizeof b) {
+        struct timespec ts;
+        uint32_t seq = __atomic_add_fetch(&st->error_seq, 1, __ATOMIC_RELAXED);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        snprintf(out, 33, "%08x%08x%08x%08x", (uint32_t)ts.tv_sec, (uint32_t)ts.tv_nsec,
+                 (uint32_t)getpid(), seq);
+        return;
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+int store_submit_once(store_t *st, const void *owner, store_op_t op, const model_t *m,
+                      const json_t *input, const json_t *auth, const store_once_t *once,
+                      store_once_fn done, void *arg)
+{
+    static const char *const names[] = {[STORE_CREATE] = "create",
+                                        [STORE_READ] = "read",
+                                        [STORE_UPDATE] = "update",
+                                        [STORE_DELETE] = "delete"};
+    job_t *job;
+
+    if ((unsigned)op > STORE_DELETE || op == STORE_READ || !done || !once || !once->scope ||
+        !once->request_id || once->window_s <= 0)
+        return -1;
+    job = job_new(st, owner, store_op_kinds[op], m, input, auth);
+    if (!job)
+        return -1;
+    job->once_done = done;
+    job->arg = arg;
+    job->once = 1;
+    job->window_s = once->window_s;
+    once_token(st, job->once_token);
+    if (once_key(job, once, names[op]) < 0 || !(job->once_id = strdup(once->request_id)) ||
+        queue_push(st, job) < 0) {
+        job_free(job);
+        return -1;
+    }
+    return 0;
 }
 
 int store_create(store_t *st, const model_t *m, const json_t *data, store_done_fn done,
@@ -1581,7 +2184,7 @@ size_t store_pending(const store_t *st)
 {
     store_t *s = (store_t *)st; /* locking is not a logical mutation */
     pthread_mutex_lock(&s->mu);
-    size_t n = s->queued + s->running + s->undelivered;
+    size_t n = s->queued + s->running + s->undelivered + s->nparked;
     pthread_mutex_unlock(&s->mu);
     return n;
 }

@@ -105,7 +105,42 @@ typedef enum { STORE_CREATE, STORE_READ, STORE_UPDATE, STORE_DELETE } store_op_t
 int store_submit(store_t *st, const void *owner, store_op_t op, const model_t *m,
                  const json_t *input, const json_t *auth, store_done_fn done, void *arg);
 
-/* Operations queued or running right now (for graceful shutdown). */
+/* Idempotent writes (README.md, "The wire API": opt.requestId). A create,
+ * update or delete submitted with a store_once_t runs at most once per
+ * (scope, op, model, request_id) within window_s seconds, across workers
+ * and hosts sharing the database: a claim in the STORE_REQUESTS
+ * collection is inserted before the write (a duplicate key means another
+ * attempt has it), and the answer beside it afterwards. A later
+ * attempt then gets that answer with replayed = 1 and writes nothing; one that finds
+ * the first still running waits for it, polling with backoff for at most
+ * db_max_time_ms + db_timeout_ms, then answers Unavailable. An answer
+ * that is DatabaseError or Unavailable is not kept (the claim is
+ * removed: a retry runs again). Both carry their expiry (`until`) and
+ * are swept by every worker that uses them; one past it counts as
+ * absent, and a claim a crash left behind blocks its id only for the
+ * attempt's worst-case time (HACKING.md, "Idempotent writes"). */
+#define STORE_REQUESTS "dnoded_requests"
+
+typedef struct store_once {
+    const char *scope;      /* whose request: callers keep identities apart
+                             * (the token's sub, or anonymous) */
+    const char *request_id; /* the client's requestId, already checked */
+    int window_s;           /* > 0: how long an answer is kept */
+} store_once_t;
+
+/* done for store_submit_once: as store_done_fn, plus replayed = 1 when
+ * the answer is an earlier attempt's (nothing was written now; old is
+ * NULL then). */
+typedef void (*store_once_fn)(void *arg, json_t *result, json_t *error, json_t *old, int replayed);
+
+/* store_submit of STORE_CREATE, STORE_UPDATE or STORE_DELETE under once
+ * (copied). 0, or -1 as store_submit (also for STORE_READ). */
+int store_submit_once(store_t *st, const void *owner, store_op_t op, const model_t *m,
+                      const json_t *input, const json_t *auth, const store_once_t *once,
+                      store_once_fn done, void *arg);
+
+/* Operations queued, running or waiting for an earlier attempt right now
+ * (for graceful shutdown). */
 size_t store_pending(const store_t *st);
 
 #endif

@@ -6,10 +6,12 @@
 #include <check.h>
 #include <event2/event.h>
 #include <mongoc/mongoc.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "json.h"
@@ -624,6 +626,130 @@ START_TEST(test_free_answers_every_queued_operation)
 }
 END_TEST
 
+/* ------------------------------------------------------------ requestId */
+
+typedef struct once_outcome {
+    outcome_t o;
+    int replayed;
+} once_outcome_t;
+
+static void on_once(void *arg, json_t *result, json_t *error, json_t *old, int replayed)
+{
+    once_outcome_t *oo = arg;
+    oo->replayed = replayed;
+    on_done(&oo->o, result, error, old);
+}
+
+static void run_once(store_op_t op, const char *scope, const char *id, const char *text,
+                     once_outcome_t *oo)
+{
+    store_once_t once = {scope, id, 600};
+    json_t *arg = parse(text);
+    memset(oo, 0, sizeof *oo);
+    ck_assert_int_eq(store_submit_once(store, NULL, op, blog, arg, NULL, &once, on_once, oo), 0);
+    json_free(arg);
+    wait_for(&oo->o);
+}
+
+START_TEST(test_once_answers_a_retry_with_the_first_answer)
+{
+    once_outcome_t a, b, c;
+    run_once(STORE_CREATE, "a", "id-1", "{\"title\": \"once-1\", \"batch\": \"once\"}", &a);
+    ck_assert_int_eq(a.replayed, 0);
+    run_once(STORE_CREATE, "a", "id-1", "{\"title\": \"once-2\", \"batch\": \"once\"}", &b);
+    ck_assert_int_eq(b.replayed, 1);
+    ck_assert(json_equal(expect_result(&a.o), expect_result(&b.o)));
+    /* another scope is another request */
+    run_once(STORE_CREATE, "u:bob", "id-1", "{\"title\": \"once-3\", \"batch\": \"once\"}", &c);
+    ck_assert_int_eq(c.replayed, 0);
+    ck_assert_str_eq(json_get_string(expect_result(&c.o), "title"), "once-3");
+    outcome_clear(&a.o);
+    outcome_clear(&b.o);
+    outcome_clear(&c.o);
+    /* an error about the request is kept too */
+    run_once(STORE_CREATE, "a", "id-2", "{\"count\": 1}", &a);
+    expect_error(&a.o, "ValidationError");
+    run_once(STORE_CREATE, "a", "id-2", "{\"title\": \"once-4\"}", &b);
+    ck_assert_int_eq(b.replayed, 1);
+    ck_assert(json_equal(a.o.error, b.o.error));
+    outcome_clear(&a.o);
+    outcome_clear(&b.o);
+
+    store_once_t once = {"a", "id-3", 600}, off = {"a", "id-3", 0};
+    json_t *opt = parse("{}");
+    ck_assert_int_eq(
+        store_submit_once(store, NULL, STORE_READ, blog, opt, NULL, &once, on_once, &a), -1);
+    ck_assert_int_eq(
+        store_submit_once(store, NULL, STORE_CREATE, blog, opt, NULL, &off, on_once, &a), -1);
+    json_free(opt);
+}
+END_TEST
+
+/* The claim's _id as store.c makes it. */
+static void claim_key(const char *scope, const char *op, const char *type, const char *id,
+                      char out[65])
+{
+    const char *parts[] = {"dnoded-request-1", scope, op, type, id};
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    ck_assert_ptr_nonnull(ctx);
+    ck_assert_int_eq(EVP_DigestInit_ex(ctx, EVP_sha256(), NULL), 1);
+    for (size_t i = 0; i < sizeof parts / sizeof *parts; i++) {
+        size_t n = strlen(parts[i]);
+        unsigned char len[4] = {(unsigned char)(n >> 24), (unsigned char)(n >> 16),
+                                (unsigned char)(n >> 8), (unsigned char)n};
+        ck_assert_int_eq(EVP_DigestUpdate(ctx, len, 4), 1);
+        ck_assert_int_eq(EVP_DigestUpdate(ctx, parts[i], n), 1);
+    }
+    ck_assert_int_eq(EVP_DigestFinal_ex(ctx, md, &mdlen), 1);
+    EVP_MD_CTX_free(ctx);
+    for (unsigned int i = 0; i < mdlen; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+}
+
+START_TEST(test_free_answers_a_retry_waiting_for_its_first_attempt)
+{
+    /* A claim another attempt holds and runs for a minute yet. */
+    char key[65];
+    bson_error_t e;
+    claim_key("a", "create", "blog", "running", key);
+    mongoc_client_t *client = mongoc_client_new(test_uri);
+    ck_assert_ptr_nonnull(client);
+    mongoc_collection_t *coll = mongoc_client_get_collection(
+        client, mongoc_uri_get_database(mongoc_client_get_uri(client)), STORE_REQUESTS);
+    int64_t now = (int64_t)time(NULL) * 1000;
+    bson_t *claim =
+        BCON_NEW("_id", BCON_UTF8(key), "o", BCON_UTF8("other"), "at", BCON_DATE_TIME(now), "lease",
+                 BCON_DATE_TIME(now + 60000), "until", BCON_DATE_TIME(now + 600000));
+    ck_assert_msg(mongoc_collection_insert_one(coll, claim, NULL, NULL, &e), "%s", e.message);
+
+    store_once_t once = {"a", "running", 600};
+    once_outcome_t oo;
+    json_t *data = parse("{\"title\": \"waiting\"}");
+    memset(&oo, 0, sizeof oo);
+    ck_assert_int_eq(
+        store_submit_once(store, NULL, STORE_CREATE, blog, data, NULL, &once, on_once, &oo), 0);
+    json_free(data);
+    /* run the loop a while: the job reads the claim and parks */
+    for (int i = 0; i < 50 && !oo.o.done; i++) {
+        struct timeval tv = {0, 20000};
+        ck_assert_int_ge(event_base_loopexit(base, &tv), 0);
+        ck_assert_int_ge(event_base_dispatch(base), 0);
+    }
+    ck_assert_int_eq(oo.o.done, 0);
+    ck_assert_uint_eq(store_pending(store), 1);
+    store_free(store);
+    store = NULL;
+    ck_assert_int_eq(oo.o.done, 1);
+    expect_error(&oo.o, "Unavailable");
+    outcome_clear(&oo.o);
+    bson_destroy(claim);
+    mongoc_collection_destroy(coll);
+    mongoc_client_destroy(client);
+}
+END_TEST
+
 START_TEST(test_bad_uri_is_refused)
 {
     store_config_t cfg = {.uri = "http://nope", .threads = 1};
@@ -713,6 +839,8 @@ int main(void)
     tcase_add_test(tc, test_unreachable_server_is_unavailable);
     tcase_add_test(tc, test_free_answers_every_queued_operation);
     tcase_add_test(tc, test_bad_uri_is_refused);
+    tcase_add_test(tc, test_once_answers_a_retry_with_the_first_answer);
+    tcase_add_test(tc, test_free_answers_a_retry_waiting_for_its_first_attempt);
     suite_add_tcase(s, tc);
 
     SRunner *sr = srunner_create(s);

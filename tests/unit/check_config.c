@@ -111,6 +111,7 @@ START_TEST(test_defaults)
     ck_assert_int_eq(cfg->db_threads, 4);
     ck_assert_int_eq(cfg->db_timeout_ms, 5000);
     ck_assert_int_eq(cfg->db_max_time_ms, 10000);
+    ck_assert_int_eq(cfg->idempotency_window, 600);
     config_free(cfg);
 }
 END_TEST
@@ -166,6 +167,7 @@ START_TEST(test_every_key)
                              "db_threads = 17\n"
                              "db_timeout_ms = 18\n"
                              "db_max_time_ms = 19\n"
+                             "idempotency_window = 0\n"
                              "listen_tls = 0.0.0.0:9443 [::]:9443\n"
                              "tls_certificate = /etc/ssl/a.pem\n"
                              "tls_certificate_key = /etc/ssl/a.key\n"
@@ -223,8 +225,9 @@ START_TEST(test_every_key)
     ck_assert_int_eq(cfg->db_threads, 17);
     ck_assert_int_eq(cfg->db_timeout_ms, 18);
     ck_assert_int_eq(cfg->db_max_time_ms, 19);
+    ck_assert_int_eq(cfg->idempotency_window, 0);
     /* the table lists exactly the keys this test sets */
-    ck_assert_uint_eq(config_key_count(), 57);
+    ck_assert_uint_eq(config_key_count(), 58);
     config_free(cfg);
 }
 END_TEST
@@ -400,6 +403,8 @@ START_TEST(test_value_checks)
     value_refused("shutdown_timeout", "0");
     value_refused("db_threads", "65");
     value_refused("db_max_time_ms", "0");
+    value_refused("idempotency_window", "-1");
+    value_refused("idempotency_window", "604801");
 }
 END_TEST
 
