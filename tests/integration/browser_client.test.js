@@ -297,6 +297,67 @@ test('after a reconnection: resubscribed, caught up, queued calls sent', { skip 
     await until(() => b.todos.get(live.id), 'live pushes after reconnecting');
 });
 
+test('a write whose answer is lost with the connection goes again with its request id: ' +
+    'written once, answered, and the page catches up without a read', { skip }, async (t) => {
+    // A proxy between the page and dnoded that, once armed, cuts both
+    // sockets instead of passing the first server bytes naming the todo:
+    // the create was written, its answer (and push) never arrive.
+    const net = require('node:net');
+    let armed = null;
+    const proxy = net.createServer((client) => {
+        const up = net.connect(d.port, '127.0.0.1');
+        const cut = () => {
+            client.destroy();
+            up.destroy();
+        };
+        client.on('data', (c) => up.write(c));
+        up.on('data', (c) => {
+            if (armed && c.includes(armed)) {
+                armed = null;
+                cut();
+                return;
+            }
+            client.write(c);
+        });
+        client.on('error', cut);
+        up.on('error', cut);
+        client.on('close', cut);
+        up.on('close', cut);
+    });
+    await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+    t.after(() => proxy.close());
+    const a = page(proxy.address().port);
+    const b = page(d.port);
+    pages.push(a, b);
+    await until(() => a.conn.isReady() && b.conn.isReady(), 'both pages ready');
+    await subscribe(a.todos);
+    await subscribe(b.todos);
+    await fetch(a.todos);
+    const sent = [];
+    const call = a.conn.call.bind(a.conn);
+    a.conn.call = (name, ...args) => {
+        sent.push([name, plain(args.filter((x) => typeof x !== 'function'))]);
+        return call(name, ...args);
+    };
+    const title = `cut write ${Date.now()}`;
+    armed = title;
+    const made = await create(a.todos, { title, order: 40 });
+    assert.match(made.id, /^[0-9a-f]{24}$/);
+    assert.ok(a.events.filter((e) => e === 'down').length >= 1, 'the connection was cut');
+    const creates = sent.filter(([name]) => name === 'create');
+    assert.strictEqual(creates.length, 2, 'sent again after the reconnection');
+    assert.ok(creates[0][1][1].requestId, 'with a request id');
+    assert.strictEqual(creates[1][1][1].requestId, creates[0][1][1].requestId, 'the same one');
+    const stored = await fetch(b.todos, { query: { title } });
+    assert.strictEqual(stored.length, 1, 'written once');
+    assert.strictEqual(stored[0]._id, made.id);
+    assert.strictEqual(a.todos.where({ title }).length, 1, 'one model in the page');
+    assert.deepStrictEqual(sent.filter(([name]) => name === 'read'), [],
+        'recovered from the channel\'s history, not read again');
+    assert.ok(sent.some(([name, args]) => name === 'subscribe' && args[1] && args[1].since),
+        'resubscribed from its position');
+});
+
 test('changes pushed while a fetch is in flight are not undone by its answer',
     { skip }, async () => {
         const a = page(d.port);
