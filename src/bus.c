@@ -439,6 +439,10 @@ static void bus_answer_at(bus_t *b, bus_channel_t *c, size_t i, int recovered, c
     int64_t token = st->token;
 
     st->token = -1;
+    if (st->since && recovered == 1)
+        BUS_COUNT(b, recovered);
+    else if (st->since && token >= 0)
+        BUS_COUNT(b, not_recovered);
     if (token < 0 || b->hooks.on_joined == NULL)
         return;
     if (epoch == NULL && st->known && c->epoch[0] != '\0')
@@ -460,6 +464,7 @@ static void bus_tell_lost(bus_t *b, bus_channel_t *c, size_t i, const char *epoc
 
     c->st[i].pos = offset;
     c->st[i].known = 1;
+    BUS_COUNT(b, not_recovered);
     if (args == NULL || info == NULL || json_object_set(info, "recovered", json_bool(0)) < 0 ||
         json_object_set(info, "epoch", json_string(epoch)) < 0 ||
         json_object_set(info, "offset", json_int((int64_t)offset)) < 0 ||
@@ -562,6 +567,8 @@ void bus_core_catch_up(bus_t *b, bus_channel_t *c)
         return;
     log_debug("bus: catching up on '%s' from %" PRIu64 " (live at %" PRIu64 ")", c->name,
               c->last + 1, c->live_max);
+    if (c->known)
+        BUS_COUNT(b, catch_ups);
     if (bus_fetch(b, c, NULL, NULL, c->known ? c->last + 1 : BUS_FROM_POSITION) < 0)
         log_warning("bus: cannot catch up on '%s'", c->name);
 }

@@ -179,6 +179,9 @@ typedef struct bus_stats {
     uint64_t pushed;         /* pushes queued to local sessions */
     uint64_t lost;           /* relay entries overwritten before this worker read them */
     uint64_t reconnects;     /* Redis connections re-established */
+    uint64_t recovered;      /* subscribers sent all they missed */
+    uint64_t not_recovered;  /* subscribers told recovered: false */
+    uint64_t catch_ups;      /* channel fetches of changes this worker missed */
     int redis_up;            /* 1 while both Redis connections work */
 } bus_stats_t;
 void bus_get_stats(const bus_t *b, bus_stats_t *out);

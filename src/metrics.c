@@ -297,6 +297,15 @@ int metrics_render(const metrics_t *m, struct evbuffer *out)
                   SUM(bus_lost));
     rc |= counter(out, "dnoded_bus_redis_reconnects_total",
                   "Redis connections re-established after an outage.", SUM(bus_reconnects));
+    rc |= counter(out, "dnoded_bus_recovered_total",
+                  "Subscribers back with a position that were sent every change they missed.",
+                  SUM(bus_recovered));
+    rc |= counter(out, "dnoded_bus_not_recovered_total",
+                  "Subscribers told recovered: false (changes no longer in the history).",
+                  SUM(bus_not_recovered));
+    rc |= counter(out, "dnoded_bus_catch_ups_total",
+                  "Fetches from a channel's history by a worker that missed changes.",
+                  SUM(bus_catch_ups));
     rc |= head(out, "dnoded_errors_total", "counter", "Errors reported to clients, by name.");
     for (k = 0; k < METRICS_ERR_COUNT; k++)
         rc |= evbuffer_add_printf(out, "dnoded_errors_total{name=\"%s\"} %llu\n",

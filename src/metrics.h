@@ -63,6 +63,8 @@ typedef struct metrics_slot {
     uint64_t bus_published, bus_publish_failed; /* changes handed to the bus, or not */
     uint64_t bus_lost;                          /* relay entries overwritten unread */
     uint64_t bus_reconnects;                    /* Redis connections re-established */
+    uint64_t bus_recovered, bus_not_recovered;  /* subscribers sent what they missed, or not */
+    uint64_t bus_catch_ups;                     /* a worker fetching changes it missed */
     metrics_hist_t db;                          /* request to DB completion */
     metrics_hist_t bus;                         /* handing a change to the bus */
 } metrics_slot_t;

@@ -21,7 +21,7 @@ const { startDnoded, sleep, timeScale } = require('../lib/harness');
 const { startRedis, getServices } = require('../lib/services');
 const { redisCommand } = require('../lib/redis');
 const { findProgram, waitFor } = require('../lib/proc');
-const { WsConn, OP } = require('../lib/raw_http');
+const { WsConn, OP, httpGet } = require('../lib/raw_http');
 const jwt = require('../lib/jwt');
 
 const skipRedis = process.env.DNODED_TEST_REDIS_URL || findProgram('redis-server',
@@ -199,6 +199,11 @@ test.describe('single-host mode', () => {
             const [, ok] = await again.subscribe(url, { since: { ...pos, offset: pos.offset + 1 } });
             assert.strictEqual(ok.recovered, true);
             assert.strictEqual(again.created(url).length, 10);
+            // Both answers are counted, summed over the workers.
+            const text = (await httpGet(h.d.port, '/metrics')).text;
+            const value = (name) => Number((new RegExp(`^${name} (\\d+)$`, 'm').exec(text) || [])[1]);
+            assert.strictEqual(value('dnoded_bus_recovered_total'), 1, text);
+            assert.strictEqual(value('dnoded_bus_not_recovered_total'), 1);
         });
 
     test('a subscriber that missed nothing recovers with nothing to replay; a bad since is ' +
