@@ -439,7 +439,7 @@ static void bus_answer_at(bus_t *b, bus_channel_t *c, size_t i, int recovered, c
     int64_t token = st->token;
 
     st->token = -1;
-    if (st->since && recovered == 1)
+    if (st->since && token >= 0 && recovered == 1)
         BUS_COUNT(b, recovered);
     else if (st->since && token >= 0)
         BUS_COUNT(b, not_recovered);
