@@ -185,7 +185,7 @@ test('a function inside an array argument arrives as null, as JSON.stringify has
         const [doc, opt] = await sub.created.next();
         assert.deepStrictEqual(doc, JSON.parse(JSON.stringify(model)));
         assert.deepStrictEqual(doc.list, [1, null, 'x', { k: 2 }]);
-        assert.deepStrictEqual(opt, { url, method: 'create' });
+        assert.deepStrictEqual(opt, { url, method: 'create', epoch: opt.epoch, offset: 1 });
     });
 
 test('a circular structure is refused with InvalidRequest; the session carries on',
@@ -242,14 +242,17 @@ test('a publish by one client reaches the other as created/updated/deleted', { s
 
         const doc = { _id: '65a000000000000000000001', title: 'a', done: false };
         const opt = { url, error: () => {}, success: () => {}, silent: false };
+        let offset = 0;
         for (const [method, pushed] of [['create', bPush.created], ['update', bPush.updated],
             ['delete', bPush.deleted]]) {
             assert.deepStrictEqual(await call(a.remote, 'publish', doc, { ...opt, method }),
                 [null]);
             const [gotDoc, gotOpt] = await pushed.next();
             assert.deepStrictEqual(gotDoc, doc);
-            // options pushed: the allowlist only (silent and the callbacks stay)
-            assert.deepStrictEqual(gotOpt, { url, method });
+            // options pushed: the allowlist only (silent and the callbacks
+            // stay), and the change's place in the channel's history
+            offset++;
+            assert.deepStrictEqual(gotOpt, { url, method, epoch: gotOpt.epoch, offset });
         }
         // The publisher did not subscribe and got nothing.
         assert.deepStrictEqual(await call(a.remote, 'subscribe', '/interop/other'), [null]);
