@@ -209,7 +209,10 @@ int session_push(session_t *s, int which, conn_msg_t *m)
 {
     if (!session_takes(s, which))
         return 0;
-    return session_send_msg(s, m) < 0 ? -1 : 1;
+    if (session_closing(s))
+        return -1;
+    /* Coalesced with the other pushes of this pass of the loop (conn_push). */
+    return conn_push(s->conn, m) < 0 ? -1 : 1;
 }
 
 int session_moved(const session_t *s) { return s->conn->moved; }
