@@ -429,6 +429,9 @@ typedef struct parse_frame {
      * linear in the size of the message rather than quadratic. */
     size_t *slots;
     size_t nslots; /* a power of two, or 0 */
+    /* json_parse_lenient: the container is the value of a member left out
+     * (its key holds a NUL), linked to nothing; freed when it ends. */
+    int orphan;
 } parse_frame_t;
 
 /* Frames held in the parse state itself; deeper documents move the stack
@@ -558,6 +561,9 @@ static int parse_add(parse_state_t *ps, json_t *v)
 
 static int parse_push(parse_state_t *ps, json_t *container)
 {
+    parse_frame_t *top;
+    int orphan = 0;
+
     if (container == NULL) {
         ps->error = "out of memory";
         return 0;
@@ -586,9 +592,19 @@ static int parse_push(parse_state_t *ps, json_t *container)
         ps->cap = cap;
     }
     /* The container is linked into its parent first so that one free of the
-     * root releases everything if the parse stops half way. */
-    if (!parse_add(ps, container))
+     * root releases everything if the parse stops half way; one that is the
+     * value of a member json_parse_lenient leaves out is parsed all the
+     * same, unlinked, and freed when it ends (or by parse_frames_free). */
+    top = ps->depth > 0 ? &ps->stack[ps->depth - 1] : NULL;
+    if (top != NULL && ps->drop_nul_keys && top->container->type == JSON_OBJECT &&
+        top->key != NULL && memchr(top->key, '\0', top->keylen) != NULL) {
+        free(top->key);
+        top->key = NULL;
+        orphan = 1;
+    } else if (!parse_add(ps, container)) {
         return 0;
+    }
+    ps->stack[ps->depth].orphan = orphan;
     ps->stack[ps->depth].container = container;
     ps->stack[ps->depth].key = NULL;
     ps->stack[ps->depth].keylen = 0;
@@ -732,6 +748,8 @@ static int cb_end(void *ctx)
 {
     parse_state_t *ps = ctx;
     ps->depth--;
+    if (ps->stack[ps->depth].orphan)
+        json_free(ps->stack[ps->depth].container);
     free(ps->stack[ps->depth].key);
     ps->stack[ps->depth].key = NULL;
     free(ps->stack[ps->depth].slots);
@@ -838,6 +856,20 @@ static void *arena_realloc(void *ctx, void *p, size_t n)
     return q;
 }
 
+/* The frames still open when a parse stops: their keys, indexes and
+ * unlinked containers (what is linked goes with the root). */
+static void parse_frames_free(parse_state_t *ps)
+{
+    size_t i;
+
+    for (i = 0; i < ps->depth; i++) {
+        free(ps->stack[i].key);
+        free(ps->stack[i].slots);
+        if (ps->stack[i].orphan)
+            json_free(ps->stack[i].container);
+    }
+}
+
 static const yajl_callbacks parse_callbacks = {
     cb_null, cb_boolean, NULL, NULL, cb_number, cb_string,
     cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
@@ -851,7 +883,6 @@ static json_t *json_parse_opts(const char *buf, size_t len, size_t max_depth, in
     yajl_alloc_funcs funcs = {arena_malloc, arena_realloc, arena_free, &arena};
     yajl_handle h;
     yajl_status st;
-    size_t i;
 
     if (err != NULL && errlen > 0)
         err[0] = '\0';
@@ -893,10 +924,7 @@ static json_t *json_parse_opts(const char *buf, size_t len, size_t max_depth, in
             }
         }
         /* Frames above depth were cleared when their container ended. */
-        for (i = 0; i < ps.depth; i++) {
-            free(ps.stack[i].key);
-            free(ps.stack[i].slots);
-        }
+        parse_frames_free(&ps);
         json_free(ps.root);
         ps.root = NULL;
     }

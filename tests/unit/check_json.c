@@ -464,6 +464,37 @@ START_TEST(test_nul_in_key_refused)
 }
 END_TEST
 
+/* json_parse_lenient leaves out members whose key holds a NUL byte, also
+ * when their value is an array or an object (parsed, then freed: nothing
+ * of it may stay reachable, nothing be used after its free). */
+START_TEST(test_lenient_drops_nul_keyed_containers)
+{
+    static const char *const in[] = {
+        "{\"a\\u0000b\":[1,{\"x\":[2]}],\"c\":2}",
+        "{\"a\\u0000\":{\"b\\u0000\":{\"d\":[3]},\"e\":4},\"c\":2}",
+        "{\"c\":2,\"\\u0000\":[[[]]]}",
+    };
+    char err[128];
+    size_t i, len;
+
+    for (i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+        json_t *v = json_parse_lenient(in[i], strlen(in[i]), 0, err, sizeof(err));
+        char *out;
+
+        ck_assert_msg(v != NULL, "'%s': %s", in[i], err);
+        out = json_dump(v, &len);
+        ck_assert_str_eq(out, "{\"c\":2}");
+        free(out);
+        json_free(v);
+        parse_fails(in[i], strlen(in[i]), 0, err, sizeof(err)); /* strict: refused */
+        ck_assert_ptr_nonnull(strstr(err, "NUL byte"));
+    }
+    /* Stopping inside a left-out container frees it too (ASan checks). */
+    ck_assert_ptr_null(json_parse_lenient("{\"\\u0000\":[1,", 13, 0, err, sizeof(err)));
+    ck_assert_ptr_null(json_parse_lenient("{\"\\u0000\":[[[[1]]]]}", 20, 3, err, sizeof(err)));
+}
+END_TEST
+
 START_TEST(test_invalid_utf8_refused)
 {
     static const char *const bad[] = {
@@ -797,6 +828,7 @@ int main(void)
     tcase_add_test(tc, test_invalid_utf8_repaired_on_output);
     tcase_add_test(tc, test_nul_in_key_refused);
     tcase_add_test(tc, test_invalid_utf8_refused);
+    tcase_add_test(tc, test_lenient_drops_nul_keyed_containers);
     tcase_add_test(tc, test_depth_limit);
     tcase_add_test(tc, test_trailing_garbage_refused);
     tcase_add_test(tc, test_malformed_refused);
