@@ -495,6 +495,20 @@ START_TEST(test_lenient_drops_nul_keyed_containers)
 }
 END_TEST
 
+/* What the direct parser takes and what it leaves to yajl read the same:
+ * escapes, numbers at the edges of int64, whitespace, empty containers,
+ * and surrogates (yajl's). */
+START_TEST(test_direct_and_fallback_agree)
+{
+    dumps_as(" {\"a\" : [ 1 , -0 , 1.5e3 , 9223372036854775807 , 12345678901234567890 ] } ",
+             "{\"a\":[1,0,1500,9223372036854775807,1.2345678901234567e+19]}");
+    dumps_as("[\"\\u00e9\\u20ac\\n\\/\",{},[],true,false,null]",
+             "[\"\xc3\xa9\xe2\x82\xac\\n/\",{},[],true,false,null]");
+    dumps_as("[\"\\ud83d\\ude00\"]", "[\"\xf0\x9f\x98\x80\"]"); /* yajl's path */
+    dumps_as("\v[1]\f", "[1]");                                 /* yajl's whitespace */
+}
+END_TEST
+
 START_TEST(test_invalid_utf8_refused)
 {
     static const char *const bad[] = {
@@ -829,6 +843,7 @@ int main(void)
     tcase_add_test(tc, test_nul_in_key_refused);
     tcase_add_test(tc, test_invalid_utf8_refused);
     tcase_add_test(tc, test_lenient_drops_nul_keyed_containers);
+    tcase_add_test(tc, test_direct_and_fallback_agree);
     tcase_add_test(tc, test_depth_limit);
     tcase_add_test(tc, test_trailing_garbage_refused);
     tcase_add_test(tc, test_malformed_refused);
