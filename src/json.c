@@ -1046,10 +1046,14 @@ static int direct_literal(direct_t *d, const char *word, size_t n)
 static int direct_parse(parse_state_t *ps, const char *buf, size_t len)
 {
     enum { VALUE, FIRST_VALUE, KEY, FIRST_KEY, AFTER } state = VALUE;
-    direct_t d = {(const unsigned char *)buf, (const unsigned char *)buf + len, NULL, 0};
+    direct_t d = {(const unsigned char *)buf, (const unsigned char *)buf, NULL, 0};
     const unsigned char *s;
     size_t n;
     int rc = -1;
+
+    if (buf == NULL)
+        return -1; /* no input (len 0): yajl says so */
+    d.end += len;
 
     for (;;) {
         direct_ws(&d);
