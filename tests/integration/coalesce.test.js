@@ -6,12 +6,16 @@
 // out several to a write. What must hold whatever the batching: every
 // subscriber of a channel gets each message once, each publisher's in its
 // order, and all subscribers of a channel the same order; over TCP with
-// the npm dnode client (one message per line) and over WebSocket (one
-// DNode message per text frame, several frames to a write), across two
-// workers of one host and across two hosts on one Redis.
+// the npm dnode client (one message per line), over WebSocket (one DNode
+// message per text frame, several frames to a write) and over TLS (several
+// lines to a record), across two workers of one host and across two hosts
+// on one Redis.
 
 const test = require('node:test');
 const assert = require('node:assert');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
 
 let dnode = null;
 try {
@@ -20,17 +24,19 @@ try {
     dnode = null; // skipped below: the npm packages are not installed
 }
 
-const { startDnoded, sleep, timeScale } = require('../lib/harness');
+const { startDnoded, sleep, timeScale, DnodeClient } = require('../lib/harness');
 const { startRedis } = require('../lib/services');
 const { WsConn, OP } = require('../lib/raw_http');
-const { findProgram, waitFor } = require('../lib/proc');
+const { findProgram, freePort, waitFor } = require('../lib/proc');
+const { makeCA, haveOpenssl } = require('../lib/tls');
 
 const NO_DB = 'mongodb://127.0.0.1:9/coalesce_test';
 const PER_PUBLISHER = 400; // per channel; all of a publisher's in one write
 const CHANNELS = ['/co-a', '/co-b'];
 const TIMEOUT = 60000 * timeScale;
 
-const skip = !dnode ? 'the npm package dnode is not installed (scripts/setup)' : false;
+const skip = !dnode ? 'the npm package dnode is not installed (scripts/setup)'
+    : haveOpenssl() ? false : 'needs the openssl program (scripts/setup)';
 const skipRedis = skip || (process.env.DNODED_TEST_REDIS_URL ||
     findProgram('redis-server', 'DNODED_TEST_REDIS_SERVER') ? false
     : 'needs redis-server (scripts/setup)');
@@ -117,6 +123,30 @@ async function wsSubscriber(t, d, urls) {
     return sub;
 }
 
+// A subscriber over TLS (the raw DNode client of tests/lib): each push is
+// one SSL_write of what the batch holds.
+async function tlsSubscriber(t, d, urls) {
+    const pushes = {};
+    for (const name of ['created', 'subscribed']) {
+        pushes[name] = () => {};
+    }
+    const c = await DnodeClient.connect(d.tlsPort, { methods: pushes,
+        tlsOptions: { ca: d.ca.ca, servername: 'localhost' } });
+    t.after(() => c.close());
+    await c.ready;
+    for (const u of urls) {
+        assert.deepStrictEqual(await c.invoke('subscribe', u), [null]);
+    }
+    await waitFor(() => urls.every((u) => c.received.some((m) => m.name === 'subscribed' &&
+        m.args[0] === u)), { timeoutMs: TIMEOUT, what: 'the TLS subscriptions' });
+    const seqs = {};
+    for (const u of urls) {
+        Object.defineProperty(seqs, u, { enumerable: true, get: () => c.received
+            .filter((m) => m.name === 'created' && m.args[1].url === u).map((m) => m.args[0]) });
+    }
+    return { name: 'tls', seqs, error: null };
+}
+
 // A raw TCP publisher: resolves with a function that writes `count`
 // publishes per channel, interleaved across channels, in one write.
 async function publisher(t, d, k) {
@@ -185,9 +215,17 @@ async function run(t, hosts, makePublishers) {
     await check(subs, pubs.length);
 }
 
-test('coalesced deliveries across two workers of one host: once, in order, TCP and WebSocket',
+test('coalesced deliveries across two workers of one host: once, in order, TCP, WebSocket, TLS',
     { skip }, async (t) => {
-        const d = await startDnoded({ mongodbUri: NO_DB, config: { workers: 2 } }, t);
+        const ca = makeCA(fs.mkdtempSync(path.join(os.tmpdir(), 'dnoded-ca-')));
+        t.after(() => fs.rmSync(ca.dir, { recursive: true, force: true }));
+        const cert = ca.issue('server');
+        const tlsPort = await freePort();
+        const d = await startDnoded({ mongodbUri: NO_DB, config: { workers: 2,
+            listen_tls: `127.0.0.1:${tlsPort}`, tls_certificate: cert.cert,
+            tls_certificate_key: cert.key } }, t);
+        d.tlsPort = tlsPort;
+        d.ca = ca;
         const pids = await d.waitWorkers(2);
         const subs = [];
         const pubs = [];
@@ -199,6 +237,7 @@ test('coalesced deliveries across two workers of one host: once, in order, TCP a
                 subs.push(await npmSubscriber(t, d, [CHANNELS[0]]));
                 subs.push(await wsSubscriber(t, d, CHANNELS));
                 subs.push(await wsSubscriber(t, d, [CHANNELS[1]]));
+                subs.push(await tlsSubscriber(t, d, CHANNELS));
                 pubs.push(await publisher(t, d, pubs.length));
             });
         }
