@@ -47,6 +47,10 @@ static void api_reply(session_t *s, int64_t fn, json_t *value)
         json_free(value);
         return;
     }
+    if (value == NULL) {
+        session_call_null(s, fn); /* success: the common reply, no tree */
+        return;
+    }
     args = json_array();
     if (args == NULL || json_array_append(args, value != NULL ? value : json_null()) < 0) {
         json_free(args);

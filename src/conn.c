@@ -343,6 +343,10 @@ static void conn_addr_count(conn_env_t *env, const char *peer, int delta)
     }
 }
 
+static void conn_flush_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_flush_dirty(conn_env_t *env);
+static int conn_flush_queue(conn_t *c);
+
 static void conn_reap_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -364,7 +368,8 @@ int conn_env_init(conn_env_t *env, struct event_base *base, const config_t *cfg,
     env->addrs = calloc(env->naddr_buckets, sizeof(*env->addrs));
     env->reap = event_new(base, -1, 0, conn_reap_cb, env);
     env->soft_timer = event_new(base, -1, EV_PERSIST, conn_soft_cb, env);
-    if (env->addrs == NULL || env->reap == NULL || env->soft_timer == NULL ||
+    env->flush = event_new(base, -1, 0, conn_flush_cb, env);
+    if (env->addrs == NULL || env->reap == NULL || env->soft_timer == NULL || env->flush == NULL ||
         event_add(env->soft_timer, &period) < 0)
         return -1;
     return 0;
@@ -393,6 +398,14 @@ void conn_env_free(conn_env_t *env)
         conn_teardown(c);
     }
     conn_env_reap(env);
+    env->batch = 0;
+    env->deferred = 0;
+    conn_flush_dirty(env); /* every connection is closed: this only releases */
+    if (env->flush != NULL)
+        event_free(env->flush);
+    env->flush = NULL;
+    free(env->spare);
+    env->spare = NULL;
     if (env->reap != NULL)
         event_free(env->reap);
     if (env->soft_timer != NULL)
@@ -621,8 +634,8 @@ static void conn_teardown(conn_t *c)
     if (c->torn_down)
         return;
     c->torn_down = 1;
-    if (env->corked == c)
-        conn_uncork(c); /* closing: releases what the cork held */
+    conn_flush_queue(c); /* closing: releases what the batch held (c stays on the
+                          * dirty list, with its reference, until the batch ends) */
     conn_soft_clear(c);
     if (c->h != NULL && c->h->on_teardown != NULL)
         c->h->on_teardown(c->owner);
@@ -679,8 +692,8 @@ int conn_quiet(const conn_t *c)
 {
     if (c->closing || c->held || c->bev == NULL)
         return 0;
-    if (c->env->corked == c && c->env->ncork > 0)
-        return 0; /* replies not yet written: uncorking is followed by progress */
+    if (c->nq > 0)
+        return 0; /* batched, not yet written: writing it reports progress */
     if (conn_pending_output(c) > 0)
         return 0; /* the write callback reports progress */
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
@@ -796,51 +809,141 @@ static int conn_send_now(conn_t *c, conn_msg_t *const *ms, unsigned n)
     return c->closing ? -1 : conn_apply_limits(c);
 }
 
-/* Write out what the cork holds for c. 0, or -1 when c was closed. */
-static int conn_flush_cork(conn_t *c)
+/* ------------------------------------------------------------------------
+ * Coalescing
+ *
+ * While a batch is open (a read's cork, or the pass of the loop in which
+ * pushes were made), conn_send appends to the connection's queue instead
+ * of writing; each connection is written once when the batch ends, all of
+ * its messages in one writev (the variant frames them). A connection's
+ * messages keep one order: once something waits in its queue, everything
+ * after it waits too. The limits are applied when the queue is written,
+ * at most CONN_CORK_MAX messages later.
+ * ------------------------------------------------------------------------ */
+
+/* Give back a queue: the env keeps one, so that the replies of one read
+ * (the common batch) cost no allocation. */
+static void conn_queue_free(conn_env_t *env, conn_msg_t **q)
 {
-    conn_env_t *env = c->env;
-    unsigned i, n = env->ncork;
+    if (env->spare == NULL)
+        env->spare = q;
+    else
+        free(q);
+}
+
+/* Write what c's queue holds, releasing the queue. 0, or -1 when c was
+ * closed (its messages are dropped then, as a closing connection's are). */
+static int conn_flush_queue(conn_t *c)
+{
+    conn_msg_t **q = c->q;
+    unsigned i, n = c->nq;
     int rc;
 
-    env->ncork = 0;
-    if (n == 0)
-        return 0;
-    rc = (c->closing || c->bev == NULL) ? -1 : conn_send_now(c, env->cork, n);
+    c->nq = 0;
+    c->q = NULL;
+    if (q == NULL)
+        return c->closing ? -1 : 0;
+    rc = (n == 0 || c->closing || c->bev == NULL) ? (c->closing ? -1 : 0) : conn_send_now(c, q, n);
     for (i = 0; i < n; i++)
-        conn_msg_unref(env->cork[i]);
+        conn_msg_unref(q[i]);
+    conn_queue_free(c->env, q);
     return rc;
 }
 
-void conn_cork(conn_t *c)
+/* Write every dirty connection's queue. The batch stays open meanwhile, so
+ * what the writing causes (a progress report that sends) queues behind and
+ * is written by the same loop. */
+static void conn_flush_dirty(conn_env_t *env)
+{
+    conn_t *c;
+
+    env->batch++;
+    while ((c = env->dirty) != NULL) {
+        env->dirty = c->qnext;
+        c->qnext = NULL;
+        c->queued = 0;
+        if (c->nq > 0 && conn_flush_queue(c) == 0 && !c->reading && conn_pending_output(c) == 0)
+            conn_progress(c); /* conn_quiet said no while it waited */
+        conn_unref(c);
+    }
+    env->batch--;
+}
+
+static void conn_batch_end(conn_env_t *env)
+{
+    if (env->batch > 0 && --env->batch == 0)
+        conn_flush_dirty(env);
+}
+
+static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    conn_env_t *env = arg;
+
+    (void)fd;
+    (void)what;
+    if (!env->deferred)
+        return;
+    env->deferred = 0;
+    conn_batch_end(env);
+}
+
+/* Append m to c's queue (a new reference). 0, or -1 when c was closed. */
+static int conn_enqueue(conn_t *c, conn_msg_t *m)
 {
     conn_env_t *env = c->env;
 
-    if (env->corked != NULL && env->corked != c)
-        conn_uncork(env->corked);
-    env->corked = c;
+    if (c->nq == CONN_CORK_MAX && conn_flush_queue(c) < 0)
+        return -1;
+    if (c->q == NULL) {
+        c->q = env->spare != NULL ? env->spare : malloc(CONN_CORK_MAX * sizeof(*c->q));
+        env->spare = NULL;
+        if (c->q == NULL) {
+            conn_close(c, CONN_CLOSE_OTHER, "out of memory");
+            return -1;
+        }
+    }
+    c->q[c->nq++] = conn_msg_ref(m);
+    if (!c->queued) {
+        c->queued = 1;
+        c->qnext = env->dirty;
+        env->dirty = conn_ref(c);
+    }
+    return 0;
 }
+
+void conn_cork(conn_t *c) { c->env->batch++; }
+
+int conn_flush(conn_t *c) { return c->nq > 0 ? conn_flush_queue(c) : (c->closing ? -1 : 0); }
 
 void conn_uncork(conn_t *c)
 {
-    if (c->env->corked != c)
-        return;
-    c->env->corked = NULL;
-    conn_flush_cork(c);
+    /* The replies to a read go now, whatever else the batch holds. */
+    if (c->nq > 0)
+        conn_flush_queue(c);
+    conn_batch_end(c->env);
 }
 
 int conn_send(conn_t *c, conn_msg_t *m)
+{
+    if (c->closing || c->bev == NULL || m == NULL)
+        return -1;
+    c->env->stats->messages_out++;
+    if (c->env->batch > 0 || c->nq > 0)
+        return conn_enqueue(c, m);
+    return conn_send_now(c, &m, 1);
+}
+
+int conn_push(conn_t *c, conn_msg_t *m)
 {
     conn_env_t *env = c->env;
 
     if (c->closing || c->bev == NULL || m == NULL)
         return -1;
-    env->stats->messages_out++;
-    if (env->corked == c) {
-        if (env->ncork == CONN_CORK_MAX && conn_flush_cork(c) < 0)
-            return -1;
-        env->cork[env->ncork++] = conn_msg_ref(m);
-        return 0;
+    if (env->batch == 0 && env->flush != NULL) {
+        /* Ended by conn_flush_cb later in this pass of the loop. */
+        env->batch++;
+        env->deferred = 1;
+        event_active(env->flush, EV_TIMEOUT, 0);
     }
-    return conn_send_now(c, &m, 1);
+    return conn_send(c, m);
 }

@@ -128,9 +128,14 @@ struct conn_env {
     log_limit_t log_limit; /* lines about clients, all connections together */
     struct conn_addr **addrs; /* connections per peer address (chained by hash) */
     size_t naddr_buckets;
-    conn_t *corked; /* conn_cork: whose messages the cork holds */
-    conn_msg_t *cork[32];
-    unsigned ncork;
+    /* Coalescing (conn_cork, conn_push): while batch > 0, what is sent
+     * waits in each connection's queue; the connections with a queue are
+     * on the dirty list, written once each when batch returns to 0. */
+    unsigned batch;
+    unsigned deferred : 1; /* flush is active and holds one batch count */
+    conn_t *dirty;         /* connections with a queue, chained by qnext */
+    struct event *flush;   /* ends the batch conn_push opened */
+    conn_msg_t **spare;    /* one queue kept for the next (a read's replies) */
     /* Upward, to whoever runs the connections (the worker), or NULL:
      * on_dnode: c just became a DNode stream (CONN_LINE or CONN_WS); attach
      *   an owner (conn_attach) and greet. 0, or -1 to close c.
@@ -166,7 +171,11 @@ struct conn {
     unsigned reading : 1;   /* inside the variant's read */
     unsigned tls : 1;       /* over TLS: direct writes are SSL_write, and the session
                              * cannot move to another process */
+    unsigned queued : 1;    /* on env->dirty (holds a reference) */
     uint32_t scanned;       /* line framing: input bytes already searched */
+    unsigned nq;            /* messages waiting in q (at most CONN_CORK_MAX) */
+    conn_msg_t **q;         /* while batched: allocated on first use, freed when written */
+    conn_t *qnext;          /* env->dirty */
     struct event *deadline; /* conn_deadline_set, made on first use */
     const char *deadline_detail;
     log_limit_t log_limit;  /* lines about this connection */
@@ -258,21 +267,36 @@ size_t conn_pending_output(const conn_t *c);
 /* Send m (a new reference is taken) through the variant. 0, or -1 when c
  * is closing or went over an output limit (closed as too slow then). A
  * connection over output_soft_limit for output_soft_seconds is closed too:
- * checked here and by the env's timer. */
+ * checked here and by the env's timer (for a batched message: when the
+ * batch is written). Written at once unless a batch is open or c still has
+ * batched messages (which go first). */
 int conn_send(conn_t *c, conn_msg_t *m);
+/* conn_send for a push (fan-out): when no batch is open, opens one that
+ * the env's flush event ends when the loop comes round to it, within the
+ * same pass and without a timer. Every push that pass makes (a carrier
+ * draining several messages) then waits, and each connection gets all of
+ * its messages in one write: under load the writes per delivery fall with
+ * the backlog, and one message alone still goes out in that pass. */
+int conn_push(conn_t *c, conn_msg_t *m);
 /* Write iov straight to the socket when nothing is queued. Returns the
  * bytes written (0: queue everything), or -1 on a write error. */
 struct iovec;
 ssize_t conn_write_direct(conn_t *c, struct iovec *iov, int iovcnt);
 /* Queue the bytes of m from offset on c's output, by reference. 0 or -1. */
 int conn_queue_ref(conn_t *c, conn_msg_t *m, size_t offset, size_t len);
-/* Hold what is sent to c until conn_uncork and write it with one writev:
- * a client that pipelines costs one write per read, not one per reply.
- * One connection per env at a time (a variant corks around the messages
- * of one read); at most CONN_CORK_MAX are held, then written. Uncorking
- * applies the output limits and may close c. */
+/* Open a batch around the messages of one read of c: what is sent to any
+ * connection meanwhile is held and written with one writev per connection
+ * (a client that pipelines costs one write per read, not one per reply).
+ * At most CONN_CORK_MAX are held per connection, then written. conn_uncork
+ * writes what c holds at once, and everyone else's when the last batch
+ * ends; pairs nest. Uncorking applies the output limits and may close c
+ * (or another connection whose queue it wrote). */
 void conn_cork(conn_t *c);
 void conn_uncork(conn_t *c);
+/* Write what a batch holds for c now: whoever is about to put bytes of
+ * its own behind c's messages (a close frame) or to let go of the socket
+ * (a handoff) calls it first. 0, or -1 when c was closed. */
+int conn_flush(conn_t *c);
 /* Apply the output limits to what is queued on c now (a variant that
  * queues bytes of its own, such as WebSocket control frames, calls it). 0,
  * or -1 when c was dropped as too slow. */

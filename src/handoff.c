@@ -151,7 +151,8 @@ static void handoff_finish(session_t *s)
 
     if (session_closing(s) || h == NULL || h->role != HANDOFF_OLD || h->pending > 0)
         return;
-    if (conn_pending_output(s->conn) > 0)
+    /* The socket goes to the adopter: what a batch holds is written first. */
+    if (conn_flush(s->conn) < 0 || conn_pending_output(s->conn) > 0)
         return; /* the write callback calls us again */
     if (h->reply >= 0 && write(h->reply, "d", 1) != 1)
         slog_warning(s, "cannot tell the adopting worker to go on: %s", strerror(errno));

@@ -1,7 +1,9 @@
-/* json: the JSON tree (see json.h). Parsing goes through yajl's callback
- * parser into our own nodes so that depth is capped while parsing and
- * numbers keep their integer form; output is our own writer into one
- * growable buffer. Knows nothing of DNode beyond carrying JSON_CALLBACK
+/* json: the JSON tree (see json.h). Parsing builds our own nodes through
+ * one set of callbacks, so that depth is capped while parsing and numbers
+ * keep their integer form: a direct one-pass parser drives them for
+ * well-formed input, yajl's callback parser for everything else (it
+ * decides what is refused and says why); output is our own writer into
+ * one growable buffer. Knows nothing of DNode beyond carrying JSON_CALLBACK
  * nodes. */
 #include "json.h"
 
@@ -429,6 +431,9 @@ typedef struct parse_frame {
      * linear in the size of the message rather than quadratic. */
     size_t *slots;
     size_t nslots; /* a power of two, or 0 */
+    /* json_parse_lenient: the container is the value of a member left out
+     * (its key holds a NUL), linked to nothing; freed when it ends. */
+    int orphan;
 } parse_frame_t;
 
 /* Frames held in the parse state itself; deeper documents move the stack
@@ -558,6 +563,9 @@ static int parse_add(parse_state_t *ps, json_t *v)
 
 static int parse_push(parse_state_t *ps, json_t *container)
 {
+    parse_frame_t *top;
+    int orphan = 0;
+
     if (container == NULL) {
         ps->error = "out of memory";
         return 0;
@@ -586,9 +594,19 @@ static int parse_push(parse_state_t *ps, json_t *container)
         ps->cap = cap;
     }
     /* The container is linked into its parent first so that one free of the
-     * root releases everything if the parse stops half way. */
-    if (!parse_add(ps, container))
+     * root releases everything if the parse stops half way; one that is the
+     * value of a member json_parse_lenient leaves out is parsed all the
+     * same, unlinked, and freed when it ends (or by parse_frames_free). */
+    top = ps->depth > 0 ? &ps->stack[ps->depth - 1] : NULL;
+    if (top != NULL && ps->drop_nul_keys && top->container->type == JSON_OBJECT &&
+        top->key != NULL && memchr(top->key, '\0', top->keylen) != NULL) {
+        free(top->key);
+        top->key = NULL;
+        orphan = 1;
+    } else if (!parse_add(ps, container)) {
         return 0;
+    }
+    ps->stack[ps->depth].orphan = orphan;
     ps->stack[ps->depth].container = container;
     ps->stack[ps->depth].key = NULL;
     ps->stack[ps->depth].keylen = 0;
@@ -732,6 +750,8 @@ static int cb_end(void *ctx)
 {
     parse_state_t *ps = ctx;
     ps->depth--;
+    if (ps->stack[ps->depth].orphan)
+        json_free(ps->stack[ps->depth].container);
     free(ps->stack[ps->depth].key);
     ps->stack[ps->depth].key = NULL;
     free(ps->stack[ps->depth].slots);
@@ -838,6 +858,318 @@ static void *arena_realloc(void *ctx, void *p, size_t n)
     return q;
 }
 
+/* ------------------------------------------------------------------------
+ * The direct parser
+ *
+ * Most input is well-formed: a DNode request of a hundred bytes, a bus
+ * envelope. This parser reads it in one pass and builds the tree through
+ * the same callbacks yajl drives, so depth, duplicate keys, numbers and
+ * UTF-8 come out the same. It only ever accepts what yajl accepts: on
+ * anything it does not take (a syntax error, a surrogate escape, a
+ * whitespace byte other than space, tab, CR and LF) or any error at all,
+ * it gives up and the input is parsed again by yajl, which then decides
+ * and words the error. Costs: one pass and no yajl handle for good input;
+ * two passes for bad input (each linear).
+ * ------------------------------------------------------------------------ */
+
+typedef struct direct {
+    const unsigned char *p, *end;
+    unsigned char *scratch; /* decoded strings with escapes */
+    size_t scratchcap;
+} direct_t;
+
+static void direct_ws(direct_t *d)
+{
+    while (d->p < d->end && (*d->p == ' ' || *d->p == '\n' || *d->p == '\r' || *d->p == '\t'))
+        d->p++;
+}
+
+static int hex4(const unsigned char *s, unsigned *out)
+{
+    unsigned v = 0;
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        unsigned char c = s[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (unsigned)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* The string at d->p (its opening quote): *s and *len are its bytes,
+ * unescaped (pointing into the input when it has no escape). 0 or -1. */
+static int direct_string(direct_t *d, const unsigned char **s, size_t *len)
+{
+    const unsigned char *start = ++d->p, *q = start;
+    size_t n = 0;
+
+    while (q < d->end && *q != '"' && *q != '\\' && *q >= 0x20)
+        q++;
+    if (q < d->end && *q == '"') {
+        *s = start;
+        *len = (size_t)(q - start);
+        d->p = q + 1;
+        return 0;
+    }
+    if (q == d->end || *q != '\\')
+        return -1; /* unterminated, or a control byte */
+    /* Escapes: decoded into scratch, which the raw length bounds. */
+    for (q = start; q < d->end && *q != '"'; q++)
+        if (*q == '\\' && ++q == d->end)
+            break;
+    if (q >= d->end)
+        return -1;
+    if ((size_t)(q - start) > d->scratchcap) {
+        unsigned char *b = realloc(d->scratch, (size_t)(q - start));
+        if (b == NULL)
+            return -1;
+        d->scratch = b;
+        d->scratchcap = (size_t)(q - start);
+    }
+    for (q = start; *q != '"'; q++) {
+        unsigned c = *q, cp;
+
+        if (c < 0x20)
+            return -1;
+        if (c != '\\') {
+            d->scratch[n++] = (unsigned char)c;
+            continue;
+        }
+        switch (*++q) {
+        case '"':
+        case '\\':
+        case '/':
+            d->scratch[n++] = *q;
+            break;
+        case 'b':
+            d->scratch[n++] = '\b';
+            break;
+        case 'f':
+            d->scratch[n++] = '\f';
+            break;
+        case 'n':
+            d->scratch[n++] = '\n';
+            break;
+        case 'r':
+            d->scratch[n++] = '\r';
+            break;
+        case 't':
+            d->scratch[n++] = '\t';
+            break;
+        case 'u':
+            /* Four hex digits before the closing quote; a surrogate is
+             * left to yajl (its pairing rules are its own). */
+            if (d->end - q < 6 || hex4(q + 1, &cp) < 0 || (cp >= 0xD800 && cp <= 0xDFFF))
+                return -1;
+            q += 4;
+            if (cp < 0x80) {
+                d->scratch[n++] = (unsigned char)cp;
+            } else if (cp < 0x800) {
+                d->scratch[n++] = (unsigned char)(0xC0 | (cp >> 6));
+                d->scratch[n++] = (unsigned char)(0x80 | (cp & 0x3F));
+            } else {
+                d->scratch[n++] = (unsigned char)(0xE0 | (cp >> 12));
+                d->scratch[n++] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+                d->scratch[n++] = (unsigned char)(0x80 | (cp & 0x3F));
+            }
+            break;
+        default:
+            return -1;
+        }
+    }
+    *s = d->scratch;
+    *len = n;
+    d->p = q + 1;
+    return 0;
+}
+
+/* A number as yajl's lexer takes it: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? */
+static int direct_number(direct_t *d, parse_state_t *ps)
+{
+    const unsigned char *s = d->p, *q = s;
+
+    if (q < d->end && *q == '-')
+        q++;
+    if (q < d->end && *q == '0')
+        q++;
+    else if (q < d->end && *q >= '1' && *q <= '9')
+        while (q < d->end && *q >= '0' && *q <= '9')
+            q++;
+    else
+        return -1;
+    if (q < d->end && *q == '.') {
+        if (++q == d->end || *q < '0' || *q > '9')
+            return -1;
+        while (q < d->end && *q >= '0' && *q <= '9')
+            q++;
+    }
+    if (q < d->end && (*q == 'e' || *q == 'E')) {
+        if (++q < d->end && (*q == '+' || *q == '-'))
+            q++;
+        if (q == d->end || *q < '0' || *q > '9')
+            return -1;
+        while (q < d->end && *q >= '0' && *q <= '9')
+            q++;
+    }
+    /* yajl would lex "01" or "1x" as two tokens and then fail. */
+    if (q < d->end &&
+        ((*q >= '0' && *q <= '9') || *q == '.' || *q == 'e' || *q == 'E' || *q == '-' || *q == '+'))
+        return -1;
+    d->p = q;
+    return cb_number(ps, (const char *)s, (size_t)(q - s)) ? 0 : -1;
+}
+
+static int direct_literal(direct_t *d, const char *word, size_t n)
+{
+    if ((size_t)(d->end - d->p) < n || memcmp(d->p, word, n) != 0)
+        return -1;
+    d->p += n;
+    /* "nullx" is one bad token to yajl. */
+    if (d->p < d->end && ((*d->p >= 'a' && *d->p <= 'z') || (*d->p >= 'A' && *d->p <= 'Z') ||
+                          (*d->p >= '0' && *d->p <= '9')))
+        return -1;
+    return 0;
+}
+
+/* Parse buf into ps (set up as for yajl): 0 with ps->root set, or -1 with
+ * whatever was built still hanging off ps->root (freed by the caller,
+ * who then lets yajl decide). */
+static int direct_parse(parse_state_t *ps, const char *buf, size_t len)
+{
+    enum { VALUE, FIRST_VALUE, KEY, FIRST_KEY, AFTER } state = VALUE;
+    direct_t d = {(const unsigned char *)buf, (const unsigned char *)buf, NULL, 0};
+    const unsigned char *s;
+    size_t n;
+    int rc = -1;
+
+    if (buf == NULL)
+        return -1; /* no input (len 0): yajl says so */
+    d.end += len;
+
+    for (;;) {
+        direct_ws(&d);
+        if (state == AFTER) {
+            const json_t *top;
+
+            if (ps->depth == 0) {
+                rc = d.p == d.end ? 0 : -1; /* trailing bytes */
+                break;
+            }
+            if (d.p == d.end)
+                break;
+            top = ps->stack[ps->depth - 1].container;
+            if (*d.p == ',') {
+                d.p++;
+                state = top->type == JSON_ARRAY ? VALUE : KEY;
+                continue;
+            }
+            if (*d.p != (top->type == JSON_ARRAY ? ']' : '}'))
+                break;
+            d.p++;
+            if (!cb_end(ps))
+                break;
+            continue;
+        }
+        if (d.p == d.end)
+            break;
+        if (state == FIRST_KEY || state == KEY) {
+            if (state == FIRST_KEY && *d.p == '}') {
+                d.p++;
+                if (!cb_end(ps))
+                    break;
+                state = AFTER;
+                continue;
+            }
+            if (*d.p != '"' || direct_string(&d, &s, &n) < 0 || !cb_map_key(ps, s, n))
+                break;
+            direct_ws(&d);
+            if (d.p == d.end || *d.p != ':')
+                break;
+            d.p++;
+            state = VALUE;
+            continue;
+        }
+        if (state == FIRST_VALUE && *d.p == ']') {
+            d.p++;
+            if (!cb_end(ps))
+                break;
+            state = AFTER;
+            continue;
+        }
+        switch (*d.p) {
+        case '{':
+            d.p++;
+            if (!cb_start_map(ps))
+                goto out;
+            state = FIRST_KEY;
+            continue;
+        case '[':
+            d.p++;
+            if (!cb_start_array(ps))
+                goto out;
+            state = FIRST_VALUE;
+            continue;
+        case '"':
+            if (direct_string(&d, &s, &n) < 0 || !cb_string(ps, s, n))
+                goto out;
+            break;
+        case 't':
+            if (direct_literal(&d, "true", 4) < 0 || !cb_boolean(ps, 1))
+                goto out;
+            break;
+        case 'f':
+            if (direct_literal(&d, "false", 5) < 0 || !cb_boolean(ps, 0))
+                goto out;
+            break;
+        case 'n':
+            if (direct_literal(&d, "null", 4) < 0 || !cb_null(ps))
+                goto out;
+            break;
+        default:
+            if (direct_number(&d, ps) < 0)
+                goto out;
+            break;
+        }
+        state = AFTER;
+    }
+out:
+    free(d.scratch);
+    return rc;
+}
+
+/* The frames still open when a parse stops: their keys, indexes and
+ * unlinked containers (what is linked goes with the root). */
+static void parse_frames_free(parse_state_t *ps)
+{
+    size_t i;
+
+    for (i = 0; i < ps->depth; i++) {
+        free(ps->stack[i].key);
+        free(ps->stack[i].slots);
+        if (ps->stack[i].orphan)
+            json_free(ps->stack[i].container);
+    }
+}
+
+/* Undo a direct parse that gave up: every frame and the partial tree. */
+static void parse_state_reset(parse_state_t *ps)
+{
+    parse_frames_free(ps);
+    json_free(ps->root);
+    ps->root = NULL;
+    ps->depth = 0;
+    ps->error = NULL;
+}
+
 static const yajl_callbacks parse_callbacks = {
     cb_null, cb_boolean, NULL, NULL, cb_number, cb_string,
     cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
@@ -851,7 +1183,6 @@ static json_t *json_parse_opts(const char *buf, size_t len, size_t max_depth, in
     yajl_alloc_funcs funcs = {arena_malloc, arena_realloc, arena_free, &arena};
     yajl_handle h;
     yajl_status st;
-    size_t i;
 
     if (err != NULL && errlen > 0)
         err[0] = '\0';
@@ -862,6 +1193,12 @@ static json_t *json_parse_opts(const char *buf, size_t len, size_t max_depth, in
     ps.root = NULL;
     ps.error = NULL;
     ps.drop_nul_keys = drop_nul_keys;
+    if (direct_parse(&ps, buf, len) == 0 && ps.root != NULL) {
+        if (ps.stack != ps.inline_stack)
+            free(ps.stack);
+        return ps.root;
+    }
+    parse_state_reset(&ps); /* yajl decides, and words the error */
     arena.used = 0;
     h = yajl_alloc(&parse_callbacks, &funcs, &ps);
     if (h == NULL) {
@@ -893,10 +1230,7 @@ static json_t *json_parse_opts(const char *buf, size_t len, size_t max_depth, in
             }
         }
         /* Frames above depth were cleared when their container ended. */
-        for (i = 0; i < ps.depth; i++) {
-            free(ps.stack[i].key);
-            free(ps.stack[i].slots);
-        }
+        parse_frames_free(&ps);
         json_free(ps.root);
         ps.root = NULL;
     }

@@ -194,6 +194,34 @@ int session_call(session_t *s, int64_t cb, const json_t *args)
     return rc;
 }
 
+int session_call_null(session_t *s, int64_t cb)
+{
+    static const char head[] = "{\"method\":",
+                      tail[] = ",\"arguments\":[null],\"callbacks\":{},\"links\":[]}";
+    char text[sizeof(head) + 20 + sizeof(tail)], digits[20];
+    uint64_t v = (uint64_t)cb;
+    size_t n = 0, len = sizeof(head) - 1;
+    conn_msg_t *m;
+    int rc;
+
+    if (cb < 0 || session_closing(s))
+        return -1;
+    do
+        digits[n++] = (char)('0' + v % 10);
+    while ((v /= 10) > 0);
+    memcpy(text, head, sizeof(head) - 1);
+    while (n > 0)
+        text[len++] = digits[--n];
+    memcpy(text + len, tail, sizeof(tail) - 1);
+    len += sizeof(tail) - 1;
+    m = conn_msg_new(text, len);
+    if (m == NULL)
+        return -1;
+    rc = session_send_msg(s, m);
+    conn_msg_unref(m);
+    return rc;
+}
+
 int session_call_remote(session_t *s, int which, const json_t *args)
 {
     if (which < 0 || which >= SESSION_REMOTE_COUNT || s->remote[which] < 0)
@@ -210,7 +238,10 @@ int session_push(session_t *s, int which, conn_msg_t *m)
 {
     if (!session_takes(s, which))
         return 0;
-    return session_send_msg(s, m) < 0 ? -1 : 1;
+    if (session_closing(s))
+        return -1;
+    /* Coalesced with the other pushes of this pass of the loop (conn_push). */
+    return conn_push(s->conn, m) < 0 ? -1 : 1;
 }
 
 int session_moved(const session_t *s) { return s->conn->moved; }

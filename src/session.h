@@ -110,6 +110,9 @@ int session_send_msg(session_t *s, conn_msg_t *m); /* takes a new ref on m */
 conn_msg_t *session_msg_call(const char *method, const json_t *args);
 /* Call the client's callback id with args (args stay the caller's). */
 int session_call(session_t *s, int64_t cb, const json_t *args);
+/* session_call with the arguments [null] (a request that succeeded), the
+ * most frequent reply: written straight, without a tree or the writer. */
+int session_call_null(session_t *s, int64_t cb);
 /* Call an exported client method (created, updated, ...) when the client
  * exported it; 0 when it did not (nothing sent), 1 when sent, -1 on error. */
 int session_call_remote(session_t *s, int which, const json_t *args);

@@ -415,6 +415,11 @@ static void ws_close_with(conn_t *s, int code, conn_close_t why, const char *rea
     ws_conn_t *c = s->io_state;
     unsigned char frame[4] = {0x88, 0x02, (unsigned char)(code >> 8), (unsigned char)code};
 
+    /* Frames a batch holds go before the close (a slow consumer's are over
+     * the limit: dropped with the connection). */
+    if (!s->closing && !s->slow && !c->finishing && !wslay_event_get_close_sent(c->ctx) &&
+        conn_flush(s) < 0)
+        return;
     if (wslay_event_get_close_sent(c->ctx) || c->finishing) {
         ws_flush(s);
         return;

@@ -1,6 +1,6 @@
 /* check_conn: unit tests for the connection layer (src/conn.c and the line
  * variant src/conn_line.c) over bufferevent pairs: message framing across
- * partial reads, corking, the output limits, close reasons and their
+ * partial reads, corking and coalescing, the output limits, close reasons and their
  * counts, deferred teardown and the handler table. No worker, session, bus
  * or database. */
 #include "pair.h"
@@ -115,24 +115,119 @@ START_TEST(test_cork_writes_once)
 }
 END_TEST
 
-START_TEST(test_cork_moves_to_the_next_connection)
+START_TEST(test_corks_nest)
 {
     struct bufferevent *ca, *cb;
     static owner_t oa, ob;
     conn_t *a = line_conn(&oa, &ca), *b = line_conn(&ob, &cb);
-    conn_msg_t *m = conn_msg_new("[x]", 3);
+    conn_msg_t *x = conn_msg_new("[x]", 3), *y = conn_msg_new("[y]", 3);
     char *got;
 
     conn_cork(a);
-    ck_assert_int_eq(conn_send(a, m), 0);
-    conn_cork(b); /* one connection at a time: a's cork is written first */
-    got = pair_received(ca);
-    ck_assert_str_eq(got, "[x]\n");
+    ck_assert_int_eq(conn_send(a, x), 0);
+    conn_cork(b); /* a read of b inside a's: both batched */
+    ck_assert_int_eq(conn_send(b, y), 0);
+    ck_assert_int_eq(conn_send(a, y), 0);
+    conn_uncork(b); /* b's replies go at once; a's wait for a's uncork */
+    ck_assert_uint_eq(conn_pending_output(a), 0);
+    got = pair_received(cb);
+    ck_assert_str_eq(got, "[y]\n");
     free(got);
-    conn_uncork(b);
-    conn_msg_unref(m);
+    conn_uncork(a);
+    got = pair_received(ca);
+    ck_assert_str_eq(got, "[x]\n[y]\n");
+    free(got);
+    conn_msg_unref(x);
+    conn_msg_unref(y);
     bufferevent_free(ca);
     bufferevent_free(cb);
+}
+END_TEST
+
+START_TEST(test_pushes_coalesce_within_a_pass)
+{
+    struct bufferevent *ca, *cb;
+    static owner_t oa, ob;
+    conn_t *a = line_conn(&oa, &ca), *b = line_conn(&ob, &cb);
+    conn_msg_t *m1 = conn_msg_new("[1]", 3), *m2 = conn_msg_new("[2]", 3),
+               *r = conn_msg_new("[r]", 3);
+    char *got;
+    unsigned i;
+
+    ck_assert_int_eq(conn_push(a, m1), 0);
+    ck_assert_int_eq(conn_push(b, m1), 0);
+    ck_assert_int_eq(conn_push(a, m2), 0);
+    ck_assert_int_eq(conn_send(a, r), 0); /* a reply waits behind a's pushes */
+    ck_assert_uint_eq(conn_pending_output(a), 0);
+    ck_assert_uint_eq(conn_pending_output(b), 0);
+    ck_assert(!conn_quiet(a));
+    got = pair_received(ca); /* the loop's pass writes the batch */
+    ck_assert_str_eq(got, "[1]\n[2]\n[r]\n");
+    free(got);
+    got = pair_received(cb);
+    ck_assert_str_eq(got, "[1]\n");
+    free(got);
+    ck_assert(conn_quiet(a));
+    ck_assert_uint_eq(P.stats->messages_out, 4);
+    /* More than a queue holds: written CONN_CORK_MAX at a time, in order. */
+    for (i = 0; i < CONN_CORK_MAX + 3; i++)
+        ck_assert_int_eq(conn_push(b, i % 2 ? m2 : m1), 0);
+    got = pair_received(cb);
+    ck_assert_uint_eq(strlen(got), 4 * (CONN_CORK_MAX + 3));
+    for (i = 0; i < CONN_CORK_MAX + 3; i++)
+        ck_assert_int_eq(got[4 * i + 1], i % 2 ? '2' : '1');
+    free(got);
+    conn_msg_unref(m1);
+    conn_msg_unref(m2);
+    conn_msg_unref(r);
+    bufferevent_free(ca);
+    bufferevent_free(cb);
+}
+END_TEST
+
+START_TEST(test_batched_output_obeys_max_output_buffer)
+{
+    struct bufferevent *client;
+    static owner_t o;
+    conn_t *c;
+    conn_msg_t *m = conn_msg_new("[\"0123456789\"]", 14);
+
+    P.cfg->max_output_buffer = 40; /* three lines of 15 bytes are over it */
+    P.cfg->output_soft_limit = 100000;
+    c = line_conn(&o, &client);
+    conn_ref(c);
+    bufferevent_disable(client, EV_READ); /* a client that never reads */
+    bufferevent_setwatermark(client, EV_READ, 0, 1);
+    ck_assert_int_eq(conn_push(c, m), 0);
+    ck_assert_int_eq(conn_push(c, m), 0);
+    ck_assert_int_eq(conn_push(c, m), 0);
+    ck_assert(!c->closing); /* nothing counted until the batch is written */
+    pair_pump();
+    ck_assert(c->closing);
+    ck_assert_uint_eq(P.stats->disconnects[CONN_CLOSE_SLOW], 1);
+    ck_assert_int_eq(conn_push(c, m), -1);
+    conn_unref(c);
+    conn_msg_unref(m);
+    bufferevent_free(client);
+}
+END_TEST
+
+START_TEST(test_close_drops_the_batch)
+{
+    struct bufferevent *client;
+    static owner_t o;
+    conn_t *c = line_conn(&o, &client);
+    conn_msg_t *m = conn_msg_new("[1]", 3);
+    char *got;
+
+    ck_assert_int_eq(conn_push(c, m), 0);
+    conn_close(c, CONN_CLOSE_OTHER, "test");
+    got = pair_received(client); /* teardown and the batch's end, in either order */
+    ck_assert_str_eq(got, "");
+    free(got);
+    ck_assert_uint_eq(m->refs, 1);
+    conn_msg_unref(m);
+    bufferevent_free(client);
 }
 END_TEST
 
@@ -340,7 +435,10 @@ int main(void)
         test_lines_across_partial_reads,
         test_oversized_line_closes,
         test_cork_writes_once,
-        test_cork_moves_to_the_next_connection,
+        test_corks_nest,
+        test_pushes_coalesce_within_a_pass,
+        test_batched_output_obeys_max_output_buffer,
+        test_close_drops_the_batch,
         test_max_output_buffer_drops_slow_consumer,
         test_soft_limit_drops_after_its_seconds,
         test_close_is_deferred_and_idempotent,

@@ -464,6 +464,51 @@ START_TEST(test_nul_in_key_refused)
 }
 END_TEST
 
+/* json_parse_lenient leaves out members whose key holds a NUL byte, also
+ * when their value is an array or an object (parsed, then freed: nothing
+ * of it may stay reachable, nothing be used after its free). */
+START_TEST(test_lenient_drops_nul_keyed_containers)
+{
+    static const char *const in[] = {
+        "{\"a\\u0000b\":[1,{\"x\":[2]}],\"c\":2}",
+        "{\"a\\u0000\":{\"b\\u0000\":{\"d\":[3]},\"e\":4},\"c\":2}",
+        "{\"c\":2,\"\\u0000\":[[[]]]}",
+    };
+    char err[128];
+    size_t i, len;
+
+    for (i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
+        json_t *v = json_parse_lenient(in[i], strlen(in[i]), 0, err, sizeof(err));
+        char *out;
+
+        ck_assert_msg(v != NULL, "'%s': %s", in[i], err);
+        out = json_dump(v, &len);
+        ck_assert_str_eq(out, "{\"c\":2}");
+        free(out);
+        json_free(v);
+        parse_fails(in[i], strlen(in[i]), 0, err, sizeof(err)); /* strict: refused */
+        ck_assert_ptr_nonnull(strstr(err, "NUL byte"));
+    }
+    /* Stopping inside a left-out container frees it too (ASan checks). */
+    ck_assert_ptr_null(json_parse_lenient("{\"\\u0000\":[1,", 13, 0, err, sizeof(err)));
+    ck_assert_ptr_null(json_parse_lenient("{\"\\u0000\":[[[[1]]]]}", 20, 3, err, sizeof(err)));
+}
+END_TEST
+
+/* What the direct parser takes and what it leaves to yajl read the same:
+ * escapes, numbers at the edges of int64, whitespace, empty containers,
+ * and surrogates (yajl's). */
+START_TEST(test_direct_and_fallback_agree)
+{
+    dumps_as(" {\"a\" : [ 1 , -0 , 1.5e3 , 9223372036854775807 , 12345678901234567890 ] } ",
+             "{\"a\":[1,0,1500,9223372036854775807,1.2345678901234567e+19]}");
+    dumps_as("[\"\\u00e9\\u20ac\\n\\/\",{},[],true,false,null]",
+             "[\"\xc3\xa9\xe2\x82\xac\\n/\",{},[],true,false,null]");
+    dumps_as("[\"\\ud83d\\ude00\"]", "[\"\xf0\x9f\x98\x80\"]"); /* yajl's path */
+    dumps_as("\v[1]\f", "[1]");                                 /* yajl's whitespace */
+}
+END_TEST
+
 START_TEST(test_invalid_utf8_refused)
 {
     static const char *const bad[] = {
@@ -797,6 +842,8 @@ int main(void)
     tcase_add_test(tc, test_invalid_utf8_repaired_on_output);
     tcase_add_test(tc, test_nul_in_key_refused);
     tcase_add_test(tc, test_invalid_utf8_refused);
+    tcase_add_test(tc, test_lenient_drops_nul_keyed_containers);
+    tcase_add_test(tc, test_direct_and_fallback_agree);
     tcase_add_test(tc, test_depth_limit);
     tcase_add_test(tc, test_trailing_garbage_refused);
     tcase_add_test(tc, test_malformed_refused);

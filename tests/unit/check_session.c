@@ -103,6 +103,31 @@ START_TEST(test_dispatch_by_name_and_id)
 }
 END_TEST
 
+START_TEST(test_null_reply_is_the_general_one)
+{
+    struct bufferevent *client;
+    session_t *s = new_session(&client);
+    json_t *args = json_array();
+    char *fast, *general;
+    static const int64_t ids[] = {0, 7, 10, 4294967296LL, INT64_MAX};
+    size_t i;
+
+    ck_assert_int_eq(json_array_append(args, json_null()), 0);
+    for (i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        ck_assert_int_eq(session_call_null(s, ids[i]), 0);
+        fast = pair_received(client);
+        ck_assert_int_eq(session_call(s, ids[i], args), 0);
+        general = pair_received(client);
+        ck_assert_str_eq(fast, general);
+        free(fast);
+        free(general);
+    }
+    ck_assert_int_eq(session_call_null(s, -1), -1);
+    json_free(args);
+    bufferevent_free(client);
+}
+END_TEST
+
 START_TEST(test_culled_and_unknown_methods_are_invalid_requests)
 {
     struct bufferevent *client;
@@ -259,6 +284,7 @@ int main(void)
 {
     const TTest *tests[] = {
         test_dispatch_by_name_and_id,
+        test_null_reply_is_the_general_one,
         test_culled_and_unknown_methods_are_invalid_requests,
         test_malformed_message_skipped_session_goes_on,
         test_callback_budget_counts_what_is_in_flight,
