@@ -853,7 +853,9 @@ void bus_set_hooks(bus_t *b, const bus_hooks_t *hooks) { b->hooks = *hooks; }
 static int bus_join(bus_t *b, session_t *s, const char *channel, const char *from,
                     const char *since_epoch, uint64_t since_offset, int64_t token, int detail)
 {
+    char ep[BUS_EPOCH_MAX];
     bus_channel_t *c;
+    uint64_t last = 0;
     bus_sub_t *st;
     size_t i, k;
 
@@ -929,6 +931,19 @@ static int bus_join(bus_t *b, session_t *s, const char *channel, const char *fro
     /* Behind the carrier's subscription, so the answer covers everything
      * the live stream does not. The answers may come at once (the relay);
      * they find the session by its place in c. */
+    if (!c->known && !c->positioning && !c->fetching && b->ops->position != NULL &&
+        b->ops->position(b, c, ep, sizeof(ep), &last)) {
+        /* Known at once (the relay): no fetch, nothing to allocate. */
+        snprintf(c->epoch, sizeof(c->epoch), "%s", ep);
+        c->last = last > c->last ? last : c->last;
+        c->known = 1;
+        st = &c->st[c->nsubs - 1];
+        if (st->state == BUS_SUB_POSITION) {
+            st->state = BUS_SUB_LIVE;
+            st->pos = c->last;
+            st->known = 1;
+        }
+    }
     if (!c->known && !c->positioning && !c->fetching &&
         bus_fetch(b, c, NULL, NULL, BUS_FROM_POSITION) < 0)
         log_warning("bus: cannot ask the position of '%s'", c->name);

@@ -104,6 +104,11 @@ typedef struct bus_carrier {
      * carrier answers through bus_core_fetched(b, name, ctx, ...), now or
      * later, exactly once (also on failure). */
     int (*fetch)(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, void *ctx);
+    /* c's epoch (into epoch, epochlen bytes) and last offset when the
+     * carrier knows them at once, without a fetch: 1, else 0. May be
+     * NULL. */
+    int (*position)(bus_t *b, const bus_channel_t *c, char *epoch, size_t epochlen,
+                    uint64_t *last);
     /* Stop and release the carrier (the core then drops its channels). */
     void (*free)(bus_t *b);
 } bus_carrier_t;
