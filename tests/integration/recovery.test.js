@@ -338,6 +338,50 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         assert.deepStrictEqual(sub.recovered(url), [], 'nothing was lost');
     });
 
+    test('a change whose publish failed is announced as lost in the channel\'s history, ' +
+        'in the same epoch', async (t) => {
+        const url = unique('lost');
+        const pub = await b.pushClient(t);
+        const sub = await tcpSubscriber(t, a);
+        const [, pos] = await sub.subscribe(url, {});
+        const failed = [];
+        let stop = false;
+        let i = 0;
+        const publishing = (async () => {
+            while (!stop) {
+                const n = i++;
+                const [err] = await pub.invoke('publish', { i: n }, { url, method: 'create' });
+                if (err !== null) {
+                    failed.push(n);
+                    await sleep(5);
+                }
+            }
+        })();
+        await waitFor(() => i >= 20, { timeoutMs: TIMEOUT, what: '20 publishes' });
+        // Every command connection goes (both hosts'); Redis keeps its data.
+        const since = b.stderr().length;
+        await redisCommand(redis.url, 'CLIENT', 'KILL', 'TYPE', 'normal');
+        await b.waitForLog(/bus: Redis is back/, { timeoutMs: TIMEOUT, since });
+        await waitFor(() => failed.length > 0 || i > 400, { timeoutMs: TIMEOUT, what: 'more' });
+        stop = true;
+        await publishing;
+        if (failed.length === 0) {
+            t.diagnostic('no publish failed this time: nothing to announce');
+            return;
+        }
+        await waitFor(() => sub.recovered(url).length > 0,
+            { timeoutMs: TIMEOUT, what: 'the subscriber told of the lost change' });
+        const [told] = sub.recovered(url);
+        assert.strictEqual(told.recovered, false);
+        assert.strictEqual(told.epoch, pos.epoch, 'the history itself was kept');
+        // A subscriber coming back from before the loss cannot recover
+        // across it: never a partial replay.
+        const back = await tcpSubscriber(t, a);
+        const [, info] = await back.subscribe(url, { since: pos });
+        assert.strictEqual(info.recovered, false);
+        assert.deepStrictEqual(back.created(url), []);
+    });
+
     test('Redis restarted during publishing: a subscriber gets every acknowledged change, ' +
         'or is told recovered: false', async (t) => {
         const url = unique('restart');
