@@ -109,6 +109,30 @@ async function publishRange(pub, url, from, to) {
     }
 }
 
+// Publishes {i, pad} on url from pub, one after the other, until stop():
+// p.acked and p.failed hold the i of each answered null or refused, p.sent
+// how many were sent; p.pad (a string) goes into each from then on.
+function keepPublishing(pub, url) {
+    const p = { acked: [], failed: [], sent: 0, pad: '', stopping: false };
+    const done = (async () => {
+        while (!p.stopping) {
+            const i = p.sent++;
+            const [err] = await pub.invoke('publish', { i, pad: p.pad }, { url, method: 'create' });
+            if (err === null) {
+                p.acked.push(i);
+            } else {
+                p.failed.push(i);
+                await sleep(10);
+            }
+        }
+    })();
+    p.stop = async () => {
+        p.stopping = true;
+        await done;
+    };
+    return p;
+}
+
 async function waitCreated(sub, url, n) {
     await waitFor(() => sub.created(url).length >= n,
         { timeoutMs: TIMEOUT, what: `${n} changes on ${url} (have ${sub.created(url).length})` });
@@ -295,18 +319,8 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         const pub = await b.pushClient(t);
         const sub = await tcpSubscriber(t, a);
         await sub.subscribe(url, {});
-        let acked = 0;
-        let stop = false;
-        let pad = '';
-        const publishing = (async () => {
-            while (!stop) {
-                const [err] = await pub.invoke('publish', { i: acked, pad },
-                    { url, method: 'create' });
-                assert.strictEqual(err, null, 'host b stays connected');
-                acked++;
-            }
-        })();
-        await waitFor(() => acked >= 50, { timeoutMs: TIMEOUT, what: '50 publishes' });
+        const p = keepPublishing(pub, url);
+        await waitFor(() => p.acked.length >= 50, { timeoutMs: TIMEOUT, what: '50 publishes' });
         // Host a's worker stalls; Redis drops its subscriber connection as a
         // slow consumer, and a misses what b publishes until it is back.
         const [worker] = a.workerPids();
@@ -319,22 +333,22 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         const since = a.stderr().length;
         process.kill(worker, 'SIGSTOP');
         try {
-            pad = 'x'.repeat(16384); // past the kernel's socket buffers too
+            p.pad = 'x'.repeat(16384); // past the kernel's socket buffers too
             await waitFor(async () => await subscribers() < before,
                 { timeoutMs: TIMEOUT, what: 'Redis dropping the stalled subscriber' });
-            pad = '';
+            p.pad = '';
         } finally {
             process.kill(worker, 'SIGCONT');
             await redisCommand(redis.url, 'CONFIG', 'SET', 'client-output-buffer-limit', limits[1]);
         }
         await a.waitForLog(/bus: Redis is back/, { timeoutMs: TIMEOUT, since });
-        const resumed = acked;
-        await waitFor(() => acked >= resumed + 50, { timeoutMs: TIMEOUT, what: '50 more' });
-        stop = true;
-        await publishing;
-        await waitCreated(sub, url, acked);
+        const resumed = p.acked.length;
+        await waitFor(() => p.acked.length >= resumed + 50, { timeoutMs: TIMEOUT, what: '50 more' });
+        await p.stop();
+        assert.deepStrictEqual(p.failed, [], 'host b stayed connected');
+        await waitCreated(sub, url, p.acked.length);
         await sleep(300);
-        assert.deepStrictEqual(sub.created(url).map(([doc]) => doc.i), [...Array(acked).keys()]);
+        assert.deepStrictEqual(sub.created(url).map(([doc]) => doc.i), p.acked);
         assert.deepStrictEqual(sub.recovered(url), [], 'nothing was lost');
     });
 
@@ -344,28 +358,16 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         const pub = await b.pushClient(t);
         const sub = await tcpSubscriber(t, a);
         const [, pos] = await sub.subscribe(url, {});
-        const failed = [];
-        let stop = false;
-        let i = 0;
-        const publishing = (async () => {
-            while (!stop) {
-                const n = i++;
-                const [err] = await pub.invoke('publish', { i: n }, { url, method: 'create' });
-                if (err !== null) {
-                    failed.push(n);
-                    await sleep(5);
-                }
-            }
-        })();
-        await waitFor(() => i >= 20, { timeoutMs: TIMEOUT, what: '20 publishes' });
+        const p = keepPublishing(pub, url);
+        await waitFor(() => p.sent >= 20, { timeoutMs: TIMEOUT, what: '20 publishes' });
         // Every command connection goes (both hosts'); Redis keeps its data.
         const since = b.stderr().length;
         await redisCommand(redis.url, 'CLIENT', 'KILL', 'TYPE', 'normal');
         await b.waitForLog(/bus: Redis is back/, { timeoutMs: TIMEOUT, since });
-        await waitFor(() => failed.length > 0 || i > 400, { timeoutMs: TIMEOUT, what: 'more' });
-        stop = true;
-        await publishing;
-        if (failed.length === 0) {
+        await waitFor(() => p.failed.length > 0 || p.sent > 400,
+            { timeoutMs: TIMEOUT, what: 'more' });
+        await p.stop();
+        if (p.failed.length === 0) {
             t.diagnostic('no publish failed this time: nothing to announce');
             return;
         }
@@ -388,20 +390,8 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         const pub = await b.pushClient(t);
         const sub = await tcpSubscriber(t, a);
         await sub.subscribe(url, {});
-        const acked = [];
-        let stop = false;
-        let i = 0;
-        const publishing = (async () => {
-            while (!stop) {
-                const n = i++;
-                const [err] = await pub.invoke('publish', { i: n }, { url, method: 'create' });
-                if (err === null) {
-                    acked.push(n);
-                } else {
-                    await sleep(20);
-                }
-            }
-        })();
+        const p = keepPublishing(pub, url);
+        const acked = p.acked;
         await waitFor(() => acked.length >= 30, { timeoutMs: TIMEOUT, what: '30 publishes' });
         const since = a.stderr().length;
         await redis.stop();
@@ -410,8 +400,7 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         await a.waitForLog(/bus: Redis is back/, { timeoutMs: TIMEOUT, since });
         const resumed = acked.length;
         await waitFor(() => acked.length >= resumed + 30, { timeoutMs: TIMEOUT, what: 'more' });
-        stop = true;
-        await publishing;
+        await p.stop();
         // Wait until it has the last acknowledged change, or was told
         // that it lost some.
         await waitFor(() => sub.created(url).some(([doc]) => doc.i === acked[acked.length - 1]) ||
