@@ -432,7 +432,7 @@ static void api_crud(api_t *api, session_t *s, int method, json_t *args, size_t 
     const char *type = json_get_string(opt, "type");
     const model_t *m;
     api_op_t *op;
-    json_t *input = NULL; /* data as the store is given it */
+    json_t *input = NULL;          /* data as the store is given it */
     const char *request_id = NULL; /* opt.requestId of a write */
     char msg[200];
     int rc;

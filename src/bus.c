@@ -291,8 +291,7 @@ static int bus_msg_prepare(bus_channel_t *c, const char *payload, size_t len, co
     memset(m, 0, sizeof(*m));
     m->e = json_parse(payload, len, JSON_DEFAULT_MAX_DEPTH + 8, err, sizeof(err));
     n = json_object_get(m->e, "v");
-    if (m->e == NULL || n == NULL || n->type != JSON_NUMBER ||
-        n->u.num.d != BUS_ENVELOPE_VERSION) {
+    if (m->e == NULL || n == NULL || n->type != JSON_NUMBER || n->u.num.d != BUS_ENVELOPE_VERSION) {
         log_debug("bus: skipped a message on '%s' (%s)", c->name,
                   m->e == NULL ? err : "unknown envelope version");
         goto fail;
@@ -513,8 +512,8 @@ static void bus_fetch_free(bus_fetch_t *f)
 /* Give the change at offset to the subscribers that take it: live or
  * waiting for a position (every one when only is -1), or subscriber only;
  * each once. */
-static void bus_give(bus_t *b, bus_channel_t *c, const char *payload, size_t len,
-                     const char *epoch, uint64_t offset, ssize_t only)
+static void bus_give(bus_t *b, bus_channel_t *c, const char *payload, size_t len, const char *epoch,
+                     uint64_t offset, ssize_t only)
 {
     bus_msg_t m;
     int prepared = 0;

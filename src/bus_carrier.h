@@ -24,11 +24,11 @@ enum {
     BUS_SUB_RECOVERING /* replaying history from pos; live pushes wait in the history */
 };
 typedef struct bus_sub {
-    uint64_t pos;  /* the last offset this subscriber was given (0: none yet) */
-    int64_t token; /* the subscribe call to answer (bus_hooks_t.on_joined), or -1 */
-    uint8_t state; /* BUS_SUB_* */
-    uint8_t known; /* pos belongs to the channel's current epoch */
-    uint8_t since; /* it asked to recover (answer with recovered) */
+    uint64_t pos;   /* the last offset this subscriber was given (0: none yet) */
+    int64_t token;  /* the subscribe call to answer (bus_hooks_t.on_joined), or -1 */
+    uint8_t state;  /* BUS_SUB_* */
+    uint8_t known;  /* pos belongs to the channel's current epoch */
+    uint8_t since;  /* it asked to recover (answer with recovered) */
     uint8_t detail; /* passed back to on_joined */
 } bus_sub_t;
 
@@ -107,8 +107,7 @@ typedef struct bus_carrier {
     /* c's epoch (into epoch, epochlen bytes) and last offset when the
      * carrier knows them at once, without a fetch: 1, else 0. May be
      * NULL. */
-    int (*position)(bus_t *b, const bus_channel_t *c, char *epoch, size_t epochlen,
-                    uint64_t *last);
+    int (*position)(bus_t *b, const bus_channel_t *c, char *epoch, size_t epochlen, uint64_t *last);
     /* Stop and release the carrier (the core then drops its channels). */
     void (*free)(bus_t *b);
 } bus_carrier_t;

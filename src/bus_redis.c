@@ -89,7 +89,7 @@ typedef struct redis {
     double attempt_at, probe_at, heartbeat_at, reap_at, down_at, sub_seen, last_tick;
     int probe_out, probe_cmd_ok, probe_sub_ok, ever_up, need_sync;
     const char *broken; /* a failure seen inside a hiredis callback: the tick drops */
-    char **lost; /* channel names (see REDIS_LOST_MAX) */
+    char **lost;        /* channel names (see REDIS_LOST_MAX) */
     size_t nlost;
     int lost_overflow;
 } redis_t;
@@ -382,8 +382,7 @@ static void bus_fetch_cb(redisAsyncContext *ac, void *r, void *privdata)
     if (b == NULL)
         return; /* hiredis is being freed without a bus: nothing waits */
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
-        reply->element[0]->type != REDIS_REPLY_STRING ||
-        reply->element[0]->len >= sizeof(epoch) ||
+        reply->element[0]->type != REDIS_REPLY_STRING || reply->element[0]->len >= sizeof(epoch) ||
         reply->element[1]->type != REDIS_REPLY_INTEGER || reply->element[1]->integer < 0) {
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
             log_warning("bus: Redis refused a history fetch: %.200s", reply->str);
@@ -944,8 +943,8 @@ static void bus_sub_cb(redisAsyncContext *ac, void *r, void *privdata)
     namelen -= plen;
     if (strcmp(type, "message") == 0) {
         if (reply->element[2]->type == REDIS_REPLY_STRING)
-            bus_core_deliver(b, name, namelen, reply->element[2]->str, reply->element[2]->len,
-                             NULL, 0);
+            bus_core_deliver(b, name, namelen, reply->element[2]->str, reply->element[2]->len, NULL,
+                             0);
         return;
     }
     c = bus_core_find(b, name, namelen, 0);
@@ -1195,8 +1194,8 @@ static int redis_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, vo
     snprintf(oldest, sizeof(oldest), "%lld",
              ((long long)ts.tv_sec - b->cfg->history_ttl) * 1000 + ts.tv_nsec / 1000000);
     bus_core_new_epoch(epoch, sizeof(epoch));
-    n = redisFormatCommand(&cmd, "EVAL %s 0 %s %s %s %s %s %s %s %s", bus_lua_fetch,
-                           RD(b)->prefix, c->name, f, count, epoch, mttl, size, oldest);
+    n = redisFormatCommand(&cmd, "EVAL %s 0 %s %s %s %s %s %s %s %s", bus_lua_fetch, RD(b)->prefix,
+                           c->name, f, count, epoch, mttl, size, oldest);
     if (n < 0) {
         bus_core_fetched(b, ctx, 0, NULL, 0, NULL, 0);
         return 0;

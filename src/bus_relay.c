@@ -52,7 +52,7 @@ struct bus_host {
      * further appends need not write its eventfd again. A slot nobody
      * serves stays at 1, so a dead or unused slot costs one write. */
     uint32_t woken[HOST_MAX_WORKERS];
-    char epoch[24]; /* the epoch of every channel's history on this host */
+    char epoch[24];       /* the epoch of every channel's history on this host */
     pthread_mutex_t lock; /* process-shared, robust: serializes appends */
     uint64_t head, tail;
     int slots_full_logged;
@@ -362,8 +362,7 @@ static int host_publish(bus_t *b, const char *chan, bus_channel_t *c, const char
      * history: nobody can hold a position on another, and a publisher
      * naming channels at random does not fill the table. */
     rc = host_append_locked(RL(b)->host, chan, strlen(chan), payload, len,
-                            marker ? NULL
-                                   : host_slot(RL(b)->host, bus_core_hash(chan), 0));
+                            marker ? NULL : host_slot(RL(b)->host, bus_core_hash(chan), 0));
     pthread_mutex_unlock(&RL(b)->host->lock);
     if (rc < 0) {
         log_warning("bus: message of %zu bytes on '%s' is too large for the relay", len, chan);

@@ -16,8 +16,8 @@
 #include "metrics.h"
 
 static const char *const remote_names[SESSION_REMOTE_COUNT] = {
-    "created", "updated", "deleted", "subscribed", "unsubscribed", "error", "authExpiring",
-    "recovered",
+    "created",      "updated", "deleted",      "subscribed",
+    "unsubscribed", "error",   "authExpiring", "recovered",
 };
 
 /* ------------------------------------------------------------------------
