@@ -395,8 +395,9 @@
     function onDown() {
         var cut = _.filter(state.pending, function (op) { return op.sent; });
         state.retry = state.retry || [];
+        var closed = state.conn && state.conn._closed; /* closed for good: nothing comes back */
         _.each(cut, function (op) {
-            if (op.retry) {
+            if (op.retry && !closed) {
                 op.sent = false;
                 state.retry.push(op);
             } else {
