@@ -183,6 +183,17 @@ void conn_drop_slow(conn_t *c, conn_close_t why, const char *detail)
         conn_close(c, why, detail);
 }
 
+void conn_end(conn_t *c, conn_close_t why, const char *detail)
+{
+    if (c->closing)
+        return;
+    /* A moved connection is the adopter's now: no goodbye from here. */
+    if (c->io != NULL && c->io->close_after != NULL && !c->moved && c->bev != NULL)
+        c->io->close_after(c, why, detail);
+    else
+        conn_close(c, why, detail);
+}
+
 /* The soft rule at now_us for len bytes of output. 0, or -1 when c was
  * dropped. */
 static int conn_soft_rule(conn_t *c, size_t len, uint64_t now_us)

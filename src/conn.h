@@ -304,6 +304,9 @@ int conn_apply_limits(conn_t *c);
 /* Drop c as a slow consumer: counted, logged, and ended through the
  * variant's close_after. */
 void conn_drop_slow(conn_t *c, conn_close_t why, const char *detail);
+/* End c after what is queued, with the variant's goodbye (WebSocket: a
+ * close frame with the reason), or at once when it has none. */
+void conn_end(conn_t *c, conn_close_t why, const char *detail);
 
 /* Label for log lines: "session 12 127.0.0.1:5000". */
 const char *conn_ctx(const conn_t *c, char *buf, size_t len);

@@ -126,6 +126,11 @@ void session_close(session_t *s, conn_close_t why, const char *detail)
     conn_close(s->conn, why, detail);
 }
 
+void session_end(session_t *s, conn_close_t why, const char *detail)
+{
+    conn_end(s->conn, why, detail);
+}
+
 void session_drain(session_t *s)
 {
     if (session_closing(s))
@@ -326,7 +331,7 @@ static void session_refuse(session_t *s, int64_t error_cb, const char *fmt, ...)
     }
     if (max > 0 && ++s->invalid > max) {
         session_report(s, "too many invalid messages (max_invalid_messages is %zu a minute)", max);
-        session_close(s, CONN_CLOSE_PROTOCOL, "too many invalid messages");
+        session_end(s, CONN_CLOSE_PROTOCOL, "too many invalid messages");
         return;
     }
     va_start(ap, fmt);

@@ -88,6 +88,10 @@ void session_unref(session_t *s);
 int session_closing(const session_t *s);
 /* End s's connection (conn_close). Idempotent. */
 void session_close(session_t *s, conn_close_t why, const char *detail);
+/* End s after what is queued for it, with its transport's goodbye (a
+ * WebSocket close frame naming the reason): for a session the server
+ * refuses to go on with. */
+void session_end(session_t *s, conn_close_t why, const char *detail);
 /* The worker is stopping: s's connection is draining; at the first moment
  * nothing is in flight the environment's on_idle decides. Calling it
  * again re-checks. */
