@@ -334,12 +334,12 @@ static void host_event_cb(evutil_socket_t fd, short what, void *arg)
 
 static host_slot_t *host_slot(bus_host_t *h, uint64_t key, int create);
 
-/* The slot that keeps chan's position, made if need be; NULL when the
- * table is full (the channel's changes then have no history: logged
- * once). The caller holds the lock. */
-static host_slot_t *host_slot_for(bus_t *b, const char *chan)
+/* The slot that keeps the position of the channel whose hash is key, made
+ * if need be; NULL when the table is full (the channel's changes then have
+ * no history: logged once). The caller holds the lock. */
+static host_slot_t *host_slot_for(bus_t *b, uint64_t key)
 {
-    host_slot_t *slot = host_slot(RL(b)->host, bus_core_hash(chan), 1);
+    host_slot_t *slot = host_slot(RL(b)->host, key, 1);
 
     if (slot == NULL && !RL(b)->host->slots_full_logged) {
         log_warning("bus: channel table full: new channels have no history");
@@ -351,6 +351,7 @@ static host_slot_t *host_slot_for(bus_t *b, const char *chan)
 static int host_publish(bus_t *b, const char *chan, bus_channel_t *c, const char *payload,
                         size_t len, session_t *from, int marker)
 {
+    uint64_t key = marker ? 0 : bus_core_hash(chan); /* hashed before taking the lock */
     int rc;
 
     (void)c;
@@ -362,7 +363,7 @@ static int host_publish(bus_t *b, const char *chan, bus_channel_t *c, const char
      * history: nobody can hold a position on another, and a publisher
      * naming channels at random does not fill the table. */
     rc = host_append_locked(RL(b)->host, chan, strlen(chan), payload, len,
-                            marker ? NULL : host_slot(RL(b)->host, bus_core_hash(chan), 0));
+                            marker ? NULL : host_slot(RL(b)->host, key, 0));
     pthread_mutex_unlock(&RL(b)->host->lock);
     if (rc < 0) {
         log_warning("bus: message of %zu bytes on '%s' is too large for the relay", len, chan);
@@ -403,6 +404,7 @@ static void host_presence(bus_t *b, bus_channel_t *c, int delta)
 {
     const char *method = delta > 0 ? "subscribed" : "unsubscribed";
     bus_host_t *h = RL(b)->host;
+    uint64_t key = bus_core_hash(c->name); /* hashed before taking the lock */
     host_slot_t *slot;
     int64_t total = 0;
     unsigned i;
@@ -412,7 +414,7 @@ static void host_presence(bus_t *b, bus_channel_t *c, int delta)
 
     if (host_lock(h) < 0)
         return;
-    slot = host_slot(h, bus_core_hash(c->name), delta > 0);
+    slot = host_slot(h, key, delta > 0);
     if (slot != NULL) {
         slot->count[RL(b)->index] += delta;
         if (slot->count[RL(b)->index] < 0)
@@ -442,11 +444,12 @@ static void host_move(bus_t *b, bus_channel_t *c, const char *from)
 {
     bus_host_t *h = RL(b)->host;
     unsigned long idx = from[0] != '\0' ? strtoul(from, NULL, 10) : ULONG_MAX;
+    uint64_t key = bus_core_hash(c->name);
     host_slot_t *slot;
 
     if (host_lock(h) < 0)
         return;
-    slot = host_slot(h, bus_core_hash(c->name), 1);
+    slot = host_slot(h, key, 1);
     if (slot != NULL) {
         if (idx < h->nslots && idx != RL(b)->index && slot->count[idx] > 0)
             slot->count[idx]--;
@@ -521,16 +524,20 @@ static int relay_position(bus_t *b, const bus_channel_t *c, char *epoch, size_t 
 }
 
 /* Walk c's changes back from the newest through the log (each entry links
- * to the channel's one before it) down to offset from, and answer with the
- * first max of them, oldest first: all of from..last, or none when some
- * are gone (overwritten, older than history_ttl, past history_size). Under
- * the lock, so no entry changes meanwhile. */
+ * to the channel's change before it) down to offset from, and answer with
+ * the first max of them, oldest first: all of from..last, or none when
+ * some are gone (overwritten, older than history_ttl, past history_size).
+ * Only the walk over the entries' headers holds the lock; the payloads
+ * are copied after it, then checked not to have been overwritten
+ * meanwhile (as host_drain reads), so a long replay does not hold up the
+ * other workers' publishes. */
 static int relay_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, void *ctx)
 {
     bus_host_t *h = RL(b)->host;
     size_t namelen = strlen(c->name), n = 0, nstarts = 0, total = 0, k;
     int64_t oldest = host_now_ms() - (int64_t)b->cfg->history_ttl * 1000;
-    uint64_t *starts = NULL, last, want, at, tail;
+    uint64_t key = bus_core_hash(c->name), *starts = NULL, last, want = 0, at, tail;
+    uint32_t *lens = NULL;
     bus_entry_t *entries = NULL;
     char *buf = NULL, *name = NULL;
     host_slot_t *slot;
@@ -540,19 +547,23 @@ static int relay_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, vo
         bus_core_fetched(b, ctx, 0, NULL, 0, NULL, 0);
         return 0;
     }
-    slot = host_slot_for(b, c->name);
+    slot = host_slot_for(b, key);
     if (slot == NULL) {
         pthread_mutex_unlock(&h->lock);
         bus_core_fetched(b, ctx, 0, NULL, 0, NULL, 0);
         return 0;
     }
     last = slot->offset;
-    if (from == 0 || from > last || last - from + 1 > b->cfg->history_size)
+    if (from == 0 || from > last || last - from + 1 > b->cfg->history_size) {
+        pthread_mutex_unlock(&h->lock);
         goto answer;
+    }
     want = last - from + 1;
     starts = malloc((size_t)want * sizeof(*starts));
+    lens = malloc((size_t)want * sizeof(*lens));
     name = malloc(namelen + 1);
-    if (starts == NULL || name == NULL) {
+    if (starts == NULL || lens == NULL || name == NULL) {
+        pthread_mutex_unlock(&h->lock);
         ok = 0;
         goto answer;
     }
@@ -567,13 +578,16 @@ static int relay_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, vo
         ring_get(h, at - 1 + sizeof(e), name, namelen);
         if (memcmp(name, c->name, namelen) != 0)
             break;
-        total += e.len;
+        lens[nstarts] = e.len;
         starts[nstarts++] = at - 1;
         at = e.prev;
     }
+    pthread_mutex_unlock(&h->lock);
     if (nstarts < want)
         goto answer; /* some are gone: nothing */
     n = want < max ? (size_t)want : max;
+    for (k = 0; k < n; k++)
+        total += lens[want - 1 - k];
     entries = calloc(n, sizeof(*entries));
     buf = malloc(total + 1);
     if (entries == NULL || buf == NULL) {
@@ -583,19 +597,21 @@ static int relay_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, vo
     }
     total = 0;
     for (k = 0; k < n; k++) {
-        uint64_t start = starts[want - 1 - k];
-        host_entry_t e;
-        ring_get(h, start, &e, sizeof(e));
-        ring_get(h, start + sizeof(e) + e.chanlen, buf + total, e.len);
-        entries[k].offset = e.offset;
+        size_t len = lens[want - 1 - k];
+        ring_get(h, starts[want - 1 - k] + sizeof(host_entry_t) + namelen, buf + total, len);
+        entries[k].offset = from + k;
         entries[k].payload = buf + total;
-        entries[k].len = e.len;
-        total += e.len;
+        entries[k].len = len;
+        total += len;
     }
+    /* The oldest copied entry is still in the log, so is every later one. */
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (starts[want - 1] < __atomic_load_n(&h->tail, __ATOMIC_ACQUIRE))
+        n = 0;
 answer:
-    pthread_mutex_unlock(&h->lock);
     bus_core_fetched(b, ctx, ok, h->epoch, last, entries, n);
     free(starts);
+    free(lens);
     free(name);
     free(entries);
     free(buf);
