@@ -846,6 +846,25 @@ void bus_free(bus_t *b)
 
 void bus_set_hooks(bus_t *b, const bus_hooks_t *hooks) { b->hooks = *hooks; }
 
+/* Answer a subscribe to c, which s is on already, at once with where s
+ * stands (no position while its first subscribe is still being
+ * answered); recovered only when since is exactly that position. */
+static void bus_answer_again(bus_t *b, bus_channel_t *c, session_t *s, const char *since_epoch,
+                             uint64_t since_offset, int64_t token, int detail)
+{
+    ssize_t j = bus_sub_index(c, s);
+    const bus_sub_t *st = j >= 0 ? &c->st[j] : NULL;
+    int placed = st != NULL && st->state == BUS_SUB_LIVE && st->known && c->epoch[0] != '\0';
+    int recovered = -1;
+
+    if (token < 0 || b->hooks.on_joined == NULL)
+        return;
+    if (since_epoch != NULL)
+        recovered = placed && strcmp(since_epoch, c->epoch) == 0 && since_offset == st->pos;
+    b->hooks.on_joined(b->hooks.joined_arg, s, c->name, token, placed ? c->epoch : NULL,
+                       placed ? st->pos : 0, recovered, detail);
+}
+
 /* Join s to channel; from NULL announces the join, else the session moves
  * from that worker (handoff) and its count moves silently. since_epoch:
  * recover from (since_epoch, since_offset); token: the call to answer. */
@@ -860,17 +879,7 @@ static int bus_join(bus_t *b, session_t *s, const char *channel, const char *fro
 
     for (i = 0; i < s->nsubs; i++) {
         if (strcmp(s->subs[i]->name, channel) == 0) {
-            ssize_t j = bus_sub_index(s->subs[i], s);
-            c = s->subs[i];
-            if (j >= 0 && c->st[j].token < 0 && token >= 0 && b->hooks.on_joined != NULL)
-                b->hooks.on_joined(b->hooks.joined_arg, s, c->name, token,
-                                   c->st[j].known ? c->epoch : NULL, c->st[j].pos,
-                                   since_epoch == NULL ? -1
-                                   : c->st[j].known && strcmp(since_epoch, c->epoch) == 0 &&
-                                           since_offset == c->st[j].pos
-                                       ? 1
-                                       : 0,
-                                   detail);
+            bus_answer_again(b, s->subs[i], s, since_epoch, since_offset, token, detail);
             return 1;
         }
     }

@@ -287,6 +287,18 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         });
     }
 
+    test('a second subscribe sent before the first is answered is answered too', async (t) => {
+        const url = unique('twice');
+        const c = await a.pushClient(t);
+        // Redis holds the first one's SUBSCRIBE while the second arrives.
+        await redisCommand(redis.url, 'CLIENT', 'PAUSE', '500', 'ALL');
+        const [first, second] = await Promise.all([c.invoke('subscribe', url, {}),
+            sleep(100).then(() => c.invoke('subscribe', url, {}))]);
+        assert.strictEqual(first[0], null);
+        assert.match(first[1].epoch, /^[0-9a-f]+$/);
+        assert.strictEqual(second[0], null, 'answered, with or without a position yet');
+    });
+
     test('after a Redis flush: recovered false, nothing replayed; live subscribers are told',
         async (t) => {
             const url = unique('flush');
