@@ -107,6 +107,7 @@ struct store {
     /* Idempotent writes: the wall-clock ms after which the next one sweeps
      * expired markers (__atomic; 0: sweep and create the index first). */
     int64_t once_next_sweep;
+    int once_indexed; /* until_1 exists (tried again at each sweep until it does) */
 
     /* Failures whose details stay in the log: each gets an id the client
      * is given instead (error_hidden). */
@@ -320,9 +321,16 @@ static json_t *error_hidden(store_t *st, error_code_t code, const char *what,
  * no server / connection trouble -> Unavailable, duplicate key -> Conflict
  * (with errors.<path> when the path is known), anything else ->
  * DatabaseError. reply may be NULL. */
+/* Set on the DB thread when a failure left it unknown whether the server
+ * did the operation (the connection broke after it was sent): an
+ * idempotent write then keeps its claim (run_once). */
+static _Thread_local int store_outcome_unknown;
+
 static json_t *error_from_mongoc(store_t *st, const model_t *m, const bson_error_t *e,
                                  const bson_t *reply)
 {
+    if (e->domain == MONGOC_ERROR_STREAM)
+        store_outcome_unknown = 1;
     if (e->domain == MONGOC_ERROR_SERVER_SELECTION || e->domain == MONGOC_ERROR_STREAM ||
         (e->domain == MONGOC_ERROR_SERVER && server_code_unavailable(e->code)))
         return error_hidden(st, ERROR_UNAVAILABLE, "database unavailable", e);
@@ -1072,6 +1080,7 @@ static void job_run_op(store_t *st, mongoc_client_t *client, job_t *job)
 #define ONCE_MAX_POLL_MS 1000 /* doubling up to this */
 #define ONCE_SWEEP_MS 60000   /* how often a store removes expired markers */
 #define ONCE_MAX_DEPTH 256    /* a stored answer's JSON nesting (max_json_depth's cap) */
+#define ONCE_MAX_ANSWER (1 << 20) /* a longer answer is kept as a Conflict saying so */
 
 static int64_t store_now_ms(void);
 
@@ -1121,6 +1130,26 @@ static void once_answer_key(const job_t *job, char out[68])
     snprintf(out, 68, "%s/a", job->once_key);
 }
 
+/* A warning about one request, through the store's log limit (a client
+ * sends as many requests as it likes). */
+static void once_warn(store_t *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void once_warn(store_t *st, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    int log_it;
+
+    pthread_mutex_lock(&st->mu);
+    log_it = log_limit_take(&st->error_log, 10);
+    pthread_mutex_unlock(&st->mu);
+    if (!log_it)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    log_warning("store: %s", line);
+}
+
 /* Every so often (ONCE_SWEEP_MS per store), remove the documents past
  * their `until`; the first time, also make sure `until` is indexed.
  * Failures are logged only: expired documents count as absent anyway. */
@@ -1133,7 +1162,7 @@ static void once_sweep(store_t *st, mongoc_collection_t *coll, int64_t now)
     if (now < next || !__atomic_compare_exchange_n(&st->once_next_sweep, &next, now + ONCE_SWEEP_MS,
                                                    0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         return;
-    if (next == 0) {
+    if (!__atomic_load_n(&st->once_indexed, __ATOMIC_RELAXED)) {
         /* A plain index: FerretDB 1.24 has no TTL indexes
          * (expireAfterSeconds is "not implemented yet"). */
         bson_t cmd = BSON_INITIALIZER, indexes, spec, key;
@@ -1149,6 +1178,8 @@ static void once_sweep(store_t *st, mongoc_collection_t *coll, int64_t now)
         if (!mongoc_collection_write_command_with_opts(coll, &cmd, NULL, &reply, &e))
             log_warning("store: cannot create index until_1 on %s.%s: %s", st->dbname,
                         STORE_REQUESTS, e.message);
+        else
+            __atomic_store_n(&st->once_indexed, 1, __ATOMIC_RELAXED);
         bson_destroy(&reply);
         bson_destroy(&cmd);
     }
@@ -1282,16 +1313,29 @@ static void once_answer(store_t *st, mongoc_collection_t *coll, job_t *job, int6
     char akey[68];
     size_t len;
     char *text = json_dump(answer, &len);
+    int ok = job->error == NULL;
 
-    if (!text || len > INT32_MAX) {
-        log_warning("store: out of memory recording request %s", job->once_id);
+    if (text != NULL && len > ONCE_MAX_ANSWER) {
+        /* A retry is told the request was done, not sent a large copy of
+         * its answer: a client does not fill this collection with its
+         * documents. */
+        json_t *note = error_new(ERROR_CONFLICT, NULL,
+                                 "request %s was done already; its answer was too large to keep "
+                                 "(read the document again)",
+                                 job->once_id);
         free(text);
+        text = note != NULL ? json_dump(note, &len) : NULL;
+        json_free(note);
+        ok = 0;
+    }
+    if (text == NULL) {
+        log_debug("store: out of memory recording request %s", job->once_id);
         return;
     }
     once_answer_key(job, akey);
     BSON_APPEND_UTF8(&doc, "_id", akey);
     BSON_APPEND_UTF8(&doc, "o", job->once_token);
-    BSON_APPEND_BOOL(&doc, "ok", job->error == NULL);
+    BSON_APPEND_BOOL(&doc, "ok", ok);
     bson_append_utf8(&doc, "r", 1, text, (int)len);
     BSON_APPEND_DATE_TIME(&doc, "until", at + (int64_t)job->window_s * 1000);
     {
@@ -1308,7 +1352,7 @@ static void once_answer(store_t *st, mongoc_collection_t *coll, job_t *job, int6
             bson_append_document_end(&old, &lt);
             if (!mongoc_collection_delete_one(coll, &old, NULL, &reply, &e) ||
                 once_insert(st, coll, job, &doc) == 0)
-                log_warning("store: request %s was answered twice", job->once_id);
+                once_warn(st, "request %s was answered twice", job->once_id);
             bson_destroy(&reply);
             bson_destroy(&old);
         }
@@ -1316,7 +1360,7 @@ static void once_answer(store_t *st, mongoc_collection_t *coll, job_t *job, int6
         job->error = kept;
     }
     if (error != NULL) /* its details are logged under its id */
-        log_warning("store: the answer of request %s was not kept (%s): a retry after its "
+        once_warn(st, "the answer of request %s was not kept (%s): a retry after its "
                     "lease writes again",
                     job->once_id,
                     json_get_string(error, "message") ? json_get_string(error, "message") : "?");
@@ -1334,14 +1378,14 @@ static int once_transient(const json_t *error)
 }
 
 /* The answer the database holds becomes job's. */
-static void once_replay(job_t *job, const once_doc_t *answer)
+static void once_replay(store_t *st, job_t *job, const once_doc_t *answer)
 {
     char why[128];
     json_t *v = json_parse(answer->r ? answer->r : "", answer->r ? answer->rlen : 0, ONCE_MAX_DEPTH,
                            why, sizeof why);
 
     if (!v) {
-        log_warning("store: the stored answer of request %s cannot be read: %s", job->once_id, why);
+        once_warn(st, "the stored answer of request %s cannot be read: %s", job->once_id, why);
         job->error = error_new(ERROR_DATABASE, NULL, "database error: unreadable stored answer");
         return;
     }
@@ -1394,12 +1438,23 @@ static void run_once(store_t *st, mongoc_client_t *client, job_t *job)
     once_answer_key(job, akey);
     once_sweep(st, coll, now);
     for (int i = 0; i < ONCE_CLAIMS; i++, claim = 1) {
-        int rc = claim ? once_claim(st, coll, job, now) : 0;
+        int rc;
+        /* The lease runs from the claim, not from the start of this pass
+         * (the sweep and the reads before it take time). */
+        now = wall_ms();
+        rc = claim ? once_claim(st, coll, job, now) : 0;
         if (rc < 0)
             goto out;
         if (rc == 1) {
+            store_outcome_unknown = 0;
             job_run_op(st, client, job);
-            if (job->error && once_transient(job->error))
+            if (job->error && once_transient(job->error) && store_outcome_unknown)
+                /* It may have been written: a retry waits for the lease
+                 * to end rather than write it again now. */
+                log_debug("store: request %s may have been written; its claim stays until "
+                          "its lease ends",
+                          job->once_id);
+            else if (job->error && once_transient(job->error))
                 once_remove(st, coll, job->once_key, job->once_token);
             else
                 once_answer(st, coll, job, now);
@@ -1408,7 +1463,7 @@ static void run_once(store_t *st, mongoc_client_t *client, job_t *job)
         /* Claimed already: answered (the common retry), or not yet. */
         rc = once_read(st, coll, job, akey, &d);
         if (rc == 1 && d.until > now)
-            once_replay(job, &d);
+            once_replay(st, job, &d);
         free(d.r);
         if (rc < 0 || job->replayed || job->error)
             goto out;

@@ -509,6 +509,24 @@ test('a window shorter than a lease: past it, a retry is a new request at once',
         assert.strictEqual((await db.find('items', { batch: 'short' })).length, 2);
     });
 
+test('an answer too large to keep is not copied into dnoded_requests: a retry is told the ' +
+    'request was done', { skip }, async (t) => {
+    const d = await startDnoded({ services, models: MODELS,
+        config: { max_message_size: '4m', max_reply_bytes: '8m' } }, t);
+    const c = await client(t, { server: d });
+    const opt = { type: 'slow', requestId: rid() };
+    const title = `big ${crypto.randomUUID()} ${'x'.repeat(1100 * 1024)}`;
+    const first = ok(await call(c, 'create', { title }, opt));
+    const err = refused(await call(c, 'create', { title }, opt), 'Conflict');
+    assert.match(err.message, /done already.*too large to keep/);
+    assert.strictEqual((await db.find('slows', { title })).length, 1, 'written once');
+    const kept = (await db.find(REQUESTS, {})).filter((m) => typeof m.r === 'string' &&
+        (m.r.includes(first._id) || m.r.includes(opt.requestId)));
+    assert.strictEqual(kept.length, 1, 'one answer kept for the request');
+    assert.strictEqual(kept[0].ok, false);
+    assert.ok(kept[0].r.length < 1024, `no megabyte copy kept (${kept[0].r.length} bytes)`);
+});
+
 test('idempotency_window = 0 remembers nothing', { skip }, async (t) => {
     const d = await startDnoded({ services, models: MODELS,
         config: { idempotency_window: 0 } }, t);
