@@ -188,9 +188,15 @@ void conn_end(conn_t *c, conn_close_t why, const char *detail)
     if (c->closing)
         return;
     /* A moved connection is the adopter's now: no goodbye from here. */
-    if (c->io != NULL && c->io->close_after != NULL && !c->moved && c->bev != NULL)
+    if (c->io != NULL && c->io->close_after != NULL && !c->moved && c->bev != NULL) {
         c->io->close_after(c, why, detail);
-    else
+        return;
+    }
+    /* No goodbye: what a batch holds for c (the report of why, the replies
+     * before it) is written first, as far as the socket takes it. */
+    if (!c->moved && c->bev != NULL)
+        conn_flush(c);
+    if (!c->closing)
         conn_close(c, why, detail);
 }
 

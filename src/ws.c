@@ -246,7 +246,8 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
     int n;
 
     (void)flags;
-    if (c->s->bev == NULL || c->s->closing || c->s->paused) {
+    /* Finishing: our close frame is queued, nothing more is read. */
+    if (c->s->bev == NULL || c->s->closing || c->s->paused || c->finishing) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
         return -1;
     }
@@ -309,7 +310,7 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
     ws_conn_t *c = user;
     conn_t *s = c->s;
 
-    if (s->closing)
+    if (s->closing || c->finishing) /* ended: the rest of the read is not carried out */
         return;
     switch (arg->opcode) {
     case WSLAY_TEXT_FRAME:

@@ -10,8 +10,9 @@ const assert = require('node:assert');
 const net = require('node:net');
 
 const { startDnoded, sleep } = require('../lib/harness');
+const { WsConn, OP } = require('../lib/raw_http');
 const { getServices } = require('../lib/services');
-const { findProgram } = require('../lib/proc');
+const { findProgram, waitFor } = require('../lib/proc');
 
 const MAX_MESSAGE = 16384;
 const MAX_OUTPUT = 65536;
@@ -167,6 +168,41 @@ test('malformed JSON is reported to the client and the session carries on', { sk
         assert.deepStrictEqual(await c.invoke('subscribe', '/after-garbage'), [null]);
         assert.strictEqual(c.isClosed, false);
     });
+
+test('past max_invalid_messages the client is told why before the connection closes, over ' +
+    'TCP and WebSocket, and nothing after that in the same read is carried out', { skip },
+async (t) => {
+    const e = await startDnoded({ services, config: { max_invalid_messages: 2 } }, t);
+    const url = '/invalid/after';
+    // Sees a subscribed(url, n) push for every session that joins url.
+    const observer = await e.pushClient(t);
+    assert.deepStrictEqual(await observer.invoke('subscribe', url), [null]);
+    const c = await e.pushClient(t, { methods: { error() {} } });
+    c.sendRaw(`junk 1\njunk 2\njunk 3\n${JSON.stringify(c.request('subscribe', [url]))}\n`);
+    await waitFor(() => c.isClosed, { what: 'the connection closed' });
+    const reports = callsOf(c, 'error').map((m) => m.args[0].message);
+    assert.ok(reports.some((m) => /too many invalid messages/.test(m)),
+        `told why: ${JSON.stringify(reports)}`);
+    // Over WebSocket: a close frame (1008) after the same report.
+    const ws = await WsConn.open(e.port);
+    t.after(() => ws.close());
+    await ws.nextFrame('the methods message');
+    for (const body of ['junk 1', 'junk 2', 'junk 3',
+        JSON.stringify({ method: 'subscribe', arguments: [url], callbacks: {} })]) {
+        ws.sendText(body);
+    }
+    let closeCode = null;
+    for (let i = 0; i < 20 && closeCode === null; i++) {
+        const f = await ws.nextFrame('a frame');
+        if (f.opcode === OP.CLOSE) {
+            closeCode = f.payload.readUInt16BE(0);
+        }
+    }
+    assert.strictEqual(closeCode, 1008);
+    await sleep(300);
+    assert.deepStrictEqual(callsOf(observer, 'subscribed').map((m) => m.args[1]), [1],
+        'neither subscribe after the junk ran');
+});
 
 test('a bad callbacks map or a bad method field is refused the same way', { skip },
     async (t) => {
