@@ -98,12 +98,14 @@ static conn_t *open_conn(conn_env_t *env, int fd, const char *peer, const char *
             evutil_closesocket(fd);
             return NULL;
         }
-        /* From here libevent owns ssl and, through the socket BIO it makes
-         * with BEV_OPT_CLOSE_ON_FREE, fd: it frees both on failure too. */
+        /* From here libevent owns ssl, and with BEV_OPT_CLOSE_ON_FREE the
+         * fd once the bufferevent exists. When it cannot make one it frees
+         * ssl, but its socket BIO does not close fd: we do. */
         bev = bufferevent_openssl_socket_new(env->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                              BEV_OPT_CLOSE_ON_FREE);
         if (bev == NULL) {
             log_error("cannot set up a TLS connection %s %s", what, peer);
+            evutil_closesocket(fd);
             return NULL;
         }
         /* A client that closes without close_notify has ended, not failed:

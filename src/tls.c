@@ -101,10 +101,23 @@ static void tls_note_certificate(tls_t *t)
     }
 }
 
+/* OpenSSL asks for a passphrase (an encrypted key): none is given, and
+ * *arg (an int) notes that it was asked. */
+static int tls_no_passphrase(char *buf, int size, int rwflag, void *arg)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    if (arg != NULL)
+        *(int *)arg = 1;
+    return 0;
+}
+
 tls_t *tls_load(const config_t *cfg, int needed, char *err, size_t errlen)
 {
     const char *cert = cfg->tls_certificate, *key = cfg->tls_certificate_key;
     int have_cert = cert != NULL && cert[0] != '\0', have_key = key != NULL && key[0] != '\0';
+    int asked_passphrase = 0;
     tls_t *t = calloc(1, sizeof(*t));
 
     if (t == NULL) {
@@ -150,6 +163,11 @@ tls_t *tls_load(const config_t *cfg, int needed, char *err, size_t errlen)
      * generation; a per-process session cache would not span workers and
      * would hold memory a handshake flood can fill. */
     SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_OFF);
+    /* Never a passphrase prompt: OpenSSL's default reads one from the
+     * terminal, which would stop the master in a reload. An encrypted key
+     * is refused instead. */
+    SSL_CTX_set_default_passwd_cb(t->ctx, tls_no_passphrase);
+    SSL_CTX_set_default_passwd_cb_userdata(t->ctx, &asked_passphrase);
     if (SSL_CTX_use_certificate_chain_file(t->ctx, cert) != 1) {
         tls_error(err, errlen, "tls_certificate", cert);
         goto fail;
@@ -158,8 +176,10 @@ tls_t *tls_load(const config_t *cfg, int needed, char *err, size_t errlen)
         int mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
 
         tls_error(err, errlen,
-                  mismatch ? "tls_certificate_key does not match tls_certificate:"
-                           : "tls_certificate_key",
+                  mismatch           ? "tls_certificate_key does not match tls_certificate:"
+                  : asked_passphrase ? "tls_certificate_key is encrypted (dnoded needs it "
+                                       "unencrypted, readable by root only):"
+                                     : "tls_certificate_key",
                   key);
         goto fail;
     }
@@ -167,6 +187,7 @@ tls_t *tls_load(const config_t *cfg, int needed, char *err, size_t errlen)
         tls_error(err, errlen, "tls_certificate_key does not match tls_certificate:", key);
         goto fail;
     }
+    SSL_CTX_set_default_passwd_cb_userdata(t->ctx, NULL); /* asked_passphrase is local */
     tls_note_certificate(t);
     return t;
 fail:

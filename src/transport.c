@@ -208,8 +208,7 @@ static int transport_over_ip_limit(const transport_t *t, const char *peer)
     const config_t *cfg = t->env->cfg;
 
     return cfg->max_connections_per_ip > 0 &&
-           conn_env_count_from(t->env, peer) >= cfg->max_connections_per_ip &&
-           !addr_peer_allowed(peer, cfg->connection_limit_exempt, cfg->nconnection_limit_exempt);
+           conn_env_count_from(t->env, peer) >= cfg->max_connections_per_ip;
 }
 
 /* Whether peer's address (for IPv6, its /64) has used up
@@ -217,8 +216,9 @@ static int transport_over_ip_limit(const transport_t *t, const char *peer)
  * on this worker: a client
  * reconnecting in a loop, or making us do TLS handshakes (each costs the
  * server a signature and a key exchange) as fast as it can, gets refused
- * at accept. connection_limit_exempt addresses never are. */
-static int transport_over_rate(transport_t *t, const struct sockaddr *sa, const char *peer)
+ * at accept. The caller skips connection_limit_exempt addresses, which so
+ * take no tokens from the addresses sharing their slot. */
+static int transport_over_rate(transport_t *t, const struct sockaddr *sa)
 {
     const config_t *cfg = t->env->cfg;
     double rate = (double)cfg->max_connection_rate_per_ip, burst = 2 * rate;
@@ -251,7 +251,7 @@ static int transport_over_rate(transport_t *t, const struct sockaddr *sa, const 
         r->tokens -= 1;
         return 0;
     }
-    return !addr_peer_allowed(peer, cfg->connection_limit_exempt, cfg->nconnection_limit_exempt);
+    return 1;
 }
 
 static void transport_accept(transport_t *t, evutil_socket_t fd, struct sockaddr *sa, int tls)
@@ -267,10 +267,14 @@ static void transport_accept(transport_t *t, evutil_socket_t fd, struct sockaddr
         why = "worker is stopping";
     else if (t->env->nconns >= cfg->max_connections)
         why = "max_connections reached";
-    else if (transport_over_ip_limit(t, peer))
-        why = "max_connections_per_ip reached";
-    else if (transport_over_rate(t, sa, peer))
-        why = "max_connection_rate_per_ip reached";
+    else if ((cfg->max_connections_per_ip > 0 || cfg->max_connection_rate_per_ip > 0) &&
+             !addr_peer_allowed(peer, cfg->connection_limit_exempt,
+                                cfg->nconnection_limit_exempt)) {
+        if (transport_over_ip_limit(t, peer))
+            why = "max_connections_per_ip reached";
+        else if (transport_over_rate(t, sa))
+            why = "max_connection_rate_per_ip reached";
+    }
     if (why != NULL) {
         time_t now = time(NULL);
 

@@ -298,6 +298,13 @@ test('dnoded -t refuses missing, unreadable or mismatched certificate and key fi
             [{ tls_certificate: a.cert, tls_certificate_key: a.key, tls_protocols: 'SSLv3' },
                 /tls_protocols/],
         ];
+        // An encrypted key: refused at once, never a passphrase prompt (the
+        // check runs with a terminal-less stdin that would not answer).
+        const encrypted = path.join(ca.dir, 'encrypted.key');
+        require('node:child_process').execFileSync('openssl', ['pkey', '-in', a.key, '-aes256',
+            '-passout', 'pass:secret', '-out', encrypted]);
+        cases.push([{ tls_certificate: a.cert, tls_certificate_key: encrypted },
+            /tls_certificate_key is encrypted/]);
         for (const [keys, re] of cases) {
             const r = check(keys);
             assert.strictEqual(r.code, 1, `${JSON.stringify(keys)} was accepted`);
