@@ -574,10 +574,10 @@ int conn_begin_dnode(conn_t *c)
 
 void conn_close(conn_t *c, conn_close_t why, const char *detail)
 {
-    if (c->tls && !c->closing && !conn_tls_established(c))
-        c->env->stats->tls_handshakes_failed++;
     if (c->closing)
         return;
+    if (c->tls && !conn_tls_established(c))
+        c->env->stats->tls_handshakes_failed++;
     c->closing = 1;
     /* The address may connect again as soon as this one is closing. */
     conn_addr_count(c->env, c->peer, -1);
