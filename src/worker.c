@@ -39,6 +39,12 @@
  * a request the client sent before we closed is still answered. (One sent
  * in the instant between this check and close(2) cannot be; the protocol
  * has no way to announce the close first.) s is c's session, or NULL. */
+/* A TLS connection's keys live in this process' OpenSSL state and cannot
+ * move: a session, or a connection still in its handshake or before its
+ * first bytes, stays with a retiring worker (an HTTPS one closes when
+ * idle). */
+static int worker_keeps(const conn_t *c) { return c->tls && c->kind != CONN_HTTP; }
+
 static void worker_idle(worker_t *w, conn_t *c, session_t *s)
 {
     if (!conn_quiet(c))
@@ -48,7 +54,7 @@ static void worker_idle(worker_t *w, conn_t *c, session_t *s)
      * before its first bytes, stays here, served as before (pushes
      * included), until the client leaves or the stop deadline
      * (shutdown_timeout) closes it. An HTTPS connection closes when idle. */
-    if (w->retiring && c->tls && c->kind != CONN_HTTP)
+    if (w->retiring && worker_keeps(c))
         return;
     if (w->retiring && !c->unmovable && !c->tls) {
         int rc;
@@ -154,7 +160,7 @@ static void worker_stop_check_cb(evutil_socket_t fd, short what, void *arg)
     /* A handoff refused for a full channel is tried again here. */
     if (w->retiring)
         for (c = w->conns.conns; c != NULL; c = c->next)
-            if (!c->closing && !c->moved && !c->held && !c->unmovable)
+            if (!c->closing && !c->moved && !c->held && !c->unmovable && !worker_keeps(c))
                 worker_drain(w, c);
     if (w->conns.nconns == 0 && (w->store == NULL || store_pending(w->store) == 0))
         event_base_loopexit(w->base, NULL);
@@ -205,9 +211,10 @@ static void worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
         log_warning("stop deadline reached: closing %zu sessions", w->conns.nconns);
     for (c = w->conns.conns; c != NULL; c = c->next)
         conn_close(c, CONN_CLOSE_SHUTDOWN,
-                   w->retiring && c->tls ? "reload: a TLS session stays with its worker until "
-                                           "shutdown_timeout, which has passed"
-                                         : "server stopping");
+                   w->retiring && worker_keeps(c)
+                       ? "reload: a TLS session stays with its worker until "
+                         "shutdown_timeout, which has passed"
+                       : "server stopping");
     event_base_loopexit(w->base, NULL);
 }
 
@@ -258,7 +265,7 @@ void worker_retire(worker_t *w)
         conn_t *c;
 
         for (c = w->conns.conns; c != NULL; c = c->next)
-            ntls += c->tls && c->kind != CONN_HTTP;
+            ntls += worker_keeps(c);
         log_info("retiring: handing %zu sessions to the new generation%s", w->conns.nconns - ntls,
                  ntls > 0 ? "; TLS sessions stay here until they end or shutdown_timeout" : "");
     }
