@@ -1081,6 +1081,7 @@ static void job_run_op(store_t *st, mongoc_client_t *client, job_t *job)
 #define ONCE_SWEEP_MS 60000   /* how often a store removes expired markers */
 #define ONCE_MAX_DEPTH 256    /* a stored answer's JSON nesting (max_json_depth's cap) */
 #define ONCE_MAX_ANSWER (1 << 20) /* a longer answer is kept as a Conflict saying so */
+#define STORE_MAX_PARKED 256      /* retries waiting for their first attempt, per store */
 
 static int64_t store_now_ms(void);
 
@@ -1781,12 +1782,18 @@ static int job_park(store_t *st, job_t *job)
 static void job_deliver(store_t *st, job_t *job)
 {
     if (job->park_ms > 0) {
-        if (!st->closing && job_park(st, job) == 0)
+        /* Each parked job polls the database: a client pipelining retries
+         * of running requests gets no more than STORE_MAX_PARKED of them
+         * waiting on this worker. */
+        int full = st->nparked >= STORE_MAX_PARKED;
+        if (!st->closing && !full && job_park(st, job) == 0)
             return;
         job->park_ms = 0;
-        job->error =
-            error_new(ERROR_UNAVAILABLE, NULL,
-                      st->closing ? "database unavailable: shutting down" : "out of memory");
+        job->error = error_new(ERROR_UNAVAILABLE, NULL, "%s",
+                               st->closing ? "database unavailable: shutting down"
+                               : full      ? "too many retries wait for their first attempt; "
+                                             "retry later"
+                                           : "out of memory");
         if (!job->error)
             job->error = json_object(); /* still an error, never a success */
     }
