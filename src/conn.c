@@ -176,11 +176,7 @@ void conn_drop_slow(conn_t *c, conn_close_t why, const char *detail)
     conn_soft_clear(c);
     c->env->stats->slow_consumers++;
     conn_log_client(LOG_LEVEL_WARNING, c, "%s: disconnecting", detail);
-    /* A moved connection is the adopter's now: no goodbye from here. */
-    if (c->io != NULL && c->io->close_after != NULL && !c->moved)
-        c->io->close_after(c, why, detail);
-    else
-        conn_close(c, why, detail);
+    conn_end(c, why, detail);
 }
 
 void conn_end(conn_t *c, conn_close_t why, const char *detail)
