@@ -52,7 +52,11 @@ static void api_reply(session_t *s, int64_t fn, json_t *value)
         return;
     }
     args = json_array();
-    if (args == NULL || json_array_append(args, value != NULL ? value : json_null()) < 0) {
+    if (args == NULL) {
+        json_free(value);
+        return;
+    }
+    if (json_array_append(args, value) < 0) {
         json_free(args);
         return;
     }
