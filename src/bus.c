@@ -136,7 +136,6 @@ static char *bus_envelope(bus_t *b, const char *method, int change, const json_t
 {
     static const char head[] = "{\"v\":1,\"m\":";
     json_buf_t jb = {NULL, 0, 0};
-    char num[32];
     int rc;
 
     /* Written straight into one buffer: no copy of doc and opt into a tree. */
@@ -158,8 +157,8 @@ static char *bus_envelope(bus_t *b, const char *method, int change, const json_t
             rc = rc < 0 ? rc : json_dump_append(&jb, old);
         }
     } else {
-        int n = snprintf(num, sizeof(num), ",\"n\":%lld", (long long)online);
-        rc = rc < 0 ? rc : json_buf_append(&jb, num, (size_t)n);
+        rc = rc < 0 ? rc : json_buf_append(&jb, ",\"n\":", 5);
+        rc = rc < 0 ? rc : json_buf_int(&jb, online);
     }
     rc = rc < 0 ? rc : json_buf_append(&jb, ",\"origin\":", 10);
     rc = rc < 0 ? rc : json_dump_string(&jb, b->origin, strlen(b->origin));
@@ -492,7 +491,7 @@ static int bus_fetch(bus_t *b, bus_channel_t *c, session_t *s, const char *since
     f->s = s != NULL ? session_ref(s) : NULL;
     f->from = from;
     if (since_epoch != NULL)
-        snprintf(f->since_epoch, sizeof(f->since_epoch), "%s", since_epoch);
+        bus_copy(f->since_epoch, sizeof(f->since_epoch), since_epoch);
     if (s == NULL && from == BUS_FROM_POSITION)
         c->positioning = 1;
     else if (s == NULL)
@@ -553,7 +552,7 @@ static void bus_new_epoch(bus_t *b, bus_channel_t *c, const char *epoch, uint64_
     size_t i;
 
     log_info("bus: the history of '%s' was lost (epoch %s -> %s)", c->name, c->epoch, epoch);
-    snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
+    bus_copy(c->epoch, sizeof(c->epoch), epoch);
     c->last = offset;
     for (i = 0; i < c->nsubs; i++)
         if (c->st[i].state != BUS_SUB_RECOVERING && c->st[i].known)
@@ -598,7 +597,7 @@ static void bus_fetched_channel(bus_t *b, bus_channel_t *c, bus_fetch_t *f, int 
     if (!c->known) {
         if (strcmp(epoch, c->epoch) == 0 && c->last > last)
             last = c->last; /* live changes came before the answer */
-        snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
+        bus_copy(c->epoch, sizeof(c->epoch), epoch);
         c->last = last;
         c->known = 1;
     } else if (strcmp(epoch, c->epoch) != 0) {
@@ -685,7 +684,7 @@ static void bus_fetched_session(bus_t *b, bus_channel_t *c, bus_fetch_t *f, int 
     /* Live changes this session skipped while its fetch was out: fetch on
      * until it has reached what the channel delivered. */
     if (st->pos < last || (strcmp(c->epoch, epoch) == 0 && c->last > st->pos)) {
-        snprintf(f->since_epoch, sizeof(f->since_epoch), "%s", epoch);
+        bus_copy(f->since_epoch, sizeof(f->since_epoch), epoch);
         if (bus_fetch(b, c, f->s, epoch, st->pos + 1) < 0) {
             st->state = BUS_SUB_LIVE;
             bus_answer(b, c, (size_t)k, 0);
@@ -719,7 +718,7 @@ static int bus_live_change(bus_t *b, bus_channel_t *c, const char *epoch, uint64
         /* The position is not known yet: take the live stream as it
          * comes; the answer to the position settles it. */
         if (strcmp(epoch, c->epoch) != 0) {
-            snprintf(c->epoch, sizeof(c->epoch), "%s", epoch);
+            bus_copy(c->epoch, sizeof(c->epoch), epoch);
             c->last = 0;
         }
         if (offset > c->last)
@@ -942,7 +941,7 @@ static int bus_join(bus_t *b, session_t *s, const char *channel, const char *fro
     if (!c->known && !c->positioning && !c->fetching && b->ops->position != NULL &&
         b->ops->position(b, c, ep, sizeof(ep), &last)) {
         /* Known at once (the relay): no fetch, nothing to allocate. */
-        snprintf(c->epoch, sizeof(c->epoch), "%s", ep);
+        bus_copy(c->epoch, sizeof(c->epoch), ep);
         c->last = last > c->last ? last : c->last;
         c->known = 1;
         st = &c->st[c->nsubs - 1];

@@ -516,7 +516,7 @@ static int relay_position(bus_t *b, const bus_channel_t *c, char *epoch, size_t 
             return 0;
         if (k == key) {
             *last = __atomic_load_n(&s->offset, __ATOMIC_ACQUIRE);
-            snprintf(epoch, epochlen, "%s", h->epoch);
+            bus_copy(epoch, epochlen, h->epoch);
             return 1;
         }
     }

@@ -1042,8 +1042,10 @@ static int direct_literal(direct_t *d, const char *word, size_t n)
 
 /* Parse buf into ps (set up as for yajl): 0 with ps->root set, or -1 with
  * whatever was built still hanging off ps->root (freed by the caller,
- * who then lets yajl decide). */
-static int direct_parse(parse_state_t *ps, const char *buf, size_t len)
+ * who then lets yajl decide). With used, the value may be followed by
+ * anything: *used gets the length of the value and the whitespace after
+ * it. */
+static int direct_parse(parse_state_t *ps, const char *buf, size_t len, size_t *used)
 {
     enum { VALUE, FIRST_VALUE, KEY, FIRST_KEY, AFTER } state = VALUE;
     direct_t d = {(const unsigned char *)buf, (const unsigned char *)buf, NULL, 0};
@@ -1061,7 +1063,9 @@ static int direct_parse(parse_state_t *ps, const char *buf, size_t len)
             const json_t *top;
 
             if (ps->depth == 0) {
-                rc = d.p == d.end ? 0 : -1; /* trailing bytes */
+                if (used != NULL)
+                    *used = (size_t)(d.p - (const unsigned char *)buf);
+                rc = used != NULL || d.p == d.end ? 0 : -1; /* trailing bytes */
                 break;
             }
             if (d.p == d.end)
@@ -1193,7 +1197,7 @@ static json_t *json_parse_opts(const char *buf, size_t len, size_t max_depth, in
     ps.root = NULL;
     ps.error = NULL;
     ps.drop_nul_keys = drop_nul_keys;
-    if (direct_parse(&ps, buf, len) == 0 && ps.root != NULL) {
+    if (direct_parse(&ps, buf, len, NULL) == 0 && ps.root != NULL) {
         if (ps.stack != ps.inline_stack)
             free(ps.stack);
         return ps.root;
@@ -1298,6 +1302,8 @@ static int buf_int(json_buf_t *b, int64_t i)
         *--p = '-';
     return buf_put(b, p, (size_t)(tmp + sizeof(tmp) - p));
 }
+
+int json_buf_int(json_buf_t *b, int64_t i) { return buf_int(b, i); }
 
 /* The shortest decimal form that reads back as the same double, as
  * JavaScript prints numbers (17 digits would always be exact but long). */
@@ -1447,6 +1453,29 @@ char *json_dump(const json_t *v, size_t *len)
     if (len != NULL)
         *len = b.len - 1;
     return b.data;
+}
+
+/* The first value of buf through the direct parser alone (see json.h). */
+json_t *json_parse_first(const char *buf, size_t len, size_t max_depth, size_t *used)
+{
+    parse_state_t ps;
+
+    ps.stack = ps.inline_stack;
+    ps.depth = 0;
+    ps.cap = PARSE_STACK_INLINE;
+    ps.max_depth = max_depth;
+    ps.root = NULL;
+    ps.error = NULL;
+    ps.drop_nul_keys = 0;
+    if (max_depth == 0 || len == 0 || direct_parse(&ps, buf, len, used) < 0 || ps.root == NULL) {
+        parse_state_reset(&ps);
+        if (ps.stack != ps.inline_stack)
+            free(ps.stack);
+        return NULL;
+    }
+    if (ps.stack != ps.inline_stack)
+        free(ps.stack);
+    return ps.root;
 }
 
 json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err, size_t errlen)

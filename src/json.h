@@ -57,6 +57,15 @@ struct json {
 json_t *json_parse(const char *buf, size_t len, size_t max_depth, char *err,
                    size_t errlen);
 
+/* The one value at the start of buf[0..len), which may be followed by
+ * anything: *used gets its length and that of the whitespace after it.
+ * Only well-formed input the fast one-pass reader takes is read (never
+ * anything json_parse would refuse); NULL says nothing more than "not
+ * read here", and the caller then parses the whole input with json_parse,
+ * which decides and words any error. max_depth as for json_parse, but 0
+ * reads nothing. */
+json_t *json_parse_first(const char *buf, size_t len, size_t max_depth, size_t *used);
+
 /* json_parse, but members whose key holds a NUL byte are left out instead
  * of failing the parse (to find a refused message's callbacks). */
 json_t *json_parse_lenient(const char *buf, size_t len, size_t max_depth, char *err,
@@ -88,6 +97,8 @@ int json_buf_append(json_buf_t *b, const char *s, size_t n);
 /* Append v as json_dump writes it; 0, or -1 on allocation failure (then
  * b->len says nothing useful, but b->data is still the caller's to free). */
 int json_dump_append(json_buf_t *b, const json_t *v);
+/* Append i in decimal; 0 or -1. */
+int json_buf_int(json_buf_t *b, int64_t i);
 /* Append s[0..len) as a JSON string, as json_dump writes strings; 0 or -1. */
 int json_dump_string(json_buf_t *b, const char *s, size_t len);
 

@@ -1,8 +1,11 @@
 /* fuzz_dnode: libFuzzer target for what a TCP client sends: the newline
  * framer (conn_frame_lines) fed in fragments, then the DNode codec on
  * each message. Checks that fragmenting never changes the messages found,
- * and that whatever dnode_parse accepts, dnode_build writes back to a line
- * that parses to the same call.
+ * that whatever dnode_parse accepts, dnode_build writes back to a line
+ * that parses to the same call, and that the reader of the common request
+ * shape agrees with the general one: the same line with one member more
+ * (which only the general reader takes, and which it ignores) must be
+ * accepted or refused alike, and read to the same call.
  *
  * Input: byte 0 picks max_message_size, byte 1 the JSON depth limit, bytes
  * 2-3 seed the fragment sizes; the rest is the byte stream. */
@@ -117,6 +120,48 @@ static void collect_callbacks(const json_t *v, cb_ids_t *c)
     }
 }
 
+/* The line again with a member "~x~":0 first in its object, which sends
+ * it to the general reader; 0 when the line is not an object with members. */
+static int check_general_agrees(const char *line, size_t len, size_t max_depth,
+                                const dnode_msg_t *msg, int rc)
+{
+    static const char extra[] = "\"~x~\":0,";
+    dnode_msg_t other;
+    char err[160], *copy;
+    size_t i = 0, j;
+    int rc2;
+
+    while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r' || line[i] == '\n'))
+        i++;
+    if (i == len || line[i] != '{')
+        return 0;
+    for (j = i + 1; j < len && (line[j] == ' ' || line[j] == '\t' || line[j] == '\r' ||
+                                line[j] == '\n');
+         j++)
+        ;
+    if (j == len || line[j] == '}')
+        return 0;
+    copy = malloc(len + sizeof(extra));
+    if (copy == NULL)
+        abort();
+    memcpy(copy, line, i + 1);
+    memcpy(copy + i + 1, extra, sizeof(extra) - 1);
+    memcpy(copy + i + sizeof(extra), line + i + 1, len - i - 1);
+    rc2 = dnode_parse(copy, len + sizeof(extra) - 1, max_depth, &other, err, sizeof(err));
+    if (rc2 != rc)
+        abort(); /* one reader took what the other refused */
+    if (rc == 0) {
+        if ((msg->method == NULL) != (other.method == NULL) ||
+            (msg->method != NULL && strcmp(msg->method, other.method) != 0) ||
+            msg->method_id != other.method_id || msg->ncallbacks != other.ncallbacks ||
+            !json_equal(msg->args, other.args))
+            abort();
+        dnode_msg_clear(&other);
+    }
+    free(copy);
+    return 1;
+}
+
 static void check_codec(const char *line, size_t len, size_t max_depth)
 {
     dnode_msg_t msg, again;
@@ -129,8 +174,10 @@ static void check_codec(const char *line, size_t len, size_t max_depth)
     if (dnode_parse(line, len, max_depth, &msg, err, sizeof(err)) < 0) {
         if (memchr(err, '\0', sizeof(err)) == NULL || err[0] == '\0')
             abort(); /* every refusal gives its reason */
+        check_general_agrees(line, len, max_depth, NULL, -1);
         return;
     }
+    check_general_agrees(line, len, max_depth, &msg, 0);
     if (msg.args == NULL || msg.args->type != JSON_ARRAY)
         abort();
     if ((msg.method == NULL) == (msg.method_id < 0))

@@ -595,6 +595,105 @@ START_TEST(test_bad_method_field)
 }
 END_TEST
 
+/* The common request shape is read without a tree for its envelope; the
+ * same message with one member more (which that reader leaves to the
+ * general one, and which the general one ignores) must come out the same:
+ * method, callbacks placed, arguments. */
+static void same_as_general(const char *line)
+{
+    char err[200] = "", other[1024];
+    dnode_msg_t a, b;
+    const char *brace = strchr(line, '{');
+    int rc;
+
+    ck_assert_ptr_nonnull(brace);
+    snprintf(other, sizeof(other), "%.*s{\"extra\":{\"a\":[1]},%s", (int)(brace - line), line,
+             brace + 1);
+    rc = dnode_parse(line, strlen(line), JSON_DEFAULT_MAX_DEPTH, &a, err, sizeof(err));
+    ck_assert_msg(rc == 0, "'%s' refused: %s", line, err);
+    rc = dnode_parse(other, strlen(other), JSON_DEFAULT_MAX_DEPTH, &b, err, sizeof(err));
+    ck_assert_msg(rc == 0, "'%s' refused: %s", other, err);
+    ck_assert_msg((a.method == NULL) == (b.method == NULL), "method kind differs for '%s'", line);
+    if (a.method != NULL)
+        ck_assert_str_eq(a.method, b.method);
+    ck_assert_int_eq(a.method_id, b.method_id);
+    ck_assert_uint_eq(a.ncallbacks, b.ncallbacks);
+    {
+        char *ga = json_dump(a.args, NULL), *gb = json_dump(b.args, NULL);
+        ck_assert_msg(json_equal(a.args, b.args), "'%s': %s, the general reader %s", line, ga,
+                      gb);
+        free(ga);
+        free(gb);
+    }
+    dnode_msg_clear(&a);
+    dnode_msg_clear(&b);
+}
+
+START_TEST(test_common_shape_same_as_general)
+{
+    dnode_msg_t msg;
+
+    same_as_general("{\"method\":\"subscribe\",\"arguments\":[\"/todos\",\"[Function]\"],"
+                    "\"callbacks\":{\"3\":[1]},\"links\":[]}");
+    same_as_general("{\"method\":\"read\",\"arguments\":[{\"type\":\"todo\"},\"[Function]\"],"
+                    "\"callbacks\":{\"12\":[\"1\"]},\"links\":[]}");
+    same_as_general(" { \"links\" : [ ] , \"callbacks\" : { \"7\" : [ 2 ] , \"8\" : [\"0\"] } ,"
+                    " \"arguments\" : [ \"[Function]\" , {\"a\":\"\\u00e9\\n\"}, 3 ] ,"
+                    " \"method\" : \"create\" }\r\n");
+    same_as_general("{\"method\":4,\"arguments\":[null,{\"ok\":true}]}");
+    same_as_general("{\"arguments\":[],\"method\":0,\"callbacks\":{}}");
+    /* The next free index appends; a later entry may then use it. */
+    same_as_general("{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"1\":[1],\"2\":[2]}}");
+    /* Two ids for one index: the later one stays, both are counted. */
+    same_as_general("{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"1\":[0],\"2\":[0]}}");
+    /* Ids with leading zeros, or given twice in two spellings. */
+    same_as_general("{\"method\":\"m\",\"arguments\":[1,2],\"callbacks\":{\"007\":[0],\"7\":[1]}}");
+    same_as_general("{\"method\":\"m\",\"arguments\":[1,2],\"callbacks\":{\"5\":[0],\"5\":[1]}}");
+    /* Shapes the fast reader leaves alone, read the same all the same. */
+    same_as_general("{\"method\":\"m\",\"arguments\":[{\"a\":[\"x\"]}],\"callbacks\":{\"1\":[0,\"a\",0]}}");
+    same_as_general("{\"method\":\"m\\u0061\",\"arguments\":[[1,[2,[3]]]]}");
+    same_as_general("{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"1\":[0],\"2\":[0],"
+                    "\"3\":[0],\"4\":[0],\"5\":[0],\"6\":[0],\"7\":[0],\"8\":[0],\"9\":[0]}}");
+    same_as_general("{\"method\":\"m\",\"arguments\":[1, 2],\"links\":[{\"from\":[0],\"to\":[1]}]}");
+
+    /* Near misses are refused with the general reader's reasons. */
+    parse_refused("{\"method\":\"m\",\"arguments\":[1]}x", "malformed JSON");
+    parse_refused("{\"method\":\"m\",\"arguments\":[1]]}", "malformed JSON");
+    parse_refused("{\"method\":\"m\",\"arguments\":[1],}", "malformed JSON");
+    parse_refused("{\"method\":\"m\",\"arguments\":[1,]}", "malformed JSON");
+    parse_refused("{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"1\":[01]}}",
+                  "malformed JSON");
+    parse_refused("{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"1\":[2]}}",
+                  "invalid path for callback 1");
+    parse_refused("{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"1\":[\"01\"]}}",
+                  "invalid path for callback 1");
+    parse_refused("{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"x\":[0]}}",
+                  "invalid callback id");
+    parse_refused("{\"method\":\"\",\"arguments\":[1]}", "invalid method name");
+    parse_refused("{\"method\":01,\"arguments\":[1]}", "malformed JSON");
+    parse_refused("{\"method\":\"m\",\"arguments\":{}}", "arguments must be an array");
+    {
+        /* The nesting limit counts the envelope. */
+        char err[200] = "";
+        const char *line = "{\"method\":\"m\",\"arguments\":[[[1]]]}";
+
+        ck_assert_int_eq(dnode_parse(line, strlen(line), 4, &msg, err, sizeof(err)), 0);
+        dnode_msg_clear(&msg);
+        ck_assert_int_eq(dnode_parse(line, strlen(line), 3, &msg, err, sizeof(err)), -1);
+        ck_assert_msg(strstr(err, "deep") != NULL, "reason '%s'", err);
+    }
+    {
+        /* The callbacks cap holds here too. */
+        char err[200] = "";
+        const char *line = "{\"method\":\"m\",\"arguments\":[1,2],\"callbacks\":{\"1\":[0],\"2\":[1]}}";
+
+        ck_assert_int_eq(dnode_parse_capped(line, strlen(line), 32, 1, &msg, err, sizeof(err)),
+                         -1);
+        ck_assert_msg(strstr(err, "too many callbacks") != NULL, "reason '%s'", err);
+    }
+}
+END_TEST
+
 START_TEST(test_msg_clear_twice)
 {
     dnode_msg_t m;
@@ -657,6 +756,7 @@ int main(void)
     tcase_add_test(parse_tc, test_salvage_nul_key);
     tcase_add_test(parse_tc, test_bad_method_field);
     tcase_add_test(parse_tc, test_msg_clear_twice);
+    tcase_add_test(parse_tc, test_common_shape_same_as_general);
     suite_add_tcase(s, parse_tc);
 
     return check_run(s);

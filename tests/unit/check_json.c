@@ -617,6 +617,32 @@ START_TEST(test_length_is_respected)
 }
 END_TEST
 
+/* json_parse_first: the value at the start, whatever follows it. */
+START_TEST(test_parse_first_value)
+{
+    const char *in = "[1,{\"a\":\"\\u00e9\"}] \t,\"x\":1}";
+    size_t used = 0;
+    json_t *v = json_parse_first(in, strlen(in), 8, &used), *w;
+
+    ck_assert_ptr_nonnull(v);
+    ck_assert_uint_eq(used, strlen("[1,{\"a\":\"\\u00e9\"}] \t"));
+    w = json_parse("[1,{\"a\":\"\xc3\xa9\"}]", strlen("[1,{\"a\":\"\xc3\xa9\"}]"), 8, NULL, 0);
+    ck_assert(json_equal(v, w));
+    json_free(v);
+    json_free(w);
+    /* Only what json_parse would take: nothing for bad or too deep input. */
+    ck_assert_ptr_null(json_parse_first("[1,]", 4, 8, &used));
+    ck_assert_ptr_null(json_parse_first("[\"\xc0\xaf\"]", 6, 8, &used));
+    ck_assert_ptr_null(json_parse_first("[[[1]]]", 7, 2, &used));
+    ck_assert_ptr_null(json_parse_first("[1", 2, 8, &used));
+    ck_assert_ptr_null(json_parse_first("[1]", 3, 0, &used));
+    v = json_parse_first("[[[1]]]", 7, 3, &used);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_uint_eq(used, 7);
+    json_free(v);
+}
+END_TEST
+
 START_TEST(test_small_error_buffer)
 {
     char err[8];
@@ -849,6 +875,7 @@ int main(void)
     tcase_add_test(tc, test_malformed_refused);
     tcase_add_test(tc, test_length_is_respected);
     tcase_add_test(tc, test_small_error_buffer);
+    tcase_add_test(tc, test_parse_first_value);
     tcase_add_test(tc, test_duplicate_keys_last_wins);
     tcase_add_test(tc, test_large_object_duplicates);
     tcase_add_test(tc, test_callback_written_as_function);
