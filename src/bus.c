@@ -62,6 +62,7 @@ static int bus_which(const char *method)
 
 bus_channel_t *bus_core_find(bus_t *b, const char *name, size_t len, int create)
 {
+    uint64_t hash;
     size_t h;
     bus_channel_t *c;
     char *key = NULL;
@@ -72,9 +73,10 @@ bus_channel_t *bus_core_find(bus_t *b, const char *name, size_t len, int create)
             return NULL;
         name = key;
     }
-    h = bus_core_hash(name) % b->nbuckets;
+    hash = bus_core_hash(name);
+    h = hash % b->nbuckets;
     for (c = b->table[h]; c != NULL; c = c->next)
-        if (strcmp(c->name, name) == 0)
+        if (c->hash == hash && strcmp(c->name, name) == 0)
             break;
     if (c == NULL && create && strlen(name) == len) {
         c = calloc(1, sizeof(*c));
@@ -83,6 +85,7 @@ bus_channel_t *bus_core_find(bus_t *b, const char *name, size_t len, int create)
             c = NULL;
         }
         if (c != NULL) {
+            c->hash = hash;
             c->next = b->table[h];
             b->table[h] = c;
             b->nchannels++;
@@ -102,7 +105,7 @@ void bus_core_publish_settled(session_t *s)
 
 void bus_core_drop(bus_t *b, bus_channel_t *c)
 {
-    size_t h = bus_core_hash(c->name) % b->nbuckets;
+    size_t h = c->hash % b->nbuckets;
     bus_channel_t **pp;
 
     for (pp = &b->table[h]; *pp != NULL; pp = &(*pp)->next) {

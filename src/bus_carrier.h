@@ -57,6 +57,7 @@ typedef struct bus_entry {
 /* A channel this worker has local subscribers on (or is leaving). */
 struct bus_channel {
     char *name;
+    uint64_t hash;    /* bus_core_hash(name), kept: the carriers key on it too */
     session_t **subs; /* local subscribers, each once, in join order */
     bus_sub_t *st;    /* where each of them stands, parallel to subs */
     size_t nsubs, capsubs;

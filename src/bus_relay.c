@@ -404,7 +404,7 @@ static void host_presence(bus_t *b, bus_channel_t *c, int delta)
 {
     const char *method = delta > 0 ? "subscribed" : "unsubscribed";
     bus_host_t *h = RL(b)->host;
-    uint64_t key = bus_core_hash(c->name); /* hashed before taking the lock */
+    uint64_t key = c->hash;
     host_slot_t *slot;
     int64_t total = 0;
     unsigned i;
@@ -444,7 +444,7 @@ static void host_move(bus_t *b, bus_channel_t *c, const char *from)
 {
     bus_host_t *h = RL(b)->host;
     unsigned long idx = from[0] != '\0' ? strtoul(from, NULL, 10) : ULONG_MAX;
-    uint64_t key = bus_core_hash(c->name);
+    uint64_t key = c->hash;
     host_slot_t *slot;
 
     if (host_lock(h) < 0)
@@ -504,7 +504,7 @@ static int relay_position(bus_t *b, const bus_channel_t *c, char *epoch, size_t 
                           uint64_t *last)
 {
     bus_host_t *h = RL(b)->host;
-    uint64_t key = bus_core_hash(c->name);
+    uint64_t key = c->hash;
     size_t i;
 
     if (key == 0)
@@ -536,7 +536,7 @@ static int relay_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, vo
     bus_host_t *h = RL(b)->host;
     size_t namelen = strlen(c->name), n = 0, nstarts = 0, total = 0, k;
     int64_t oldest = host_now_ms() - (int64_t)b->cfg->history_ttl * 1000;
-    uint64_t key = bus_core_hash(c->name), *starts = NULL, last, want = 0, at, tail;
+    uint64_t key = c->hash, *starts = NULL, last, want = 0, at, tail;
     uint32_t *lens = NULL;
     bus_entry_t *entries = NULL;
     char *buf = NULL, *name = NULL;
