@@ -477,7 +477,11 @@ static int dnode_parse_common(const char *line, size_t len, size_t max_depth,
                                            : json_array_append(args, cb) < 0)
             goto no;
     }
-    if (name != NULL) {
+    if (name != NULL && namelen < sizeof(msg->method_buf)) {
+        memcpy(msg->method_buf, name, namelen);
+        msg->method_buf[namelen] = '\0';
+        msg->method = msg->method_buf;
+    } else if (name != NULL) {
         msg->method = strndup(name, namelen);
         if (msg->method == NULL)
             goto no;
@@ -580,7 +584,8 @@ fail:
 
 void dnode_msg_clear(dnode_msg_t *msg)
 {
-    free(msg->method);
+    if (msg->method != msg->method_buf)
+        free(msg->method);
     json_free(msg->args);
     memset(msg, 0, sizeof(*msg));
     msg->method_id = -1;
