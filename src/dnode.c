@@ -355,6 +355,28 @@ static int common_number(common_t *c, int64_t *v)
     return 0;
 }
 
+/* One of the four member names, quoted: its index in common_keys, or -1. */
+static const struct {
+    const char *text; /* with the closing quote */
+    size_t len;
+} common_keys[] = {{"method\"", 7}, {"arguments\"", 10}, {"callbacks\"", 10}, {"links\"", 6}};
+
+static int common_key(common_t *c)
+{
+    size_t i;
+
+    if (common_char(c, '"') < 0)
+        return -1;
+    for (i = 0; i < sizeof(common_keys) / sizeof(common_keys[0]); i++) {
+        if ((size_t)(c->end - c->p) >= common_keys[i].len &&
+            memcmp(c->p, common_keys[i].text, common_keys[i].len) == 0) {
+            c->p += common_keys[i].len;
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
 typedef struct common_cb {
     int64_t id;
     size_t index;
@@ -411,11 +433,11 @@ static int common_callbacks(common_t *c, common_cb_t *cbs)
 static int dnode_parse_common(const char *line, size_t len, size_t max_depth,
                               size_t max_callbacks, dnode_msg_t *msg)
 {
-    enum { SEEN_METHOD = 1, SEEN_ARGS = 2, SEEN_CALLBACKS = 4, SEEN_LINKS = 8 };
+    enum { KEY_METHOD, KEY_ARGUMENTS, KEY_CALLBACKS, KEY_LINKS }; /* as in common_keys */
     common_t c = {line, line + len};
     common_cb_t cbs[COMMON_CALLBACKS];
-    const char *name = NULL, *key;
-    size_t namelen = 0, keylen, used;
+    const char *name = NULL;
+    size_t namelen = 0, used;
     int64_t method_id = -1;
     json_t *args = NULL;
     int seen = 0, ncbs = 0, i;
@@ -423,37 +445,33 @@ static int dnode_parse_common(const char *line, size_t len, size_t max_depth,
     if (max_depth < 2 || common_char(&c, '{') < 0)
         return 0;
     for (;;) {
-        if (common_plain_string(&c, &key, &keylen) < 0 || common_char(&c, ':') < 0)
+        int k = common_key(&c);
+
+        if (k < 0 || (seen & (1 << k)) || common_char(&c, ':') < 0)
             goto no;
+        seen |= 1 << k;
         common_ws(&c);
-        if (keylen == 6 && memcmp(key, "method", 6) == 0 && !(seen & SEEN_METHOD)) {
-            seen |= SEEN_METHOD;
+        if (k == KEY_METHOD) {
             if (c.p < c.end && *c.p == '"') {
                 if (common_plain_string(&c, &name, &namelen) < 0 || namelen == 0)
                     goto no;
             } else if (common_number(&c, &method_id) < 0) {
                 goto no;
             }
-        } else if (keylen == 9 && memcmp(key, "arguments", 9) == 0 && !(seen & SEEN_ARGS)) {
-            seen |= SEEN_ARGS;
+        } else if (k == KEY_ARGUMENTS) {
             if (c.p == c.end || *c.p != '[')
                 goto no;
             args = json_parse_first(c.p, (size_t)(c.end - c.p), max_depth - 1, &used);
             if (args == NULL)
                 goto no;
             c.p += used;
-        } else if (keylen == 9 && memcmp(key, "callbacks", 9) == 0 &&
-                   !(seen & SEEN_CALLBACKS)) {
-            seen |= SEEN_CALLBACKS;
+        } else if (k == KEY_CALLBACKS) {
             ncbs = common_callbacks(&c, cbs);
             if (ncbs < 0 || (size_t)ncbs > max_callbacks)
                 goto no;
-        } else if (keylen == 5 && memcmp(key, "links", 5) == 0 && !(seen & SEEN_LINKS)) {
-            seen |= SEEN_LINKS;
+        } else {
             if (common_char(&c, '[') < 0 || common_char(&c, ']') < 0)
                 goto no;
-        } else {
-            goto no;
         }
         common_ws(&c);
         if (c.p < c.end && *c.p == '}')
@@ -463,7 +481,7 @@ static int dnode_parse_common(const char *line, size_t len, size_t max_depth,
     }
     c.p++;
     common_ws(&c);
-    if (c.p != c.end || !(seen & SEEN_METHOD) || !(seen & SEEN_ARGS))
+    if (c.p != c.end || !(seen & (1 << KEY_METHOD)) || !(seen & (1 << KEY_ARGUMENTS)))
         goto no;
     /* As the general reader places them: in order, each at an existing
      * index or the next one. */
