@@ -706,13 +706,13 @@ void api_sweep(api_t *api, session_t *s, int64_t now, uint64_t age_s)
     if (s->auth == NULL) {
         if (cfg->auth_anonymous != NULL && strcmp(cfg->auth_anonymous, "deny") == 0 &&
             age_s >= (uint64_t)cfg->auth_timeout)
-            session_close(s, CONN_CLOSE_TIMEOUT, "not authenticated within auth_timeout");
+            session_end(s, CONN_CLOSE_TIMEOUT, "not authenticated within auth_timeout");
         return;
     }
     if (s->auth_exp <= 0)
         return;
     if (now >= s->auth_exp + cfg->auth_grace) {
-        session_close(s, CONN_CLOSE_TIMEOUT, "token expired and was not refreshed");
+        session_end(s, CONN_CLOSE_TIMEOUT, "token expired and was not refreshed");
         return;
     }
     if (!s->auth_warned && cfg->auth_expiry_notice > 0 &&

@@ -193,7 +193,7 @@ static void worker_on_revoke(void *arg, const char *kind, const char *value, int
     for (c = w->conns.conns; c != NULL; c = c->next)
         if ((c->kind == CONN_LINE || c->kind == CONN_WS) && c->owner != NULL && !c->closing &&
             !c->moved && api_revoke_matches(c->owner, kind, value, before)) {
-            conn_close(c, CONN_CLOSE_OTHER, "token revoked");
+            conn_end(c, CONN_CLOSE_OTHER, "token revoked");
             n++;
         }
     if (n > 0)

@@ -353,11 +353,17 @@ test('auth_anonymous = deny; authExpiring before exp; closed after the grace per
             config: { auth_key: path.join(dir, 'k'), auth_anonymous: 'deny', auth_timeout: 2,
                 auth_expiry_notice: 3, auth_grace: 1, auth_leeway: 0 },
         }, t);
+        const { WsConn } = require('../lib/raw_http');
+        const anonWs = await WsConn.open(server.port, { path: '/dnode' });
+        t.after(() => anonWs.close());
+        await anonWs.nextMessage((m) => m.method === 'methods', 'the methods message');
         const anon = await server.pushClient(t);
         const r = await call(anon, 'read', { type: 'todo' });
         refused(r, 'Unauthorized');
         await anon.waitClosed(6000);
         assert.match(server.stderr(), /not authenticated within auth_timeout/);
+        // over WebSocket the session ends with a close frame: policy violation
+        assert.strictEqual(await anonWs.closeCode(), 1008);
 
         const expiring = [];
         const c = await server.pushClient(t, { methods: { authExpiring: (s) => expiring.push(s) } });
