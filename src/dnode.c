@@ -442,7 +442,9 @@ static int dnode_parse_common(const char *line, size_t len, size_t max_depth,
     json_t *args = NULL;
     int seen = 0, ncbs = 0, i;
 
-    if (max_depth < 2 || common_char(&c, '{') < 0)
+    /* A callbacks path sits three levels deep (the message, the map, the
+     * path), and counts against max_depth in the general reader too. */
+    if (max_depth < 3 || common_char(&c, '{') < 0)
         return 0;
     for (;;) {
         int k = common_key(&c);

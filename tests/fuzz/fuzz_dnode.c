@@ -148,8 +148,13 @@ static int check_general_agrees(const char *line, size_t len, size_t max_depth,
     memcpy(copy + i + 1, extra, sizeof(extra) - 1);
     memcpy(copy + i + sizeof(extra), line + i + 1, len - i - 1);
     rc2 = dnode_parse(copy, len + sizeof(extra) - 1, max_depth, &other, err, sizeof(err));
-    if (rc2 != rc)
+    if (rc2 != rc) {
+        if (getenv("FUZZ_DUMP") != NULL)
+            fprintf(stderr, "line:    %.*s (%s)\nsent on: %.*s (%s)\n", (int)len, line,
+                    rc == 0 ? "taken" : "refused", (int)(len + sizeof(extra) - 1), copy,
+                    rc2 == 0 ? "taken" : err);
         abort(); /* one reader took what the other refused */
+    }
     if (rc == 0) {
         if ((msg->method == NULL) != (other.method == NULL) ||
             (msg->method != NULL && strcmp(msg->method, other.method) != 0) ||

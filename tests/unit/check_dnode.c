@@ -683,6 +683,16 @@ START_TEST(test_common_shape_same_as_general)
         ck_assert_msg(strstr(err, "deep") != NULL, "reason '%s'", err);
     }
     {
+        /* ... and a callbacks path in it. */
+        char err[200] = "";
+        const char *line = "{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"3\":[\"0\"]}}";
+
+        ck_assert_int_eq(dnode_parse(line, strlen(line), 3, &msg, err, sizeof(err)), 0);
+        dnode_msg_clear(&msg);
+        ck_assert_int_eq(dnode_parse(line, strlen(line), 2, &msg, err, sizeof(err)), -1);
+        ck_assert_msg(strstr(err, "deep") != NULL, "reason '%s'", err);
+    }
+    {
         /* The callbacks cap holds here too. */
         char err[200] = "";
         const char *line = "{\"method\":\"m\",\"arguments\":[1,2],\"callbacks\":{\"1\":[0],\"2\":[1]}}";
