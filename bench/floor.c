@@ -13,14 +13,25 @@
  *       unsubscribe ({"method":<callback id>,"arguments":[null],...}), the
  *       replies of one read in one write. Speaks what bench/ws_load -t tcp
  *       and bench/rpc_load expect.
+ *   floor rpc-tls PORT CERT KEY [read-ahead]   the same over TLS, with
+ *       OpenSSL itself (no libevent) on the same loop: non-blocking
+ *       sockets, the handshake stepped by SSL_do_handshake as the socket
+ *       allows, SSL_read until it wants more, the replies of those reads
+ *       in one SSL_write. A context as dnoded makes it (TLS_server_method,
+ *       TLS 1.2 to 1.3, OpenSSL's ciphers, no session cache) and nothing
+ *       more; read-ahead adds SSL_CTX_set_read_ahead (a record's header and
+ *       body, and the records behind it, in one read()). No close_notify
+ *       is sent. Speaks what bench/ws_load -t tls expects.
  *
- * Both greet every connection with dnoded's methods message. Runs until
+ * All greet every connection with dnoded's methods message. Runs until
  * SIGTERM or SIGINT. Not part of the daemon or the tests; every input is
- * still bounded (a line over LINE_MAX closes its connection). */
+ * still bounded (a line over LINE_MAX_BYTES closes its connection). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +56,10 @@ static const char methods_msg[] =
 typedef struct fconn {
     int fd;
     int sub;     /* index in subs, or -1 */
+    SSL *ssl;    /* rpc-tls, else NULL */
+    int ready;   /* rpc-tls: the handshake is done */
+    int out_wants_write; /* rpc-tls: out waits for the socket to take more */
+    unsigned events;     /* rpc-tls: what epoll waits for */
     size_t inlen;
     char *out;   /* bytes the socket did not take */
     size_t outlen, outcap;
@@ -52,6 +67,7 @@ typedef struct fconn {
 } fconn_t;
 
 static int ep = -1;
+static SSL_CTX *tls_ctx; /* rpc-tls */
 static int peer = -1; /* fanout: the other worker */
 static fconn_t **subs;
 static size_t nsubs, capsubs;
@@ -95,12 +111,17 @@ static void conn_free(fconn_t *c)
         subs[c->sub] = subs[--nsubs];
         subs[c->sub]->sub = c->sub;
     }
+    if (c->ssl != NULL) {
+        SSL_free(c->ssl);
+        ERR_clear_error(); /* what it failed on, if it failed */
+    }
     close(c->fd); /* also leaves the epoll set */
     free(c->out);
     free(c);
 }
 
-/* Keep what the socket did not take, and ask for EPOLLOUT. -1: dropped. */
+/* Keep what the socket did not take, and ask for EPOLLOUT (over TLS the
+ * caller asks for what OpenSSL wants). -1: dropped. */
 static int conn_keep(fconn_t *c, const char *p, size_t n)
 {
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
@@ -115,12 +136,14 @@ static int conn_keep(fconn_t *c, const char *p, size_t n)
         c->out = o;
         c->outcap = cap;
     }
-    if (c->outlen == 0 && epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+    if (c->outlen == 0 && c->ssl == NULL && epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev) < 0)
         return -1;
     memcpy(c->out + c->outlen, p, n);
     c->outlen += n;
     return 0;
 }
+
+static int tls_write(fconn_t *c, const char *p, size_t n);
 
 /* One write() of p, unless bytes wait already (then behind them). */
 static int conn_write(fconn_t *c, const char *p, size_t n)
@@ -129,6 +152,8 @@ static int conn_write(fconn_t *c, const char *p, size_t n)
 
     if (c->outlen > 0)
         return conn_keep(c, p, n);
+    if (c->ssl != NULL)
+        return tls_write(c, p, n);
     w = write(c->fd, p, n);
     if (w < 0) {
         if (errno != EAGAIN && errno != EWOULDBLOCK)
@@ -231,39 +256,135 @@ static int handle_line(fconn_t *c, char *line, size_t len, char *reply, size_t *
     return 0;
 }
 
+/* The n bytes just read after c->in + c->inlen: each complete line is
+ * answered into reply (sent when it is nearly full), the rest kept for the
+ * next read. -1: close c. */
+static int conn_lines(fconn_t *c, size_t n, char *reply, size_t *rlen, size_t rcap)
+{
+    size_t start = 0, i;
+
+    for (i = c->inlen; i < c->inlen + n; i++) {
+        if (c->in[i] != '\n')
+            continue;
+        c->in[i] = '\0';
+        if (*rlen + 256 > rcap) {
+            if (conn_write(c, reply, *rlen) < 0)
+                return -1;
+            *rlen = 0;
+        }
+        if (i > start && handle_line(c, c->in + start, i - start, reply, rlen, rcap) < 0)
+            return -1;
+        start = i + 1;
+    }
+    c->inlen += n;
+    if (start > 0) {
+        memmove(c->in, c->in + start, c->inlen - start);
+        c->inlen -= start;
+    }
+    return c->inlen >= sizeof(c->in) - 1 ? -1 : 0; /* a line over LINE_MAX_BYTES */
+}
+
 /* Read what c sent, answer each complete line; the replies of one read go
  * in one write. -1: close c. */
 static int conn_read(fconn_t *c)
 {
     char reply[16384];
-    size_t rlen = 0, start = 0, i;
+    size_t rlen = 0;
     ssize_t n = read(c->fd, c->in + c->inlen, sizeof(c->in) - 1 - c->inlen);
 
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
         return -1;
     if (n < 0)
         return 0;
-    for (i = c->inlen; i < c->inlen + (size_t)n; i++) {
-        if (c->in[i] != '\n')
-            continue;
-        c->in[i] = '\0';
-        if (rlen + 256 > sizeof(reply)) {
-            if (conn_write(c, reply, rlen) < 0)
-                return -1;
-            rlen = 0;
-        }
-        if (i > start && handle_line(c, c->in + start, i - start, reply, &rlen, sizeof(reply)) < 0)
-            return -1;
-        start = i + 1;
-    }
-    c->inlen += (size_t)n;
-    if (start > 0) {
-        memmove(c->in, c->in + start, c->inlen - start);
-        c->inlen -= start;
-    }
-    if (c->inlen >= sizeof(c->in) - 1)
-        return -1; /* a line over LINE_MAX_BYTES */
+    if (conn_lines(c, (size_t)n, reply, &rlen, sizeof(reply)) < 0)
+        return -1;
     return rlen > 0 ? conn_write(c, reply, rlen) : 0;
+}
+
+/* rpc-tls: epoll waits for c to be readable, and writable too if OpenSSL
+ * asked for that. */
+static int tls_arm(fconn_t *c, int writable)
+{
+    struct epoll_event ev = {.events = EPOLLIN | (writable ? EPOLLOUT : 0u), .data.ptr = c};
+
+    if (ev.events == c->events)
+        return 0;
+    c->events = ev.events;
+    return epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* What one SSL_write of n bytes ended in: 0 written (whole: partial writes
+ * are off) or to be retried, -1 failed. */
+static int tls_wrote(fconn_t *c, int rc)
+{
+    int err;
+
+    if (rc > 0) {
+        c->out_wants_write = 0;
+        return 0;
+    }
+    err = SSL_get_error(c->ssl, rc);
+    if (err != SSL_ERROR_WANT_WRITE && err != SSL_ERROR_WANT_READ)
+        return -1;
+    c->out_wants_write = err == SSL_ERROR_WANT_WRITE;
+    return 1;
+}
+
+/* conn_write over TLS with nothing waiting: one SSL_write of p. Bytes it
+ * could not send are kept in out and passed again from there (the context
+ * accepts a retry from a moved buffer). */
+static int tls_write(fconn_t *c, const char *p, size_t n)
+{
+    int rc = tls_wrote(c, SSL_write(c->ssl, p, (int)n));
+
+    return rc <= 0 ? rc : conn_keep(c, p, n);
+}
+
+/* rpc-tls: the retry of what out holds. */
+static int tls_flush(fconn_t *c)
+{
+    int rc = tls_wrote(c, SSL_write(c->ssl, c->out, (int)c->outlen));
+
+    if (rc == 0)
+        c->outlen = 0;
+    return rc < 0 ? -1 : 0;
+}
+
+/* rpc-tls: one pass over c, whatever epoll reported: the handshake while it
+ * lasts (then the methods message); else what out holds; then SSL_read
+ * until it wants more, the replies of all it read in one SSL_write; then
+ * epoll waits for what OpenSSL asked for. -1: close c. */
+static int tls_event(fconn_t *c)
+{
+    char reply[16384];
+    size_t rlen = 0;
+    int n, err, want_write = 0;
+
+    if (!c->ready) {
+        n = SSL_do_handshake(c->ssl);
+        if (n != 1) {
+            err = SSL_get_error(c->ssl, n);
+            if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE)
+                return -1;
+            return tls_arm(c, err == SSL_ERROR_WANT_WRITE);
+        }
+        c->ready = 1;
+        if (conn_write(c, methods_msg, sizeof(methods_msg) - 1) < 0)
+            return -1;
+    } else if (c->outlen > 0 && tls_flush(c) < 0) {
+        return -1;
+    }
+    while ((n = SSL_read(c->ssl, c->in + c->inlen, (int)(sizeof(c->in) - 1 - c->inlen))) > 0)
+        if (conn_lines(c, (size_t)n, reply, &rlen, sizeof(reply)) < 0)
+            return -1;
+    err = SSL_get_error(c->ssl, n);
+    if (err == SSL_ERROR_WANT_WRITE)
+        want_write = 1;
+    else if (err != SSL_ERROR_WANT_READ)
+        return -1; /* closed (with or without close_notify) or failed */
+    if (rlen > 0 && conn_write(c, reply, rlen) < 0)
+        return -1;
+    return tls_arm(c, want_write || (c->outlen > 0 && c->out_wants_write));
 }
 
 /* Pushes the other worker forwarded: one line each. */
@@ -325,12 +446,24 @@ static void serve(int lfd)
                     }
                     c->fd = fd;
                     c->sub = -1;
+                    c->events = cev.events;
                     cev.data.ptr = c;
                     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-                    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev) < 0 ||
-                        conn_write(c, methods_msg, sizeof(methods_msg) - 1) < 0)
+                    if (tls_ctx != NULL) {
+                        /* The methods message follows the handshake. */
+                        if ((c->ssl = SSL_new(tls_ctx)) == NULL || SSL_set_fd(c->ssl, fd) != 1 ||
+                            epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev) < 0)
+                            conn_free(c);
+                        else
+                            SSL_set_accept_state(c->ssl);
+                    } else if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &cev) < 0 ||
+                               conn_write(c, methods_msg, sizeof(methods_msg) - 1) < 0) {
                         conn_free(c);
+                    }
                 }
+            } else if (c->ssl != NULL) {
+                if (tls_event(c) < 0)
+                    conn_free(c);
             } else if (((evs[i].events & EPOLLOUT) && conn_drain(c) < 0) ||
                        ((evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && conn_read(c) < 0)) {
                 /* A connection freed here may still be named later in evs
@@ -341,18 +474,47 @@ static void serve(int lfd)
     }
 }
 
+/* rpc-tls: the server context, as dnoded's defaults make it. */
+static SSL_CTX *tls_context(const char *cert, const char *key, int read_ahead)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+
+    if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+        SSL_CTX_use_certificate_chain_file(ctx, cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        fprintf(stderr, "floor: the TLS context (%s, %s):\n", cert, key);
+        ERR_print_errors_fp(stderr);
+        exit(1);
+    }
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER); /* tls_write */
+    if (read_ahead)
+        SSL_CTX_set_read_ahead(ctx, 1);
+    return ctx;
+}
+
 int main(int argc, char **argv)
 {
     struct sigaction sa;
-    int port, fanout, sp[2];
+    int port = 0, fanout = 0, tls = 0, sp[2];
     pid_t child;
 
-    if (argc != 3 || (strcmp(argv[1], "fanout") != 0 && strcmp(argv[1], "rpc") != 0) ||
-        (port = atoi(argv[2])) <= 0 || port > 65535) {
-        fprintf(stderr, "usage: floor fanout|rpc PORT\n");
+    if (argc >= 3) {
+        fanout = strcmp(argv[1], "fanout") == 0;
+        tls = strcmp(argv[1], "rpc-tls") == 0;
+        port = atoi(argv[2]);
+    }
+    if (port <= 0 || port > 65535 ||
+        (tls ? argc != 5 && (argc != 6 || strcmp(argv[5], "read-ahead") != 0)
+             : argc != 3 || (!fanout && strcmp(argv[1], "rpc") != 0))) {
+        fprintf(stderr, "usage: floor fanout|rpc PORT\n"
+                        "       floor rpc-tls PORT CERT KEY [read-ahead]\n");
         return 2;
     }
-    fanout = strcmp(argv[1], "fanout") == 0;
+    if (tls)
+        tls_ctx = tls_context(argv[3], argv[4], argc == 6);
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
