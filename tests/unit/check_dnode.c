@@ -629,6 +629,20 @@ static void same_as_general(const char *line)
     dnode_msg_clear(&b);
 }
 
+/* line is read with max_depth `enough`, and refused as too deep with one
+ * less. */
+static void depth_needed(const char *line, size_t enough)
+{
+    char err[200] = "";
+    dnode_msg_t msg;
+
+    ck_assert_int_eq(dnode_parse(line, strlen(line), enough, &msg, err, sizeof(err)), 0);
+    dnode_msg_clear(&msg);
+    ck_assert_int_eq(dnode_parse(line, strlen(line), enough - 1, &msg, err, sizeof(err)), -1);
+    ck_assert_msg(strstr(err, "deep") != NULL, "reason for '%s' at %zu: '%s'", line, enough - 1,
+                  err);
+}
+
 START_TEST(test_common_shape_same_as_general)
 {
     dnode_msg_t msg;
@@ -672,26 +686,9 @@ START_TEST(test_common_shape_same_as_general)
     parse_refused("{\"method\":\"\",\"arguments\":[1]}", "invalid method name");
     parse_refused("{\"method\":01,\"arguments\":[1]}", "malformed JSON");
     parse_refused("{\"method\":\"m\",\"arguments\":{}}", "arguments must be an array");
-    {
-        /* The nesting limit counts the envelope. */
-        char err[200] = "";
-        const char *line = "{\"method\":\"m\",\"arguments\":[[[1]]]}";
-
-        ck_assert_int_eq(dnode_parse(line, strlen(line), 4, &msg, err, sizeof(err)), 0);
-        dnode_msg_clear(&msg);
-        ck_assert_int_eq(dnode_parse(line, strlen(line), 3, &msg, err, sizeof(err)), -1);
-        ck_assert_msg(strstr(err, "deep") != NULL, "reason '%s'", err);
-    }
-    {
-        /* ... and a callbacks path in it. */
-        char err[200] = "";
-        const char *line = "{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"3\":[\"0\"]}}";
-
-        ck_assert_int_eq(dnode_parse(line, strlen(line), 3, &msg, err, sizeof(err)), 0);
-        dnode_msg_clear(&msg);
-        ck_assert_int_eq(dnode_parse(line, strlen(line), 2, &msg, err, sizeof(err)), -1);
-        ck_assert_msg(strstr(err, "deep") != NULL, "reason '%s'", err);
-    }
+    /* The nesting limit counts the envelope, and a callbacks path in it. */
+    depth_needed("{\"method\":\"m\",\"arguments\":[[[1]]]}", 4);
+    depth_needed("{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"3\":[\"0\"]}}", 3);
     {
         /* The callbacks cap holds here too. */
         char err[200] = "";
