@@ -492,6 +492,8 @@ static int bus_fetch(bus_t *b, bus_channel_t *c, session_t *s, const char *since
         return -1;
     }
     f->s = s != NULL ? session_ref(s) : NULL;
+    if (s != NULL)
+        session_fetch_begin(s); /* bounded with the session's operations */
     f->from = from;
     if (since_epoch != NULL)
         bus_copy(f->since_epoch, sizeof(f->since_epoch), since_epoch);
@@ -505,8 +507,10 @@ static int bus_fetch(bus_t *b, bus_channel_t *c, session_t *s, const char *since
 
 static void bus_fetch_free(bus_fetch_t *f)
 {
-    if (f->s != NULL)
+    if (f->s != NULL) {
+        session_fetch_done(f->s);
         session_unref(f->s);
+    }
     free(f->channel);
     free(f);
 }

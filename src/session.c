@@ -139,28 +139,48 @@ void session_drain(session_t *s)
     session_check_idle(s);
 }
 
-void session_op_begin(session_t *s, size_t ncallbacks)
+/* Whether what the session has out (operations and history fetches) has
+ * reached max_inflight_per_session (0: no limit). */
+static int session_full(const session_t *s)
 {
     size_t max = s->env->cfg->max_inflight_per_session;
 
+    return max > 0 && (size_t)s->inflight + s->fetching >= max;
+}
+
+void session_op_begin(session_t *s, size_t ncallbacks)
+{
     s->inflight++;
     s->callbacks_held += (uint32_t)ncallbacks;
     /* Enough in hand: the client's next requests wait in its socket (a
      * pipelining client is slowed, not refused) until one completes. */
-    if (max > 0 && s->inflight >= max && !s->torn_down)
+    if (session_full(s) && !s->torn_down)
         conn_pause(s->conn);
 }
 
 void session_op_done(session_t *s, size_t ncallbacks)
 {
-    size_t max = s->env->cfg->max_inflight_per_session;
-
     s->callbacks_held -= ncallbacks < s->callbacks_held ? (uint32_t)ncallbacks : s->callbacks_held;
     if (s->inflight > 0)
         s->inflight--;
-    if (!s->torn_down && s->conn->paused && (max == 0 || s->inflight < max))
+    if (!s->torn_down && s->conn->paused && !session_full(s))
         conn_unpause(s->conn);
     session_check_idle(s);
+}
+
+void session_fetch_begin(session_t *s)
+{
+    s->fetching++;
+    if (session_full(s) && !s->torn_down)
+        conn_pause(s->conn);
+}
+
+void session_fetch_done(session_t *s)
+{
+    if (s->fetching > 0)
+        s->fetching--;
+    if (!s->torn_down && s->conn->paused && !session_full(s))
+        conn_unpause(s->conn);
 }
 
 void session_publish_begin(session_t *s) { s->unconfirmed++; }

@@ -65,6 +65,7 @@ struct session {
     uint32_t inflight;                    /* operations waiting for the database */
     uint32_t callbacks_held;              /* the client's callbacks those operations hold */
     uint32_t unconfirmed;                 /* its publishes Redis has not confirmed yet (bus) */
+    uint32_t fetching;                    /* its history fetches the bus has out (bus) */
     uint32_t invalid;          /* refused messages in the minute of invalid_minute */
     int64_t invalid_minute;
     struct bus_channel **subs;            /* channels joined (the bus keeps this list) */
@@ -101,6 +102,12 @@ void session_drain(session_t *s);
  * request holds; done releases them and lets a draining session finish. */
 void session_op_begin(session_t *s, size_t ncallbacks);
 void session_op_done(session_t *s, size_t ncallbacks);
+/* A history fetch for this session (subscribe with since) is out, or has
+ * come back. They count with the operations against
+ * max_inflight_per_session: past it, the client's next requests wait in
+ * its socket. Ending one never ends the session's drain by itself. */
+void session_fetch_begin(session_t *s);
+void session_fetch_done(session_t *s);
 /* A publish of s is on its way to Redis (begin), or Redis confirmed or
  * lost it (done; lets a retiring worker move s). */
 void session_publish_begin(session_t *s);

@@ -299,6 +299,31 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         assert.strictEqual(second[0], null, 'answered, with or without a position yet');
     });
 
+    test('history fetches count against max_inflight_per_session: past it, the session\'s ' +
+        'next requests wait', async (t) => {
+        // A client pipelining subscribe-with-since could otherwise keep any
+        // number of fetches (each up to history_size changes) out at once.
+        const d = await startDnoded({ redisUrl: redis.url, mongodbUri: NO_DB,
+            config: { max_inflight_per_session: 2 } });
+        t.after(() => d.close());
+        await d.waitForLog(/bus: connected to Redis/);
+        const c = await d.pushClient(t);
+        const since = { epoch: 'e0', offset: 1 };
+        const held = 1500;
+        await redisCommand(redis.url, 'CLIENT', 'PAUSE', String(held), 'ALL');
+        const t0 = Date.now();
+        const fetches = [1, 2, 3].map((i) => c.invoke('subscribe', unique(`held${i}`), { since }));
+        // answered without Redis, but only once the session reads again
+        const [err] = await c.invoke('unsubscribe', unique('never'));
+        const waited = Date.now() - t0;
+        assert.strictEqual(err, null);
+        assert.ok(waited >= held - 300, `answered after ${waited} ms, while two fetches were out`);
+        for (const [e, info] of await Promise.all(fetches)) {
+            assert.strictEqual(e, null);
+            assert.strictEqual(info.recovered, false);
+        }
+    });
+
     test('after a Redis flush: recovered false, nothing replayed; live subscribers are told',
         async (t) => {
             const url = unique('flush');
