@@ -370,9 +370,13 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         const since = a.stderr().length;
         process.kill(worker, 'SIGSTOP');
         try {
-            p.pad = 'x'.repeat(16384); // past the kernel's socket buffers too
+            // Past the kernel's socket buffers too: the receive side alone
+            // may grow to tcp_rmem's maximum (32 MB here) before Redis holds
+            // anything, and one publish is in flight at a time, slow on a
+            // loaded machine.
+            p.pad = 'x'.repeat(65536);
             await waitFor(async () => await subscribers() < before,
-                { timeoutMs: TIMEOUT, what: 'Redis dropping the stalled subscriber' });
+                { timeoutMs: 3 * TIMEOUT, what: 'Redis dropping the stalled subscriber' });
             p.pad = '';
         } finally {
             process.kill(worker, 'SIGCONT');
