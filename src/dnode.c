@@ -434,7 +434,7 @@ static int dnode_parse_common(const char *line, size_t len, size_t max_depth,
                               size_t max_callbacks, dnode_msg_t *msg)
 {
     enum { KEY_METHOD, KEY_ARGUMENTS, KEY_CALLBACKS, KEY_LINKS }; /* as in common_keys */
-    common_t c = {line, line + len};
+    common_t c = {line, line};
     common_cb_t cbs[COMMON_CALLBACKS];
     const char *name = NULL;
     size_t namelen = 0, used;
@@ -443,8 +443,12 @@ static int dnode_parse_common(const char *line, size_t len, size_t max_depth,
     int seen = 0, ncbs = 0, i;
 
     /* A callbacks path sits three levels deep (the message, the map, the
-     * path), and counts against max_depth in the general reader too. */
-    if (max_depth < 3 || common_char(&c, '{') < 0)
+     * path), and counts against max_depth in the general reader too. An
+     * empty message may come without a buffer (a WebSocket frame). */
+    if (line == NULL || len == 0 || max_depth < 3)
+        return 0;
+    c.end = line + len;
+    if (common_char(&c, '{') < 0)
         return 0;
     for (;;) {
         int k = common_key(&c);

@@ -556,6 +556,16 @@ START_TEST(test_malformed_json)
     parse_refused("", "malformed JSON");
     parse_refused("{\"method\":\"m\"} trailing", "malformed JSON");
     parse_refused("{\"method\":\"m\",\"arguments\":[\"\xc0\xaf\"]}", "malformed JSON");
+    {
+        /* An empty message may come without a buffer (a WebSocket frame):
+         * refused like any empty input. (Offsetting that null pointer is
+         * what clang's UBSan caught in fuzz_ws; gcc's does not flag it.) */
+        char err[200] = "";
+        dnode_msg_t m;
+
+        ck_assert_int_eq(dnode_parse(NULL, 0, JSON_DEFAULT_MAX_DEPTH, &m, err, sizeof(err)), -1);
+        ck_assert_msg(strstr(err, "malformed JSON") != NULL, "reason '%s'", err);
+    }
 
     /* Nesting past the limit is malformed too. */
     char line[300];
