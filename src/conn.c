@@ -626,6 +626,23 @@ void conn_unpause(conn_t *c)
     }
 }
 
+void conn_unpause_later(conn_t *c)
+{
+    if (!c->paused)
+        return;
+    c->paused = 0;
+    if (c->closing || c->bev == NULL || c->held || c->moved)
+        return;
+    if (bufferevent_enable(c->bev, EV_READ) < 0) {
+        conn_close(c, CONN_CLOSE_OTHER, "cannot enable reading");
+        return;
+    }
+    /* What waited in the buffer is taken by the loop, not by the caller. */
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        bufferevent_trigger(c->bev, EV_READ,
+                            BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
 int conn_resume(conn_t *c)
 {
     c->held = 0;

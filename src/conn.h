@@ -249,6 +249,10 @@ size_t conn_env_count_from(const conn_env_t *env, const char *peer);
 void conn_pause(conn_t *c);
 /* Take messages again, starting with those already buffered. */
 void conn_unpause(conn_t *c);
+/* conn_unpause for a caller that must not see c's next messages handled
+ * inside its own call (one in the middle of the bus' bookkeeping): those
+ * already buffered are taken from the loop's next pass. */
+void conn_unpause_later(conn_t *c);
 
 /* Whether c has nothing in flight at its level: not closing or held,
  * nothing corked, no output queued, no input buffered, its variant idle. */

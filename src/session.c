@@ -179,8 +179,10 @@ void session_fetch_done(session_t *s)
 {
     if (s->fetching > 0)
         s->fetching--;
+    /* Called from inside the bus (a carrier settling its fetches): the
+     * requests that waited are read from the loop, not from here. */
     if (!s->torn_down && s->conn->paused && !session_full(s))
-        conn_unpause(s->conn);
+        conn_unpause_later(s->conn);
 }
 
 void session_publish_begin(session_t *s) { s->unconfirmed++; }
