@@ -324,6 +324,27 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         }
     });
 
+    test('a reload waits for a session\'s history fetch: its subscribe is answered, then it moves',
+        async (t) => {
+            const d = await startDnoded({ redisUrl: redis.url, mongodbUri: NO_DB,
+                config: { workers: 1 } }, t);
+            await d.waitForLog(/bus: connected to Redis/);
+            const c = await d.pushClient(t);
+            const url = unique('reload-fetch');
+            await redisCommand(redis.url, 'CLIENT', 'PAUSE', '1500', 'ALL');
+            const answer = c.invoke('subscribe', url, { since: { epoch: 'e0', offset: 1 } });
+            await sleep(200); // the fetch is out, held by Redis
+            const since = d.stderr().length;
+            d.signal('SIGHUP');
+            await d.waitForLog(/reloaded: generation 2 started/, { since, timeoutMs: TIMEOUT });
+            const [err, info] = await Promise.race([answer, sleep(TIMEOUT).then(() => ['no answer'])]);
+            assert.strictEqual(err, null);
+            assert.strictEqual(info.recovered, false);
+            // and the session carries on in the new generation
+            const [err2] = await c.invoke('unsubscribe', url);
+            assert.strictEqual(err2, null);
+        });
+
     test('after a Redis flush: recovered false, nothing replayed; live subscribers are told',
         async (t) => {
             const url = unique('flush');
