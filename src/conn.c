@@ -604,7 +604,9 @@ void conn_pause(conn_t *c)
     bufferevent_disable(c->bev, EV_READ);
 }
 
-void conn_unpause(conn_t *c)
+/* Reading back on after conn_pause. What waited in the buffer is taken at
+ * once (later: from the loop's next pass instead). */
+static void conn_read_again(conn_t *c, int later)
 {
     if (!c->paused)
         return;
@@ -615,10 +617,16 @@ void conn_unpause(conn_t *c)
         conn_close(c, CONN_CLOSE_OTHER, "cannot enable reading");
         return;
     }
+    if (evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        return;
+    if (later) {
+        bufferevent_trigger(c->bev, EV_READ,
+                            BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+        return;
+    }
     /* Inside a read of c (an operation refused at once), that read goes on
-     * by itself; else what waited in the buffer is taken now. */
-    if (!c->reading && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 &&
-        c->io != NULL && c->io->read != NULL) {
+     * by itself. */
+    if (!c->reading && c->io != NULL && c->io->read != NULL) {
         c->reading = 1;
         c->io->read(c);
         c->reading = 0;
@@ -626,22 +634,9 @@ void conn_unpause(conn_t *c)
     }
 }
 
-void conn_unpause_later(conn_t *c)
-{
-    if (!c->paused)
-        return;
-    c->paused = 0;
-    if (c->closing || c->bev == NULL || c->held || c->moved)
-        return;
-    if (bufferevent_enable(c->bev, EV_READ) < 0) {
-        conn_close(c, CONN_CLOSE_OTHER, "cannot enable reading");
-        return;
-    }
-    /* What waited in the buffer is taken by the loop, not by the caller. */
-    if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-        bufferevent_trigger(c->bev, EV_READ,
-                            BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
-}
+void conn_unpause(conn_t *c) { conn_read_again(c, 0); }
+
+void conn_unpause_later(conn_t *c) { conn_read_again(c, 1); }
 
 int conn_resume(conn_t *c)
 {
