@@ -3,7 +3,6 @@
  * object key or an array index, sent as a string or an integer. No I/O. */
 #include "dnode.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,27 +11,37 @@
  * Paths
  * ------------------------------------------------------------------------ */
 
+/* A canonical array index written in decimal: digits only, no leading
+ * zero, at most 15 of them (so under 2^53). As *v; 0 or -1. Paths in both
+ * readers go through it, so that they agree on what an index is. */
+static int index_digits(const char *s, size_t n, int64_t *v)
+{
+    size_t i;
+
+    if (n == 0 || n > 15 || (s[0] == '0' && n > 1))
+        return -1;
+    *v = 0;
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        *v = *v * 10 + (s[i] - '0');
+    }
+    return 0;
+}
+
 /* A path element as an array index: integers, or strings holding a
  * canonical decimal integer. Returns 0 and sets *idx, or -1. */
 static int path_index(const json_t *el, size_t *idx)
 {
+    int64_t v;
+
     if (el->type == JSON_NUMBER) {
         if (!el->u.num.is_int || el->u.num.i < 0)
             return -1;
         *idx = (size_t)el->u.num.i;
         return 0;
     }
-    if (el->type == JSON_STRING) {
-        const char *s = el->u.str.s;
-        char *end;
-        unsigned long long v;
-        if (el->u.str.len == 0 || el->u.str.len > 15 || s[0] < '0' || s[0] > '9' ||
-            (s[0] == '0' && el->u.str.len > 1))
-            return -1;
-        errno = 0;
-        v = strtoull(s, &end, 10);
-        if (errno != 0 || *end != '\0')
-            return -1;
+    if (el->type == JSON_STRING && index_digits(el->u.str.s, el->u.str.len, &v) == 0) {
         *idx = (size_t)v;
         return 0;
     }
@@ -131,35 +140,25 @@ static int path_is_prefix(const json_t *a, const json_t *b)
  * Parsing
  * ------------------------------------------------------------------------ */
 
-static int parse_callback_id(const char *s, int64_t *id)
+/* A callback id: the key of a callbacks entry, s[0..n), digits only
+ * (leading zeros allowed, as it is a string), at most
+ * DNODE_MAX_CALLBACK_ID. 0 or -1. */
+static int parse_callback_id(const char *s, size_t n, int64_t *id)
 {
     int64_t v = 0;
+    size_t i;
 
-    /* Digits only (leading zeros allowed, as the key is a string), at
-     * most DNODE_MAX_CALLBACK_ID. */
-    if (s[0] < '0' || s[0] > '9')
+    if (n == 0)
         return -1;
-    for (; *s >= '0' && *s <= '9'; s++) {
-        v = v * 10 + (*s - '0');
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
         if (v > DNODE_MAX_CALLBACK_ID)
             return -1;
     }
-    if (*s != '\0')
-        return -1;
     *id = v;
     return 0;
-}
-
-/* parse_callback_id of s[0..n), which holds no NUL. */
-static int parse_callback_id_n(const char *s, size_t n, int64_t *id)
-{
-    char buf[24];
-
-    if (n == 0 || n >= sizeof(buf))
-        return -1;
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    return parse_callback_id(buf, id);
 }
 
 static int apply_callbacks(dnode_msg_t *msg, const json_t *callbacks, size_t max, char *err,
@@ -185,7 +184,7 @@ static int apply_callbacks(dnode_msg_t *msg, const json_t *callbacks, size_t max
         const json_t *path = callbacks->u.obj.vals[i];
         int64_t id;
 
-        if (parse_callback_id(sid, &id) < 0) {
+        if (parse_callback_id(sid, strlen(sid), &id) < 0) {
             snprintf(err, errlen, "invalid callback id '%.32s'", sid);
             return -1;
         }
@@ -321,23 +320,6 @@ static int common_plain_string(common_t *c, const char **s, size_t *n)
     return 0;
 }
 
-/* Canonical decimal digits (no sign, no leading zero, at most 15 digits,
- * so under 2^53) as *v. 0 or -1. */
-static int common_digits(const char *s, size_t n, int64_t *v)
-{
-    size_t i;
-
-    if (n == 0 || n > 15 || (s[0] == '0' && n > 1))
-        return -1;
-    *v = 0;
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return -1;
-        *v = *v * 10 + (s[i] - '0');
-    }
-    return 0;
-}
-
 /* A number token of canonical digits, ended as JSON ends one. 0 or -1. */
 static int common_number(common_t *c, int64_t *v)
 {
@@ -346,7 +328,7 @@ static int common_number(common_t *c, int64_t *v)
     common_ws(c);
     for (q = c->p; q < c->end && *q >= '0' && *q <= '9'; q++)
         ;
-    if (common_digits(c->p, (size_t)(q - c->p), v) < 0)
+    if (index_digits(c->p, (size_t)(q - c->p), v) < 0)
         return -1;
     if (q < c->end && *q != ',' && *q != '}' && *q != ']' && *q != ' ' && *q != '\n' &&
         *q != '\r' && *q != '\t')
@@ -400,7 +382,7 @@ static int common_callbacks(common_t *c, common_cb_t *cbs)
         int64_t id, index;
 
         if (count == COMMON_CALLBACKS || common_plain_string(c, &s, &n) < 0 ||
-            parse_callback_id_n(s, n, &id) < 0)
+            parse_callback_id(s, n, &id) < 0)
             return -1;
         for (i = 0; i < count; i++)
             if (cbs[i].id == id)
@@ -409,7 +391,7 @@ static int common_callbacks(common_t *c, common_cb_t *cbs)
             return -1;
         common_ws(c);
         if (c->p < c->end && *c->p == '"') {
-            if (common_plain_string(c, &s, &n) < 0 || common_digits(s, n, &index) < 0)
+            if (common_plain_string(c, &s, &n) < 0 || index_digits(s, n, &index) < 0)
                 return -1;
         } else if (common_number(c, &index) < 0) {
             return -1;
@@ -501,11 +483,7 @@ static int dnode_parse_common(const char *line, size_t len, size_t max_depth,
                                            : json_array_append(args, cb) < 0)
             goto no;
     }
-    if (name != NULL && namelen < sizeof(msg->method_buf)) {
-        memcpy(msg->method_buf, name, namelen);
-        msg->method_buf[namelen] = '\0';
-        msg->method = msg->method_buf;
-    } else if (name != NULL) {
+    if (name != NULL) {
         msg->method = strndup(name, namelen);
         if (msg->method == NULL)
             goto no;
@@ -608,8 +586,7 @@ fail:
 
 void dnode_msg_clear(dnode_msg_t *msg)
 {
-    if (msg->method != msg->method_buf)
-        free(msg->method);
+    free(msg->method);
     json_free(msg->args);
     memset(msg, 0, sizeof(*msg));
     msg->method_id = -1;

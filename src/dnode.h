@@ -21,12 +21,10 @@
 #define DNODE_MAX_CALLBACKS 1024
 
 typedef struct dnode_msg {
-    char *method;      /* named method ("methods", "cull", "create", ...), or NULL;
-                          may point into method_buf: never copy a message */
+    char *method;      /* named method ("methods", "cull", "create", ...), or NULL */
     int64_t method_id; /* when method is NULL: a callback id of the receiver */
     json_t *args;      /* a JSON_ARRAY; owned by the message */
     size_t ncallbacks; /* JSON_CALLBACK nodes placed into args */
-    char method_buf[24]; /* a short method name, without an allocation */
 } dnode_msg_t;
 
 /* Parse one message (without its line terminator). On success fills msg

@@ -413,6 +413,10 @@ START_TEST(test_bad_callback_paths)
                   "path");
     parse_refused("{\"method\":\"m\",\"arguments\":[[1]],\"callbacks\":{\"1\":[\"0\",0.5]}}",
                   "path");
+    /* An index is all of the string: a NUL inside does not end it. */
+    parse_refused("{\"method\":\"m\",\"arguments\":[[1,2]],\"callbacks\":{\"1\":[\"0\","
+                  "\"1\\u00002\"]}}",
+                  "path");
     /* Empty path, wrong element types, not an array. */
     parse_refused("{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"1\":[]}}", "path");
     parse_refused("{\"method\":\"m\",\"arguments\":[1],\"callbacks\":{\"1\":[null]}}", "path");
