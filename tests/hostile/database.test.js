@@ -18,15 +18,7 @@ const MODELS = { blob: { fields: { body: 'String', batch: 'String' } } };
 
 // method(...args, opt) with opt.error: resolves { doc } or { error }.
 function call(c, method, ...args) {
-    return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no answer to ${method}`)), 60000);
-        const done = (v) => {
-            clearTimeout(timer);
-            resolve(v);
-        };
-        const opt = { ...args[args.length - 1], error: (error) => done({ error }) };
-        c.call(method, ...args.slice(0, -1), opt, (doc) => done({ doc }));
-    });
+    return c.answer(method, args, 60000);
 }
 
 test('a read past max_reply_bytes is refused, naming the limit, and never held whole',

@@ -99,15 +99,7 @@ async function user(t, sub, more = {}) {
 
 // method(...args, opt) with opt.error: resolves { doc } or { error }.
 function call(c, method, ...args) {
-    return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no answer to ${method}`)), 10000);
-        const done = (v) => {
-            clearTimeout(timer);
-            resolve(v);
-        };
-        const opt = { ...args[args.length - 1], error: (error) => done({ error }) };
-        c.call(method, ...args.slice(0, -1), opt, (doc) => done({ doc }));
-    });
+    return c.answer(method, args, 10000);
 }
 
 const ok = (r) => {

@@ -110,6 +110,16 @@ let services;
 let d;
 const pages = [];
 
+// Two pages (on ports a and b) whose connections are ready; closed with
+// the others after the tests.
+async function twoPages(portA = d.port, portB = d.port) {
+    const a = page(portA);
+    const b = page(portB);
+    pages.push(a, b);
+    await until(() => a.conn.isReady() && b.conn.isReady(), 'both pages ready');
+    return [a, b];
+}
+
 test.before(async () => {
     if (skip) {
         return;
@@ -199,10 +209,7 @@ test('unscrub: callbacks placed at their paths, links restored, __proto__ ignore
     });
 
 test('Backbone over DNode: CRUD, pushes, presence, errors, queries', { skip }, async () => {
-    const a = page(d.port);
-    const b = page(d.port);
-    pages.push(a, b);
-    await until(() => a.conn.isReady() && b.conn.isReady(), 'both pages ready');
+    const [a, b] = await twoPages();
     const online = [];
     b.todos.on('subscribe', (n) => online.push(n));
     await subscribe(a.todos);
@@ -261,10 +268,7 @@ test('Backbone over DNode: CRUD, pushes, presence, errors, queries', { skip }, a
 });
 
 test('after a reconnection: resubscribed, caught up, queued calls sent', { skip }, async () => {
-    const a = page(d.port);
-    const b = page(d.port);
-    pages.push(a, b);
-    await until(() => a.conn.isReady() && b.conn.isReady(), 'both pages ready');
+    const [a, b] = await twoPages();
     await subscribe(a.todos);
     await subscribe(b.todos);
     await fetch(a.todos);
@@ -326,10 +330,7 @@ test('a write whose answer is lost with the connection goes again with its reque
     });
     await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
     t.after(() => proxy.close());
-    const a = page(proxy.address().port);
-    const b = page(d.port);
-    pages.push(a, b);
-    await until(() => a.conn.isReady() && b.conn.isReady(), 'both pages ready');
+    const [a, b] = await twoPages(proxy.address().port);
     await subscribe(a.todos);
     await subscribe(b.todos);
     await fetch(a.todos);
@@ -360,10 +361,7 @@ test('a write whose answer is lost with the connection goes again with its reque
 
 test('changes pushed while a fetch is in flight are not undone by its answer',
     { skip }, async () => {
-        const a = page(d.port);
-        const b = page(d.port);
-        pages.push(a, b);
-        await until(() => a.conn.isReady() && b.conn.isReady(), 'both pages ready');
+        const [a, b] = await twoPages();
         await subscribe(a.todos);
         await subscribe(b.todos);
         const old = await create(a.todos, { title: 'before the fetch', order: 30 });

@@ -9,7 +9,7 @@
 const test = require('node:test');
 const assert = require('node:assert');
 
-const { startDnoded, sleep, timeScale } = require('../lib/harness');
+const { startDnoded, stopAll, sleep, timeScale } = require('../lib/harness');
 const { startRedis } = require('../lib/services');
 const { redisCommand } = require('../lib/redis');
 const { findProgram, waitFor } = require('../lib/proc');
@@ -107,21 +107,11 @@ test.describe('Redis mode: two hosts on one Redis', { skip }, () => {
     test.before(async () => {
         redis = await startRedis();
         const opts = { redisUrl: redis.url, mongodbUri: NO_DB };
-        a = await startDnoded(opts);
-        b = await startDnoded(opts);
-        await a.waitForLog(/bus: connected to Redis/);
-        await b.waitForLog(/bus: connected to Redis/);
+        a = await startDnoded({ ...opts, redisReady: true });
+        b = await startDnoded({ ...opts, redisReady: true });
     });
 
-    test.after(async () => {
-        try {
-            await Promise.all([a && a.close(), b && b.close()]);
-        } finally {
-            if (redis) {
-                await redis.close();
-            }
-        }
-    });
+    test.after(() => stopAll([a, b], [redis]));
 
     test('a subscriber on one host receives what a client of the other publishes, once',
         async (t) => {
@@ -206,8 +196,7 @@ test.describe('Redis mode: two hosts on one Redis', { skip }, () => {
         await b.close();
         assert.strictEqual(await nextPresence(a1, 'unsubscribed', url), 1);
         // A new host joining sees the corrected count.
-        b = await startDnoded({ redisUrl: redis.url, mongodbUri: NO_DB });
-        await b.waitForLog(/bus: connected to Redis/);
+        b = await startDnoded({ redisUrl: redis.url, mongodbUri: NO_DB, redisReady: true });
         const b4 = await client(t, b);
         assert.strictEqual(await join(b4, url), 2);
     });

@@ -92,20 +92,7 @@ function client(t, extra = {}, server = d) {
 // fn) or { error } (the argument of opt.error), whichever comes first.
 // args are [data,] opt.
 function crud(c, method, ...args) {
-    return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no answer to ${method} within ` +
-            `${CALL_TIMEOUT_MS} ms`)), CALL_TIMEOUT_MS);
-        const done = (v) => {
-            clearTimeout(timer);
-            resolve(v);
-        };
-        c.closed.then(() => {
-            clearTimeout(timer);
-            reject(new Error(`connection closed before ${method} answered`));
-        });
-        const opt = { ...args[args.length - 1], error: (error) => done({ error }) };
-        c.call(method, ...args.slice(0, -1), opt, (doc) => done({ doc }));
-    });
+    return c.answer(method, args, CALL_TIMEOUT_MS);
 }
 
 function ok(r) {

@@ -273,9 +273,8 @@ async function publishUntilHeard(pub, sub, url, what) {
 async function dnodedOnRedis(t, workers) {
     const redis = await startRedis();
     t.after(() => redis.close());
-    const d = await startDnoded({ mongodbUri: NO_DB, redisUrl: redis.url,
+    const d = await startDnoded({ mongodbUri: NO_DB, redisUrl: redis.url, redisReady: true,
         config: { workers } }, t);
-    await d.waitForLog(/bus: connected to Redis/);
     return { redis, d };
 }
 

@@ -109,16 +109,7 @@ async function client(t, { server = a, sub = null } = {}) {
 
 // method(...args, opt) with opt.error: resolves { doc } or { error }.
 function call(c, method, ...args) {
-    return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no answer to ${method} within ` +
-            `${CALL_TIMEOUT_MS} ms`)), CALL_TIMEOUT_MS);
-        const done = (v) => {
-            clearTimeout(timer);
-            resolve(v);
-        };
-        const opt = { ...args[args.length - 1], error: (error) => done({ error }) };
-        c.call(method, ...args.slice(0, -1), opt, (doc) => done({ doc }));
-    });
+    return c.answer(method, args, CALL_TIMEOUT_MS);
 }
 
 const ok = (r) => {

@@ -17,7 +17,7 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 
-const { startDnoded, sleep, timeScale } = require('../lib/harness');
+const { startDnoded, stopAll, sleep, timeScale } = require('../lib/harness');
 const { startRedis, getServices } = require('../lib/services');
 const { redisCommand } = require('../lib/redis');
 const { findProgram, waitFor } = require('../lib/proc');
@@ -261,21 +261,11 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         redis = await startRedis();
         const opts = { redisUrl: redis.url, mongodbUri: NO_DB,
             config: { history_size: 5000 } };
-        a = await startDnoded(opts);
-        b = await startDnoded(opts);
-        await a.waitForLog(/bus: connected to Redis/);
-        await b.waitForLog(/bus: connected to Redis/);
+        a = await startDnoded({ ...opts, redisReady: true });
+        b = await startDnoded({ ...opts, redisReady: true });
     });
 
-    test.after(async () => {
-        try {
-            await Promise.all([a && a.close(), b && b.close()]);
-        } finally {
-            if (redis) {
-                await redis.close();
-            }
-        }
-    });
+    test.after(() => stopAll([a, b], [redis]));
 
     for (const [name, connect] of Object.entries(transports)) {
         test(`${name}: a subscriber back after a drop gets exactly the changes published ` +
@@ -303,10 +293,8 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         'next requests wait', async (t) => {
         // A client pipelining subscribe-with-since could otherwise keep any
         // number of fetches (each up to history_size changes) out at once.
-        const d = await startDnoded({ redisUrl: redis.url, mongodbUri: NO_DB,
-            config: { max_inflight_per_session: 2 } });
-        t.after(() => d.close());
-        await d.waitForLog(/bus: connected to Redis/);
+        const d = await startDnoded({ redisUrl: redis.url, mongodbUri: NO_DB, redisReady: true,
+            config: { max_inflight_per_session: 2 } }, t);
         const c = await d.pushClient(t);
         const since = { epoch: 'e0', offset: 1 };
         const held = 1500;
@@ -326,9 +314,8 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
 
     test('a reload waits for a session\'s history fetch: its subscribe is answered, then it moves',
         async (t) => {
-            const d = await startDnoded({ redisUrl: redis.url, mongodbUri: NO_DB,
+            const d = await startDnoded({ redisUrl: redis.url, mongodbUri: NO_DB, redisReady: true,
                 config: { workers: 1 } }, t);
-            await d.waitForLog(/bus: connected to Redis/);
             const c = await d.pushClient(t);
             const url = unique('reload-fetch');
             await redisCommand(redis.url, 'CLIENT', 'PAUSE', '1500', 'ALL');

@@ -250,6 +250,27 @@ class DnodeClient {
         return { fn, args };
     }
 
+    // Calls name(...args, opt, fn), where opt is the last of args with
+    // opt.error added: resolves { doc } when fn is called first, { error }
+    // when opt.error is; rejects after timeoutMs, or when the connection
+    // closes before either.
+    answer(name, args, timeoutMs = this.timeoutMs) {
+        return new Promise((resolve, reject) => {
+            const timer = setTimeout(() => reject(new Error(`no answer to ${name} within ` +
+                `${timeoutMs} ms`)), timeoutMs);
+            const done = (v) => {
+                clearTimeout(timer);
+                resolve(v);
+            };
+            this.closed.then(() => {
+                clearTimeout(timer);
+                reject(new Error(`connection closed before ${name} answered`));
+            });
+            const opt = { ...args[args.length - 1], error: (error) => done({ error }) };
+            this.call(name, ...args.slice(0, -1), opt, (doc) => done({ doc }));
+        });
+    }
+
     // Waits for the server's methods message, then calls name(...args, cb)
     // and resolves with cb's arguments. Errors the server reports through
     // opt.error are the test's to catch with its own callback.

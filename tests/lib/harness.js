@@ -364,6 +364,7 @@ class Dnoded {
 //   port                   fixed port (default: a free one, retried if taken)
 //   bin                    program to run (default $DNODED_BIN)
 //   startTimeoutMs         how long to wait for the port (default 15 s, scaled)
+//   redisReady             resolve only once the bus says it is connected to Redis
 // With a node:test context t, close() runs in t.after, so a crash or
 // sanitizer report fails that test.
 async function startDnoded(opts = {}, t = null) {
@@ -384,7 +385,22 @@ async function startDnoded(opts = {}, t = null) {
         }
         throw err;
     }
+    if (o.redisReady) {
+        await d.waitForLog(/bus: connected to Redis/);
+    }
     return d;
+}
+
+// Stops the dnoded servers given (together), then each service (a Redis,
+// ...) in turn; unset entries are skipped.
+async function stopAll(servers, services = []) {
+    try {
+        await Promise.all(servers.filter(Boolean).map((d) => d.close()));
+    } finally {
+        for (const s of services.filter(Boolean)) {
+            await s.close();
+        }
+    }
 }
 
 // Runs dnoded to completion (e.g. ['-t', '-c', file]) and returns
@@ -416,6 +432,7 @@ module.exports = {
     DEFAULT_MODELS,
     SANITIZER_PATTERNS,
     startDnoded,
+    stopAll,
     runDnoded,
     renderConfig,
     sanitizerReport,
