@@ -806,9 +806,8 @@ static void api_offered_checked(void *arg, int revoked)
 
     if (!session_closing(s)) {
         if (revoked != 0)
-            session_close(s, CONN_CLOSE_OTHER,
-                          revoked > 0 ? "token revoked"
-                                      : "token not checked: revocations unreachable");
+            session_end(s, CONN_CLOSE_OTHER,
+                        revoked > 0 ? "token revoked" : "token not checked: revocations unreachable");
         else
             conn_unpause(s->conn);
     }

@@ -496,6 +496,12 @@ test('a revocation closes the sessions it covers on every worker and host within
         revoke(`jti=bob-${one.pid}`);
         await one.c.waitClosed(1000);
         t.diagnostic(`jti revocation closed its session in ${Date.now() - started} ms`);
+        // ... and one more of ann's, over WebSocket with the token in its URL
+        const { WsConn } = require('../lib/raw_http');
+        const annTok = token('ann', { jti: 'ann-ws' });
+        const annWs = await WsConn.open(hosts[1].port, { path: `/dnode?token=${annTok}` });
+        t.after(() => annWs.close());
+        await annWs.nextMessage((m) => m.method === 'methods', 'the methods message');
         // every token of ann so far: her four sessions, on both hosts
         started = Date.now();
         revoke('sub=ann');
@@ -503,6 +509,12 @@ test('a revocation closes the sessions it covers on every worker and host within
         const took = Date.now() - started;
         t.diagnostic(`sub revocation closed 4 sessions on 2 hosts in ${took} ms`);
         assert.ok(took <= 1000, `closed in ${took} ms`);
+        // a WebSocket session ended for its token says so: policy violation
+        assert.strictEqual(await annWs.closeCode(), 1008);
+        // and so does one that comes back with the revoked token in its URL
+        const again = await WsConn.open(hosts[0].port, { path: `/dnode?token=${annTok}` });
+        t.after(() => again.close());
+        assert.strictEqual(await again.closeCode(), 1008);
         // bob's others carry on
         for (const s of sessions.filter((x) => x.sub === 'bob' && x !== one)) {
             assert.deepStrictEqual(await s.c.invoke('subscribe', '/todos/bob'), [null]);
