@@ -985,6 +985,40 @@ static void run_delete(store_t *st, mongoc_client_t *client, job_t *job)
  * index so that one conflicting index does not hide the others. Named
  * "path_1" as Mongoose names them, so an existing Mongoose index is found as
  * it is. Failures are logged only. */
+/* Ensure the ascending index "<path>_1" on coll (named collname in the log
+ * lines), unique if asked. 0, or -1 with a warning logged. */
+static int ensure_index(store_t *st, mongoc_collection_t *coll, const char *collname,
+                        const char *path, int unique)
+{
+    bson_t cmd = BSON_INITIALIZER, indexes, spec, key, reply;
+    bson_error_t e;
+    char name[256];
+    int rc = 0;
+
+    snprintf(name, sizeof name, "%s_1", path);
+    BSON_APPEND_UTF8(&cmd, "createIndexes", collname);
+    BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &indexes);
+    BSON_APPEND_DOCUMENT_BEGIN(&indexes, "0", &spec);
+    BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key);
+    BSON_APPEND_INT32(&key, path, 1);
+    bson_append_document_end(&spec, &key);
+    BSON_APPEND_UTF8(&spec, "name", name);
+    if (unique)
+        BSON_APPEND_BOOL(&spec, "unique", true);
+    bson_append_document_end(&indexes, &spec);
+    bson_append_array_end(&cmd, &indexes);
+    if (!mongoc_collection_write_command_with_opts(coll, &cmd, NULL, &reply, &e)) {
+        log_warning("store: cannot create index %s on %s.%s: %s", name, st->dbname, collname,
+                    e.message);
+        rc = -1;
+    } else {
+        log_debug("store: index %s on %s.%s ensured", name, st->dbname, collname);
+    }
+    bson_destroy(&reply);
+    bson_destroy(&cmd);
+    return rc;
+}
+
 static void run_indexes(store_t *st, mongoc_client_t *client, job_t *job)
 {
     size_t nmodels = model_set_count(job->models);
@@ -998,31 +1032,8 @@ static void run_indexes(store_t *st, mongoc_client_t *client, job_t *job)
         for (size_t k = 0; k < n; k++) {
             const char *path;
             int unique;
-            if (model_index_at(m, k, &path, &unique) < 0)
-                continue;
-            char name[256];
-            snprintf(name, sizeof name, "%s_1", path);
-            bson_t cmd = BSON_INITIALIZER, indexes, spec, key, reply;
-            bson_error_t e;
-            BSON_APPEND_UTF8(&cmd, "createIndexes", model_collection(m));
-            BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &indexes);
-            BSON_APPEND_DOCUMENT_BEGIN(&indexes, "0", &spec);
-            BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key);
-            BSON_APPEND_INT32(&key, path, 1);
-            bson_append_document_end(&spec, &key);
-            BSON_APPEND_UTF8(&spec, "name", name);
-            if (unique)
-                BSON_APPEND_BOOL(&spec, "unique", true);
-            bson_append_document_end(&indexes, &spec);
-            bson_append_array_end(&cmd, &indexes);
-            if (!mongoc_collection_write_command_with_opts(coll, &cmd, NULL, &reply, &e))
-                log_warning("store: cannot create index %s on %s.%s: %s", name, st->dbname,
-                            model_collection(m), e.message);
-            else
-                log_debug("store: index %s on %s.%s ensured", name, st->dbname,
-                          model_collection(m));
-            bson_destroy(&reply);
-            bson_destroy(&cmd);
+            if (model_index_at(m, k, &path, &unique) == 0)
+                ensure_index(st, coll, model_collection(m), path, unique);
         }
         mongoc_collection_destroy(coll);
     }
@@ -1163,27 +1174,11 @@ static void once_sweep(store_t *st, mongoc_collection_t *coll, int64_t now)
     if (now < next || !__atomic_compare_exchange_n(&st->once_next_sweep, &next, now + ONCE_SWEEP_MS,
                                                    0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         return;
-    if (!__atomic_load_n(&st->once_indexed, __ATOMIC_RELAXED)) {
-        /* A plain index: FerretDB 1.24 has no TTL indexes
-         * (expireAfterSeconds is "not implemented yet"). */
-        bson_t cmd = BSON_INITIALIZER, indexes, spec, key;
-        BSON_APPEND_UTF8(&cmd, "createIndexes", STORE_REQUESTS);
-        BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &indexes);
-        BSON_APPEND_DOCUMENT_BEGIN(&indexes, "0", &spec);
-        BSON_APPEND_DOCUMENT_BEGIN(&spec, "key", &key);
-        BSON_APPEND_INT32(&key, "until", 1);
-        bson_append_document_end(&spec, &key);
-        BSON_APPEND_UTF8(&spec, "name", "until_1");
-        bson_append_document_end(&indexes, &spec);
-        bson_append_array_end(&cmd, &indexes);
-        if (!mongoc_collection_write_command_with_opts(coll, &cmd, NULL, &reply, &e))
-            log_warning("store: cannot create index until_1 on %s.%s: %s", st->dbname,
-                        STORE_REQUESTS, e.message);
-        else
-            __atomic_store_n(&st->once_indexed, 1, __ATOMIC_RELAXED);
-        bson_destroy(&reply);
-        bson_destroy(&cmd);
-    }
+    /* A plain index: FerretDB 1.24 has no TTL indexes (expireAfterSeconds
+     * is "not implemented yet"). */
+    if (!__atomic_load_n(&st->once_indexed, __ATOMIC_RELAXED) &&
+        ensure_index(st, coll, STORE_REQUESTS, "until", 0) == 0)
+        __atomic_store_n(&st->once_indexed, 1, __ATOMIC_RELAXED);
     BSON_APPEND_DOCUMENT_BEGIN(&filter, "until", &lt);
     BSON_APPEND_DATE_TIME(&lt, "$lt", now);
     bson_append_document_end(&filter, &lt);
