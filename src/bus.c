@@ -401,7 +401,12 @@ typedef struct bus_fetch {
     uint64_t from;
 } bus_fetch_t;
 
-#define BUS_FETCH_BATCH 1000 /* changes per fetch: a longer replay takes several */
+/* One fetch brings at most this many changes, and payloads of at most
+ * this many bytes (past the first change): a longer replay takes several,
+ * so a worker (and Redis, building the reply) never holds more than about
+ * one batch of a channel's history per fetch. */
+#define BUS_FETCH_BATCH 1000
+#define BUS_FETCH_BYTES (4u << 20)
 
 static const char bus_lost_head[] = "{\"v\":1,\"m\":\"lost\"";
 
@@ -502,7 +507,7 @@ static int bus_fetch(bus_t *b, bus_channel_t *c, session_t *s, const char *since
     else if (s == NULL)
         c->fetching = 1;
     /* The carrier answers exactly once, possibly before returning. */
-    return b->ops->fetch(b, c, from, BUS_FETCH_BATCH, f);
+    return b->ops->fetch(b, c, from, BUS_FETCH_BATCH, BUS_FETCH_BYTES, f);
 }
 
 static void bus_fetch_free(bus_fetch_t *f)
@@ -610,6 +615,8 @@ static void bus_fetched_channel(bus_t *b, bus_channel_t *c, bus_fetch_t *f, int 
     } else if (strcmp(epoch, c->epoch) != 0) {
         bus_new_epoch(b, c, epoch, last);
     } else if (f->from != BUS_FROM_POSITION) {
+        uint64_t before = c->last;
+
         for (i = 0; i < n && c->last < last; i++) {
             if (entries[i].offset <= c->last)
                 continue;
@@ -618,8 +625,8 @@ static void bus_fetched_channel(bus_t *b, bus_channel_t *c, bus_fetch_t *f, int 
             c->last = entries[i].offset;
             bus_give(b, c, entries[i].payload, entries[i].len, epoch, entries[i].offset, -1);
         }
-        if (c->last < last && i == n && n == BUS_FETCH_BATCH) {
-            bus_core_catch_up(b, c); /* more than one batch */
+        if (c->last < last && i == n && c->last > before) {
+            bus_core_catch_up(b, c); /* a batch, and more after it */
             return;
         }
         if (c->last < last) {
@@ -674,8 +681,8 @@ static void bus_fetched_session(bus_t *b, bus_channel_t *c, bus_fetch_t *f, int 
     for (i = 0; whole && i < n; i++)
         if (entries[i].offset != st->pos + 1 + i || bus_is_lost(entries[i].payload, entries[i].len))
             whole = 0;
-    if (whole && st->pos + n < last && n < BUS_FETCH_BATCH)
-        whole = 0;
+    if (whole && n == 0 && st->pos < last)
+        whole = 0; /* missed changes, none of them in the history */
     if (!whole) {
         st->pos = last;
         st->known = 1;

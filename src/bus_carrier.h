@@ -112,11 +112,15 @@ typedef struct bus_carrier {
     int (*revoked)(bus_t *b, const char *jti, const char *sub, int64_t iat,
                    void (*cb)(void *arg, int revoked), void *arg);
     /* Fetch channel c's epoch, last offset and the changes from offset
-     * from on (at most max of them; from BUS_FROM_POSITION: none), in the
-     * channel's order with everything published after the call: the
-     * carrier answers through bus_core_fetched(b, name, ctx, ...), now or
-     * later, exactly once (also on failure). */
-    int (*fetch)(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, void *ctx);
+     * from on (from BUS_FROM_POSITION: none), in the channel's order with
+     * everything published after the call: the first of them, at most max
+     * and no more payload bytes than max_bytes (but always the first),
+     * with no gap; none when the one at from is no longer in the history.
+     * A batch that stops short of the last offset says only that there is
+     * more to fetch. The carrier answers through bus_core_fetched(b, ctx,
+     * ...), now or later, exactly once (also on failure). */
+    int (*fetch)(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, size_t max_bytes,
+                 void *ctx);
     /* c's epoch (into epoch, epochlen bytes) and last offset when the
      * carrier knows them at once, without a fetch: 1, else 0. May be
      * NULL. */

@@ -270,10 +270,11 @@ static const char bus_lua_change[] =
     "return n\n";
 
 /* A channel's epoch and last offset, and its changes from offset ARGV[3]
- * on (at most ARGV[4]) when all of them are still in the history: no more
- * than ARGV[7] back, none older than ARGV[8] (ms). ARGV: prefix, url,
- * from, count, new epoch, meta_ttl, history_size, oldest. Returns {epoch,
- * last, id, message, id, message, ...}. */
+ * on when all of them are still in the history: no more than ARGV[7]
+ * back, none older than ARGV[8] (ms). Of those, the first ARGV[4] at most,
+ * and no more message bytes than ARGV[9] past the first. ARGV: prefix,
+ * url, from, count, new epoch, meta_ttl, history_size, oldest, bytes.
+ * Returns {epoch, last, id, message, id, message, ...}. */
 static const char bus_lua_fetch[] =
     "local p, url = ARGV[1], ARGV[2]\n"
     "local meta, hist = p .. 'o:' .. url, p .. 'h:' .. url\n"
@@ -290,9 +291,13 @@ static const char bus_lua_fetch[] =
     "if from < 1 or from > n or n - from + 1 > tonumber(ARGV[7]) then return out end\n"
     "local r = redis.call('XRANGE', hist, ARGV[3], '+', 'COUNT', ARGV[4])\n"
     "if #r == 0 or tonumber(r[1][2][4]) < tonumber(ARGV[8]) then return out end\n"
+    "local cap, bytes = tonumber(ARGV[9]), 0\n"
     "for i = 1, #r do\n"
+    "  local m = r[i][2][2]\n"
+    "  if i > 1 and bytes + #m > cap then break end\n"
+    "  bytes = bytes + #m\n"
     "  out[#out + 1] = r[i][1]\n"
-    "  out[#out + 1] = r[i][2][2]\n"
+    "  out[#out + 1] = m\n"
     "end\n"
     "return out\n";
 
@@ -1176,9 +1181,11 @@ static int redis_publish(bus_t *b, const char *name, bus_channel_t *c, const cha
     return bus_channel_command_ctx(b, c, K_PUBLISH, cmd, (size_t)n, pub);
 }
 
-static int redis_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, void *ctx)
+static int redis_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, size_t max_bytes,
+                       void *ctx)
 {
-    char f[24], count[24], epoch[BUS_EPOCH_MAX], mttl[24], size[24], oldest[24], *cmd = NULL;
+    char f[24], count[24], epoch[BUS_EPOCH_MAX], mttl[24], size[24], oldest[24], bytes[24];
+    char *cmd = NULL;
     struct timespec ts;
     int n;
 
@@ -1189,13 +1196,14 @@ static int redis_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, vo
     clock_gettime(CLOCK_REALTIME, &ts);
     snprintf(f, sizeof(f), "%" PRIu64, from);
     snprintf(count, sizeof(count), "%zu", max);
+    snprintf(bytes, sizeof(bytes), "%zu", max_bytes);
     snprintf(mttl, sizeof(mttl), "%d", REDIS_META_TTL);
     snprintf(size, sizeof(size), "%zu", b->cfg->history_size);
     snprintf(oldest, sizeof(oldest), "%lld",
              ((long long)ts.tv_sec - b->cfg->history_ttl) * 1000 + ts.tv_nsec / 1000000);
     bus_core_new_epoch(epoch, sizeof(epoch));
-    n = redisFormatCommand(&cmd, "EVAL %s 0 %s %s %s %s %s %s %s %s", bus_lua_fetch, RD(b)->prefix,
-                           c->name, f, count, epoch, mttl, size, oldest);
+    n = redisFormatCommand(&cmd, "EVAL %s 0 %s %s %s %s %s %s %s %s %s", bus_lua_fetch,
+                           RD(b)->prefix, c->name, f, count, epoch, mttl, size, oldest, bytes);
     if (n < 0) {
         bus_core_fetched(b, ctx, 0, NULL, 0, NULL, 0);
         return 0;

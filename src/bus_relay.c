@@ -525,13 +525,15 @@ static int relay_position(bus_t *b, const bus_channel_t *c, char *epoch, size_t 
 
 /* Walk c's changes back from the newest through the log (each entry links
  * to the channel's change before it) down to offset from, and answer with
- * the first max of them, oldest first: all of from..last, or none when
- * some are gone (overwritten, older than history_ttl, past history_size).
+ * the first of them, oldest first (at most max, and max_bytes of payloads
+ * past the first), when all of from..last are there, or none when some
+ * are gone (overwritten, older than history_ttl, past history_size).
  * Only the walk over the entries' headers holds the lock; the payloads
  * are copied after it, then checked not to have been overwritten
  * meanwhile (as host_drain reads), so a long replay does not hold up the
  * other workers' publishes. */
-static int relay_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, void *ctx)
+static int relay_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, size_t max_bytes,
+                       void *ctx)
 {
     bus_host_t *h = RL(b)->host;
     size_t namelen = strlen(c->name), n = 0, nstarts = 0, total = 0, k;
@@ -586,8 +588,13 @@ static int relay_fetch(bus_t *b, bus_channel_t *c, uint64_t from, size_t max, vo
     if (nstarts < want)
         goto answer; /* some are gone: nothing */
     n = want < max ? (size_t)want : max;
-    for (k = 0; k < n; k++)
+    for (k = 0; k < n; k++) {
+        if (k > 0 && total + lens[want - 1 - k] > max_bytes) {
+            n = k; /* the rest in the next batch */
+            break;
+        }
         total += lens[want - 1 - k];
+    }
     entries = calloc(n, sizeof(*entries));
     buf = malloc(total + 1);
     if (entries == NULL || buf == NULL) {

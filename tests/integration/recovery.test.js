@@ -179,6 +179,30 @@ async function missedWhileAway(t, connect, where) {
     assert.deepStrictEqual(after.recovered(url), []);
 }
 
+// A replay larger than one fetch may carry (4 MiB of payloads): twelve
+// changes of 600 KB each, missed by a subscriber of subAt published from
+// pub, come back whole, in order, over several fetches.
+async function bigReplay(t, subAt, pub) {
+    const url = unique('big');
+    const away = await tcpSubscriber(t, subAt);
+    const [, pos] = await away.subscribe(url, {});
+    await away.close();
+    const pad = 'y'.repeat(600000);
+    for (let i = 0; i < 12; i++) {
+        assert.deepStrictEqual(await pub.invoke('publish', { i, pad }, { url, method: 'create' }),
+            [null]);
+    }
+    const back = await tcpSubscriber(t, subAt);
+    const [err, info] = await back.subscribe(url, { since: pos });
+    assert.strictEqual(err, null);
+    assert.deepStrictEqual(info, { recovered: true, epoch: pos.epoch, offset: pos.offset + 12 });
+    const replay = back.created(url);
+    assert.deepStrictEqual(replay.map(([doc]) => doc.i), [...Array(12).keys()]);
+    assert.deepStrictEqual(replay.map(([, opt]) => opt.offset),
+        [...Array(12).keys()].map((k) => pos.offset + 1 + k));
+    assert.ok(replay.every(([doc]) => doc.pad === pad), 'every payload whole');
+}
+
 // A dnoded with two workers; a client's worker is picked by stopping the other.
 async function twoWorkers(t, config = {}) {
     const d = await startDnoded({ mongodbUri: NO_DB, config: { workers: 2, ...config } }, t);
@@ -202,6 +226,11 @@ test.describe('single-host mode', () => {
             }));
         });
     }
+
+    test('a replay past one fetch\'s 4 MiB comes back whole over several', async (t) => {
+        const d = await startDnoded({ mongodbUri: NO_DB }, t);
+        await bigReplay(t, d, await d.pushClient(t));
+    });
 
     test('past history_size nothing is replayed, and the answer says recovered: false',
         async (t) => {
@@ -287,6 +316,10 @@ test.describe('Redis mode: two hosts on one Redis', { skip: skipRedis }, () => {
         assert.strictEqual(first[0], null);
         assert.match(first[1].epoch, /^[0-9a-f]+$/);
         assert.strictEqual(second[0], null, 'answered, with or without a position yet');
+    });
+
+    test('a replay past one fetch\'s 4 MiB comes back whole over several', async (t) => {
+        await bigReplay(t, a, await b.pushClient(t));
     });
 
     test('history fetches count against max_inflight_per_session: past it, the session\'s ' +
